@@ -1,0 +1,219 @@
+/**
+ * 6PN addressing: pure functions from org network ids, host ids and machine ids to IPv6
+ * addresses, and back from an address to the org that owns it.
+ *
+ * Layout of an org's /48, `fdaa:0:<network id>::/48` (hextets 3..7 below the prefix):
+ *   fdaa:0:18::3                 the org's DNS (host id 0 is infrastructure, never a machine)
+ *   fdaa:0:18:0:1::<n>           Flycast addresses (host id 1 is the Flycast range)
+ *   fdaa:0:18:a7b:7d:f066:b83b:2 a machine: 32-bit host id, first 8 hex digits of its id, 2
+ *   fdaa:0:18:a7b:d6b:0:a:2/120  a WireGuard peer: gateway host id, 32-bit peer number, 2
+ * Network id 0 is reserved: `fdaa::3` is the resolver every machine uses.
+ *
+ * @example orgOf('fdaa:0:18:a7b:7d:f066:b83b:2') // 0x18
+ */
+import ipaddr from 'ipaddr.js';
+
+export const MAX_NETWORK_ID = 0xffff;
+/** Host id 0: DNS and other infrastructure addresses. */
+export const INFRA_HOST_ID = 0;
+/** Host id 1: the org's Flycast range. */
+export const FLYCAST_HOST_ID = 1;
+/** The resolver address every machine is told to use. */
+export const GLOBAL_DNS_ADDRESS = 'fdaa::3';
+/** Largest Flycast / peer sequence number (32 bits). */
+export const MAX_SEQUENCE = 0xffffffff;
+
+const hex = (n: number): string => n.toString(16);
+
+function assertNetworkId(id: number): void {
+  if (!Number.isInteger(id) || id < 1 || id > MAX_NETWORK_ID) {
+    throw new RangeError(`network id must be an integer from 1 to 65535, got ${id}`);
+  }
+}
+
+function assertHostId(hostId: number): void {
+  if (!Number.isInteger(hostId) || hostId < 0 || hostId > 0xffffffff) {
+    throw new RangeError(`host id must be a 32-bit unsigned integer, got ${hostId}`);
+  }
+}
+
+function assertSequence(n: number): void {
+  if (!Number.isInteger(n) || n < 1 || n > MAX_SEQUENCE) {
+    throw new RangeError(`sequence number must be from 1 to ${MAX_SEQUENCE}, got ${n}`);
+  }
+}
+
+/** Canonical (RFC 5952) text of eight hextets. */
+function fromParts(parts: number[]): string {
+  return new ipaddr.IPv6(parts).toRFC5952String();
+}
+
+/** `fdaa:0:18::` for network id 0x18. */
+export function orgPrefix(networkId: number): string {
+  assertNetworkId(networkId);
+  return `fdaa:0:${hex(networkId)}::`;
+}
+
+/** `fdaa:0:18::/48` for network id 0x18. */
+export function orgPrefixCidr(networkId: number): string {
+  return `${orgPrefix(networkId)}/48`;
+}
+
+/** The network id of an org's /48 prefix (`fdaa:0:18::/48` -> 0x18); null when it is not one. */
+export function networkIdOfPrefix(cidr: string): number | null {
+  const slash = cidr.indexOf('/');
+  if (slash < 0 || cidr.slice(slash + 1) !== '48') return null;
+  const parts = parseParts(cidr.slice(0, slash));
+  if (!parts || parts[0] !== 0xfdaa || parts[1] !== 0) return null;
+  if (parts.slice(3).some((p) => p !== 0)) return null;
+  const id = parts[2]!;
+  return id >= 1 ? id : null;
+}
+
+/** The org's resolver, `<prefix>::3`. */
+export function orgDnsAddress(networkId: number): string {
+  assertNetworkId(networkId);
+  return fromParts([0xfdaa, 0, networkId, 0, 0, 0, 0, 3]);
+}
+
+/** Host ids are written like the address hextets they fill: `a7b:7d` is 0x0a7b007d. */
+export function parseHostId(text: string): number | null {
+  const m = /^([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(text.trim());
+  if (!m) return null;
+  return parseInt(m[1]!, 16) * 0x10000 + parseInt(m[2]!, 16);
+}
+
+export function formatHostId(hostId: number): string {
+  assertHostId(hostId);
+  return `${hex(Math.floor(hostId / 0x10000))}:${hex(hostId & 0xffff)}`;
+}
+
+/** True for host ids a machine may not use (infrastructure and Flycast). */
+export function isReservedHostId(hostId: number): boolean {
+  return hostId === INFRA_HOST_ID || hostId === FLYCAST_HOST_ID;
+}
+
+/**
+ * A machine's 6PN address: prefix, host id, the first 8 hex digits of the machine id, then 2.
+ * The machine id must start with 8 hex digits.
+ */
+export function machineAddress(networkId: number, hostId: number, machineId: string): string {
+  assertNetworkId(networkId);
+  assertHostId(hostId);
+  if (isReservedHostId(hostId)) throw new RangeError(`host id ${hostId} is reserved`);
+  const head = machineId.slice(0, 8).toLowerCase();
+  if (!/^[0-9a-f]{8}$/.test(head)) {
+    throw new RangeError(`machine id must start with 8 hex digits, got ${JSON.stringify(machineId)}`);
+  }
+  return fromParts([
+    0xfdaa,
+    0,
+    networkId,
+    Math.floor(hostId / 0x10000),
+    hostId & 0xffff,
+    parseInt(head.slice(0, 4), 16),
+    parseInt(head.slice(4), 16),
+    2,
+  ]);
+}
+
+/** The n-th Flycast address of an org (n from 1): `fdaa:0:<id>:0:1::<n>`. */
+export function flycastAddress(networkId: number, n: number): string {
+  assertNetworkId(networkId);
+  assertSequence(n);
+  return fromParts([0xfdaa, 0, networkId, 0, FLYCAST_HOST_ID, 0, Math.floor(n / 0x10000), n & 0xffff]);
+}
+
+/** The n-th WireGuard peer address (n from 1) behind a gateway host id. Peers own a /120. */
+export function peerAddress(networkId: number, gatewayHostId: number, n: number): string {
+  assertNetworkId(networkId);
+  assertHostId(gatewayHostId);
+  if (isReservedHostId(gatewayHostId)) throw new RangeError(`host id ${gatewayHostId} is reserved`);
+  assertSequence(n);
+  return fromParts([
+    0xfdaa,
+    0,
+    networkId,
+    Math.floor(gatewayHostId / 0x10000),
+    gatewayHostId & 0xffff,
+    Math.floor(n / 0x10000),
+    n & 0xffff,
+    2,
+  ]);
+}
+
+export const PEER_PREFIX_LENGTH = 120;
+
+/** Strips a zone id (`%eth0`) and brackets; does not validate. */
+function stripDecorations(text: string): string {
+  let s = text.trim();
+  if (s.startsWith('[') && s.endsWith(']')) s = s.slice(1, -1);
+  const pct = s.indexOf('%');
+  return pct >= 0 ? s.slice(0, pct) : s;
+}
+
+/** The eight hextets of an IPv6 address, or null for anything else (IPv4 included). */
+export function parseParts(text: string): number[] | null {
+  if (typeof text !== 'string' || text.length === 0 || text.length > 64) return null;
+  const s = stripDecorations(text);
+  if (!ipaddr.IPv6.isValid(s)) return null;
+  try {
+    return ipaddr.IPv6.parse(s).parts;
+  } catch {
+    return null;
+  }
+}
+
+/** Canonical lowercase compressed form of an IPv6 address, or null when it is not one. */
+export function normalizeAddress(text: string): string | null {
+  const parts = parseParts(text);
+  return parts ? fromParts(parts) : null;
+}
+
+/** True for IPv4 text or an IPv4-mapped IPv6 address (`::ffff:10.0.0.1`). */
+export function isIPv4Like(text: string): boolean {
+  const s = stripDecorations(text);
+  if (ipaddr.IPv4.isValidFourPartDecimal(s)) return true;
+  const parts = parseParts(s);
+  return parts !== null && parts.slice(0, 5).every((p) => p === 0) && parts[5] === 0xffff;
+}
+
+/**
+ * The network id of the org whose /48 holds `address`, or null when the address is not inside
+ * any org prefix (IPv4, IPv4-mapped, other IPv6, network id 0, garbage). Every access decision
+ * starts here.
+ */
+export function orgOf(address: string): number | null {
+  const parts = parseParts(address);
+  if (!parts || parts[0] !== 0xfdaa || parts[1] !== 0) return null;
+  const id = parts[2]!;
+  return id === 0 ? null : id;
+}
+
+/** True when `address` lies inside the /48 of `networkId`. */
+export function inOrg(address: string, networkId: number): boolean {
+  return orgOf(address) === networkId;
+}
+
+export interface MachineAddressParts {
+  networkId: number;
+  hostId: number;
+  /** The 8 hex digits that start the machine's id. */
+  machineIdPrefix: string;
+}
+
+/** Reads a machine address back into its parts; null when the address is not machine-shaped. */
+export function parseMachineAddress(address: string): MachineAddressParts | null {
+  const parts = parseParts(address);
+  if (!parts || parts[0] !== 0xfdaa || parts[1] !== 0 || parts[2] === 0 || parts[7] !== 2) return null;
+  const hostId = parts[3]! * 0x10000 + parts[4]!;
+  if (isReservedHostId(hostId)) return null;
+  const machineIdPrefix = parts[5]!.toString(16).padStart(4, '0') + parts[6]!.toString(16).padStart(4, '0');
+  return { networkId: parts[2]!, hostId, machineIdPrefix };
+}
+
+/** True when the address is in an org's Flycast range. */
+export function isFlycastAddress(address: string): boolean {
+  const parts = parseParts(address);
+  return !!parts && parts[0] === 0xfdaa && parts[1] === 0 && parts[2] !== 0 && parts[3] === 0 && parts[4] === FLYCAST_HOST_ID;
+}

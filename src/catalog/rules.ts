@@ -1,0 +1,175 @@
+/**
+ * Catalog rules shared by every store: validation, address derivation and collision checks.
+ *
+ * Pure: a store hands in what it read (through the `Lookup` functions) and gets back the
+ * entity to write, or a typed error. The embedded store calls these under its single thread;
+ * the Redis store calls them inside an optimistic transaction and retries on a race.
+ */
+import { z } from 'zod';
+import {
+  flycastAddress,
+  isReservedHostId,
+  machineAddress,
+  MAX_SEQUENCE,
+  normalizeAddress,
+  orgDnsAddress,
+  orgOf,
+  parseMachineAddress,
+  peerAddress,
+} from '../addressing/index.js';
+import { ConflictError, ExhaustedError, NotFoundError, ValidationError } from '../errors.js';
+import {
+  appSchema,
+  machineInputSchema,
+  machinePatchSchema,
+  orgSchema,
+  peerInputSchema,
+  serviceSchema,
+  type App,
+  type AppInput,
+  type FlycastIp,
+  type Machine,
+  type MachineInput,
+  type MachinePatch,
+  type Org,
+  type Peer,
+  type PeerInput,
+  type Service,
+} from './types.js';
+
+/** Turns a zod failure into one ValidationError naming every bad field. */
+export function parseOrThrow<T extends z.ZodTypeAny>(schema: T, value: unknown, what: string): z.infer<T> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const detail = r.error.issues
+    .map((i) => `${i.path.length ? i.path.join('.') : what}: ${i.message}`)
+    .join('; ');
+  throw new ValidationError(`invalid ${what}: ${detail}`);
+}
+
+export function validateOrg(input: unknown, orgByName: (n: string) => Org | undefined, orgByNetworkId: (id: number) => Org | undefined): Org {
+  const org = parseOrThrow(orgSchema, input, 'org');
+  if (orgByName(org.name)) throw new ConflictError(`org ${org.name} already exists`);
+  const other = orgByNetworkId(org.network_id);
+  if (other) throw new ConflictError(`network id ${org.network_id} is already used by org ${other.name}`);
+  return org;
+}
+
+export function validateApp(input: AppInput, appByName: (n: string) => App | undefined, orgByName: (n: string) => Org | undefined): App {
+  const app = parseOrThrow(appSchema, input, 'app');
+  if (!orgByName(app.org)) throw new NotFoundError(`org ${app.org} not found`);
+  if (appByName(app.name)) throw new ConflictError(`app ${app.name} already exists`);
+  return app;
+}
+
+export function validateServices(services: unknown): Service[] {
+  return parseOrThrow(z.array(serviceSchema), services, 'services');
+}
+
+export function randomMachineId(random: () => number = Math.random): string {
+  let id = '';
+  for (let i = 0; i < 14; i++) id += Math.floor(random() * 16).toString(16);
+  return id;
+}
+
+export interface MachineLookup {
+  appByName(name: string): App | undefined;
+  orgByName(name: string): Org | undefined;
+  machineById(id: string): Machine | undefined;
+  /** Who holds this (normalized) address, if anyone: a machine id, peer key or Flycast ip. */
+  addressOwner(address: string): string | undefined;
+  regionExists(code: string): boolean;
+}
+
+/** Builds a machine to register; `newId` is used when the input carries none. */
+export function buildMachine(input: MachineInput, hostId: number, lookup: MachineLookup, now: number, newId: () => string): Machine {
+  const m = parseOrThrow(machineInputSchema, input, 'machine');
+  const app = lookup.appByName(m.app);
+  if (!app) throw new NotFoundError(`app ${m.app} not found`);
+  const org = lookup.orgByName(app.org);
+  if (!org) throw new NotFoundError(`org ${app.org} not found`);
+  if (!lookup.regionExists(m.region)) throw new ValidationError(`invalid machine: region: unknown region ${m.region}`);
+  const id = m.id ?? newId();
+  if (lookup.machineById(id)) throw new ConflictError(`machine ${id} already exists`);
+  let address: string;
+  if (m.address !== undefined) {
+    const norm = normalizeAddress(m.address);
+    if (!norm) throw new ValidationError(`invalid machine: address: ${JSON.stringify(m.address)} is not an IPv6 address`);
+    if (orgOf(norm) !== org.network_id) {
+      throw new ValidationError(`invalid machine: address: ${norm} is outside org ${org.name}'s prefix`);
+    }
+    const parts = parseMachineAddress(norm);
+    if (!parts) throw new ValidationError(`invalid machine: address: ${norm} is reserved (DNS or Flycast range)`);
+    address = norm;
+  } else {
+    if (isReservedHostId(hostId)) throw new ValidationError(`host id ${hostId} is reserved`);
+    address = machineAddress(org.network_id, hostId, id);
+  }
+  const owner = lookup.addressOwner(address);
+  if (owner !== undefined) throw new ConflictError(`address ${address} is already used by ${owner}`);
+  return {
+    id,
+    app: app.name,
+    region: m.region,
+    address,
+    state: m.state,
+    health: { status: 'unknown', reason: 'no check has run yet', changed_at: now },
+    ...(m.upstream !== undefined ? { upstream: m.upstream } : {}),
+    created_at: now,
+    updated_at: now,
+  };
+}
+
+export function applyMachinePatch(machine: Machine, patch: MachinePatch, now: number, regionExists: (c: string) => boolean): Machine {
+  const p = parseOrThrow(machinePatchSchema, patch, 'machine update');
+  if (p.region !== undefined && !regionExists(p.region)) throw new ValidationError(`invalid machine update: region: unknown region ${p.region}`);
+  const next: Machine = { ...machine, updated_at: now };
+  if (p.state !== undefined) next.state = p.state;
+  if (p.region !== undefined) next.region = p.region;
+  if (p.upstream === null) delete next.upstream;
+  else if (p.upstream !== undefined) next.upstream = p.upstream;
+  if (p.health !== undefined) {
+    const changed = p.health.status !== machine.health.status;
+    next.health = {
+      status: p.health.status,
+      reason: p.health.reason ?? machine.health.reason,
+      changed_at: p.health.changed_at ?? (changed ? now : machine.health.changed_at),
+    };
+  }
+  return next;
+}
+
+/** The Flycast address for sequence `seq` of `org`; throws when the range is used up. */
+export function buildFlycast(app: App, org: Org, seq: number, now: number): FlycastIp {
+  if (seq > MAX_SEQUENCE) throw new ExhaustedError(`org ${org.name} has no Flycast addresses left`);
+  return { address: flycastAddress(org.network_id, seq), app: app.name, org: org.name, type: 'private_v6', region: 'global', created_at: now };
+}
+
+/** Flycast numbering starts here, so that the first address reads `...:0:1::3` like Fly's. */
+export const FIRST_FLYCAST_SEQUENCE = 3;
+
+export interface PeerLookup {
+  orgByName(name: string): Org | undefined;
+  peerByKey(org: string, name: string): Peer | undefined;
+  addressOwner(address: string): string | undefined;
+  regionExists(code: string): boolean;
+}
+
+export function validatePeerInput(input: PeerInput, lookup: PeerLookup): { peer: PeerInput; org: Org } {
+  const peer = parseOrThrow(peerInputSchema, input, 'wireguard peer');
+  const org = lookup.orgByName(peer.org);
+  if (!org) throw new NotFoundError(`org ${peer.org} not found`);
+  if (!lookup.regionExists(peer.region)) throw new ValidationError(`invalid wireguard peer: region: unknown region ${peer.region}`);
+  if (lookup.peerByKey(peer.org, peer.name)) throw new ConflictError(`wireguard peer ${peer.name} already exists in org ${peer.org}`);
+  return { peer, org };
+}
+
+export function buildPeer(input: PeerInput, org: Org, gatewayHostId: number, seq: number, now: number): Peer {
+  if (seq > MAX_SEQUENCE) throw new ExhaustedError(`org ${org.name} has no peer addresses left`);
+  return { ...input, address: peerAddress(org.network_id, gatewayHostId, seq), created_at: now };
+}
+
+/** Addresses no entity may take: the org resolver. */
+export function isInfrastructureAddress(address: string, org: Org): boolean {
+  return address === orgDnsAddress(org.network_id);
+}

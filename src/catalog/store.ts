@@ -1,0 +1,69 @@
+/**
+ * The catalog store interface: every implementation (embedded file, Redis) passes the same
+ * contract suite (test/unit/catalog/contract.ts).
+ *
+ * Mutations are atomic and validated with the rules in ./rules.ts; each one that changes
+ * something publishes a CatalogChange to every subscriber, on this node and (Redis) on others.
+ * Readers on hot paths never call the store: they keep a CatalogView (./view.ts).
+ */
+import type {
+  App,
+  AppInput,
+  CatalogChange,
+  CatalogSnapshot,
+  FlycastIp,
+  Machine,
+  MachineInput,
+  MachinePatch,
+  Org,
+  Peer,
+  PeerInput,
+  Service,
+} from './types.js';
+
+/** `reset`: events may have been missed (reconnect); reload the snapshot. */
+export type StoreEvent = CatalogChange | { kind: 'reset'; at: number };
+export type StoreListener = (event: StoreEvent) => void;
+
+export interface AllocationOptions {
+  /** Host id (32-bit) used to derive a machine address when none is given. */
+  hostId: number;
+}
+
+export interface PeerOptions {
+  /** Host id of the WireGuard gateway; peer addresses live under it. */
+  gatewayHostId: number;
+}
+
+export interface CatalogStore {
+  readonly kind: 'embedded' | 'redis';
+
+  snapshot(): Promise<CatalogSnapshot>;
+
+  /** Conflict when the name or the network id is taken. */
+  createOrg(org: Org): Promise<Org>;
+  /** Conflict while the org still has apps, peers or Flycast addresses. */
+  deleteOrg(name: string): Promise<void>;
+
+  /** Conflict when the name is taken anywhere (app names are global, as on Fly). */
+  createApp(app: AppInput): Promise<App>;
+  updateAppServices(name: string, services: Service[]): Promise<App>;
+  /** Removes the app with its machines and Flycast addresses. */
+  deleteApp(name: string): Promise<void>;
+
+  registerMachine(input: MachineInput, opts: AllocationOptions): Promise<Machine>;
+  updateMachine(id: string, patch: MachinePatch): Promise<Machine>;
+  removeMachine(id: string): Promise<void>;
+
+  /** Allocates the next unused Flycast address of `org` (default: the app's org) for `app`. */
+  allocateFlycast(app: string, org?: string): Promise<FlycastIp>;
+  /** When `org` is given, the address must belong to it (Forbidden otherwise). */
+  releaseFlycast(address: string, org?: string): Promise<void>;
+
+  createPeer(input: PeerInput, opts: PeerOptions): Promise<Peer>;
+  removePeer(org: string, name: string): Promise<void>;
+
+  /** Returns an unsubscribe function. */
+  subscribe(listener: StoreListener): () => void;
+  close(): Promise<void>;
+}

@@ -1,0 +1,237 @@
+/**
+ * Catalog entities in fly.toml / flyctl vocabulary, as zod schemas with the TypeScript types
+ * inferred from them. The control API validates bodies with these same schemas, and the
+ * inline seed of a config file too, so a name that is invalid in one place is invalid in all.
+ */
+import { z } from 'zod';
+
+/** DNS-label names: apps, orgs and regions appear as labels in `.internal` names. */
+export const NAME_RE = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+export const nameSchema = z
+  .string()
+  .regex(NAME_RE, 'must be 1-63 lowercase letters, digits or dashes, not starting or ending with a dash');
+export const regionCodeSchema = z.string().regex(/^[a-z]{3}$/, 'must be a 3-letter region code');
+/** Machine ids are hex (Fly uses 14 digits); the first 8 digits appear in the 6PN address. */
+export const machineIdSchema = z.string().regex(/^[0-9a-f]{8,32}$/, 'must be 8-32 lowercase hex digits');
+/** WireGuard peer names become Linux interface names on the laptop: 15 characters at most. */
+export const peerNameSchema = z
+  .string()
+  .max(15, 'must be at most 15 characters (it becomes a Linux interface name)')
+  .regex(/^[a-zA-Z0-9_=+.-]+$/, 'may only contain letters, digits and _=+.-');
+/** Base64 of a 32-byte X25519 public key. */
+export const publicKeySchema = z.string().regex(/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/, 'must be a base64 WireGuard public key');
+/** `host:port` or `[v6]:port` a proxy dials instead of the machine's 6PN address. */
+export const upstreamSchema = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+):\d{1,5}$/, 'must be host:port or [ipv6]:port');
+
+/** Durations in fly.toml style: "10s", "500ms", "1m", or a number of milliseconds. */
+export const durationSchema = z.union([
+  z.number().int().nonnegative(),
+  z
+    .string()
+    .regex(/^\d+(\.\d+)?(ms|s|m|h)$/, 'must be a duration like "500ms", "10s" or "1m"')
+    .transform((s) => {
+      const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(s)!;
+      const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
+      return Math.round(Number(m[1]) * mult);
+    }),
+]);
+
+export const tcpCheckSchema = z
+  .object({
+    interval: durationSchema.default(15_000),
+    timeout: durationSchema.default(2_000),
+    grace_period: durationSchema.default(1_000),
+    port: z.number().int().min(1).max(65535).optional(),
+  })
+  .strict();
+
+export const httpCheckSchema = z
+  .object({
+    interval: durationSchema.default(15_000),
+    timeout: durationSchema.default(2_000),
+    grace_period: durationSchema.default(1_000),
+    method: z.string().regex(/^[A-Z]+$/).default('GET'),
+    path: z.string().startsWith('/').default('/'),
+    protocol: z.enum(['http', 'https']).default('http'),
+    headers: z.record(z.string()).default({}),
+    port: z.number().int().min(1).max(65535).optional(),
+    tls_skip_verify: z.boolean().default(false),
+  })
+  .strict();
+
+export const concurrencySchema = z
+  .object({
+    type: z.enum(['connections', 'requests']).default('connections'),
+    soft_limit: z.number().int().positive().default(20),
+    hard_limit: z.number().int().positive().default(25),
+  })
+  .strict()
+  .refine((c) => c.soft_limit <= c.hard_limit, { message: 'soft_limit must not exceed hard_limit', path: ['soft_limit'] });
+
+export const portSchema = z
+  .object({
+    port: z.number().int().min(1).max(65535),
+    handlers: z.array(z.enum(['http', 'tls', 'proxy_proto'])).default([]),
+    /** PROXY protocol version when `proxy_proto` is a handler. */
+    proxy_proto_options: z.object({ version: z.enum(['v1', 'v2']).default('v1') }).strict().optional(),
+  })
+  .strict();
+
+export const serviceSchema = z
+  .object({
+    protocol: z.enum(['tcp', 'http']).default('tcp'),
+    internal_port: z.number().int().min(1).max(65535),
+    ports: z.array(portSchema).min(1),
+    concurrency: concurrencySchema.default({}),
+    tcp_checks: z.array(tcpCheckSchema).default([]),
+    http_checks: z.array(httpCheckSchema).default([]),
+  })
+  .strict();
+
+export const orgSchema = z
+  .object({
+    name: nameSchema,
+    /** 1..65535: the third hextet of the org's `fdaa:0:<id>::/48`. */
+    network_id: z.number().int().min(1).max(0xffff),
+  })
+  .strict();
+
+export const appSchema = z
+  .object({
+    name: nameSchema,
+    org: nameSchema,
+    services: z.array(serviceSchema).default([]),
+  })
+  .strict();
+
+export const machineStateSchema = z.enum(['started', 'stopped']);
+export const healthStatusSchema = z.enum(['unknown', 'healthy', 'unhealthy']);
+
+export const machineHealthSchema = z
+  .object({
+    status: healthStatusSchema,
+    reason: z.string().max(500).default(''),
+    /** Epoch milliseconds of the last status change. */
+    changed_at: z.number().int().nonnegative(),
+  })
+  .strict();
+
+export const machineSchema = z
+  .object({
+    id: machineIdSchema,
+    app: nameSchema,
+    region: regionCodeSchema,
+    /** The machine's 6PN address, inside its app's org prefix. */
+    address: z.string(),
+    state: machineStateSchema,
+    health: machineHealthSchema,
+    /** Dial this instead of `[address]:internal_port` (loopback demos, benchmarks). */
+    upstream: upstreamSchema.optional(),
+    created_at: z.number().int().nonnegative(),
+    updated_at: z.number().int().nonnegative(),
+  })
+  .strict();
+
+export const flycastIpSchema = z
+  .object({
+    address: z.string(),
+    app: nameSchema,
+    /** The org whose network holds this address, and whose members may use it. */
+    org: nameSchema,
+    type: z.literal('private_v6'),
+    region: z.string().default('global'),
+    created_at: z.number().int().nonnegative(),
+  })
+  .strict();
+
+export const peerSchema = z
+  .object({
+    name: peerNameSchema,
+    org: nameSchema,
+    region: regionCodeSchema,
+    /** The peer's address; it owns the /120 around it. */
+    address: z.string(),
+    public_key: publicKeySchema,
+    created_at: z.number().int().nonnegative(),
+  })
+  .strict();
+
+export type Duration = number;
+export type TcpCheck = z.infer<typeof tcpCheckSchema>;
+export type HttpCheck = z.infer<typeof httpCheckSchema>;
+export type Concurrency = z.infer<typeof concurrencySchema>;
+export type ServicePort = z.infer<typeof portSchema>;
+export type Service = z.infer<typeof serviceSchema>;
+export type Org = z.infer<typeof orgSchema>;
+export type App = z.infer<typeof appSchema>;
+export type MachineState = z.infer<typeof machineStateSchema>;
+export type HealthStatus = z.infer<typeof healthStatusSchema>;
+export type MachineHealth = z.infer<typeof machineHealthSchema>;
+export type Machine = z.infer<typeof machineSchema>;
+export type FlycastIp = z.infer<typeof flycastIpSchema>;
+export type Peer = z.infer<typeof peerSchema>;
+
+/** Input shapes accepted by the store (it fills ids, addresses and timestamps). */
+export const appInputSchema = appSchema;
+export type AppInput = z.input<typeof appSchema>;
+
+export const machineInputSchema = z
+  .object({
+    id: machineIdSchema.optional(),
+    app: nameSchema,
+    region: regionCodeSchema,
+    /** Explicit 6PN address; derived from the host id and the machine id when absent. */
+    address: z.string().optional(),
+    state: machineStateSchema.default('started'),
+    upstream: upstreamSchema.optional(),
+  })
+  .strict();
+export type MachineInput = z.input<typeof machineInputSchema>;
+
+export const machinePatchSchema = z
+  .object({
+    state: machineStateSchema.optional(),
+    health: machineHealthSchema.partial({ reason: true, changed_at: true }).optional(),
+    region: regionCodeSchema.optional(),
+    upstream: upstreamSchema.nullable().optional(),
+  })
+  .strict();
+export type MachinePatch = z.input<typeof machinePatchSchema>;
+
+export const peerInputSchema = z
+  .object({
+    name: peerNameSchema,
+    org: nameSchema,
+    region: regionCodeSchema,
+    public_key: publicKeySchema,
+  })
+  .strict();
+export type PeerInput = z.infer<typeof peerInputSchema>;
+
+/** Everything in the catalog at one moment. */
+export interface CatalogSnapshot {
+  orgs: Org[];
+  apps: App[];
+  machines: Machine[];
+  flycast: FlycastIp[];
+  peers: Peer[];
+}
+
+export type EntityKind = 'org' | 'app' | 'machine' | 'flycast' | 'peer';
+
+/**
+ * One change, as published to every node. `value` is the entity after the change (absent on
+ * delete), so that a subscriber applies it without reading the store back.
+ */
+export type CatalogChange =
+  | { kind: 'org'; op: 'put'; key: string; value: Org; at: number }
+  | { kind: 'app'; op: 'put'; key: string; value: App; at: number }
+  | { kind: 'machine'; op: 'put'; key: string; value: Machine; at: number }
+  | { kind: 'flycast'; op: 'put'; key: string; value: FlycastIp; at: number }
+  | { kind: 'peer'; op: 'put'; key: string; value: Peer; at: number }
+  | { kind: EntityKind; op: 'del'; key: string; at: number };
+
+/** Peers are keyed `<org>/<name>`: names are unique inside an org only. */
+export const peerKey = (org: string, name: string): string => `${org}/${name}`;

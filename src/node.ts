@@ -1,0 +1,107 @@
+/**
+ * Wires a node together for `sixpn up` (and the single-role commands): loads the region
+ * table, opens the store, seeds it from config, opens the read view, then starts the roles in
+ * order: control, health, proxy, dns, gateway. SIGTERM drains (stop accepting, let in-flight
+ * work finish up to the proxy's drain_timeout) and exits 0; SIGINT does the same, a second
+ * SIGINT exits at once.
+ */
+import { readFileSync } from 'node:fs';
+import { parseHostId } from './addressing/index.js';
+import { openStore } from './catalog/open.js';
+import { seedCatalog } from './catalog/seed.js';
+import { CatalogView } from './catalog/view.js';
+import type { LoadedConfig } from './config/index.js';
+import { ConfigError } from './errors.js';
+import { createRootLogger, flushLogs } from './observe/log.js';
+import { parseRegionsCsv, RegionTable } from './regions/index.js';
+import type { NodeContext, RoleName, RoleStarter, RunningRole } from './role.js';
+
+export interface RunningNode {
+  ctx: NodeContext;
+  roles: RunningRole[];
+  /** Drain then close everything; idempotent. */
+  stop(): Promise<void>;
+}
+
+export function loadRegionTable(file: string, rtt: Record<string, Record<string, number>>): RegionTable {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError(`regions.file: cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    return new RegionTable(parseRegionsCsv(text), rtt);
+  } catch (err) {
+    throw new ConfigError(`regions: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/** Starts the named roles (in the fixed order) with `starters` supplying each role's code. */
+export async function startNode(loaded: LoadedConfig, wanted: RoleName[], starters: Partial<Record<RoleName, RoleStarter>>): Promise<RunningNode> {
+  const { config } = loaded;
+  const log = createRootLogger({ level: config.log.level, pretty: config.log.pretty });
+  const regions = loadRegionTable(config.regions.file, config.regions.rtt);
+  if (!regions.has(config.node.region)) throw new ConfigError(`node.region: unknown region ${config.node.region}`);
+  const hostId = parseHostId(config.node.host_id)!;
+  const store = await openStore(config, regions.codes);
+  let view: CatalogView;
+  try {
+    await seedCatalog(store, { orgs: config.orgs, apps: config.apps, machines: config.machines, ips: config.ips }, hostId);
+    view = await CatalogView.open(store);
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  view.on('error', (err) => log.error({ err, module: 'catalog' }, 'catalog view reload failed'));
+  const ctx: NodeContext = { config, baseDir: loaded.baseDir, store, view, regions, log, hostId, roles: new Map() };
+  const order: RoleName[] = ['control', 'health', 'proxy', 'dns', 'gateway'];
+  const started: RunningRole[] = [];
+  try {
+    for (const name of order) {
+      if (!wanted.includes(name)) continue;
+      const starter = starters[name];
+      if (!starter) throw new ConfigError(`role ${name} is not available in this build`);
+      const role = await starter(ctx);
+      started.push(role);
+      ctx.roles.set(name, role);
+    }
+  } catch (err) {
+    for (const r of started.reverse()) await r.close().catch(() => undefined);
+    view.close();
+    await store.close();
+    throw err;
+  }
+
+  let stopping: Promise<void> | null = null;
+  const stop = (): Promise<void> =>
+    (stopping ??= (async () => {
+      const deadline = Date.now() + config.proxy.drain_timeout;
+      await Promise.all(started.map((r) => r.drain?.(deadline).catch((err: unknown) => log.warn({ err, role: r.name }, 'drain failed'))));
+      for (const r of [...started].reverse()) await r.close().catch((err: unknown) => log.warn({ err, role: r.name }, 'close failed'));
+      view.close();
+      await store.close();
+      flushLogs();
+    })());
+  return { ctx, roles: started, stop };
+}
+
+/** Installs SIGTERM/SIGINT handlers that drain and exit 0. */
+export function exitOnSignals(node: RunningNode): void {
+  let signals = 0;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    signals++;
+    if (signals > 1 && sig === 'SIGINT') process.exit(130);
+    node.ctx.log.info({ signal: sig }, 'draining and shutting down');
+    node.stop().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        node.ctx.log.error({ err }, 'shutdown failed');
+        flushLogs();
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+}

@@ -1,0 +1,47 @@
+/**
+ * The `[proxy]` config section: how the Flycast proxy listens and its timeouts.
+ */
+import { z } from 'zod';
+import { durationSchema } from '../config/common.js';
+
+export const proxyConfigSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /**
+     * routed: one socket per service port on `::`, app found from the destination address
+     *         (needs `ip -6 route add local fdaa::/16 dev lo` or equivalent).
+     * per-address: one socket per Flycast address and port.
+     * dev: loopback ports mapped to Flycast addresses (see dev_mappings); for laptops.
+     */
+    mode: z.enum(['routed', 'per-address', 'dev']).default('per-address'),
+    dev_mappings: z
+      .array(
+        z
+          .object({
+            listen_port: z.number().int().min(1).max(65535),
+            listen_host: z.string().default('127.0.0.1'),
+            flycast: z.string(),
+            port: z.number().int().min(1).max(65535),
+            /** The caller address the ACL sees for this mapping (a loopback caller has none). */
+            as_caller: z.string().optional(),
+          })
+          .strict(),
+      )
+      .default([]),
+    connect_timeout: durationSchema.default(2_000),
+    idle_timeout: durationSchema.default(600_000),
+    queue_timeout: durationSchema.default(1_000),
+    max_queue: z.number().int().nonnegative().default(1024),
+    connect_tries: z.number().int().min(1).max(10).default(3),
+    /** HTTP: time for a machine to send response headers before 504. */
+    upstream_timeout: durationSchema.default(60_000),
+    header_timeout: durationSchema.default(10_000),
+    request_timeout: durationSchema.default(300_000),
+    drain_timeout: durationSchema.default(10_000),
+    /** IPv4 (or other non-6PN) callers admitted as members of an org: `{ cidr, org }`. */
+    allow: z.array(z.object({ cidr: z.string(), org: z.string() }).strict()).default([]),
+    access_log: z.boolean().default(false),
+  })
+  .strict();
+
+export type ProxyConfig = z.output<typeof proxyConfigSchema>;

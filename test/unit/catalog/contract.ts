@@ -1,0 +1,205 @@
+/**
+ * The catalog store contract: every store implementation runs this suite against a real
+ * backend. `open()` returns a store on the shared backend; a second call returns a second
+ * node's view of the same catalog (for the Redis store, a separate connection).
+ */
+import { generateKeyPairSync } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { orgOf } from '../../../src/addressing/index.js';
+import type { CatalogStore, StoreEvent } from '../../../src/catalog/store.js';
+import { CatalogView } from '../../../src/catalog/view.js';
+import { SixpnError } from '../../../src/errors.js';
+
+export interface StoreFactory {
+  /** A fresh, empty catalog for one test. */
+  fresh(): Promise<void>;
+  open(): Promise<CatalogStore>;
+  cleanup(): Promise<void>;
+}
+
+export function publicKey(): string {
+  const { publicKey } = generateKeyPairSync('x25519');
+  return (publicKey.export({ format: 'der', type: 'spki' }) as Buffer).subarray(-32).toString('base64');
+}
+
+const HOST = { hostId: 0x0a7b007d };
+const GW = { gatewayHostId: 0x0a7b0d6b };
+const svc = { protocol: 'http' as const, internal_port: 8080, ports: [{ port: 80 }] };
+
+async function rejectsWith(p: Promise<unknown>, code: string): Promise<SixpnError> {
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err, `expected ${code}`).toBeInstanceOf(SixpnError);
+  expect((err as SixpnError).code).toBe(code);
+  return err as SixpnError;
+}
+
+export function storeContract(name: string, factory: StoreFactory): void {
+  describe(`catalog store contract: ${name}`, () => {
+    let store: CatalogStore;
+    const opened: CatalogStore[] = [];
+    const open = async () => {
+      const s = await factory.open();
+      opened.push(s);
+      return s;
+    };
+
+    beforeEach(async () => {
+      await factory.fresh();
+      store = await open();
+      await store.createOrg({ name: 'acme', network_id: 0x18 });
+      await store.createOrg({ name: 'globex', network_id: 0x22b7 });
+      await store.createApp({ name: 'web', org: 'acme', services: [svc] });
+    });
+
+    afterEach(async () => {
+      for (const s of opened.splice(0)) await s.close();
+      await factory.cleanup();
+    });
+
+    it('creates orgs and refuses duplicate names and network ids', async () => {
+      await rejectsWith(store.createOrg({ name: 'acme', network_id: 0x99 }), 'SIXPN_CONFLICT');
+      await rejectsWith(store.createOrg({ name: 'other', network_id: 0x18 }), 'SIXPN_CONFLICT');
+      await rejectsWith(store.createOrg({ name: 'Bad_Name', network_id: 0x99 }), 'SIXPN_INVALID');
+      await rejectsWith(store.createOrg({ name: 'zero', network_id: 0 }), 'SIXPN_INVALID');
+      const snap = await store.snapshot();
+      expect(snap.orgs.map((o) => o.name).sort()).toEqual(['acme', 'globex']);
+    });
+
+    it('creates apps with fly.toml services and refuses bad ones without changing anything', async () => {
+      const app = await store.createApp({ name: 'db', org: 'acme', services: [{ protocol: 'tcp', internal_port: 5432, ports: [{ port: 5432 }], concurrency: { type: 'connections', soft_limit: 5, hard_limit: 10 } }] });
+      expect(app.services[0]!.concurrency).toEqual({ type: 'connections', soft_limit: 5, hard_limit: 10 });
+      await rejectsWith(store.createApp({ name: 'web', org: 'globex' }), 'SIXPN_CONFLICT');
+      await rejectsWith(store.createApp({ name: 'x', org: 'nope' }), 'SIXPN_NOT_FOUND');
+      await rejectsWith(store.createApp({ name: 'y', org: 'acme', services: [{ internal_port: 0, ports: [] } as never] }), 'SIXPN_INVALID');
+      await rejectsWith(
+        store.createApp({ name: 'z', org: 'acme', services: [{ internal_port: 80, ports: [{ port: 80 }], concurrency: { type: 'connections', soft_limit: 9, hard_limit: 3 } }] }),
+        'SIXPN_INVALID',
+      );
+      const snap = await store.snapshot();
+      expect(snap.apps.map((a) => a.name).sort()).toEqual(['db', 'web']);
+    });
+
+    it('registers machines with derived 6PN addresses inside the org prefix', async () => {
+      const m = await store.registerMachine({ id: 'f066b83b2c4e71', app: 'web', region: 'ewr' }, HOST);
+      expect(m.address).toBe('fdaa:0:18:a7b:7d:f066:b83b:2');
+      expect(m.state).toBe('started');
+      expect(m.health.status).toBe('unknown');
+      const auto = await store.registerMachine({ app: 'web', region: 'lhr' }, HOST);
+      expect(auto.id).toMatch(/^[0-9a-f]{14}$/);
+      expect(orgOf(auto.address)).toBe(0x18);
+    });
+
+    it('refuses machines that would collide or leave the org, changing nothing', async () => {
+      await store.registerMachine({ id: 'f066b83b2c4e71', app: 'web', region: 'ewr' }, HOST);
+      await rejectsWith(store.registerMachine({ id: 'f066b83b2c4e71', app: 'web', region: 'ewr' }, HOST), 'SIXPN_CONFLICT');
+      // same first 8 digits, same host: same address
+      await rejectsWith(store.registerMachine({ id: 'f066b83bffffff', app: 'web', region: 'ewr' }, HOST), 'SIXPN_CONFLICT');
+      await rejectsWith(store.registerMachine({ app: 'web', region: 'ewr', address: 'fdaa:0:22b7::5:2' }, HOST), 'SIXPN_INVALID');
+      await rejectsWith(store.registerMachine({ app: 'web', region: 'ewr', address: 'fdaa:0:18::3' }, HOST), 'SIXPN_INVALID');
+      await rejectsWith(store.registerMachine({ app: 'web', region: 'ewr', address: 'not-an-ip' }, HOST), 'SIXPN_INVALID');
+      await rejectsWith(store.registerMachine({ app: 'web', region: 'zzz' }, HOST), 'SIXPN_INVALID');
+      await rejectsWith(store.registerMachine({ app: 'nope', region: 'ewr' }, HOST), 'SIXPN_NOT_FOUND');
+      expect((await store.snapshot()).machines).toHaveLength(1);
+    });
+
+    it('updates state and health, and removes machines', async () => {
+      const m = await store.registerMachine({ app: 'web', region: 'ewr' }, HOST);
+      const stopped = await store.updateMachine(m.id, { state: 'stopped' });
+      expect(stopped.state).toBe('stopped');
+      const sick = await store.updateMachine(m.id, { health: { status: 'unhealthy', reason: 'connect refused' } });
+      expect(sick.health.status).toBe('unhealthy');
+      expect(sick.health.reason).toBe('connect refused');
+      expect(sick.state).toBe('stopped');
+      await rejectsWith(store.updateMachine(m.id, { state: 'paused' as never }), 'SIXPN_INVALID');
+      await rejectsWith(store.updateMachine('0000000000', { state: 'started' }), 'SIXPN_NOT_FOUND');
+      await store.removeMachine(m.id);
+      await rejectsWith(store.removeMachine(m.id), 'SIXPN_NOT_FOUND');
+      expect((await store.snapshot()).machines).toHaveLength(0);
+    });
+
+    it('allocates Flycast addresses in order, never reusing one', async () => {
+      const a = await store.allocateFlycast('web');
+      const b = await store.allocateFlycast('web');
+      expect(a.address).toBe('fdaa:0:18:0:1::3');
+      expect(b.address).toBe('fdaa:0:18:0:1::4');
+      expect(a.org).toBe('acme');
+      await store.releaseFlycast(b.address);
+      const c = await store.allocateFlycast('web');
+      expect(c.address).toBe('fdaa:0:18:0:1::5');
+      const cross = await store.allocateFlycast('web', 'globex');
+      expect(cross.address).toBe('fdaa:0:22b7:0:1::3');
+      expect(cross.org).toBe('globex');
+    });
+
+    it('refuses to release an address of another org or an unknown one', async () => {
+      const a = await store.allocateFlycast('web');
+      await rejectsWith(store.releaseFlycast(a.address, 'globex'), 'SIXPN_FORBIDDEN');
+      await rejectsWith(store.releaseFlycast('fdaa:0:18:0:1::99'), 'SIXPN_NOT_FOUND');
+      await rejectsWith(store.releaseFlycast('bogus'), 'SIXPN_INVALID');
+      await rejectsWith(store.allocateFlycast('nope'), 'SIXPN_NOT_FOUND');
+      expect((await store.snapshot()).flycast.map((f) => f.address)).toEqual([a.address]);
+    });
+
+    it('creates peers with /120 addresses and unique names per org', async () => {
+      const p = await store.createPeer({ name: 'laptop', org: 'acme', region: 'ewr', public_key: publicKey() }, GW);
+      expect(p.address).toBe('fdaa:0:18:a7b:d6b:0:1:2');
+      const q = await store.createPeer({ name: 'laptop', org: 'globex', region: 'ewr', public_key: publicKey() }, GW);
+      expect(orgOf(q.address)).toBe(0x22b7);
+      await rejectsWith(store.createPeer({ name: 'laptop', org: 'acme', region: 'ewr', public_key: publicKey() }, GW), 'SIXPN_CONFLICT');
+      await rejectsWith(store.createPeer({ name: 'a-name-that-is-too-long', org: 'acme', region: 'ewr', public_key: publicKey() }, GW), 'SIXPN_INVALID');
+      await rejectsWith(store.createPeer({ name: 'k', org: 'acme', region: 'ewr', public_key: 'not-a-key' }, GW), 'SIXPN_INVALID');
+      expect(JSON.stringify(await store.snapshot())).not.toMatch(/private/i);
+      await store.removePeer('acme', 'laptop');
+      await rejectsWith(store.removePeer('acme', 'laptop'), 'SIXPN_NOT_FOUND');
+      expect((await store.snapshot()).peers.map((x) => x.org)).toEqual(['globex']);
+    });
+
+    it('deletes an app with its machines and addresses; refuses to delete a used org', async () => {
+      await store.registerMachine({ app: 'web', region: 'ewr' }, HOST);
+      await store.allocateFlycast('web');
+      await rejectsWith(store.deleteOrg('acme'), 'SIXPN_CONFLICT');
+      await store.deleteApp('web');
+      const snap = await store.snapshot();
+      expect(snap.apps).toHaveLength(0);
+      expect(snap.machines).toHaveLength(0);
+      expect(snap.flycast).toHaveLength(0);
+      await store.deleteOrg('acme');
+      expect((await store.snapshot()).orgs.map((o) => o.name)).toEqual(['globex']);
+    });
+
+    it('publishes every change to subscribers on other nodes within 1 s', async () => {
+      const other = await open();
+      const seen: StoreEvent[] = [];
+      other.subscribe((e) => seen.push(e));
+      const t0 = Date.now();
+      const m = await store.registerMachine({ app: 'web', region: 'ewr' }, HOST);
+      await store.updateMachine(m.id, { state: 'stopped' });
+      const deadline = Date.now() + 1000;
+      while (seen.filter((e) => e.kind === 'machine').length < 2 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      const machineEvents = seen.filter((e) => e.kind === 'machine');
+      expect(machineEvents).toHaveLength(2);
+      expect(Date.now() - t0).toBeLessThan(1000);
+      const last = machineEvents[1]!;
+      expect(last.kind === 'machine' && last.op === 'put' && last.value.state).toBe('stopped');
+    });
+
+    it('keeps a CatalogView on another node in step with changes', async () => {
+      const view = await CatalogView.open(await open());
+      const m = await store.registerMachine({ app: 'web', region: 'ewr' }, HOST);
+      const ip = await store.allocateFlycast('web');
+      const deadline = Date.now() + 1000;
+      while ((!view.machines.has(m.id) || !view.flycast.has(ip.address)) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      expect(view.machines.get(m.id)?.address).toBe(m.address);
+      expect(view.flycast.get(ip.address)?.app).toBe('web');
+      expect([...view.machinesOf('web')].map((x) => x.id)).toEqual([m.id]);
+      expect(view.orgByNetworkId(0x18)?.name).toBe('acme');
+      await store.removeMachine(m.id);
+      while (view.machines.has(m.id) && Date.now() < deadline + 1000) await new Promise((r) => setTimeout(r, 5));
+      expect([...view.machinesOf('web')]).toHaveLength(0);
+      view.close();
+    });
+  });
+}
