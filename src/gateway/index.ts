@@ -1,0 +1,9 @@
+/**
+ * The WireGuard gateway role. Placeholder until its issue lands: starting it fails with a clear error.
+ */
+import { ConfigError } from '../errors.js';
+import type { NodeContext, RunningRole } from '../role.js';
+
+export async function startGatewayRole(_ctx: NodeContext): Promise<RunningRole> {
+  throw new ConfigError('the WireGuard gateway role is not built yet');
+}

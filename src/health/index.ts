@@ -1,0 +1,9 @@
+/**
+ * The health checker role. Placeholder until its issue lands: starting it fails with a clear error.
+ */
+import { ConfigError } from '../errors.js';
+import type { NodeContext, RunningRole } from '../role.js';
+
+export async function startHealthRole(_ctx: NodeContext): Promise<RunningRole> {
+  throw new ConfigError('the health checker role is not built yet');
+}
