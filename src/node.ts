@@ -1,7 +1,7 @@
 /**
  * Wires a node together for `sixpn up` (and the single-role commands): loads the region
  * table, opens the store, seeds it from config, opens the read view, then starts the roles in
- * order: control, health, proxy, dns, gateway. SIGTERM drains (stop accepting, let in-flight
+ * order: demo, control, health, proxy, dns, gateway. SIGTERM drains (stop accepting, let in-flight
  * work finish up to the proxy's drain_timeout) and exits 0; SIGINT does the same, a second
  * SIGINT exits at once.
  */
@@ -55,7 +55,7 @@ export async function startNode(loaded: LoadedConfig, wanted: RoleName[], starte
   }
   view.on('error', (err) => log.error({ err, module: 'catalog' }, 'catalog view reload failed'));
   const ctx: NodeContext = { config, baseDir: loaded.baseDir, store, view, regions, log, hostId, roles: new Map() };
-  const order: RoleName[] = ['control', 'health', 'proxy', 'dns', 'gateway'];
+  const order: RoleName[] = ['demo', 'control', 'health', 'proxy', 'dns', 'gateway'];
   const started: RunningRole[] = [];
   try {
     for (const name of order) {

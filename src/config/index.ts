@@ -14,6 +14,7 @@ import { z } from 'zod';
 import { parseHostId } from '../addressing/index.js';
 import { appSchema, machineInputSchema, orgSchema, regionCodeSchema } from '../catalog/types.js';
 import { ConfigError } from '../errors.js';
+import { demoConfigSchema } from '../demo/config.js';
 import { dnsConfigSchema } from '../dns/config.js';
 import { wireguardConfigSchema } from '../gateway/config.js';
 import { healthConfigSchema } from '../health/config.js';
@@ -75,6 +76,7 @@ export const configSchema = z
     dns: dnsConfigSchema.default({}),
     health: healthConfigSchema.default({}),
     wireguard: wireguardConfigSchema.default({}),
+    demo: demoConfigSchema.default({}),
     /** Inline catalog seed: created at start when missing (idempotent). */
     orgs: z.array(orgSchema).default([]),
     apps: z.array(appSchema).default([]),
