@@ -1,0 +1,256 @@
+import { readFileSync } from 'node:fs';
+import { describe, expect, it } from 'vitest';
+import { Balancer, type Slot } from '../../../src/balancer/index.js';
+import type { Machine } from '../../../src/catalog/types.js';
+import { parseRegionsCsv, RegionTable } from '../../../src/regions/index.js';
+
+const csv = readFileSync(new URL('../../../config/regions.csv', import.meta.url), 'utf8');
+const table = new RegionTable(parseRegionsCsv(csv));
+const passive = { consecutiveFailures: 2, baseEjectionMs: 1_000, maxEjectionMs: 10_000, maxEjectionPercent: 50 };
+
+let seq = 0;
+function machine(region: string, over: Partial<Machine> = {}): Machine {
+  const id = (0x10000000 + seq++).toString(16);
+  return {
+    id,
+    app: 'web',
+    region,
+    address: `fdaa:0:18:a7b:7d:${id.slice(0, 4)}:${id.slice(4, 8)}:2`,
+    state: 'started',
+    health: { status: 'healthy', reason: '', changed_at: 0 },
+    created_at: 0,
+    updated_at: 0,
+    ...over,
+  };
+}
+
+function balancer(opts: { region?: string; now?: () => number; random?: () => number; slowStartMs?: number; rtt?: Record<string, Record<string, number>> } = {}): Balancer {
+  const regions = opts.rtt ? new RegionTable(parseRegionsCsv(csv), opts.rtt) : table;
+  return new Balancer({
+    region: opts.region ?? 'ewr',
+    regions,
+    slowStartMs: opts.slowStartMs ?? 0,
+    passive,
+    ...(opts.now ? { now: opts.now } : {}),
+    ...(opts.random ? { random: opts.random } : {}),
+  });
+}
+
+const limits = { soft_limit: 2, hard_limit: 3 };
+
+describe('balancer: region choice', () => {
+  it.each([
+    // proxy region, machine regions, expected region of the first pick, outcome
+    ['ewr', ['ewr', 'iad', 'lhr'], 'ewr', 'same_region'],
+    ['ewr', ['iad', 'lhr', 'syd'], 'iad', 'spilled'],
+    ['ams', ['lhr', 'fra', 'syd'], 'fra', 'spilled'],
+    ['syd', ['nrt', 'sin', 'lax'], 'sin', 'spilled'],
+  ])('from %s over %j picks %s (%s)', (from, regions, want, outcome) => {
+    const b = balancer({ region: from });
+    for (const r of regions) b.upsert(machine(r));
+    const s = b.pick('web', limits)!;
+    expect(s.machine.region).toBe(want);
+    expect(s.outcome).toBe(outcome);
+  });
+
+  it('honours an RTT matrix over great-circle distance', () => {
+    const b = balancer({ region: 'ewr', rtt: { ewr: { lhr: 1 } } });
+    b.upsert(machine('iad'));
+    b.upsert(machine('lhr'));
+    expect(b.pick('web', limits)!.machine.region).toBe('lhr');
+  });
+
+  it('spills to the next region at soft_limit, then fills to hard_limit nearest first', () => {
+    const b = balancer({ region: 'ewr' });
+    b.upsert(machine('ewr'));
+    b.upsert(machine('iad'));
+    const got = Array.from({ length: 6 }, () => b.pick('web', limits)?.machine.region ?? null);
+    // 2 to ewr (soft), 2 to iad (soft), then hard: ewr once more, iad once more.
+    expect(got).toEqual(['ewr', 'ewr', 'iad', 'iad', 'ewr', 'iad']);
+    expect(b.pick('web', limits)).toBeNull();
+    expect(b.candidateCount('web')).toBe(2);
+  });
+
+  it('never goes above hard_limit, and a release makes room again', () => {
+    const b = balancer();
+    b.upsert(machine('ewr'));
+    const held: Slot[] = [];
+    for (let i = 0; i < 10; i++) {
+      const s = b.pick('web', { soft_limit: 3, hard_limit: 5 });
+      if (s) held.push(s);
+    }
+    expect(held).toHaveLength(5);
+    expect(held[0]!.outstanding).toBe(5);
+    b.release(held.pop()!);
+    expect(b.pick('web', { soft_limit: 3, hard_limit: 5 })).not.toBeNull();
+  });
+
+  it('returns null for an unknown app or one without candidates', () => {
+    const b = balancer();
+    expect(b.pick('nope', limits)).toBeNull();
+    b.upsert(machine('ewr', { state: 'stopped' }));
+    expect(b.pick('web', limits)).toBeNull();
+    expect(b.candidateCount('web')).toBe(0);
+  });
+});
+
+describe('balancer: least outstanding inside a region', () => {
+  it('spreads 30 long-lived acquisitions over 3 machines exactly 10 each', () => {
+    const b = balancer();
+    for (let i = 0; i < 3; i++) b.upsert(machine('ewr'));
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 30; i++) {
+      const s = b.pick('web', { soft_limit: 100, hard_limit: 100 })!;
+      counts.set(s.machine.id, (counts.get(s.machine.id) ?? 0) + 1);
+    }
+    expect([...counts.values()]).toEqual([10, 10, 10]);
+  });
+
+  it('sends the next pick to the machine that released', () => {
+    const b = balancer();
+    for (let i = 0; i < 3; i++) b.upsert(machine('ewr'));
+    const a = b.pick('web', limits)!;
+    const c = b.pick('web', limits)!;
+    b.pick('web', limits);
+    b.release(c);
+    expect(b.pick('web', limits)).toBe(c);
+    expect(a.outstanding).toBe(1);
+  });
+
+  it('breaks ties at random', () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 40; i++) {
+      const b = balancer();
+      for (let j = 0; j < 4; j++) b.upsert(machine('ewr', { id: `aaaa000${j}` }));
+      seen.add(b.pick('web', limits)!.machine.id);
+    }
+    expect(seen.size).toBeGreaterThan(1);
+  });
+});
+
+describe('balancer: candidates', () => {
+  it.each([
+    ['started, healthy', { state: 'started' }, 'healthy', true],
+    ['started, unknown health', { state: 'started' }, 'unknown', true],
+    ['started, unhealthy', { state: 'started' }, 'unhealthy', false],
+    ['stopped, healthy', { state: 'stopped' }, 'healthy', false],
+  ] as const)('%s -> candidate %s', (_name, over, status, want) => {
+    const b = balancer();
+    b.upsert(machine('ewr', { ...over, health: { status, reason: '', changed_at: 0 } }));
+    expect(b.pick('web', limits) !== null).toBe(want);
+  });
+
+  it('follows updates: stopping and deleting remove a machine, starting adds it back', () => {
+    const b = balancer();
+    const m = machine('ewr');
+    b.upsert(m);
+    b.upsert({ ...m, state: 'stopped' });
+    expect(b.pick('web', limits)).toBeNull();
+    b.upsert({ ...m, state: 'started' });
+    const s = b.pick('web', limits)!;
+    expect(s.machine.id).toBe(m.id);
+    b.remove(m.id);
+    expect(b.pick('web', limits)).toBeNull();
+    b.release(s); // in-flight work of a deleted machine still releases
+    expect(s.outstanding).toBe(0);
+  });
+
+  it('keeps counters across a region change and a reset', () => {
+    const b = balancer();
+    const m = machine('ewr');
+    b.upsert(m);
+    const s = b.pick('web', limits)!;
+    b.upsert({ ...m, region: 'iad' });
+    b.reset([{ ...m, region: 'iad' }]);
+    expect(b.slot(m.id)!.outstanding).toBe(1);
+    expect(b.pick('web', limits)!.outcome).toBe('spilled');
+    b.release(s);
+  });
+
+  it('skips excluded machines (connect retries)', () => {
+    const b = balancer();
+    b.upsert(machine('ewr'));
+    b.upsert(machine('ewr'));
+    const first = b.pick('web', limits)!;
+    b.release(first);
+    const second = b.pick('web', limits, new Set([first]))!;
+    expect(second).not.toBe(first);
+    expect(b.pick('web', limits, new Set([first, second]))).toBeNull();
+  });
+});
+
+describe('balancer: passive ejection', () => {
+  it('ejects after consecutive failures, re-admits after the ejection time', () => {
+    let now = 1_000_000;
+    const b = balancer({ now: () => now });
+    const bad = machine('ewr');
+    for (const m of [bad, machine('ewr'), machine('ewr'), machine('ewr')]) b.upsert(m);
+    const s = b.slot(bad.id)!;
+    expect(b.reportFailure(s)).toBe(0);
+    expect(b.reportFailure(s)).toBe(1_000);
+    for (let i = 0; i < 20; i++) {
+      const p = b.pick('web', { soft_limit: 100, hard_limit: 100 })!;
+      expect(p.machine.id).not.toBe(bad.id);
+    }
+    now += 1_001;
+    expect(b.candidateCount('web')).toBe(4);
+  });
+
+  it('a success ends the run of failures', () => {
+    const b = balancer();
+    const m = machine('ewr');
+    b.upsert(m);
+    b.upsert(machine('ewr'));
+    const s = b.slot(m.id)!;
+    b.reportFailure(s);
+    b.reportSuccess(s);
+    expect(b.reportFailure(s)).toBe(0);
+  });
+
+  it('never ejects more than the panic threshold allows', () => {
+    const b = balancer();
+    const ms = [machine('ewr'), machine('ewr')];
+    for (const m of ms) b.upsert(m);
+    for (const m of ms) {
+      b.reportFailure(b.slot(m.id)!);
+      b.reportFailure(b.slot(m.id)!);
+    }
+    expect(b.candidateCount('web')).toBe(1);
+  });
+});
+
+describe('balancer: slow start', () => {
+  it.each([
+    // elapsed share of the window, expected share of picks for the new machine (of 2)
+    [0.1, 0.05],
+    [0.5, 0.25],
+    [0.9, 0.45],
+  ])('at %s of the window the re-admitted machine gets about %s of new picks', (elapsedShare, want) => {
+    const window = 10_000;
+    const now = 1_000_000;
+    const b = balancer({ now: () => now, slowStartMs: window });
+    const steady = machine('ewr');
+    const back = machine('ewr', { health: { status: 'unhealthy', reason: 'down', changed_at: 0 } });
+    b.upsert(steady);
+    b.upsert(back);
+    b.upsert({ ...back, health: { status: 'healthy', reason: '', changed_at: now - elapsedShare * window } });
+    let toBack = 0;
+    const n = 4_000;
+    for (let i = 0; i < n; i++) {
+      const s = b.pick('web', { soft_limit: 100, hard_limit: 100 })!;
+      if (s.machine.id === back.id) toBack++;
+      b.release(s);
+    }
+    expect(toBack / n).toBeGreaterThan(want - 0.05);
+    expect(toBack / n).toBeLessThan(want + 0.05);
+  });
+
+  it('takes a slow-starting machine when it is the only one', () => {
+    const now = 1_000_000;
+    const b = balancer({ now: () => now, slowStartMs: 10_000 });
+    const m = machine('ewr', { health: { status: 'unhealthy', reason: 'down', changed_at: 0 } });
+    b.upsert(m);
+    b.upsert({ ...m, health: { status: 'healthy', reason: '', changed_at: now } });
+    expect(b.pick('web', limits)!.machine.id).toBe(m.id);
+  });
+});
