@@ -1,0 +1,235 @@
+/**
+ * The Redis catalog store against a real redis-server: the shared store contract (each
+ * `open()` is a separate RedisStore, so "other node" tests cross real connections), then what
+ * only a shared store has: Redis going away and coming back, and many writers racing.
+ */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { inOrg, isFlycastAddress } from '../../../src/addressing/index.js';
+import { RedisStore } from '../../../src/catalog/redis.js';
+import type { StoreEvent } from '../../../src/catalog/store.js';
+import type { CatalogChange } from '../../../src/catalog/types.js';
+import { CatalogView } from '../../../src/catalog/view.js';
+import { SixpnError, StoreUnavailableError } from '../../../src/errors.js';
+import { freePort, sleep, waitFor } from '../../harness/net.js';
+import { start, type Proc } from '../../harness/procs.js';
+import { startRedis, type TestRedis } from '../../harness/redis.js';
+import { storeContract } from './contract.js';
+
+const regions = ['ewr', 'iad', 'lhr', 'ams', 'syd', 'ord'];
+const HOST = { hostId: 0x0a7b007d };
+const svc = { protocol: 'http' as const, internal_port: 8080, ports: [{ port: 80 }] };
+
+let redis: TestRedis;
+let admin: Redis;
+let seq = 0;
+let ns = '';
+const freshNamespace = () => (ns = `sixpn-test-${process.pid}-${++seq}`);
+
+beforeAll(async () => {
+  redis = await startRedis();
+  admin = new Redis(redis.url);
+});
+
+afterAll(async () => {
+  admin?.disconnect();
+  await redis?.stop();
+});
+
+/** Leaves an external REDIS_URL as clean as it was found. */
+async function dropNamespace(name: string): Promise<void> {
+  const keys = await admin.keys(`${name}:*`);
+  if (keys.length) await admin.del(...keys);
+}
+
+storeContract('redis', {
+  fresh: async () => void freshNamespace(),
+  open: () => RedisStore.open({ url: redis.url, namespace: ns, regions }),
+  cleanup: () => dropNamespace(ns),
+});
+
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(SixpnError);
+  return (err as SixpnError).code;
+}
+
+describe('redis store with many writers', () => {
+  const stores: RedisStore[] = [];
+  const openStore = async () => {
+    const s = await RedisStore.open({ url: redis.url, namespace: ns, regions });
+    stores.push(s);
+    return s;
+  };
+
+  afterEach(async () => {
+    for (const s of stores.splice(0)) await s.close();
+    await dropNamespace(ns);
+  });
+
+  async function seed() {
+    freshNamespace();
+    const s = await openStore();
+    await s.createOrg({ name: 'acme', network_id: 0x18 });
+    await s.createOrg({ name: 'globex', network_id: 0x22b7 });
+    await s.createApp({ name: 'web', org: 'acme', services: [svc] });
+    return s;
+  }
+
+  it('gives 200 concurrent Flycast allocations from 4 stores 200 distinct addresses, each change delivered once to each store', async () => {
+    await seed();
+    const four = [stores[0]!, await openStore(), await openStore(), await openStore()];
+    const seen = four.map(() => [] as StoreEvent[]);
+    four.forEach((s, i) => s.subscribe((e) => seen[i]!.push(e)));
+    const ips = await Promise.all(Array.from({ length: 200 }, (_, i) => four[i % 4]!.allocateFlycast('web')));
+    const addresses = ips.map((ip) => ip.address);
+    expect(new Set(addresses).size).toBe(200);
+    for (const a of addresses) {
+      expect(inOrg(a, 0x18)).toBe(true);
+      expect(isFlycastAddress(a)).toBe(true);
+    }
+    expect((await four[0]!.snapshot()).flycast.map((f) => f.address).sort()).toEqual([...addresses].sort());
+    // A mutation resolves after its change reached this store's own listeners; others get it within 1 s.
+    await waitFor(() => seen.every((s) => s.length >= 200), { timeoutMs: 1000, what: 'changes on every store' });
+    for (const s of seen) {
+      const keys = s.filter((e) => e.kind === 'flycast').map((e) => (e as CatalogChange).key);
+      expect(keys).toHaveLength(200);
+      expect(new Set(keys).size).toBe(200);
+    }
+  });
+
+  it('lets exactly one of many concurrent registrations of one machine id win', async () => {
+    await seed();
+    const four = [stores[0]!, await openStore(), await openStore(), await openStore()];
+    const results = await Promise.allSettled(Array.from({ length: 20 }, (_, i) => four[i % 4]!.registerMachine({ id: 'f066b83b2c4e71', app: 'web', region: 'ewr' }, HOST)));
+    expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    for (const r of results) if (r.status === 'rejected') expect((r.reason as SixpnError).code).toBe('SIXPN_CONFLICT');
+    // Different ids, same address (same first 8 hex digits on the same host): one wins too.
+    const same = await Promise.allSettled(['aaaaaaaa000001', 'aaaaaaaa000002', 'aaaaaaaa000003', 'aaaaaaaa000004'].map((id, i) => four[i]!.registerMachine({ id, app: 'web', region: 'ewr' }, HOST)));
+    expect(same.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+    expect((await four[0]!.snapshot()).machines).toHaveLength(2);
+  });
+
+  it('never leaves machines of a deleted app behind when registrations race the delete', async () => {
+    const a = await seed();
+    const b = await openStore();
+    const registering = Array.from({ length: 30 }, (_, i) => (i % 2 ? a : b).registerMachine({ app: 'web', region: 'ewr' }, HOST).then(
+      () => 'ok',
+      (e: SixpnError) => e.code,
+    ));
+    await sleep(1);
+    await a.deleteApp('web');
+    const outcomes = await Promise.all(registering);
+    for (const o of outcomes) expect(['ok', 'SIXPN_NOT_FOUND']).toContain(o);
+    const snap = await a.snapshot();
+    expect(snap.apps).toHaveLength(0);
+    expect(snap.machines).toHaveLength(0);
+  });
+
+  it('publishes in write order: a view on a third store ends equal to the store after racing updates', async () => {
+    const a = await seed();
+    const b = await openStore();
+    const view = await CatalogView.open(await openStore());
+    const m = await a.registerMachine({ app: 'web', region: 'ewr' }, HOST);
+    const states = ['started', 'stopped'] as const;
+    await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).updateMachine(m.id, { state: states[i % 2]!, health: { status: i % 3 ? 'healthy' : 'unhealthy', reason: `run ${i}` } })));
+    const final = (await a.snapshot()).machines[0]!;
+    await waitFor(() => view.machines.get(m.id)?.health.reason === final.health.reason, { timeoutMs: 1000, what: 'view to settle' });
+    expect(view.machines.get(m.id)).toEqual(final);
+    view.close();
+  });
+
+  it('ignores foreign messages on its channel and reloads views after its subscriber is cut off', async () => {
+    const a = await seed();
+    const view = await CatalogView.open(await openStore());
+    let resets = 0;
+    view.on('reset', () => resets++);
+    await admin.publish(`${ns}:changes`, 'not json');
+    await admin.publish(`${ns}:changes`, '{"c": 5}');
+    // Cut every pub/sub connection; a change made meanwhile is not delivered, so the view must reload.
+    await admin.client('KILL', 'TYPE', 'pubsub');
+    await a.createApp({ name: 'api', org: 'acme' });
+    await waitFor(() => resets >= 1 && view.apps.has('api'), { timeoutMs: 3000, what: 'reset and reload' });
+    await a.createApp({ name: 'db', org: 'acme' });
+    await waitFor(() => view.apps.has('db'), { timeoutMs: 1000, what: 'changes after the reset' });
+    view.close();
+  });
+});
+
+describe('redis store when redis is down', () => {
+  let proc: Proc | null = null;
+  let dir = '';
+
+  /** A redis-server that keeps its data across a restart (append-only file, fsync always). */
+  const startPersistent = async (port: number): Promise<Proc> => {
+    const p = start('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'yes', '--appendfsync', 'always', '--dir', dir]);
+    await p.waitForLine(/Ready to accept connections/);
+    return p;
+  };
+
+  afterEach(async () => {
+    await proc?.stop('SIGKILL');
+    proc = null;
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('refuses to open with a clear error naming the URL', async () => {
+    const port = await freePort();
+    const url = `redis://:secret@127.0.0.1:${port}`;
+    const t0 = Date.now();
+    const err = await RedisStore.open({ url, namespace: 'x', regions }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(StoreUnavailableError);
+    expect((err as Error).message).toContain(`127.0.0.1:${port}`);
+    expect((err as Error).message).not.toContain('secret');
+    expect(Date.now() - t0).toBeLessThan(3000);
+  });
+
+  it('fails fast while down, changes nothing, then recovers on restart and views reload', async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sixpn-redis-down-'));
+    const port = await freePort();
+    const url = `redis://127.0.0.1:${port}`;
+    proc = await startPersistent(port);
+    freshNamespace();
+    const a = await RedisStore.open({ url, namespace: ns, regions });
+    const b = await RedisStore.open({ url, namespace: ns, regions });
+    try {
+      await a.createOrg({ name: 'acme', network_id: 0x18 });
+      await a.createApp({ name: 'web', org: 'acme', services: [svc] });
+      const m = await a.registerMachine({ app: 'web', region: 'ewr' }, HOST);
+      const view = await CatalogView.open(b);
+      let resets = 0;
+      view.on('reset', () => resets++);
+      const before = await a.snapshot();
+
+      await proc.stop('SIGKILL');
+      proc = null;
+      for (const attempt of [() => a.allocateFlycast('web'), () => a.updateMachine(m.id, { state: 'stopped' }), () => b.snapshot()]) {
+        const t0 = Date.now();
+        const err = await attempt().catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(StoreUnavailableError);
+        expect((err as Error).message).toContain(url);
+        expect(Date.now() - t0).toBeLessThan(2500);
+      }
+      // Readers keep serving from their view while the store is down.
+      expect(view.machines.get(m.id)?.state).toBe('started');
+
+      proc = await startPersistent(port);
+      const after = await waitFor(() => a.snapshot().catch(() => null), { timeoutMs: 5000, what: 'store to reconnect' });
+      expect(after).toEqual(before);
+      await waitFor(() => resets >= 1, { timeoutMs: 5000, what: 'view reset after the subscriber reconnected' });
+      const ip = await a.allocateFlycast('web');
+      expect(ip.address).toBe('fdaa:0:18:0:1::3');
+      await waitFor(() => view.flycast.has(ip.address), { timeoutMs: 1000, what: 'change after recovery' });
+      view.close();
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+});
