@@ -1,0 +1,44 @@
+/**
+ * DNS metrics. Label sets are bounded: query types outside a fixed list count as "other", and
+ * rcodes come from the few the server sends.
+ */
+import type { Counter } from 'prom-client';
+import { counter, histogram } from '../observe/metrics.js';
+
+const KNOWN_QTYPES = new Set(['A', 'AAAA', 'TXT', 'SOA', 'SRV', 'PTR', 'NS', 'MX', 'CNAME', 'ANY', 'HTTPS', 'SVCB', 'CAA']);
+
+export const dnsQueries = counter({
+  name: 'sixpn_dns_queries_total',
+  help: 'DNS queries answered, by query type and response code',
+  labelNames: ['qtype', 'rcode'] as const,
+});
+
+export const dnsForwardErrors = counter({
+  name: 'sixpn_dns_forward_errors_total',
+  help: 'Upstream attempts that failed (timeout, connection error, bad answer) while forwarding',
+  labelNames: ['reason'] as const,
+});
+
+export const dnsDuration = histogram({
+  name: 'sixpn_dns_query_duration_seconds',
+  help: 'Time from receiving a query to sending its answer, by where the answer came from',
+  labelNames: ['source'] as const,
+  buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1, 5],
+});
+
+/** Query type label: one of a fixed list, else "other" (also for unparseable queries: "none"). */
+export function qtypeLabel(type: string | undefined): string {
+  if (type === undefined) return 'none';
+  return KNOWN_QTYPES.has(type) ? type : 'other';
+}
+
+type QueryCounter = ReturnType<Counter<'qtype' | 'rcode'>['labels']>;
+const children = new Map<string, QueryCounter>();
+
+/** Counts one answered query; children are cached so the hot path does not hash labels. */
+export function countQuery(qtype: string, rcode: string): void {
+  const key = `${qtype} ${rcode}`;
+  let c = children.get(key);
+  if (!c) children.set(key, (c = dnsQueries.labels(qtype, rcode)));
+  c.inc();
+}

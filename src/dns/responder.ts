@@ -1,0 +1,185 @@
+/**
+ * From one DNS message (bytes) and the address that sent it to the answer (bytes).
+ *
+ * Order of checks: a response or a message too short for a header is dropped; other opcodes get
+ * NOTIMP, qdcount other than 1 FORMERR (both read from the header before decoding, so even a
+ * broken body gets its id back); then the asker's org from the source address (none: REFUSED,
+ * for forwarded names too: never an open resolver); then the codec (dns-packet) decodes, and
+ * anything it cannot read is FORMERR. Local names are answered from the org's zone; the encoded
+ * answer is cached per org and query bytes until a change touches that org.
+ */
+import * as packet from 'dns-packet';
+import type { Answer, Packet } from 'dns-packet';
+import { orgOf } from '../addressing/index.js';
+import type { Org } from '../catalog/types.js';
+import type { Logger } from '../observe/log.js';
+import type { RegionTable } from '../regions/index.js';
+import type { Forwarder } from './forward.js';
+import { countQuery, dnsDuration, qtypeLabel } from './metrics.js';
+import { localZoneOf, resolveLocal } from './resolve.js';
+import type { DnsIndex } from './zone.js';
+
+export type Transport = 'udp' | 'tcp';
+
+const QR = 0x8000;
+const AA = 0x0400;
+const TC = 0x0200;
+const RD = 0x0100;
+const RA = 0x0080;
+const OPCODE_MASK = 0x7800;
+
+export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
+const RCODE_NAMES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
+const rcodeName = (r: number): string => RCODE_NAMES[r] ?? 'other';
+
+/** Plain DNS over UDP without EDNS. */
+const CLASSIC_UDP_SIZE = 512;
+/** What we advertise and the most we send over UDP (the DNS flag day 2020 default). */
+export const EDNS_UDP_SIZE = 1232;
+const OPT: Answer = { type: 'OPT', name: '.', udpPayloadSize: EDNS_UDP_SIZE, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [] };
+const CACHE_PER_ORG = 4096;
+const ORG_CACHE_SIZE = 8192;
+
+export interface ResponderOptions {
+  index: DnsIndex;
+  regions: RegionTable;
+  ttl: number;
+  /** Region used for `nearest` when the asker's own region is unknown. */
+  nodeRegion: string;
+  /** Development: org whose member a loopback source is taken to be. */
+  loopbackOrg: string;
+  forwarder: Forwarder | null;
+  log: Logger;
+}
+
+/** A header-only reply (id, opcode and RD echoed) for messages we will not decode. */
+function headerReply(msg: Buffer, rcode: number): Buffer {
+  const out = Buffer.alloc(12);
+  msg.copy(out, 0, 0, 2);
+  const flags = msg.length >= 4 ? msg.readUInt16BE(2) : 0;
+  out.writeUInt16BE(QR | (flags & (OPCODE_MASK | RD)) | rcode, 2);
+  return out;
+}
+
+function isLoopback(address: string): boolean {
+  return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
+}
+
+export class Responder {
+  /** Source address -> network id (null: outside every org); pure, so cached. */
+  private readonly orgIds = new Map<string, number | null>();
+  /** Org name -> (transport + query bytes after the id) -> encoded answer. */
+  private readonly cache = new Map<string, Map<string, { bytes: Buffer; qtype: string }>>();
+  private readonly unsubscribe: () => void;
+
+  constructor(private readonly o: ResponderOptions) {
+    this.unsubscribe = o.index.onInvalidate((org) => {
+      if (org === null) this.cache.clear();
+      else this.cache.delete(org);
+    });
+  }
+
+  close(): void {
+    this.unsubscribe();
+    this.cache.clear();
+  }
+
+  /** The org a source address belongs to, if any (loopback: the configured dev org). */
+  askerOrg(address: string): Org | undefined {
+    if (this.o.loopbackOrg && isLoopback(address)) return this.o.index.orgByName(this.o.loopbackOrg);
+    let id = this.orgIds.get(address);
+    if (id === undefined) {
+      if (this.orgIds.size >= ORG_CACHE_SIZE) this.orgIds.clear();
+      id = orgOf(address);
+      this.orgIds.set(address, id);
+    }
+    return id === null ? undefined : this.o.index.orgOfAddress(address);
+  }
+
+  /**
+   * The answer to `msg` from `source`, or null when nothing should be sent (responses, runts).
+   * Synchronous for local names; a promise when the query is forwarded.
+   */
+  answer(msg: Buffer, source: string, transport: Transport): Buffer | null | Promise<Buffer> {
+    const started = process.hrtime.bigint();
+    if (msg.length < 12) {
+      if (msg.length < 4 || msg.readUInt16BE(2) & QR) return null;
+      return this.done(headerReply(msg, RCODE.FORMERR), undefined, started, 'local');
+    }
+    const flags = msg.readUInt16BE(2);
+    if (flags & QR) return null;
+    if (flags & OPCODE_MASK) return this.done(headerReply(msg, RCODE.NOTIMP), undefined, started, 'local');
+    if (msg.readUInt16BE(4) !== 1) return this.done(headerReply(msg, RCODE.FORMERR), undefined, started, 'local');
+
+    const org = this.askerOrg(source);
+    const key = org ? `${transport === 'udp' ? 'u' : 't'}${msg.toString('latin1', 2)}` : '';
+    if (org) {
+      const hit = this.cache.get(org.name)?.get(key);
+      if (hit) {
+        const out = Buffer.allocUnsafe(hit.bytes.length);
+        hit.bytes.copy(out);
+        msg.copy(out, 0, 0, 2);
+        return this.done(out, hit.qtype, started, 'local');
+      }
+    }
+
+    let query: Packet;
+    try {
+      query = packet.decode(msg);
+    } catch {
+      return this.done(headerReply(msg, RCODE.FORMERR), undefined, started, 'local');
+    }
+    const q = query.questions?.[0];
+    if (!q) return this.done(headerReply(msg, RCODE.FORMERR), undefined, started, 'local');
+    const opt = query.additionals?.find((a) => a.type === 'OPT');
+    const maxUdp = opt && 'udpPayloadSize' in opt ? Math.min(Math.max(opt.udpPayloadSize ?? CLASSIC_UDP_SIZE, CLASSIC_UDP_SIZE), EDNS_UDP_SIZE) : CLASSIC_UDP_SIZE;
+    const reply = (rcode: number, answers: Answer[], authorities: Answer[], extra: number): Buffer =>
+      this.encode(query, rcode, answers, authorities, extra, opt !== undefined, transport === 'udp' ? maxUdp : 65_535);
+
+    if (!org) return this.done(reply(RCODE.REFUSED, [], [], 0), q.type, started, 'local');
+    if (q.class !== 'IN' && q.class !== 'ANY') return this.done(reply(RCODE.REFUSED, [], [], 0), q.type, started, 'local');
+
+    const lower = q.name.toLowerCase();
+    if (localZoneOf(lower) === null) return this.forward(msg, reply, q.type, started, transport);
+
+    const zone = this.o.index.zone(org.name);
+    if (!zone) return this.done(reply(RCODE.REFUSED, [], [], 0), q.type, started, 'local');
+    const region = this.o.index.regionOf(source) ?? this.o.nodeRegion;
+    const r = resolveLocal({ name: q.name, type: q.type }, zone, region, { ttl: this.o.ttl, regions: this.o.regions });
+    const out = reply(RCODE[r.rcode], r.answers, r.authorities, AA);
+    if (r.cacheable) {
+      let perOrg = this.cache.get(org.name);
+      if (!perOrg) this.cache.set(org.name, (perOrg = new Map()));
+      if (perOrg.size >= CACHE_PER_ORG) perOrg.clear();
+      perOrg.set(key, { bytes: Buffer.from(out), qtype: q.type });
+    }
+    return this.done(out, q.type, started, 'local');
+  }
+
+  private forward(msg: Buffer, reply: (rcode: number, a: Answer[], b: Answer[], extra: number) => Buffer, qtype: string, started: bigint, transport: Transport): Buffer | Promise<Buffer> {
+    const fwd = this.o.forwarder;
+    // Without upstreams this server does not recurse: refuse rather than pretend to fail.
+    if (!fwd || fwd.upstreams.length === 0) return this.done(reply(RCODE.REFUSED, [], [], 0), qtype, started, 'local');
+    const p = transport === 'udp' ? fwd.udp(msg) : fwd.tcp(msg);
+    return p.then(
+      (answer) => this.done(answer, qtype, started, 'forward'),
+      () => this.done(reply(RCODE.SERVFAIL, [], [], RA), qtype, started, 'forward'),
+    );
+  }
+
+  private encode(query: Packet, rcode: number, answers: Answer[], authorities: Answer[], extra: number, edns: boolean, max: number): Buffer {
+    const ra = this.o.forwarder && this.o.forwarder.upstreams.length ? RA : 0;
+    const flags = (query.flags ?? 0) & RD;
+    const additionals: Answer[] = edns ? [OPT] : [];
+    const base = { id: query.id ?? 0, type: 'response' as const, questions: query.questions ?? [], additionals };
+    let out = packet.encode({ ...base, flags: flags | extra | ra | rcode, answers, authorities });
+    if (out.length > max) out = packet.encode({ ...base, flags: flags | extra | ra | rcode | TC, answers: [], authorities: [] });
+    return out;
+  }
+
+  private done(out: Buffer, qtype: string | undefined, started: bigint, source: 'local' | 'forward'): Buffer {
+    countQuery(qtypeLabel(qtype), rcodeName(out.readUInt16BE(2) & 0xf));
+    dnsDuration.observe({ source }, Number(process.hrtime.bigint() - started) / 1e9);
+    return out;
+  }
+}
