@@ -1,15 +1,27 @@
 /**
- * The `[health]` config section: active check policy and passive ejection.
+ * The `[health]` config section: active check policy, which machines this node checks, and
+ * passive ejection (used by the proxy's balancer). Every key is documented in docs/health.md.
  */
 import { z } from 'zod';
+import { regionCodeSchema } from '../catalog/types.js';
 import { durationSchema } from '../config/common.js';
 
 export const healthConfigSchema = z
   .object({
+    /** Run the active checker when the `health` role is started. */
     enabled: z.boolean().default(true),
+    /** Consecutive failed checks that turn a machine unhealthy. */
     fall: z.number().int().min(1).default(3),
+    /** Consecutive passed checks that turn a machine healthy (also from `unknown`). */
     rise: z.number().int().min(1).default(2),
+    /** Checks in flight at once on this node; the rest wait their turn. */
     max_concurrent_checks: z.number().int().min(1).default(64),
+    /**
+     * Regions whose machines this node checks. Empty: the node's own region when the catalog
+     * is shared (Redis), every region with the embedded store (a single node). `"*"`: all.
+     */
+    regions: z.array(z.union([regionCodeSchema, z.literal('*')])).default([]),
+    /** Window over which a re-admitted machine's share of new connections ramps up (balancer). */
     slow_start: durationSchema.default(10_000),
     passive: z
       .object({
