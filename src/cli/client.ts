@@ -1,0 +1,106 @@
+/**
+ * The CLI's client for the control API (undici). It finds the endpoint and token (flags, then
+ * SIXPN_API_URL / SIXPN_TOKEN, then `--config FILE`'s [control] section), and turns API error
+ * bodies back into errors that carry the server's code, so exit codes follow exitCodeFor().
+ */
+import { Agent, request } from 'undici';
+import { loadConfig } from '../config/index.js';
+import { SixpnError, StoreUnavailableError, UnauthorizedError, ValidationError } from '../errors.js';
+
+/** An error the API answered with; `code` is the server's, so exitCodeFor() maps it. */
+export class ApiError extends SixpnError {
+  constructor(
+    override readonly code: string,
+    override readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface Endpoint {
+  url: string;
+  token: string;
+}
+
+export interface EndpointSources {
+  api?: string | undefined;
+  token?: string | undefined;
+  config?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+}
+
+/** `http://host:port` a client dials for a `[control] listen` value (wildcards become loopback). */
+export function urlForListen(l: { host: string; port: number }): string {
+  let host = l.host;
+  if (host === '::' || host === '') host = '::1';
+  if (host === '0.0.0.0') host = '127.0.0.1';
+  return `http://${host.includes(':') ? `[${host}]` : host}:${l.port}`;
+}
+
+export function resolveEndpoint(s: EndpointSources): Endpoint {
+  const env = s.env ?? process.env;
+  let url = s.api ?? env.SIXPN_API_URL;
+  let token = s.token ?? env.SIXPN_TOKEN;
+  if ((url === undefined || token === undefined) && s.config !== undefined) {
+    const { config } = loadConfig(s.config, env);
+    url ??= urlForListen(config.control.listen);
+    if (token === undefined && config.control.token !== '') token = config.control.token;
+  }
+  url ??= 'http://127.0.0.1:4280';
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ValidationError(`API URL ${JSON.stringify(url)} is not a URL (expected like http://127.0.0.1:4280)`);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') throw new ValidationError(`API URL ${url} must start with http:// or https://`);
+  if (!token) throw new UnauthorizedError('no API token: pass --token, set SIXPN_TOKEN, or point --config at the node config');
+  return { url: parsed.origin + parsed.pathname.replace(/\/+$/, ''), token };
+}
+
+export class ApiClient {
+  private readonly agent = new Agent({ connect: { timeout: 5_000 }, headersTimeout: 30_000, bodyTimeout: 30_000 });
+
+  constructor(readonly endpoint: Endpoint) {}
+
+  async call<T = unknown>(method: string, path: string, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = { authorization: `Bearer ${this.endpoint.token}`, accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let res;
+    try {
+      res = await request(this.endpoint.url + path, {
+        method: method as 'GET',
+        headers,
+        body: body === undefined ? null : JSON.stringify(body),
+        dispatcher: this.agent,
+      });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new StoreUnavailableError(`cannot reach the sixpn control API at ${this.endpoint.url}: ${e.code ?? e.message}`, { cause: err });
+    }
+    const text = await res.body.text();
+    let parsed: unknown = undefined;
+    if (text !== '') {
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        if (res.statusCode < 400) throw new ApiError('SIXPN_INTERNAL', res.statusCode, `the API at ${this.endpoint.url} answered ${method} ${path} with non-JSON`);
+      }
+    }
+    if (res.statusCode >= 400) {
+      const e = (parsed as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
+      const code = typeof e?.code === 'string' ? e.code : 'SIXPN_INTERNAL';
+      const message = typeof e?.message === 'string' ? e.message : `HTTP ${res.statusCode} from ${method} ${path}`;
+      throw new ApiError(code, res.statusCode, message);
+    }
+    return parsed as T;
+  }
+
+  close(): Promise<void> {
+    return this.agent.close();
+  }
+}
+
+/** Percent-encodes one path segment. */
+export const seg = (s: string): string => encodeURIComponent(s);

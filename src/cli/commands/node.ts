@@ -1,0 +1,93 @@
+/**
+ * `sixpn up|control|proxy|dns|gateway --config FILE`: run a node with all its enabled roles, or
+ * one role alone. Prints one "ready" line with each role's own description once everything
+ * listens, then runs until SIGTERM/SIGINT (which drain).
+ */
+import { loadConfig, type Config } from '../../config/index.js';
+import { startControlRole } from '../../control/index.js';
+import { startDemoRole } from '../../demo/index.js';
+import { startDnsRole } from '../../dns/index.js';
+import { startGatewayRole } from '../../gateway/index.js';
+import { startHealthRole } from '../../health/index.js';
+import { exitOnSignals, startNode } from '../../node.js';
+import { startProxyRole } from '../../proxy/index.js';
+import type { RoleName, RoleStarter } from '../../role.js';
+import type { Command, CommandContext } from '../args.js';
+
+const STARTERS: Record<RoleName, RoleStarter> = {
+  demo: startDemoRole,
+  control: startControlRole,
+  health: startHealthRole,
+  proxy: startProxyRole,
+  dns: startDnsRole,
+  gateway: startGatewayRole,
+};
+
+/** The roles `sixpn up` runs for a config: each one its section enables. */
+export function enabledRoles(c: Readonly<Config>): RoleName[] {
+  const on: [RoleName, boolean][] = [
+    ['demo', c.demo.enabled],
+    ['control', c.control.enabled],
+    ['health', c.health.enabled],
+    ['proxy', c.proxy.enabled],
+    ['dns', c.dns.enabled],
+    ['gateway', c.wireguard.enabled],
+  ];
+  return on.filter(([, yes]) => yes).map(([name]) => name);
+}
+
+async function runNode(ctx: CommandContext, pick: (c: Readonly<Config>) => RoleName[]): Promise<number | void> {
+  const loaded = loadConfig(ctx.values.config);
+  const roles = pick(loaded.config);
+  const node = await startNode(loaded, roles, STARTERS);
+  exitOnSignals(node);
+  const lines = node.roles.flatMap((r) => r.describe?.() ?? [r.name]);
+  ctx.io.out(`sixpn ready: node ${loaded.config.node.name}, roles ${node.roles.map((r) => r.name).join(', ') || 'none'}\n${lines.map((l) => `  ${l}\n`).join('')}`);
+  // Keep running: the listeners hold the event loop open; signals end the process.
+  return new Promise<never>(() => undefined);
+}
+
+const nodeOptions: Command['options'] = ['config'];
+
+export const nodeCommands: Command[] = [
+  {
+    words: ['up'],
+    usage: 'sixpn up [--config FILE]',
+    summary: 'Run every role the config enables (demo, control, health, proxy, dns, gateway)',
+    options: nodeOptions,
+    maxArgs: 0,
+    run: (ctx) => runNode(ctx, enabledRoles),
+  },
+  {
+    words: ['control'],
+    usage: 'sixpn control --config FILE',
+    summary: 'Run the control API alone',
+    options: nodeOptions,
+    maxArgs: 0,
+    run: (ctx) => runNode(ctx, () => ['control']),
+  },
+  {
+    words: ['proxy'],
+    usage: 'sixpn proxy --config FILE',
+    summary: 'Run the Flycast proxy (with the health checker when [health] is enabled)',
+    options: nodeOptions,
+    maxArgs: 0,
+    run: (ctx) => runNode(ctx, (c) => (c.health.enabled ? ['health', 'proxy'] : ['proxy'])),
+  },
+  {
+    words: ['dns'],
+    usage: 'sixpn dns --config FILE',
+    summary: 'Run the .internal DNS server alone',
+    options: nodeOptions,
+    maxArgs: 0,
+    run: (ctx) => runNode(ctx, () => ['dns']),
+  },
+  {
+    words: ['gateway'],
+    usage: 'sixpn gateway --config FILE',
+    summary: 'Run the WireGuard gateway alone',
+    options: nodeOptions,
+    maxArgs: 0,
+    run: (ctx) => runNode(ctx, () => ['gateway']),
+  },
+];

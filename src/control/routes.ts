@@ -1,0 +1,223 @@
+/**
+ * The /v1 routes of the control API: orgs, apps, machines, Flycast IPs and WireGuard peers.
+ *
+ * Reads go to the store (not the local view) so that a client reads its own writes even when
+ * another API process made them. Every mutation is one store call, which validates and is
+ * atomic: a request that fails changes nothing.
+ */
+import { z } from 'zod';
+import { normalizeAddress, orgDnsAddress, orgPrefixCidr } from '../addressing/index.js';
+import { parseOrThrow } from '../catalog/rules.js';
+import type { CatalogStore } from '../catalog/store.js';
+import {
+  machineInputSchema,
+  nameSchema,
+  orgSchema,
+  peerNameSchema,
+  publicKeySchema,
+  regionCodeSchema,
+  type AppInput,
+  type CatalogSnapshot,
+  type Org,
+} from '../catalog/types.js';
+import { ConflictError, NotFoundError, ValidationError } from '../errors.js';
+import { defaultPeerName } from '../gateway/keys.js';
+import type { RunningRole } from '../role.js';
+import { Router, type ApiRequest, type ApiResponse } from './http.js';
+import { withPeerStatus, type GatewayInfo } from './wireguard.js';
+
+export interface RouteDeps {
+  store: CatalogStore;
+  hostId: number;
+  gatewayHostId: number;
+  gatewayInfo(): Promise<GatewayInfo>;
+  /** The local gateway role, looked up per request (it starts after the control role). */
+  gatewayRole(): RunningRole | undefined;
+}
+
+/** An org as the API shows it: with its /48 and resolver, which clients need for configs. */
+export function orgView(o: Org): Org & { prefix: string; dns: string } {
+  return { ...o, prefix: orgPrefixCidr(o.network_id), dns: orgDnsAddress(o.network_id) };
+}
+
+const orgCreateSchema = orgSchema.partial({ network_id: true });
+const machineCreateSchema = machineInputSchema.omit({ app: true });
+const ipCreateSchema = z
+  .object({
+    type: z.literal('private_v6', { errorMap: () => ({ message: 'must be "private_v6" (a Flycast address; public IPs are not part of sixpn)' }) }),
+    org: nameSchema.optional(),
+  })
+  .strict();
+const peerCreateSchema = z
+  .object({
+    name: peerNameSchema.optional(),
+    region: regionCodeSchema,
+    public_key: publicKeySchema,
+  })
+  .strict();
+
+const ok = (body: unknown, status = 200): ApiResponse => ({ status, body });
+const NO_CONTENT: ApiResponse = { status: 204 };
+
+/** The body as an object, or a ValidationError naming what was expected. */
+function objectBody(req: ApiRequest, what: string): Record<string, unknown> {
+  const b = req.body ?? {};
+  if (typeof b !== 'object' || b === null || Array.isArray(b)) throw new ValidationError(`invalid ${what}: the body must be a JSON object`);
+  return b as Record<string, unknown>;
+}
+
+function optionalOrg(req: ApiRequest): string | undefined {
+  const org = req.query.get('org');
+  if (org === null || org === '') return undefined;
+  return parseOrThrow(nameSchema, org, 'org');
+}
+
+/** Lowest network id no org uses. */
+function freeNetworkId(snap: CatalogSnapshot): number {
+  const used = new Set(snap.orgs.map((o) => o.network_id));
+  for (let id = 1; id <= 0xffff; id++) if (!used.has(id)) return id;
+  throw new ConflictError('every network id from 1 to 65535 is taken');
+}
+
+export function buildRoutes(d: RouteDeps): Router {
+  const { store } = d;
+  const r = new Router();
+
+  const findOrg = (snap: CatalogSnapshot, name: string): Org => {
+    const org = snap.orgs.find((o) => o.name === name);
+    if (!org) throw new NotFoundError(`org ${name} not found`);
+    return org;
+  };
+  const findApp = (snap: CatalogSnapshot, name: string) => {
+    const app = snap.apps.find((a) => a.name === name);
+    if (!app) throw new NotFoundError(`app ${name} not found`);
+    return app;
+  };
+  const findMachine = (snap: CatalogSnapshot, id: string) => {
+    const m = snap.machines.find((x) => x.id === id);
+    if (!m) throw new NotFoundError(`machine ${id} not found`);
+    return m;
+  };
+
+  // Orgs
+  r.add('GET', '/v1/orgs', async () => ok((await store.snapshot()).orgs.map(orgView)));
+  r.add('POST', '/v1/orgs', async (req) => {
+    const input = parseOrThrow(orgCreateSchema, objectBody(req, 'org'), 'org');
+    if (input.network_id !== undefined) return ok(orgView(await store.createOrg({ name: input.name, network_id: input.network_id })), 201);
+    // Another API process may take the same free id between our read and our write: retry.
+    for (let attempt = 0; ; attempt++) {
+      const snap = await store.snapshot();
+      if (snap.orgs.some((o) => o.name === input.name)) throw new ConflictError(`org ${input.name} already exists`);
+      try {
+        return ok(orgView(await store.createOrg({ name: input.name, network_id: freeNetworkId(snap) })), 201);
+      } catch (err) {
+        if (!(err instanceof ConflictError) || attempt >= 4) throw err;
+      }
+    }
+  });
+  r.add('GET', '/v1/orgs/:org', async (req) => ok(orgView(findOrg(await store.snapshot(), req.params.org!))));
+  r.add('DELETE', '/v1/orgs/:org', async (req) => {
+    await store.deleteOrg(req.params.org!);
+    return NO_CONTENT;
+  });
+
+  // Apps
+  r.add('GET', '/v1/apps', async (req) => {
+    const org = optionalOrg(req);
+    const snap = await store.snapshot();
+    if (org !== undefined) findOrg(snap, org);
+    return ok(org === undefined ? snap.apps : snap.apps.filter((a) => a.org === org));
+  });
+  r.add('POST', '/v1/apps', async (req) => ok(await store.createApp(objectBody(req, 'app') as AppInput), 201));
+  r.add('GET', '/v1/apps/:app', async (req) => ok(findApp(await store.snapshot(), req.params.app!)));
+  r.add('DELETE', '/v1/apps/:app', async (req) => {
+    await store.deleteApp(req.params.app!);
+    return NO_CONTENT;
+  });
+  r.add('PUT', '/v1/apps/:app/services', async (req) => {
+    const b = req.body;
+    const services = Array.isArray(b) ? b : objectBody(req, 'services').services;
+    if (!Array.isArray(services)) throw new ValidationError('invalid services: send a JSON array of services, or {"services": [...]}');
+    return ok(await store.updateAppServices(req.params.app!, services));
+  });
+
+  // Machines
+  r.add('GET', '/v1/apps/:app/machines', async (req) => {
+    const snap = await store.snapshot();
+    findApp(snap, req.params.app!);
+    return ok(snap.machines.filter((m) => m.app === req.params.app));
+  });
+  r.add('POST', '/v1/apps/:app/machines', async (req) => {
+    const input = parseOrThrow(machineCreateSchema, objectBody(req, 'machine'), 'machine');
+    return ok(await store.registerMachine({ ...input, app: req.params.app! }, { hostId: d.hostId }), 201);
+  });
+  r.add('GET', '/v1/machines/:id', async (req) => ok(findMachine(await store.snapshot(), req.params.id!)));
+  r.add('PATCH', '/v1/machines/:id', async (req) => ok(await store.updateMachine(req.params.id!, objectBody(req, 'machine update'))));
+  r.add('DELETE', '/v1/machines/:id', async (req) => {
+    await store.removeMachine(req.params.id!);
+    return NO_CONTENT;
+  });
+  r.add('POST', '/v1/machines/:id/stop', async (req) => ok(await store.updateMachine(req.params.id!, { state: 'stopped' })));
+  r.add('POST', '/v1/machines/:id/start', async (req) => ok(await store.updateMachine(req.params.id!, { state: 'started' })));
+
+  // Flycast IPs
+  r.add('GET', '/v1/apps/:app/ips', async (req) => {
+    const snap = await store.snapshot();
+    findApp(snap, req.params.app!);
+    return ok(snap.flycast.filter((f) => f.app === req.params.app));
+  });
+  r.add('POST', '/v1/apps/:app/ips', async (req) => {
+    const input = parseOrThrow(ipCreateSchema, objectBody(req, 'ip'), 'ip');
+    return ok(await store.allocateFlycast(req.params.app!, input.org), 201);
+  });
+  r.add('DELETE', '/v1/apps/:app/ips/:address', async (req) => {
+    const org = optionalOrg(req);
+    const address = normalizeAddress(req.params.address!);
+    if (!address) throw new ValidationError(`${JSON.stringify(req.params.address)} is not an IPv6 address`);
+    const snap = await store.snapshot();
+    findApp(snap, req.params.app!);
+    const ip = snap.flycast.find((f) => f.address === address);
+    if (!ip || ip.app !== req.params.app) throw new NotFoundError(`flycast ip ${address} is not allocated to app ${req.params.app}`);
+    await store.releaseFlycast(address, org);
+    return NO_CONTENT;
+  });
+
+  // WireGuard peers
+  r.add('GET', '/v1/orgs/:org/wireguard', async (req) => {
+    const snap = await store.snapshot();
+    findOrg(snap, req.params.org!);
+    return ok(withPeerStatus(snap.peers.filter((p) => p.org === req.params.org), d.gatewayRole()));
+  });
+  r.add('POST', '/v1/orgs/:org/wireguard', async (req) => {
+    const body = objectBody(req, 'wireguard peer');
+    if ('private_key' in body) {
+      throw new ValidationError('invalid wireguard peer: private_key: never send a private key; generate the key pair locally and send only public_key');
+    }
+    const input = parseOrThrow(peerCreateSchema, body, 'wireguard peer');
+    const org = findOrg(await store.snapshot(), req.params.org!);
+    // Resolve the gateway first: if its key is unavailable, no peer is created.
+    const gateway = await d.gatewayInfo();
+    const create = (name: string) =>
+      store.createPeer({ name, org: org.name, region: input.region, public_key: input.public_key }, { gatewayHostId: d.gatewayHostId });
+    let peer;
+    if (input.name !== undefined) peer = await create(input.name);
+    else {
+      // A generated name may collide with an earlier one; draw again a few times.
+      for (let attempt = 0; ; attempt++) {
+        try {
+          peer = await create(defaultPeerName());
+          break;
+        } catch (err) {
+          if (!(err instanceof ConflictError) || attempt >= 4) throw err;
+        }
+      }
+    }
+    return ok({ peer, gateway, dns: orgDnsAddress(org.network_id), allowed_ips: orgPrefixCidr(org.network_id) }, 201);
+  });
+  r.add('DELETE', '/v1/orgs/:org/wireguard/:name', async (req) => {
+    await store.removePeer(req.params.org!, req.params.name!);
+    return NO_CONTENT;
+  });
+
+  return r;
+}
