@@ -104,6 +104,16 @@ describe('redis store with many writers', () => {
     }
   });
 
+  it("hands a store's own change to its listeners once, before the mutation resolves", async () => {
+    const a = await seed();
+    const seen: StoreEvent[] = [];
+    a.subscribe((e) => seen.push(e));
+    const app = await a.createApp({ name: 'api', org: 'acme' });
+    expect(seen).toEqual([{ kind: 'app', op: 'put', key: 'api', value: app, at: expect.any(Number) }]);
+    await sleep(50);
+    expect(seen).toHaveLength(1);
+  });
+
   it('lets exactly one of many concurrent registrations of one machine id win', async () => {
     await seed();
     const four = [stores[0]!, await openStore(), await openStore(), await openStore()];
