@@ -1,9 +1,107 @@
 /**
- * The demo role: small machines for `npm start`. Placeholder until the observability issue lands.
+ * The demo role for `npm start`: serves the machines of the `[demo] apps` in-process (see
+ * ./machines.ts) and points each machine's catalog `upstream` at its server before the proxy
+ * starts, so the Flycast proxy dials them on loopback without root or host network changes.
+ * Its banner lines tell a newcomer what to try (./try.ts).
  */
-import { ConfigError } from '../errors.js';
+import type { CatalogChange, Machine } from '../catalog/types.js';
 import type { NodeContext, RunningRole } from '../role.js';
+import { startDemoMachine, type DemoKind, type DemoMachine } from './machines.js';
+import { formatTry, tryCommands } from './try.js';
 
-export async function startDemoRole(_ctx: NodeContext): Promise<RunningRole> {
-  throw new ConfigError('the demo role is not built yet');
+export interface DemoRole extends RunningRole {
+  /** Running demo machines by machine id. */
+  machines(): ReadonlyMap<string, DemoMachine>;
+}
+
+const UPSTREAM_WAIT_MS = 5_000;
+
+export async function startDemoRole(ctx: NodeContext): Promise<DemoRole> {
+  const { config, view, store } = ctx;
+  const log = ctx.log.child({ module: 'demo' });
+  const wanted = new Set(config.demo.apps);
+  for (const app of wanted) {
+    if (!view.apps.has(app)) log.warn({ app }, 'demo app is not in the catalog (yet); its machines are served once they appear');
+  }
+  const running = new Map<string, DemoMachine>();
+  const starting = new Map<string, Promise<void>>();
+  let closed = false;
+
+  const kindOf = (app: string): DemoKind => (view.apps.get(app)?.services.some((s) => s.protocol === 'http') ? 'http' : 'tcp');
+
+  function serve(m: Machine): Promise<void> {
+    const busy = starting.get(m.id);
+    if (busy) return busy;
+    const p = (async () => {
+      const dm = await startDemoMachine({ machine: m, city: ctx.regions.get(m.region)?.city ?? null }, kindOf(m.app), config.demo.host);
+      if (closed) {
+        await dm.close();
+        return;
+      }
+      running.set(m.id, dm);
+      try {
+        await store.updateMachine(m.id, { upstream: dm.upstream });
+      } catch (err) {
+        running.delete(m.id);
+        await dm.close();
+        throw err;
+      }
+      log.info({ machine: m.id, app: m.app, region: m.region, kind: dm.kind, upstream: dm.upstream }, 'demo machine serving');
+    })().finally(() => starting.delete(m.id));
+    starting.set(m.id, p);
+    return p;
+  }
+
+  async function retire(id: string): Promise<void> {
+    const dm = running.get(id);
+    if (!dm) return;
+    running.delete(id);
+    await dm.close();
+    log.info({ machine: id }, 'demo machine removed');
+  }
+
+  const onChange = (c: CatalogChange): void => {
+    if (closed || c.kind !== 'machine') return;
+    if (c.op === 'del') {
+      void retire(c.key);
+      return;
+    }
+    if (!wanted.has(c.value.app) || running.has(c.key) || starting.has(c.key)) return;
+    serve(c.value).catch((err: unknown) => log.error({ err, machine: c.key }, 'cannot start demo machine'));
+  };
+
+  const initial = [...wanted].flatMap((app) => [...view.machinesOf(app)]);
+  try {
+    await Promise.all(initial.map((m) => serve(m)));
+    // The proxy starts right after this role and reads upstreams from the view: wait until
+    // the view shows every one (immediate with the embedded store; a round trip with Redis).
+    const deadline = Date.now() + UPSTREAM_WAIT_MS;
+    while ([...running.values()].some((dm) => view.machines.get(dm.id)?.upstream !== dm.upstream)) {
+      if (Date.now() > deadline) throw new Error('timed out waiting for demo machine upstreams to reach the catalog view');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } catch (err) {
+    closed = true;
+    await Promise.all([...running.values()].map((dm) => dm.close()));
+    throw err;
+  }
+  view.on('change', onChange);
+
+  const regions = [...new Set(initial.map((m) => m.region))].sort();
+  return {
+    name: 'demo',
+    machines: () => running,
+    describe() {
+      const lines = [`demo: ${running.size} machines of ${[...wanted].join(', ')} in ${regions.join(', ')}, on ${config.demo.host}`];
+      return [...lines, ...formatTry(tryCommands(config, view))];
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      view.off('change', onChange);
+      await Promise.allSettled([...starting.values()]);
+      await Promise.all([...running.values()].map((dm) => dm.close()));
+      running.clear();
+    },
+  };
 }

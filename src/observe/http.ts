@@ -1,11 +1,276 @@
 /**
- * Routes the admin listener serves besides /v1 (metrics, dashboard, status). Placeholder until
- * the observability issue lands: it handles nothing.
+ * Routes the admin listener serves besides the /v1 API: /healthz, /metrics, the dashboard
+ * (`/`, `/dashboard`), /v1/status and its server-sent event stream /v1/status/events.
+ *
+ * The control server calls the handler first for every request; it answers and returns true,
+ * or returns false to pass the request on. Access (see ./auth.ts and docs/observe.md):
+ * /healthz is open and says only "ok"; /metrics is open when the admin listener binds a
+ * loopback address and needs the bearer token otherwise (labels name apps and machines);
+ * /v1/status and its events need the bearer token or the dashboard cookie.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NodeContext } from '../role.js';
+import { CLEAR_COOKIE, grantCookie, hasToken, isLoopbackHost, mayReadStatus, secretEquals, type Access } from './auth.js';
+import { watchCatalog } from './catalog-watch.js';
+import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard.js';
+import { enableDefaultMetrics, gauge, registry } from './metrics.js';
+import { buildStatus, RateSampler, type NodeStatus, type StatusSource } from './status.js';
+
+export type ObserveHandler = ((req: IncomingMessage, res: ServerResponse) => boolean) & {
+  /** Ends the event streams and stops the rate sampler (call before closing the server). */
+  close(): void;
+};
+
+/** How often rates are sampled and pushed to open dashboards. */
+export const TICK_MS = 2_000;
+/** View changes are batched this long before a push, so a deploy of 50 machines is one push. */
+export const DEBOUNCE_MS = 100;
+
+const dashboardClients = gauge({ name: 'sixpn_dashboard_streams', help: 'Open /v1/status/events streams.' });
+
+interface ServerLike {
+  listening: boolean;
+}
+
+/** Status document, live rates and the open event streams of one node. */
+class StatusHub {
+  private readonly sampler = new RateSampler();
+  private readonly clients = new Set<ServerResponse>();
+  private readonly servers = new Set<ServerLike>();
+  private tick: NodeJS.Timeout | null = null;
+  private watch: NodeJS.Timeout | null = null;
+  private debounce: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(private readonly src: StatusSource) {
+    src.view.on('change', () => this.schedule());
+    src.view.on('reset', () => this.schedule());
+  }
+
+  /** Starts sampling on first use: rates need two samples, so the first read primes it. */
+  private ensureTicking(): void {
+    if (this.tick || this.closed) return;
+    void this.sampler.sample();
+    this.tick = setInterval(() => {
+      void this.sampler.sample().then(() => this.push());
+    }, TICK_MS);
+    this.tick.unref();
+  }
+
+  status(): NodeStatus {
+    this.ensureTicking();
+    return buildStatus(this.src, this.sampler.current());
+  }
+
+  private schedule(): void {
+    if (this.debounce || this.clients.size === 0) return;
+    this.debounce = setTimeout(() => {
+      this.debounce = null;
+      this.push();
+    }, DEBOUNCE_MS);
+    this.debounce.unref();
+  }
+
+  private push(): void {
+    if (this.clients.size === 0) return;
+    const frame = `event: status\ndata: ${JSON.stringify(this.status())}\n\n`;
+    for (const res of this.clients) res.write(frame);
+  }
+
+  stream(req: IncomingMessage, res: ServerResponse): void {
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-accel-buffering': 'no',
+      'x-content-type-options': 'nosniff',
+    });
+    res.write(`retry: 2000\nevent: status\ndata: ${JSON.stringify(this.status())}\n\n`);
+    this.clients.add(res);
+    dashboardClients.set(this.clients.size);
+    // The control server may close without ending long-lived responses: notice it stopped
+    // listening and end the streams, so shutdown is not held up by an open dashboard.
+    const server = (req.socket as unknown as { server?: ServerLike }).server;
+    if (server) this.servers.add(server);
+    if (!this.watch) {
+      this.watch = setInterval(() => {
+        for (const s of this.servers) if (!s.listening) this.endStreams();
+      }, 250);
+      this.watch.unref();
+    }
+    const drop = (): void => {
+      this.clients.delete(res);
+      dashboardClients.set(this.clients.size);
+      if (this.clients.size === 0 && this.watch) {
+        clearInterval(this.watch);
+        this.watch = null;
+        this.servers.clear();
+      }
+    };
+    req.on('close', drop);
+    res.on('close', drop);
+  }
+
+  private endStreams(): void {
+    for (const res of [...this.clients]) res.end();
+    this.clients.clear();
+    dashboardClients.set(0);
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.tick) clearInterval(this.tick);
+    if (this.watch) clearInterval(this.watch);
+    if (this.debounce) clearTimeout(this.debounce);
+    this.tick = this.watch = this.debounce = null;
+    this.endStreams();
+  }
+}
+
+function sendError(res: ServerResponse, status: number, code: string, message: string, headers: Record<string, string> = {}): void {
+  const body = JSON.stringify({ error: { code, message } });
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', ...headers });
+  res.end(body);
+}
+
+const unauthorized = (res: ServerResponse): void =>
+  sendError(res, 401, 'SIXPN_UNAUTHORIZED', 'missing or wrong token: send "Authorization: Bearer <token>" or open /dashboard?token=<token>', {
+    'www-authenticate': 'Bearer realm="sixpn"',
+  });
+
+function readBody(req: IncomingMessage, limit: number): Promise<string | null> {
+  return new Promise((resolve) => {
+    let size = 0;
+    const chunks: Buffer[] = [];
+    req.on('data', (b: Buffer) => {
+      size += b.length;
+      if (size > limit) {
+        resolve(null);
+        req.destroy();
+        return;
+      }
+      chunks.push(b);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('error', () => resolve(null));
+  });
+}
+
+const PAGE_HEADERS = {
+  'content-type': 'text/html; charset=utf-8',
+  'cache-control': 'no-store',
+  'content-security-policy': DASHBOARD_CSP,
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+  'x-frame-options': 'DENY',
+};
 
 /** Returns a handler that answers the request and returns true, or returns false to pass it on. */
-export function observeRoutes(_ctx: NodeContext): (req: IncomingMessage, res: ServerResponse) => boolean {
-  return () => false;
+export function observeRoutes(ctx: NodeContext): ObserveHandler {
+  enableDefaultMetrics();
+  watchCatalog(ctx.view, ctx.log);
+  const log = ctx.log.child({ module: 'observe' });
+  const access: Access = { token: ctx.config.control.token };
+  const metricsOpen = isLoopbackHost(ctx.config.control.listen.host);
+  const hub = new StatusHub({
+    view: ctx.view,
+    regions: ctx.regions,
+    node: { name: ctx.config.node.name, region: ctx.config.node.region },
+    store: ctx.store.kind,
+    startedAt: Date.now(),
+  });
+
+  const routes: Record<string, { methods: string[]; handle(req: IncomingMessage, res: ServerResponse, query: URLSearchParams): void | Promise<void> }> = {
+    '/healthz': {
+      methods: ['GET', 'HEAD'],
+      handle(_req, res) {
+        res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store' });
+        res.end('ok\n');
+      },
+    },
+    '/metrics': {
+      methods: ['GET', 'HEAD'],
+      async handle(req, res) {
+        if (!metricsOpen && !hasToken(req, access)) return unauthorized(res);
+        const text = await registry.metrics();
+        res.writeHead(200, { 'content-type': registry.contentType, 'cache-control': 'no-store' });
+        res.end(text);
+      },
+    },
+    '/dashboard': {
+      methods: ['GET', 'HEAD'],
+      handle(_req, res, query) {
+        const token = query.get('token');
+        if (token !== null) {
+          // Trade the token for the cookie and drop it from the address bar and history.
+          if (access.token && secretEquals(token, access.token)) {
+            res.writeHead(303, { location: '/dashboard', 'set-cookie': grantCookie(access.token), 'cache-control': 'no-store', 'referrer-policy': 'no-referrer' });
+            res.end();
+            return;
+          }
+          res.writeHead(401, { ...PAGE_HEADERS, 'set-cookie': CLEAR_COOKIE });
+          res.end(DASHBOARD_HTML);
+          return;
+        }
+        res.writeHead(200, PAGE_HEADERS);
+        res.end(DASHBOARD_HTML);
+      },
+    },
+    '/dashboard/session': {
+      methods: ['POST', 'DELETE'],
+      async handle(req, res) {
+        if (req.method === 'DELETE') {
+          res.writeHead(204, { 'set-cookie': CLEAR_COOKIE, 'cache-control': 'no-store' });
+          res.end();
+          return;
+        }
+        const body = await readBody(req, 4096);
+        if (body === null) return sendError(res, 413, 'SIXPN_INVALID', 'body too large (the token is at most 4 KiB)');
+        let token = body.trim();
+        if (token.startsWith('token=')) token = decodeURIComponent(token.slice(6).replace(/\+/g, ' '));
+        if (!access.token || !secretEquals(token, access.token)) return unauthorized(res);
+        res.writeHead(204, { 'set-cookie': grantCookie(access.token), 'cache-control': 'no-store' });
+        res.end();
+      },
+    },
+    '/v1/status': {
+      methods: ['GET', 'HEAD'],
+      handle(req, res) {
+        if (!mayReadStatus(req, access)) return unauthorized(res);
+        const body = JSON.stringify(hub.status());
+        res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+        res.end(req.method === 'HEAD' ? undefined : body);
+      },
+    },
+    '/v1/status/events': {
+      methods: ['GET'],
+      handle(req, res) {
+        if (!mayReadStatus(req, access)) return unauthorized(res);
+        hub.stream(req, res);
+      },
+    },
+  };
+  routes['/'] = routes['/dashboard']!;
+
+  const handler = ((req: IncomingMessage, res: ServerResponse): boolean => {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
+    const route = routes[path];
+    if (!route) return false;
+    if (!route.methods.includes(req.method ?? 'GET')) {
+      sendError(res, 405, 'SIXPN_INVALID', `${req.method} is not allowed on ${path}`, { allow: route.methods.join(', ') });
+      return true;
+    }
+    const query = new URLSearchParams(q < 0 ? '' : url.slice(q + 1));
+    Promise.resolve()
+      .then(() => route.handle(req, res, query))
+      .catch((err: unknown) => {
+        log.error({ err, path }, 'observe route failed');
+        if (!res.headersSent) sendError(res, 500, 'SIXPN_INTERNAL', 'internal error');
+        else res.destroy();
+      });
+    return true;
+  }) as ObserveHandler;
+  handler.close = () => hub.close();
+  return handler;
 }

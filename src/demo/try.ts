@@ -1,0 +1,88 @@
+/**
+ * The "what to try" block `sixpn up` prints for the demo: the dashboard link, a curl through
+ * each Flycast development mapping, a dig against the loopback DNS listener, a CLI command.
+ * Built from the config and the catalog view only, so what it prints is what is running.
+ */
+import { relative, resolve } from 'node:path';
+import { orgOf } from '../addressing/index.js';
+import type { CatalogView } from '../catalog/view.js';
+import type { Config } from '../config/index.js';
+import { PACKAGE_CONFIG_DIR } from '../config/index.js';
+
+export interface TryCommand {
+  /** Short label: dashboard, curl, tcp, dns, cli, metrics. */
+  what: string;
+  /** The command or URL to paste. */
+  run: string;
+  /** What it shows. */
+  note: string;
+}
+
+const WILDCARD = new Set(['::', '0.0.0.0', '']);
+
+function hostForUrl(host: string): string {
+  if (WILDCARD.has(host)) return '127.0.0.1';
+  return host.includes(':') ? `[${host}]` : host;
+}
+
+/** `node dist/cli/main.js`, relative to where the user is, or absolute when far away. */
+export function cliCommand(cwd = process.cwd()): string {
+  const cli = resolve(PACKAGE_CONFIG_DIR, '../dist/cli/main.js');
+  const rel = relative(cwd, cli);
+  return `node ${rel.startsWith('..') ? cli : rel}`;
+}
+
+export function tryCommands(config: Readonly<Config>, view: CatalogView, cwd = process.cwd()): TryCommand[] {
+  const out: TryCommand[] = [];
+  const api = `http://${hostForUrl(config.control.listen.host)}:${config.control.listen.port}`;
+  if (config.control.enabled && config.control.token) {
+    out.push({ what: 'dashboard', run: `${api}/dashboard?token=${encodeURIComponent(config.control.token)}`, note: 'live health dashboard (the link trades the token for a cookie)' });
+  }
+  if (config.proxy.enabled && config.proxy.mode === 'dev') {
+    for (const m of config.proxy.dev_mappings) {
+      const ip = view.flycast.get(m.flycast);
+      if (!ip) continue;
+      const app = view.apps.get(ip.app);
+      const isHttp = app?.services.some((s) => s.protocol === 'http' && s.ports.some((p) => p.port === m.port)) ?? false;
+      const target = `${hostForUrl(m.listen_host)}:${m.listen_port}`;
+      const callerNet = m.as_caller ? orgOf(m.as_caller) : null;
+      const callerOrg = callerNet === null ? null : view.orgByNetworkId(callerNet)?.name ?? null;
+      const refused = callerOrg !== null && callerOrg !== ip.org;
+      const via = `Flycast ${ip.address} port ${m.port}, app ${ip.app}`;
+      if (isHttp) {
+        out.push({
+          what: refused ? 'refused' : 'curl',
+          run: `curl -s http://${target}/`,
+          note: refused ? `${via}: refused, the caller is in org ${callerOrg}, the app in org ${ip.org}` : `${via}: a machine says who it is (run it a few times)`,
+        });
+      } else {
+        out.push({ what: refused ? 'refused' : 'tcp', run: `nc ${hostForUrl(m.listen_host)} ${m.listen_port}`, note: `${via}: ${refused ? `refused, other org (${ip.org})` : 'greets, then echoes each line'}` });
+      }
+    }
+  }
+  const dnsHost = config.dns.listen.find((h) => h === '127.0.0.1' || h === '::1');
+  if (config.dns.enabled && dnsHost && config.dns.loopback_org) {
+    out.push({ what: 'dns', run: `dig @${dnsHost} -p ${config.dns.port} +short _apps.internal TXT`, note: `the apps of org ${config.dns.loopback_org}` });
+    const firstApp = view.appsOfOrg(config.dns.loopback_org)[0];
+    if (firstApp) out.push({ what: 'dns', run: `dig @${dnsHost} -p ${config.dns.port} +short ${firstApp.name}.internal AAAA`, note: `6PN addresses of ${firstApp.name}'s started machines` });
+  }
+  if (config.control.enabled && config.control.token) {
+    const env = `SIXPN_API_URL=${api} SIXPN_TOKEN=${config.control.token}`;
+    const app = config.demo.apps[0] ?? view.apps.keys().next().value;
+    if (app) out.push({ what: 'cli', run: `${env} ${cliCommand(cwd)} ips list -a ${app}`, note: `Flycast addresses of ${app} through the admin API` });
+    out.push({ what: 'metrics', run: `curl -s ${api}/metrics | grep '^sixpn_'`, note: 'Prometheus metrics' });
+  }
+  return out;
+}
+
+export function formatTry(cmds: TryCommand[]): string[] {
+  if (cmds.length === 0) return [];
+  const w = Math.max(...cmds.map((c) => c.what.length));
+  const lines = ['try:'];
+  for (const c of cmds) {
+    lines.push(`  ${c.what.padEnd(w)}  ${c.run}`);
+    lines.push(`  ${' '.repeat(w)}  # ${c.note}`);
+  }
+  lines.push(`  ${'stop'.padEnd(w)}  Ctrl-C`);
+  return lines;
+}

@@ -1,0 +1,238 @@
+/**
+ * The node status document behind /v1/status and the dashboard: orgs -> apps -> regions ->
+ * machines from the catalog view, with live traffic read back from the proxy's own metrics
+ * in the process registry (active connections, request and connection rates).
+ */
+import { orgPrefixCidr } from '../addressing/index.js';
+import type { CatalogView } from '../catalog/view.js';
+import type { App, Machine } from '../catalog/types.js';
+import type { RegionTable } from '../regions/index.js';
+import { registry } from './metrics.js';
+
+export interface MachineStatus {
+  id: string;
+  app: string;
+  region: string;
+  address: string;
+  state: Machine['state'];
+  health: { status: Machine['health']['status']; reason: string; changed_at: number };
+  upstream: string | null;
+  /** null: the proxy on this node has not reported on this machine. */
+  active_connections: number | null;
+  /** HTTP requests (http services) or connections (tcp) per second over the last sample. */
+  request_rate: number | null;
+  updated_at: number;
+}
+
+export interface RegionStatus {
+  region: string;
+  city: string | null;
+  machines: MachineStatus[];
+}
+
+export interface AppStatus {
+  name: string;
+  org: string;
+  /** "http 80 -> 8080", "tcp 7 -> 7" */
+  services: string[];
+  flycast: { address: string; org: string }[];
+  counts: { machines: number; started: number; healthy: number; unhealthy: number };
+  active_connections: number | null;
+  request_rate: number | null;
+  regions: RegionStatus[];
+}
+
+export interface OrgStatus {
+  name: string;
+  network_id: number;
+  prefix: string;
+  apps: AppStatus[];
+  peers: { name: string; region: string; address: string; created_at: number }[];
+}
+
+export interface NodeStatus {
+  node: { name: string; region: string; uptime_s: number; pid: number };
+  generated_at: number;
+  catalog: { store: string; version: number; last_change_lag_ms: number };
+  totals: { orgs: number; apps: number; machines: number; started: number; healthy: number; unhealthy: number; peers: number; flycast: number };
+  orgs: OrgStatus[];
+}
+
+/** Traffic figures per app and per machine (`app/machine`), merged from the proxy's metrics. */
+export interface Traffic {
+  activeByApp: Map<string, number>;
+  activeByMachine: Map<string, number>;
+  rateByApp: Map<string, number>;
+  rateByMachine: Map<string, number>;
+}
+
+export const emptyTraffic = (): Traffic => ({ activeByApp: new Map(), activeByMachine: new Map(), rateByApp: new Map(), rateByMachine: new Map() });
+
+interface Sample {
+  labels: Record<string, string | number | undefined>;
+  value: number;
+}
+
+/** Names the proxy registers (src/proxy); absent metrics simply leave the figures null. */
+export const ACTIVE_METRIC = 'sixpn_proxy_active_connections';
+export const RATE_METRICS = ['sixpn_proxy_http_requests_total', 'sixpn_proxy_connections_accepted_total'] as const;
+
+async function samples(name: string): Promise<Sample[]> {
+  const m = registry.getSingleMetric(name);
+  if (!m) return [];
+  const got = await m.get();
+  return got.values as Sample[];
+}
+
+const add = (map: Map<string, number>, key: string, v: number): void => {
+  map.set(key, (map.get(key) ?? 0) + v);
+};
+
+/** Sums samples by app and by `app/machine` (when the metric has a machine label). */
+export function sumByAppAndMachine(values: Sample[]): { byApp: Map<string, number>; byMachine: Map<string, number> } {
+  const byApp = new Map<string, number>();
+  const byMachine = new Map<string, number>();
+  for (const s of values) {
+    const app = s.labels.app;
+    if (app === undefined || !Number.isFinite(s.value)) continue;
+    add(byApp, String(app), s.value);
+    const machine = s.labels.machine;
+    if (machine !== undefined && machine !== '') add(byMachine, `${app}/${machine}`, s.value);
+  }
+  return { byApp, byMachine };
+}
+
+/**
+ * Turns monotonically growing request/connection counters into per-second rates between two
+ * samples. A counter that went down (process metrics reset) counts as a fresh start.
+ */
+export class RateSampler {
+  private prev: { at: number; byApp: Map<string, number>; byMachine: Map<string, number> } | null = null;
+  private traffic = emptyTraffic();
+
+  current(): Traffic {
+    return this.traffic;
+  }
+
+  async sample(now = Date.now()): Promise<Traffic> {
+    const active = sumByAppAndMachine(await samples(ACTIVE_METRIC));
+    // An http service counts requests, a tcp service connections: an app with request
+    // samples is measured in requests so its keep-alive connections are not counted twice.
+    const req = sumByAppAndMachine(await samples(RATE_METRICS[0]));
+    const con = sumByAppAndMachine(await samples(RATE_METRICS[1]));
+    const byApp = new Map([...con.byApp, ...req.byApp]);
+    const byMachine = new Map([...con.byMachine].filter(([k]) => !req.byApp.has(k.slice(0, k.indexOf('/')))));
+    for (const [k, v] of req.byMachine) byMachine.set(k, v);
+    const rateByApp = new Map<string, number>();
+    const rateByMachine = new Map<string, number>();
+    const prev = this.prev;
+    if (prev && now > prev.at) {
+      const dt = (now - prev.at) / 1000;
+      const rates = (cur: Map<string, number>, old: Map<string, number>, out: Map<string, number>): void => {
+        for (const [k, v] of cur) {
+          const o = old.get(k) ?? 0;
+          out.set(k, v >= o ? (v - o) / dt : v / dt);
+        }
+      };
+      rates(byApp, prev.byApp, rateByApp);
+      rates(byMachine, prev.byMachine, rateByMachine);
+    }
+    this.prev = { at: now, byApp, byMachine };
+    this.traffic = { activeByApp: active.byApp, activeByMachine: active.byMachine, rateByApp, rateByMachine };
+    return this.traffic;
+  }
+}
+
+function serviceLine(s: App['services'][number]): string {
+  const ports = s.ports.map((p) => p.port).join(',');
+  return `${s.protocol} ${ports} -> ${s.internal_port}`;
+}
+
+const round = (n: number | undefined): number | null => (n === undefined ? null : Math.round(n * 100) / 100);
+
+export interface StatusSource {
+  view: CatalogView;
+  regions: RegionTable;
+  node: { name: string; region: string };
+  store: string;
+  startedAt: number;
+}
+
+/** Builds the status document; regions are ordered nearest to this node first. */
+export function buildStatus(src: StatusSource, traffic: Traffic, now = Date.now()): NodeStatus {
+  const { view, regions } = src;
+  const rank = regions.rankFrom(src.node.region);
+  const flycastByApp = new Map<string, { address: string; org: string }[]>();
+  for (const f of view.flycast.values()) {
+    let list = flycastByApp.get(f.app);
+    if (!list) flycastByApp.set(f.app, (list = []));
+    list.push({ address: f.address, org: f.org });
+  }
+  const hasMachineRates = new Set([...traffic.rateByMachine.keys()].map((k) => k.slice(0, k.indexOf('/'))));
+  const totals = { orgs: view.orgs.size, apps: view.apps.size, machines: view.machines.size, started: 0, healthy: 0, unhealthy: 0, peers: view.peers.size, flycast: view.flycast.size };
+  const orgs: OrgStatus[] = [];
+  const orgNames = [...view.orgs.keys()].sort();
+  for (const orgName of orgNames) {
+    const org = view.orgs.get(orgName)!;
+    const apps: AppStatus[] = [];
+    for (const app of view.appsOfOrg(orgName).sort((a, b) => (a.name < b.name ? -1 : 1))) {
+      const byRegion = new Map<string, MachineStatus[]>();
+      const counts = { machines: 0, started: 0, healthy: 0, unhealthy: 0 };
+      for (const m of view.machinesOf(app.name)) {
+        const key = `${app.name}/${m.id}`;
+        const ms: MachineStatus = {
+          id: m.id,
+          app: m.app,
+          region: m.region,
+          address: m.address,
+          state: m.state,
+          health: { status: m.health.status, reason: m.health.reason, changed_at: m.health.changed_at },
+          upstream: m.upstream ?? null,
+          active_connections: traffic.activeByMachine.get(key) ?? (traffic.activeByApp.has(app.name) ? 0 : null),
+          // Only when the proxy counts per machine; an app-level counter says nothing per machine.
+          request_rate: round(traffic.rateByMachine.get(key)) ?? (hasMachineRates.has(app.name) ? 0 : null),
+          updated_at: m.updated_at,
+        };
+        counts.machines++;
+        if (m.state === 'started') counts.started++;
+        if (m.health.status === 'healthy') counts.healthy++;
+        if (m.health.status === 'unhealthy') counts.unhealthy++;
+        let list = byRegion.get(m.region);
+        if (!list) byRegion.set(m.region, (list = []));
+        list.push(ms);
+      }
+      totals.started += counts.started;
+      totals.healthy += counts.healthy;
+      totals.unhealthy += counts.unhealthy;
+      const regionList: RegionStatus[] = [...byRegion.entries()]
+        .sort(([a], [b]) => (rank.get(a) ?? 1e9) - (rank.get(b) ?? 1e9) || (a < b ? -1 : 1))
+        .map(([region, machines]) => ({
+          region,
+          city: regions.get(region)?.city ?? null,
+          machines: machines.sort((a, b) => (a.id < b.id ? -1 : 1)),
+        }));
+      apps.push({
+        name: app.name,
+        org: app.org,
+        services: app.services.map(serviceLine),
+        flycast: (flycastByApp.get(app.name) ?? []).sort((a, b) => (a.address < b.address ? -1 : 1)),
+        counts,
+        active_connections: traffic.activeByApp.get(app.name) ?? null,
+        request_rate: round(traffic.rateByApp.get(app.name)),
+        regions: regionList,
+      });
+    }
+    const peers = view
+      .peersOfOrg(orgName)
+      .map((p) => ({ name: p.name, region: p.region, address: p.address, created_at: p.created_at }))
+      .sort((a, b) => (a.name < b.name ? -1 : 1));
+    orgs.push({ name: org.name, network_id: org.network_id, prefix: orgPrefixCidr(org.network_id), apps, peers });
+  }
+  return {
+    node: { name: src.node.name, region: src.node.region, uptime_s: Math.round((now - src.startedAt) / 1000), pid: process.pid },
+    generated_at: now,
+    catalog: { store: src.store, version: view.version, last_change_lag_ms: view.lastChangeLagMs },
+    totals,
+    orgs,
+  };
+}
