@@ -14,7 +14,7 @@ import { CLEAR_COOKIE, grantCookie, hasToken, isLoopbackHost, mayReadStatus, sec
 import { watchCatalog } from './catalog-watch.js';
 import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard.js';
 import { enableDefaultMetrics, gauge, registry } from './metrics.js';
-import { buildStatus, RateSampler, type NodeStatus, type StatusSource } from './status.js';
+import { buildStatus, RateSampler, readActive, type NodeStatus, type StatusSource } from './status.js';
 
 export type ObserveHandler = ((req: IncomingMessage, res: ServerResponse) => boolean) & {
   /** Ends the event streams and stops the rate sampler (call before closing the server). */
@@ -57,9 +57,10 @@ class StatusHub {
     this.tick.unref();
   }
 
-  status(): NodeStatus {
+  /** Rates come from the last tick; active connections are read fresh. */
+  async status(): Promise<NodeStatus> {
     this.ensureTicking();
-    return buildStatus(this.src, this.sampler.current());
+    return buildStatus(this.src, { ...this.sampler.current(), ...(await readActive()) });
   }
 
   private schedule(): void {
@@ -73,18 +74,22 @@ class StatusHub {
 
   private push(): void {
     if (this.clients.size === 0) return;
-    const frame = `event: status\ndata: ${JSON.stringify(this.status())}\n\n`;
-    for (const res of this.clients) res.write(frame);
+    void this.status().then((s) => {
+      const frame = `event: status\ndata: ${JSON.stringify(s)}\n\n`;
+      for (const res of this.clients) res.write(frame);
+    });
   }
 
-  stream(req: IncomingMessage, res: ServerResponse): void {
+  async stream(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const first = await this.status();
+    if (res.destroyed) return;
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-store',
       'x-accel-buffering': 'no',
       'x-content-type-options': 'nosniff',
     });
-    res.write(`retry: 2000\nevent: status\ndata: ${JSON.stringify(this.status())}\n\n`);
+    res.write(`retry: 2000\nevent: status\ndata: ${JSON.stringify(first)}\n\n`);
     this.clients.add(res);
     dashboardClients.set(this.clients.size);
     // The control server may close without ending long-lived responses: notice it stopped
@@ -143,12 +148,9 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | null> {
     const chunks: Buffer[] = [];
     req.on('data', (b: Buffer) => {
       size += b.length;
-      if (size > limit) {
-        resolve(null);
-        req.destroy();
-        return;
-      }
-      chunks.push(b);
+      // Past the limit: keep reading (and dropping) so the 413 reaches the client intact.
+      if (size > limit) resolve(null);
+      else chunks.push(b);
     });
     req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
     req.on('error', () => resolve(null));
@@ -224,7 +226,7 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
           return;
         }
         const body = await readBody(req, 4096);
-        if (body === null) return sendError(res, 413, 'SIXPN_INVALID', 'body too large (the token is at most 4 KiB)');
+        if (body === null) return sendError(res, 413, 'SIXPN_INVALID', 'body too large (the token is at most 4 KiB)', { connection: 'close' });
         let token = body.trim();
         if (token.startsWith('token=')) token = decodeURIComponent(token.slice(6).replace(/\+/g, ' '));
         if (!access.token || !secretEquals(token, access.token)) return unauthorized(res);
@@ -234,9 +236,9 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
     },
     '/v1/status': {
       methods: ['GET', 'HEAD'],
-      handle(req, res) {
+      async handle(req, res) {
         if (!mayReadStatus(req, access)) return unauthorized(res);
-        const body = JSON.stringify(hub.status());
+        const body = JSON.stringify(await hub.status());
         res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
         res.end(req.method === 'HEAD' ? undefined : body);
       },
@@ -245,7 +247,7 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
       methods: ['GET'],
       handle(req, res) {
         if (!mayReadStatus(req, access)) return unauthorized(res);
-        hub.stream(req, res);
+        return hub.stream(req, res);
       },
     },
   };

@@ -102,6 +102,12 @@ export function sumByAppAndMachine(values: Sample[]): { byApp: Map<string, numbe
   return { byApp, byMachine };
 }
 
+/** Connections held right now, by app and by `app/machine`. */
+export async function readActive(): Promise<Pick<Traffic, 'activeByApp' | 'activeByMachine'>> {
+  const active = sumByAppAndMachine(await samples(ACTIVE_METRIC));
+  return { activeByApp: active.byApp, activeByMachine: active.byMachine };
+}
+
 /**
  * Turns monotonically growing request/connection counters into per-second rates between two
  * samples. A counter that went down (process metrics reset) counts as a fresh start.
@@ -115,7 +121,7 @@ export class RateSampler {
   }
 
   async sample(now = Date.now()): Promise<Traffic> {
-    const active = sumByAppAndMachine(await samples(ACTIVE_METRIC));
+    const active = await readActive();
     // An http service counts requests, a tcp service connections: an app with request
     // samples is measured in requests so its keep-alive connections are not counted twice.
     const req = sumByAppAndMachine(await samples(RATE_METRICS[0]));
@@ -138,7 +144,7 @@ export class RateSampler {
       rates(byMachine, prev.byMachine, rateByMachine);
     }
     this.prev = { at: now, byApp, byMachine };
-    this.traffic = { activeByApp: active.byApp, activeByMachine: active.byMachine, rateByApp, rateByMachine };
+    this.traffic = { ...active, rateByApp, rateByMachine };
     return this.traffic;
   }
 }
