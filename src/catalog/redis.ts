@@ -74,6 +74,8 @@ const TIMEOUT_MS = 2_000;
 const MAX_ATTEMPTS = 50;
 /** How long a mutation waits for its own change to come back through pub/sub. */
 const ECHO_WAIT_MS = 1_000;
+/** Bound on cached org and app values (they are few; the bound only guards memory). */
+const CACHE_LIMIT = 10_000;
 
 /** Key names of one namespace. Entities are JSON values in one hash per kind. */
 function keysOf(ns: string) {
@@ -164,9 +166,13 @@ class Attempt {
   writes: Write[] = [];
   changes: CatalogChange[] = [];
 
+  /** Set when a value came from the cache: errors decided on it are rechecked with fresh reads. */
+  speculative = false;
+
   constructor(
     readonly k: Keys,
     readonly now: number,
+    private readonly cached: ((id: string) => string | undefined) | null,
   ) {}
 
   begin(): void {
@@ -192,8 +198,12 @@ class Attempt {
   /** The raw value of a hash field; the commit requires it to be unchanged. */
   raw(key: string, field: string): string | null {
     const id = `${key}\0${field}`;
-    const v = this.known.get(id);
-    if (v === undefined) throw new NeedRead(key, field);
+    let v = this.known.get(id);
+    if (v === undefined) {
+      v = this.cached?.(id);
+      if (v === undefined) throw new NeedRead(key, field);
+      this.speculative = true;
+    }
     this.checks.set(id, [key, field, v]);
     return v;
   }
@@ -289,6 +299,12 @@ export class RedisStore implements CatalogStore {
   private readonly listeners = new Set<StoreListener>();
   /** transaction number -> resolve, for mutations waiting for their own change */
   private readonly echoes = new Map<number, () => void>();
+  /**
+   * Last known raw orgs and apps (`key\0field` -> JSON), fed by reads and by changes: nearly
+   * every mutation reads them and they rarely change. The commit checks each value used, so a
+   * stale one costs one rerun with fresh reads, never a wrong write.
+   */
+  private readonly cache = new Map<string, string>();
   private txCount = 0;
   private subscribed = false;
   private closed = false;
@@ -361,6 +377,7 @@ export class RedisStore implements CatalogStore {
     } catch {
       return; // the next 'ready' tries again
     }
+    this.cache.clear();
     this.deliver({ kind: 'reset', at: this.now() });
     this.releaseEchoes();
   }
@@ -374,11 +391,23 @@ export class RedisStore implements CatalogStore {
       return; // not ours: someone else published on our channel
     }
     if (!msg || !Array.isArray(msg.c)) return;
-    for (const c of msg.c) this.deliver(c);
+    for (const c of msg.c) {
+      if (c.kind === 'org' || c.kind === 'app') this.remember(this.k[c.kind], c.key, c.op === 'put' ? JSON.stringify(c.value) : null);
+      this.deliver(c);
+    }
     if (msg.o === this.origin) {
       const done = this.echoes.get(msg.n);
       this.echoes.delete(msg.n);
       done?.();
+    }
+  }
+
+  private remember(key: string, field: string, raw: string | null): void {
+    const id = `${key}\0${field}`;
+    if (raw === null) this.cache.delete(id);
+    else {
+      if (this.cache.size >= CACHE_LIMIT && !this.cache.has(id)) this.cache.clear();
+      this.cache.set(id, raw);
     }
   }
 
@@ -417,7 +446,9 @@ export class RedisStore implements CatalogStore {
   private async fetch(tx: Attempt, need: NeedRead): Promise<void> {
     if (need.field !== null) {
       const field = need.field;
-      tx.learn(need.key, field, await this.call(() => this.cmd.hget(need.key, field)));
+      const raw = await this.call(() => this.cmd.hget(need.key, field));
+      tx.learn(need.key, field, raw);
+      if (need.key === this.k.org || need.key === this.k.app) this.remember(need.key, field, raw);
       return;
     }
     const kind = need.kind!;
@@ -433,8 +464,10 @@ export class RedisStore implements CatalogStore {
    */
   private async mutate<T>(what: string, body: (tx: Attempt) => T): Promise<T> {
     if (this.closed) throw new StoreUnavailableError('catalog store is closed');
+    const lookup = (id: string) => this.cache.get(id);
     for (let attempt = 1; ; attempt++) {
-      const tx = new Attempt(this.k, this.now());
+      // Only the first attempt trusts the cache; after a lost race everything is read afresh.
+      let tx = new Attempt(this.k, this.now(), attempt === 1 ? lookup : null);
       let result: T;
       for (;;) {
         tx.begin();
@@ -444,6 +477,7 @@ export class RedisStore implements CatalogStore {
         } catch (e) {
           if (e instanceof NeedRead) await this.fetch(tx, e);
           else if (e instanceof NeedSequence) tx.addSequence(Number(await this.call(() => this.scripts.sixpnReserve(e.key, e.org, String(e.first)))));
+          else if (tx.speculative) tx = new Attempt(this.k, tx.now, null);
           else throw e;
         }
       }

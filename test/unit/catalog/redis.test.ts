@@ -114,6 +114,20 @@ describe('redis store with many writers', () => {
     expect(seen).toHaveLength(1);
   });
 
+  it('never acts on a stale cached org or app: a write checks it, an error is re-read', async () => {
+    const a = await seed();
+    await a.allocateFlycast('web'); // a now holds app web and org acme in its cache
+    // Remove the app behind the store's back (no change published), so a's cache is stale.
+    await admin.hdel(`${ns}:apps`, 'web');
+    expect(await codeOf(a.allocateFlycast('web'))).toBe('SIXPN_NOT_FOUND');
+    await a.createApp({ name: 'api', org: 'acme' });
+    await admin.hdel(`${ns}:apps`, 'api');
+    // The cache says "api exists", but the conflict is only reported after a fresh read: it does not.
+    const api = await a.createApp({ name: 'api', org: 'acme' });
+    expect(api.name).toBe('api');
+    expect((await a.snapshot()).flycast).toHaveLength(1);
+  });
+
   it('lets exactly one of many concurrent registrations of one machine id win', async () => {
     await seed();
     const four = [stores[0]!, await openStore(), await openStore(), await openStore()];
