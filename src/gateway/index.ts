@@ -159,8 +159,8 @@ class WireguardGateway implements GatewayRole {
       if (Date.now() > deadline) throw new ConfigError(`wireguard-go did not create ${this.interface} within 5 s: ${this.childOutput.trim().slice(-500)}`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    // The private key goes through stdin: never on a command line, never in a temp file.
-    await runTool(this.cfg.wg, ['set', this.interface, 'listen-port', String(this.listenPort), 'private-key', '/dev/stdin'], { input: `${this.privateKey}\n` });
+    // The private key goes through a pipe: never on a command line, never in a temp file.
+    await runTool(this.cfg.wg, ['set', this.interface, 'listen-port', String(this.listenPort), 'private-key', '/dev/stdin'], { input: `${this.privateKey}\n`, stdinPipe: true });
     await runTool('ip', ['link', 'set', 'dev', this.interface, 'mtu', String(this.cfg.mtu), 'up']);
   }
 
@@ -254,7 +254,11 @@ class WireguardGateway implements GatewayRole {
     try {
       const peers = parseDump(await runTool(this.cfg.wg, ['show', this.interface, 'dump']));
       const status = new Map<string, PeerStatus>();
-      for (const [key, p] of peers) status.set(key, { latest_handshake: p.latest_handshake, rx_bytes: p.rx_bytes, tx_bytes: p.tx_bytes, endpoint: p.endpoint });
+      for (const [key, p] of peers) {
+        const s: PeerStatus = { latest_handshake: p.latest_handshake, rx_bytes: p.rx_bytes, tx_bytes: p.tx_bytes };
+        if (p.endpoint) s.endpoint = p.endpoint;
+        status.set(key, s);
+      }
       this.status = status;
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'reading wireguard peer status failed');

@@ -19,13 +19,14 @@ export interface WantedPeer {
   name: string;
 }
 
+/** Same shape as the control API's `wireguard list` fields (src/control/wireguard.ts). */
 export interface PeerStatus {
-  /** Epoch ms of the last completed handshake; null when the peer never completed one. */
-  latest_handshake: number | null;
+  /** Epoch seconds of the last completed handshake, as `wg` reports it; 0 when none yet. */
+  latest_handshake: number;
   rx_bytes: number;
   tx_bytes: number;
-  /** `[addr]:port` the peer last sent from; null before its first packet. */
-  endpoint: string | null;
+  /** `[addr]:port` the peer last sent from; absent before its first packet. */
+  endpoint?: string;
 }
 
 export interface InterfacePeer extends PeerStatus {
@@ -83,15 +84,15 @@ export function parseDump(text: string): Map<string, InterfacePeer> {
     const f = line.split('\t');
     if (f.length < 8) continue;
     const [publicKey, , endpoint, allowed, handshake, rx, tx] = f as [string, string, string, string, string, string, string];
-    const hs = num(handshake);
-    peers.set(publicKey, {
+    const peer: InterfacePeer = {
       publicKey,
       allowedIps: allowed === '(none)' ? [] : allowed.split(','),
-      latest_handshake: hs > 0 ? hs * 1000 : null,
+      latest_handshake: num(handshake),
       rx_bytes: num(rx),
       tx_bytes: num(tx),
-      endpoint: endpoint === '(none)' ? null : endpoint,
-    });
+    };
+    if (endpoint !== '(none)') peer.endpoint = endpoint;
+    peers.set(publicKey, peer);
   }
   return peers;
 }

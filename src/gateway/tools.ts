@@ -20,13 +20,20 @@ export class ToolError extends SixpnError {
 export interface ToolOptions {
   /** Written to the tool's stdin (a private key for `wg set ... private-key /dev/stdin`). */
   input?: string;
+  /**
+   * Give the tool a real pipe as stdin. Node's stdio pipes are socketpairs, and `wg` opens
+   * `/dev/stdin` by path, which fails on a socket (ENXIO); `cat` copies it into a pipe.
+   */
+  stdinPipe?: boolean;
   timeoutMs?: number;
 }
 
 /** Runs `cmd args` without a shell; resolves with stdout, rejects with a ToolError. */
 export function runTool(cmd: string, args: readonly string[], opts: ToolOptions = {}): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = opts.stdinPipe
+      ? spawn('sh', ['-c', 'cat | "$0" "$@"', cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] })
+      : spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'] });
     const out: Buffer[] = [];
     const err: Buffer[] = [];
     child.stdout.on('data', (b: Buffer) => out.push(b));

@@ -61,8 +61,8 @@ describe('parseDump', () => {
   it('reads each peer and never keeps the interface line', () => {
     const peers = parseDump(text);
     expect([...peers.keys()]).toEqual([a, b]);
-    expect(peers.get(a)).toEqual({ publicKey: a, allowedIps: ['fdaa:0:18:a7b:d6b:0:1:2/128'], latest_handshake: 1795558472000, rx_bytes: 740, tx_bytes: 668, endpoint: '[fd00:99::2]:43382' });
-    expect(peers.get(b)).toEqual({ publicKey: b, allowedIps: [], latest_handshake: null, rx_bytes: 0, tx_bytes: 0, endpoint: null });
+    expect(peers.get(a)).toEqual({ publicKey: a, allowedIps: ['fdaa:0:18:a7b:d6b:0:1:2/128'], latest_handshake: 1795558472, rx_bytes: 740, tx_bytes: 668, endpoint: '[fd00:99::2]:43382' });
+    expect(peers.get(b)).toEqual({ publicKey: b, allowedIps: [], latest_handshake: 0, rx_bytes: 0, tx_bytes: 0 });
     expect(JSON.stringify([...peers.values()])).not.toContain(priv);
   });
 
