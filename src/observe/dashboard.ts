@@ -47,7 +47,7 @@ section.org{margin-bottom:1.6rem}
 .region+.region{border-top:1px dashed var(--line)}
 .rhead{display:flex;gap:.5rem;align-items:baseline;margin:.25rem 0}
 .rcode{font-weight:700;text-transform:uppercase;font-size:.8rem;letter-spacing:.06em}
-.machine{display:grid;grid-template-columns:1rem minmax(9rem,1.1fr) 5.5rem 6.5rem minmax(6rem,2fr) 4.5rem 5.5rem;gap:.5rem;align-items:center;padding:.3rem 0}
+.machine{display:grid;grid-template-columns:1rem minmax(15rem,2fr) 5.5rem 6.5rem minmax(6rem,1.4fr) 4.5rem 5.5rem;gap:.5rem;align-items:center;padding:.3rem 0}
 .dot{width:.7rem;height:.7rem;border-radius:50%;background:var(--off)}
 .dot.healthy{background:var(--ok)}.dot.unhealthy{background:var(--bad)}.dot.unknown{background:var(--warn)}.dot.stopped{background:transparent;border:2px solid var(--off)}
 .badge{font-size:.74rem;padding:.08rem .45rem;border-radius:6px;border:1px solid var(--line);text-align:center;white-space:nowrap}
@@ -72,6 +72,10 @@ section.org{margin-bottom:1.6rem}
  header{padding:.6rem .8rem}
  main{padding:.75rem .6rem 2rem}
  .stats{margin-left:0;width:100%}
+ .totals{grid-template-columns:repeat(4,1fr);gap:.4rem}
+ .total{padding:.45rem .55rem;border-radius:8px}
+ .total .n{font-size:1.1rem}
+ .total .l{font-size:.66rem;letter-spacing:.03em}
  .machine{grid-template-columns:1rem 1fr auto auto;row-gap:.15rem;padding:.45rem 0;border-bottom:1px solid var(--line)}
  .region .machine:last-child{border-bottom:0}
  .machine .reason{grid-column:2 / -1}
@@ -98,7 +102,7 @@ function render(){
   var s=state.status;if(!s)return;
   byId('nodeinfo').textContent=s.node.name+' \\u00b7 '+s.node.region+' \\u00b7 catalog v'+s.catalog.version;
   var t=s.totals,tot=byId('totals');
-  tot.replaceChildren(total(t.orgs,'orgs'),total(t.apps,'apps'),total(t.started+'/'+t.machines,'started'),total(t.healthy,'healthy'),total(t.unhealthy,'unhealthy',t.unhealthy>0),total(t.flycast,'flycast ips'),total(t.peers,'wireguard peers'));
+  tot.replaceChildren(total(t.orgs,'orgs'),total(t.apps,'apps'),total(t.started+'/'+t.machines,'started'),total(t.healthy,'healthy'),total(t.unhealthy,'unhealthy',t.unhealthy>0),total(t.flycast,'flycast'),total(t.peers,'peers'));
   var f=state.filter,root=byId('orgs'),out=[];
   s.orgs.forEach(function(o){
     var sec=$('section','org');sec.dataset.org=o.name;
@@ -204,6 +208,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="color-scheme" content="light dark">
+<link rel="icon" href="data:,">
 <title>sixpn dashboard</title>
 <style>${STYLE}</style>
 </head>

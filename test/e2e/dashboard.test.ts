@@ -1,0 +1,144 @@
+/**
+ * The health dashboard in real headless Chromium (Debian's, driven by playwright-core): a
+ * node with the demo machines, the control API and the health checker; the page shows a
+ * machine, the machine is stopped through the API, the page shows it stopped within 2 s.
+ * Also: catalog strings are shown as text (no script from a hostile reason), the sign-in form
+ * works without a link, and screenshots on a laptop and a phone viewport land in /tmp.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type BrowserContext } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../../src/config/index.js';
+import { startControlRole, type ControlRole } from '../../src/control/index.js';
+import { startDemoRole } from '../../src/demo/index.js';
+import { startHealthRole } from '../../src/health/index.js';
+import { startNode, type RunningNode } from '../../src/node.js';
+import { startProxyRole } from '../../src/proxy/index.js';
+import { hasCommand, ROOT } from '../harness/env.js';
+import { freePort } from '../harness/net.js';
+
+const CHROMIUM = '/usr/bin/chromium';
+const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const TOKEN = 'dashboard-e2e-token';
+const MACHINE = 'e286d4c2a17d89';
+const SHOTS = process.env.SIXPN_SCREENSHOTS ?? tmpdir();
+
+describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
+  let dir: string;
+  let node: RunningNode;
+  let api: string;
+  let ctx: BrowserContext;
+  let helloUrl: string;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'sixpn-dash-'));
+    // The demo config, on free ports with an in-memory catalog.
+    const [hello, echo, billing] = [await freePort(), await freePort(), await freePort()];
+    helloUrl = `http://127.0.0.1:${hello}/`;
+    const toml = readFileSync(join(ROOT, 'config/demo.toml'), 'utf8')
+      .replace('listen_port = 10080', `listen_port = ${hello}`)
+      .replace('listen_port = 10007', `listen_port = ${echo}`)
+      .replace('listen_port = 10081', `listen_port = ${billing}`)
+      .replace('listen = "127.0.0.1:4280"', 'listen = "127.0.0.1:0"')
+      .replace('path = "../data/demo-catalog.json"', 'path = ""')
+      .replace('token = "demo-token"', `token = "${TOKEN}"`)
+      .replace('pretty = true', 'pretty = false')
+      .replace('level = "info"', 'level = "warn"');
+    writeFileSync(join(dir, 'sixpn.toml'), toml);
+    node = await startNode(loadConfig(join(dir, 'sixpn.toml'), {}), ['demo', 'control', 'health', 'proxy'], {
+      demo: startDemoRole,
+      control: startControlRole,
+      health: startHealthRole,
+      proxy: startProxyRole,
+    });
+    const addr = (node.ctx.roles.get('control') as ControlRole).address();
+    api = `http://127.0.0.1:${addr.port}`;
+    ctx = await chromium.launchPersistentContext(join(dir, 'profile'), {
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ARGS,
+      viewport: { width: 1366, height: 900 },
+    });
+  });
+
+  afterAll(async () => {
+    await ctx?.close();
+    await node?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('shows a machine, then shows it stopped within 2 s of the API stopping it', async () => {
+    const page = await ctx.newPage();
+    const problems: string[] = [];
+    page.on('console', (m) => {
+      if (m.type() === 'error') problems.push(m.text());
+    });
+    page.on('pageerror', (e) => problems.push(e.message));
+    await page.goto(`${api}/dashboard?token=${TOKEN}`);
+    expect(new URL(page.url()).search).toBe(''); // the token left the address bar
+    const row = page.locator(`[data-machine-id="${MACHINE}"]`);
+    await row.waitFor({ timeout: 5000 });
+    expect(await row.getAttribute('data-state')).toBe('started');
+    // The health checker turns the demo machines healthy (rise = 1, checks every 3 s).
+    await page.locator(`[data-machine-id="${MACHINE}"][data-health="healthy"]`).waitFor({ timeout: 8000 });
+    await page.locator('.live.on').waitFor({ timeout: 2000 });
+    // Traffic through the Flycast proxy shows up as a request rate on the app.
+    for (let i = 0; i < 40; i++) expect((await fetch(helloUrl)).status).toBe(200);
+    const rate = page.locator('[data-app="hello"] .stats span:nth-child(2) b');
+    await expect.poll(async () => Number(await rate.textContent()), { timeout: 6000 }).toBeGreaterThan(0);
+    await page.screenshot({ path: join(SHOTS, 'sixpn-dashboard-laptop.png'), fullPage: true });
+
+    const t0 = Date.now();
+    const r = await fetch(`${api}/v1/machines/${MACHINE}/stop`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+    expect(r.status).toBe(200);
+    await page.locator(`[data-machine-id="${MACHINE}"][data-state="stopped"]`).waitFor({ timeout: 2000 });
+    const shownAfter = Date.now() - t0;
+    expect(shownAfter).toBeLessThan(2000);
+    expect(await row.locator('.badge.state').textContent()).toBe('stopped');
+    expect(problems).toEqual([]);
+  });
+
+  it('shows a hostile health reason as text and runs no script from it', async () => {
+    const page = await ctx.newPage();
+    await page.goto(`${api}/dashboard`);
+    await page.locator(`[data-machine-id="${MACHINE}"]`).waitFor({ timeout: 5000 });
+    const evil = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>';
+    const r = await fetch(`${api}/v1/machines/${MACHINE}`, {
+      method: 'PATCH',
+      headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ health: { status: 'unhealthy', reason: evil } }),
+    });
+    expect(r.status).toBe(200);
+    const reason = page.locator(`[data-machine-id="${MACHINE}"] .reason`);
+    await expect.poll(() => reason.textContent(), { timeout: 2000 }).toBe(evil);
+    expect(await page.evaluate(() => (window as unknown as { __pwned?: number }).__pwned)).toBeUndefined();
+    expect(await page.locator('#orgs img, #orgs script').count()).toBe(0);
+  });
+
+  it('asks for the token without the link, and the form signs in', async () => {
+    await ctx.clearCookies();
+    const page = await ctx.newPage();
+    await page.goto(`${api}/dashboard`);
+    await page.locator('#login').waitFor({ state: 'visible', timeout: 5000 });
+    expect(await page.locator('[data-machine-id]').count()).toBe(0);
+    await page.fill('#token', 'wrong-token');
+    await page.click('#loginform button');
+    await expect.poll(() => page.locator('#loginerr').textContent(), { timeout: 2000 }).toContain('not accepted');
+    await page.fill('#token', TOKEN);
+    await page.click('#loginform button');
+    await page.locator(`[data-machine-id="${MACHINE}"]`).waitFor({ timeout: 5000 });
+  });
+
+  it('fits a phone screen', async () => {
+    const page = await ctx.newPage();
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.goto(`${api}/dashboard`);
+    await page.locator(`[data-machine-id="${MACHINE}"]`).waitFor({ timeout: 5000 });
+    // Nothing wider than the screen: no sideways scrolling on a phone.
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    expect(overflow).toBeLessThanOrEqual(0);
+    await page.screenshot({ path: join(SHOTS, 'sixpn-dashboard-phone.png'), fullPage: true });
+  });
+});
