@@ -6,12 +6,14 @@
 // Env: BENCH_RUNS (3), BENCH_HTTP_SECONDS (8), BENCH_BULK_MIB (1024), BENCH_IDLE (10000),
 //      BENCH_SIXPN=0 (direct + HAProxy only), BENCH_CPU_PROF=DIR (profile the sixpn proxy),
 //      BENCH_HAPROXY_THREADS (1), BENCH_ONLY=http,bulk,rate,idle.
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import os from 'node:os';
 import { startBackends } from './lib/backends.mjs';
 import { haproxyConfig, haproxyVersion, startHaproxy } from './lib/haproxy.mjs';
+import { summariseCpuProfile } from './lib/cpuprofile-top.mjs';
 import { openIdleConnections, runAutocannon, runTcpBulk, runTcpRate } from './lib/load.mjs';
-import { NOFILE, freePort, rssBytes, sleep } from './lib/procs.mjs';
+import { NOFILE, cpuSeconds, freePort, rssBytes, sleep } from './lib/procs.mjs';
 import { machineLine, median, writeSection } from './lib/results.mjs';
 import { CLI, routeCallerSource, sixpnConfig, startSixpnProxy, tuneNamespaceTcp } from './lib/sixpn.mjs';
 
@@ -42,6 +44,15 @@ const haVersion = haproxyVersion();
 if (!haVersion) {
   console.error('proxy.bench: haproxy is not installed (apt-get install haproxy)');
   process.exit(2);
+}
+
+/** Runs `fn` and adds `cpu` (seconds of CPU the process `pid` used meanwhile) and `cpuShare` (of one core). */
+async function withCpu(pid, fn) {
+  const c0 = cpuSeconds(pid);
+  const t0 = Date.now();
+  const res = await fn();
+  const cpu = cpuSeconds(pid) - c0;
+  return { ...res, cpu, cpuShare: cpu / ((Date.now() - t0) / 1000) };
 }
 
 const cleanups = [];
@@ -92,9 +103,11 @@ const targets = {
 
 let sixpn = null;
 let sixpnError = null;
+let sixpnPid = null;
 if (WANT_SIXPN) {
   const { text, apps } = sixpnConfig({
     networkId: 0x18,
+    proxy: { drain_timeout: '2s' },
     apps: [
       { name: 'web', protocol: 'http', port: 80, servers: http.list.map((b) => b.address) },
       { name: 'sink', protocol: 'tcp', port: 5000, servers: sink.list.map((b) => b.address) },
@@ -113,6 +126,7 @@ if (WANT_SIXPN) {
         { host: ec.flycast, port: 7000 },
       ],
     });
+    sixpnPid = sixpn.pid;
     cleanups.push(() => sixpn.stop());
     targets.sixpn = {
       http: `http://[${web.flycast}]:80/`,
@@ -130,6 +144,8 @@ if (WANT_SIXPN) {
     delete targets.sixpn;
   }
 }
+// The process doing the forwarding for each target (for direct: the backend itself).
+const pids = { direct: http.list[0].proc.pid, haproxy: ha.pid, ...(sixpn ? { sixpn: sixpn.pid } : {}) };
 const names = Object.keys(targets);
 const results = { http: {}, bulk: {}, rate: {}, idle: {} };
 for (const n of names) {
@@ -139,36 +155,8 @@ for (const n of names) {
 }
 
 try {
-  if (ONLY.has('http')) {
-    log('http warm-up');
-    for (const n of names) await runAutocannon({ url: targets[n].http, connections: 50, duration: 2 });
-    for (let r = 0; r < RUNS; r++) {
-      for (const n of names) {
-        const res = await runAutocannon({ url: targets[n].http, connections: 50, duration: HTTP_SECONDS, pipelining: 1 });
-        results.http[n].push(res);
-        log(`http run ${r + 1} ${n}: ${fmt(res.reqPerSec)} req/s p50 ${res.p50} ms p99 ${res.p99} ms non2xx ${res.non2xx} errors ${res.errors}`);
-      }
-    }
-  }
-  if (ONLY.has('bulk')) {
-    for (let r = 0; r < RUNS; r++) {
-      for (const n of names) {
-        const res = await runTcpBulk({ ...targets[n].sink, bytes: BULK_BYTES });
-        results.bulk[n].push(res);
-        log(`bulk run ${r + 1} ${n}: ${fmt(res.mbPerSec)} MB/s (${fmt(res.ms)} ms)`);
-      }
-    }
-  }
-  if (ONLY.has('rate')) {
-    for (let r = 0; r < RUNS; r++) {
-      for (const n of names) {
-        const res = await runTcpRate({ ...targets[n].echo, durationMs: RATE_MS, concurrency: 50 });
-        results.rate[n].push(res);
-        log(`rate run ${r + 1} ${n}: ${fmt(res.perSec)} conn/s errors ${res.errors}`);
-        await sleep(500);
-      }
-    }
-  }
+  // First, on fresh proxy processes, so that RSS is about connections and not about garbage
+  // left by the load tests (whose heap the collector may or may not have returned yet).
   if (ONLY.has('idle')) {
     const procs = { haproxy: ha.pid };
     if (sixpn) procs.sixpn = sixpn.pid;
@@ -183,6 +171,36 @@ try {
       await sleep(1_000);
     }
   }
+  if (ONLY.has('http')) {
+    log('http warm-up');
+    for (const n of names) await runAutocannon({ url: targets[n].http, connections: 50, duration: 2 });
+    for (let r = 0; r < RUNS; r++) {
+      for (const n of names) {
+        const res = await withCpu(pids[n], () => runAutocannon({ url: targets[n].http, connections: 50, duration: HTTP_SECONDS, pipelining: 1 }));
+        results.http[n].push(res);
+        log(`http run ${r + 1} ${n}: ${fmt(res.reqPerSec)} req/s p50 ${res.p50} ms p99 ${res.p99} ms non2xx ${res.non2xx} errors ${res.errors}; CPU ${fmt(res.cpuShare * 100)}%`);
+      }
+    }
+  }
+  if (ONLY.has('bulk')) {
+    for (let r = 0; r < RUNS; r++) {
+      for (const n of names) {
+        const res = await withCpu(n === 'direct' ? sink.list[0].proc.pid : pids[n], () => runTcpBulk({ ...targets[n].sink, bytes: BULK_BYTES }));
+        results.bulk[n].push(res);
+        log(`bulk run ${r + 1} ${n}: ${fmt(res.mbPerSec)} MB/s (${fmt(res.ms)} ms)`);
+      }
+    }
+  }
+  if (ONLY.has('rate')) {
+    for (let r = 0; r < RUNS; r++) {
+      for (const n of names) {
+        const res = await withCpu(n === 'direct' ? echo.list[0].proc.pid : pids[n], () => runTcpRate({ ...targets[n].echo, durationMs: RATE_MS, concurrency: 50 }));
+        results.rate[n].push(res);
+        log(`rate run ${r + 1} ${n}: ${fmt(res.perSec)} conn/s errors ${res.errors}`);
+        await sleep(500);
+      }
+    }
+  }
 } finally {
   await cleanup();
 }
@@ -192,9 +210,20 @@ const med = (xs, f) => median(xs.map(f));
 const H = {};
 for (const n of names) {
   const rs = results.http[n];
-  H[n] = rs.length ? { rps: med(rs, (x) => x.reqPerSec), p50: med(rs, (x) => x.p50), p99: med(rs, (x) => x.p99), bad: rs.reduce((a, x) => a + x.non2xx + x.errors + x.timeouts, 0) } : null;
+  H[n] = rs.length
+    ? {
+        rps: med(rs, (x) => x.reqPerSec),
+        p50: med(rs, (x) => x.p50),
+        p99: med(rs, (x) => x.p99),
+        bad: rs.reduce((a, x) => a + x.non2xx + x.errors + x.timeouts, 0),
+        cpu: med(rs, (x) => x.cpuShare),
+        perCpu: med(rs, (x) => x.raw.requests.total / x.cpu),
+      }
+    : null;
 }
 const B = Object.fromEntries(names.map((n) => [n, results.bulk[n].length ? med(results.bulk[n], (x) => x.mbPerSec) : NaN]));
+const Bcpu = Object.fromEntries(names.map((n) => [n, results.bulk[n].length ? med(results.bulk[n], (x) => x.bytes / 1e6 / x.cpu) : NaN]));
+const Rcpu = Object.fromEntries(names.map((n) => [n, results.rate[n].length ? med(results.rate[n], (x) => x.cpuShare) : NaN]));
 const R = Object.fromEntries(names.map((n) => [n, results.rate[n].length ? med(results.rate[n], (x) => x.perSec) : NaN]));
 const rateErr = Object.fromEntries(names.map((n) => [n, results.rate[n].reduce((a, x) => a + x.errors, 0)]));
 
@@ -210,7 +239,7 @@ const idleSixpn = results.idle.sixpn;
 // per connection up to it (stated in the notes).
 const rssAtTarget = (x) => x.after + ((x.after - x.before) / Math.max(1, x.opened)) * (IDLE_WANTED - x.opened);
 const idleOk = idleSixpn && idleSixpn.opened >= IDLE * 0.99 ? rssAtTarget(idleSixpn) < 200 * MiB : null;
-if (IDLE < IDLE_WANTED) {
+if (IDLE < IDLE_WANTED && ONLY.has('idle')) {
   notes.push(
     `The open-files hard limit here is ${NOFILE} and cannot be raised (no CAP_SYS_RESOURCE in this container); a proxied connection takes two descriptors, ` +
       `so the idle test holds ${fmt(IDLE)} connections and the RSS for ${fmt(IDLE_WANTED)} is the measured RSS plus the measured growth per connection times the remainder.`,
@@ -234,7 +263,7 @@ const rowsFor = (f) => names.map((n) => [label[n], ...f(n)]);
 const md = [];
 md.push('## Flycast proxy (`bench/proxy.bench.mjs`)', '');
 md.push(`Command: \`${COMMAND}\` (this section alone: \`${COMMAND_ALONE}\`)`, '');
-md.push(`Machine: ${machineLine()}; load average at start ${loadBefore.map((x) => x.toFixed(2)).join(' / ')}. ${haVersion}.`, '');
+md.push(`Machine: ${machineLine()}; load average (1/5/15 min) at start ${loadBefore.map((x) => x.toFixed(2)).join(' / ')}, at end ${os.loadavg().map((x) => x.toFixed(2)).join(' / ')}. ${haVersion}.`, '');
 md.push(
   `Backends: ${http.list.length} Node HTTP servers (keep-alive, 3-byte body), ${sink.list.length} TCP sink and ${echo.list.length} TCP echo servers, each its own process on 127.0.0.1. ` +
     `Clients are separate processes; the caller address for sixpn is ${caller} (inside the org's /48, via a namespace route). ` +
@@ -247,11 +276,20 @@ if (ONLY.has('http')) {
   md.push(`### HTTP (autocannon, 50 connections, pipelining 1, ${HTTP_SECONDS} s per run)`, '');
   md.push(
     table(
-      ['target', 'req/s', 'p50 ms', 'p99 ms', 'req/s vs HAProxy', 'p99 vs HAProxy', 'failed responses'],
+      ['target', 'req/s', 'p50 ms', 'p99 ms', 'req/s vs HAProxy', 'p99 vs HAProxy', 'failed responses', 'CPU (of one core)', 'requests per CPU second'],
       rowsFor((n) => {
         const h = H[n];
-        if (!h) return ['n/a', 'n/a', 'n/a', '', '', ''];
-        return [fmt(h.rps), fmt(h.p50, 1), fmt(h.p99, 1), fmt(ratio(h.rps, H.haproxy?.rps), 2), fmt(ratio(h.p99, H.haproxy?.p99), 2), String(h.bad)];
+        if (!h) return ['n/a', 'n/a', 'n/a', '', '', '', '', ''];
+        return [
+          fmt(h.rps),
+          fmt(h.p50, 1),
+          fmt(h.p99, 1),
+          fmt(ratio(h.rps, H.haproxy?.rps), 2),
+          fmt(ratio(h.p99, H.haproxy?.p99), 2),
+          String(h.bad),
+          `${fmt(h.cpu * 100)}%`,
+          fmt(h.perCpu),
+        ];
       }),
     ),
     '',
@@ -259,11 +297,11 @@ if (ONLY.has('http')) {
 }
 if (ONLY.has('bulk')) {
   md.push(`### TCP bulk (${fmt(BULK_BYTES / MiB)} MiB through one connection to a sink that confirms the count)`, '');
-  md.push(table(['target', 'MB/s', 'vs HAProxy', 'vs direct'], rowsFor((n) => [fmt(B[n]), fmt(ratio(B[n], B.haproxy), 2), fmt(ratio(B[n], B.direct), 2)])), '');
+  md.push(table(['target', 'MB/s', 'vs HAProxy', 'vs direct', 'MB per CPU second'], rowsFor((n) => [fmt(B[n]), fmt(ratio(B[n], B.haproxy), 2), fmt(ratio(B[n], B.direct), 2), fmt(Bcpu[n])])), '');
 }
 if (ONLY.has('rate')) {
   md.push(`### TCP connection rate (connect, 1 byte echoed, close; 50 in flight, ${RATE_MS / 1000} s per run)`, '');
-  md.push(table(['target', 'connections/s', 'vs HAProxy', 'failed'], rowsFor((n) => [fmt(R[n]), fmt(ratio(R[n], R.haproxy), 2), String(rateErr[n])])), '');
+  md.push(table(['target', 'connections/s', 'vs HAProxy', 'failed', 'CPU (of one core)'], rowsFor((n) => [fmt(R[n]), fmt(ratio(R[n], R.haproxy), 2), String(rateErr[n]), `${fmt(Rcpu[n] * 100)}%`])), '');
 }
 if (ONLY.has('idle')) {
   md.push(`### Memory with ${fmt(IDLE)} idle TCP connections (each proven by an echoed byte; VmRSS of the proxy process)`, '');
@@ -282,10 +320,47 @@ if (ONLY.has('idle')) {
     '',
   );
 }
+// With BENCH_CPU_PROF the sixpn proxy ran under --cpu-prof and wrote its profile when stopped.
+const profile = (() => {
+  if (!env.BENCH_CPU_PROF || !sixpnPid) return null;
+  const f = readdirSync(env.BENCH_CPU_PROF).find((x) => x.includes(`.${sixpnPid}.`) && x.endsWith('.cpuprofile'));
+  return f ? { file: join(env.BENCH_CPU_PROF, f), ...summariseCpuProfile(join(env.BENCH_CPU_PROF, f), 12) } : null;
+})();
+if (profile) {
+  md.push(`### Where sixpn spends its CPU (\`node --cpu-prof\` over the proxy's whole life in this run, start-up included; ${fmt(profile.busyMs / 1000, 1)} s busy; self time as a share of busy time)`, '');
+  md.push(table(['self time', 'function', 'where'], profile.functions.map((f) => [`${fmt(f.share * 100, 1)}%`, `\`${f.name}\``, f.where ? `\`${f.where}\`` : '(native)'])), '');
+}
 md.push('### Notes', '');
+md.push('- CPU columns: CPU time the forwarding process (for direct: the backend) used during the runs, from /proc/<pid>/stat, over the wall time of the run; "per CPU second" is the work done per second of that CPU, a figure less sensitive to the shared machine than req/s.');
 md.push('- The machine is shared (2 cores, several engineers at work): absolute figures are noisy; ratios are same-run and interleaved. A rerun on a quiet machine is the reference.');
 md.push('- Load generator, proxy and backends share the same 2 cores, so every proxy is partly CPU-starved; a proxy that needs less CPU per request looks better here than it would alone.');
 md.push(`- HAProxy runs with nbthread ${HA_THREADS} so that it and sixpn (one Node event loop) use one core each; BENCH_HAPROXY_THREADS changes it.`);
+md.push('- autocannon measures latency in whole milliseconds: on loopback a p99 ratio compares small integers (2 ms vs 1 ms is 2.0).');
+if (Number.isFinite(rpsRatio) && rpsRatio < 0.7) {
+  const cpuCost = ratio(H.haproxy?.perCpu, H.sixpn?.perCpu);
+  notes.push(
+    `HTTP req/s is limited by CPU per request: sixpn spends ${fmt(cpuCost, 1)}x the CPU HAProxy spends on a request (requests per CPU second above), on one event loop. ` +
+      `Per request it parses the caller's request, runs the ACL and the balancer, dispatches through an undici Pool and writes twice (request upstream, response to the caller); the profile below shows where. ` +
+      `What would lift it: less work per request (no AbortController/AbortSignal, timers or closures per request; headers built once), ` +
+      `and several proxy processes sharing the listeners (node:cluster on Node 20; \`listen({ reusePort: true })\`, i.e. SO_REUSEPORT, from Node 22.12) on a machine with cores to spare.`,
+  );
+}
+if (Number.isFinite(p99Ratio) && p99Ratio > 2) {
+  notes.push('HTTP p99 follows from the same saturation: with 50 connections on a CPU-bound event loop, a request waits behind the other 49 turns of the loop; garbage-collection pauses add to the tail. Workers (above) shorten the queue per loop.');
+}
+if (Number.isFinite(bulkRatio) && bulkRatio < 0.9) {
+  notes.push(
+    'TCP bulk through sixpn copies every chunk through JavaScript (kernel -> Buffer -> kernel, 64 KiB reads by default) with a JS callback per chunk, while HAProxy copies with a small C loop. ' +
+      'What would lift it: larger socket reads (a bigger `highWaterMark` on both sockets), avoiding per-chunk work in the pipe (no per-chunk metrics or timers), or a native splice path; workers do not help a single connection.',
+  );
+}
+if (idleSixpn && idleSixpn.opened > 0) {
+  notes.push(
+    `RSS with idle connections is the process's baseline (${fmt(idleSixpn.before / MiB, 1)} MiB before any connection: Node, undici, pino, prom-client, zod) plus ` +
+      `${fmt((idleSixpn.after - idleSixpn.before) / idleSixpn.opened / 1024, 1)} KiB per proxied connection (two net.Socket objects, their libuv handles, stream state and closures). ` +
+      'What would lower it: fewer per-connection listeners/closures and timers (one idle timer wheel instead of a timer per socket), and a smaller baseline (load the HTTP side only when an HTTP service exists).',
+  );
+}
 for (const n of notes) md.push(`- ${n}`);
 writeSection('proxy', md.join('\n'));
 log('wrote the proxy section of bench/RESULTS.md');

@@ -1,7 +1,7 @@
 // Child processes for benchmarks: start one (optionally with a raised open-files limit),
 // collect its output, wait for a line, stop it for sure. Every process started here is
 // SIGKILLed if the bench process exits without stopping it, so no server outlives a run.
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { connect, createServer } from 'node:net';
 import { readFileSync } from 'node:fs';
 
@@ -170,4 +170,21 @@ export function canConnect(host, port) {
     });
     s.on('error', () => resolve(false));
   });
+}
+
+let clockTicks = 0;
+/** CPU time (user + system) a process has used so far, in seconds, from /proc/<pid>/stat; NaN if gone. */
+export function cpuSeconds(pid) {
+  if (!clockTicks) {
+    const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
+    clockTicks = Number(r.stdout) || 100;
+  }
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name (which may itself contain spaces).
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(f[11]) + Number(f[12])) / clockTicks;
+  } catch {
+    return NaN;
+  }
 }
