@@ -9,7 +9,8 @@ import { parseHostId } from '../../../src/addressing/index.js';
 import { MemoryStore } from '../../../src/catalog/memory.js';
 import { seedCatalog } from '../../../src/catalog/seed.js';
 import { loadConfig } from '../../../src/config/index.js';
-import { hasCommand } from '../../harness/env.js';
+import { CLI, hasCommand, IN_NETNS } from '../../harness/env.js';
+import { existsSync } from 'node:fs';
 // @ts-expect-error plain .mjs helpers shared with bench/ (no type declarations)
 import { startBackends } from '../../../bench/lib/backends.mjs';
 // @ts-expect-error plain .mjs helpers shared with bench/ (no type declarations)
@@ -19,7 +20,7 @@ import { openIdleConnections, runAutocannon, runTcpBulk, runTcpRate } from '../.
 // @ts-expect-error plain .mjs helpers shared with bench/ (no type declarations)
 import { freePort } from '../../../bench/lib/procs.mjs';
 // @ts-expect-error plain .mjs helpers shared with bench/ (no type declarations)
-import { sixpnConfig } from '../../../bench/lib/sixpn.mjs';
+import { routeCallerSource, sixpnConfig, startSixpnProxy } from '../../../bench/lib/sixpn.mjs';
 
 const HAVE_HAPROXY = hasCommand('haproxy');
 
@@ -55,7 +56,13 @@ describe('sixpnConfig', () => {
     const { text, apps } = sixpnConfig({
       networkId: 0x18,
       apps: [
-        { name: 'web', protocol: 'http', port: 80, servers: ['127.0.0.1:9001', '127.0.0.1:9002'] },
+        {
+          name: 'web',
+          protocol: 'http',
+          port: 80,
+          servers: ['127.0.0.1:9001', '127.0.0.1:9002'],
+          checks: ['[[apps.services.http_checks]]', 'interval = "1s"', 'timeout = "500ms"', 'path = "/"'],
+        },
         { name: 'sink', protocol: 'tcp', port: 5000, servers: ['127.0.0.1:9003'] },
       ],
     });
@@ -68,6 +75,8 @@ describe('sixpnConfig', () => {
       expect(config.catalog.path).toBe('');
       expect(config.machines.map((m) => m.upstream)).toEqual(['127.0.0.1:9001', '127.0.0.1:9002', '127.0.0.1:9003']);
       expect(config.apps.find((a) => a.name === 'web')?.services[0]?.protocol).toBe('http');
+      expect(config.apps.find((a) => a.name === 'web')?.services[0]?.http_checks).toMatchObject([{ interval: 1000, timeout: 500, path: '/' }]);
+      expect(config.health.enabled).toBe(false);
 
       const store = await MemoryStore.open({ regions: ['ewr'] });
       try {
@@ -144,6 +153,27 @@ describe('backends, load generators and HAProxy together', () => {
       expect(bulk.confirmed).toBe(4 * 2 ** 20);
     } finally {
       await ha.stop();
+    }
+  });
+});
+
+describe.skipIf(!IN_NETNS || !existsSync(CLI))('sixpn proxy started from the generated TOML', () => {
+  it('serves autocannon (which cannot bind) as a member of the org through the routed source address', async () => {
+    const http = await startBackends({ count: 2, kind: 'http' });
+    try {
+      routeCallerSource({ networkId: 0x18 });
+      const { text, apps } = sixpnConfig({ networkId: 0x18, apps: [{ name: 'web', protocol: 'http', port: 80, servers: http.list.map((b: { address: string }) => b.address) }] });
+      const flycast = apps[0].flycast as string;
+      const proxy = await startSixpnProxy(text, { listen: [{ host: flycast, port: 80 }] });
+      try {
+        const r = await runAutocannon({ url: `http://[${flycast}]:80/`, connections: 2, duration: 1 });
+        expect(r.total2xx).toBeGreaterThan(20);
+        expect(r.non2xx + r.errors).toBe(0);
+      } finally {
+        expect(await proxy.stop()).toBe(0);
+      }
+    } finally {
+      await http.stop();
     }
   });
 });
