@@ -59,7 +59,7 @@ export interface CommandContext {
   args: string[];
   io: CliIo;
   /** The API client (created on first use from --api/--token/--config/env). */
-  client(): ApiClient;
+  client(): Promise<ApiClient>;
 }
 
 export interface Command {

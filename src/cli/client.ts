@@ -4,7 +4,6 @@
  * bodies back into errors that carry the server's code, so exit codes follow exitCodeFor().
  */
 import { Agent, request } from 'undici';
-import { loadConfig } from '../config/index.js';
 import { SixpnError, StoreUnavailableError, UnauthorizedError, ValidationError } from '../errors.js';
 
 /** An error the API answered with; `code` is the server's, so exitCodeFor() maps it. */
@@ -38,11 +37,13 @@ export function urlForListen(l: { host: string; port: number }): string {
   return `http://${host.includes(':') ? `[${host}]` : host}:${l.port}`;
 }
 
-export function resolveEndpoint(s: EndpointSources): Endpoint {
+export async function resolveEndpoint(s: EndpointSources): Promise<Endpoint> {
   const env = s.env ?? process.env;
   let url = s.api ?? env.SIXPN_API_URL;
   let token = s.token ?? env.SIXPN_TOKEN;
   if ((url === undefined || token === undefined) && s.config !== undefined) {
+    // Loaded only when needed: the config schema is the slowest part of CLI start-up.
+    const { loadConfig } = await import('../config/index.js');
     const { config } = loadConfig(s.config, env);
     url ??= urlForListen(config.control.listen);
     if (token === undefined && config.control.token !== '') token = config.control.token;

@@ -72,12 +72,12 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
       values,
       args,
       io,
-      client: () => (client ??= new ApiClient(resolveEndpoint({ api: values.api, token: values.token, config: values.config }))),
+      client: async () => (client ??= new ApiClient(await resolveEndpoint({ api: values.api, token: values.token, config: values.config }))),
     });
     return code ?? 0;
   } catch (err) {
     const message = err instanceof Error ? err.message : String(err);
-    io.err(`Error: ${message.replace(/\s*\n\s*/g, '; ')}\n`);
+    io.err(`Error: ${message.replace(/:\s*\n\s*/g, ': ').replace(/\s*\n\s*/g, '; ')}\n`);
     return exitCodeFor(err);
   } finally {
     await (client as ApiClient | null)?.close();

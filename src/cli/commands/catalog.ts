@@ -75,7 +75,7 @@ export const catalogCommands: Command[] = [
     options: [...API_OPTIONS, ...J],
     maxArgs: 0,
     async run(ctx) {
-      const orgs = await ctx.client().call<OrgView[]>('GET', '/v1/orgs');
+      const orgs = await (await ctx.client()).call<OrgView[]>('GET', '/v1/orgs');
       print(ctx, orgs, () => orgRows(orgs));
     },
   },
@@ -88,7 +88,7 @@ export const catalogCommands: Command[] = [
     async run(ctx) {
       const name = argOr(ctx, 0, 'org', 'org name', this.usage);
       const nid = ctx.values['network-id'];
-      const org = await ctx.client().call<OrgView>('POST', '/v1/orgs', { name, ...(nid !== undefined ? { network_id: parseNetworkId(nid) } : {}) });
+      const org = await (await ctx.client()).call<OrgView>('POST', '/v1/orgs', { name, ...(nid !== undefined ? { network_id: parseNetworkId(nid) } : {}) });
       print(ctx, org, () => `Created org ${org.name}: network id ${org.network_id}, prefix ${org.prefix}, DNS ${org.dns}\n`);
     },
   },
@@ -100,7 +100,7 @@ export const catalogCommands: Command[] = [
     maxArgs: 1,
     async run(ctx) {
       const name = argOr(ctx, 0, 'org', 'org name', this.usage);
-      await ctx.client().call('DELETE', `/v1/orgs/${seg(name)}`);
+      await (await ctx.client()).call('DELETE', `/v1/orgs/${seg(name)}`);
       ctx.io.out(`Deleted org ${name}\n`);
     },
   },
@@ -112,7 +112,7 @@ export const catalogCommands: Command[] = [
     maxArgs: 0,
     async run(ctx) {
       const q = ctx.values.org ? `?org=${seg(ctx.values.org)}` : '';
-      const apps = await ctx.client().call<App[]>('GET', `/v1/apps${q}`);
+      const apps = await (await ctx.client()).call<App[]>('GET', `/v1/apps${q}`);
       print(ctx, apps, () => appRows(apps));
     },
   },
@@ -126,7 +126,7 @@ export const catalogCommands: Command[] = [
       const name = argOr(ctx, 0, 'app', 'app name', this.usage);
       const org = need(ctx.values, 'org', 'sixpn apps create');
       const services = ctx.values.services !== undefined ? readServices(ctx.values.services) : [];
-      const app = await ctx.client().call<App>('POST', '/v1/apps', { name, org, services });
+      const app = await (await ctx.client()).call<App>('POST', '/v1/apps', { name, org, services });
       print(ctx, app, () => `New app created: ${app.name} (org ${app.org}, services: ${servicesSummary(app.services)})\n`);
     },
   },
@@ -139,7 +139,7 @@ export const catalogCommands: Command[] = [
     async run(ctx) {
       const name = argOr(ctx, 0, 'app', 'app name', this.usage);
       if (!ctx.values.yes) throw new ValidationError(`destroying ${name} removes its machines and Flycast IPs; run again with --yes to confirm`);
-      await ctx.client().call('DELETE', `/v1/apps/${seg(name)}`);
+      await (await ctx.client()).call('DELETE', `/v1/apps/${seg(name)}`);
       ctx.io.out(`Destroyed app ${name}\n`);
     },
   },
@@ -151,7 +151,7 @@ export const catalogCommands: Command[] = [
     maxArgs: 0,
     async run(ctx) {
       const app = need(ctx.values, 'app', 'sixpn machines list');
-      const ms = await ctx.client().call<Machine[]>('GET', `/v1/apps/${seg(app)}/machines`);
+      const ms = await (await ctx.client()).call<Machine[]>('GET', `/v1/apps/${seg(app)}/machines`);
       print(ctx, ms, () => machineRows(ms));
     },
   },
@@ -171,7 +171,7 @@ export const catalogCommands: Command[] = [
         ...(v.upstream !== undefined ? { upstream: v.upstream } : {}),
         ...(v.state !== undefined ? { state: v.state } : {}),
       };
-      const m = await ctx.client().call<Machine>('POST', `/v1/apps/${seg(app)}/machines`, body);
+      const m = await (await ctx.client()).call<Machine>('POST', `/v1/apps/${seg(app)}/machines`, body);
       print(ctx, m, () => `Registered machine ${m.id} of ${m.app} in ${m.region} at ${m.address} (${m.state})\n`);
     },
   },
@@ -185,7 +185,7 @@ export const catalogCommands: Command[] = [
       async run(ctx) {
         const ids = ctx.args.length ? ctx.args : [argOr(ctx, 0, 'id', 'machine id', this.usage)];
         for (const id of ids) {
-          const m = await ctx.client().call<Machine>('POST', `/v1/machines/${seg(id)}/${verb}`);
+          const m = await (await ctx.client()).call<Machine>('POST', `/v1/machines/${seg(id)}/${verb}`);
           ctx.io.out(`Machine ${m.id} is ${m.state}\n`);
         }
       },
@@ -199,7 +199,7 @@ export const catalogCommands: Command[] = [
     maxArgs: 1,
     async run(ctx) {
       const id = argOr(ctx, 0, 'id', 'machine id', this.usage);
-      await ctx.client().call('DELETE', `/v1/machines/${seg(id)}`);
+      await (await ctx.client()).call('DELETE', `/v1/machines/${seg(id)}`);
       ctx.io.out(`Removed machine ${id}\n`);
     },
   },
@@ -211,7 +211,7 @@ export const catalogCommands: Command[] = [
     maxArgs: 0,
     async run(ctx) {
       const app = need(ctx.values, 'app', 'sixpn ips list');
-      const ips = await ctx.client().call<FlycastIp[]>('GET', `/v1/apps/${seg(app)}/ips`);
+      const ips = await (await ctx.client()).call<FlycastIp[]>('GET', `/v1/apps/${seg(app)}/ips`);
       print(ctx, ips, () => ipRows(ips, true));
     },
   },
@@ -224,7 +224,7 @@ export const catalogCommands: Command[] = [
     async run(ctx) {
       if (!ctx.values.private) throw new ValidationError('sixpn only allocates private (Flycast) addresses: pass --private');
       const app = need(ctx.values, 'app', 'sixpn ips allocate-v6');
-      const ip = await ctx.client().call<FlycastIp>('POST', `/v1/apps/${seg(app)}/ips`, {
+      const ip = await (await ctx.client()).call<FlycastIp>('POST', `/v1/apps/${seg(app)}/ips`, {
         type: 'private_v6',
         ...(ctx.values.org !== undefined ? { org: ctx.values.org } : {}),
       });
@@ -242,7 +242,7 @@ export const catalogCommands: Command[] = [
       if (!address) throw new ValidationError(`missing address (usage: ${this.usage})`);
       const app = need(ctx.values, 'app', 'sixpn ips release');
       const q = ctx.values.org !== undefined ? `?org=${seg(ctx.values.org)}` : '';
-      await ctx.client().call('DELETE', `/v1/apps/${seg(app)}/ips/${seg(address)}${q}`);
+      await (await ctx.client()).call('DELETE', `/v1/apps/${seg(app)}/ips/${seg(address)}${q}`);
       ctx.io.out(`Released ${address} from app ${app}\n`);
     },
   },

@@ -3,25 +3,29 @@
  * one role alone. Prints one "ready" line with each role's own description once everything
  * listens, then runs until SIGTERM/SIGINT (which drain).
  */
-import { loadConfig, type Config } from '../../config/index.js';
-import { startControlRole } from '../../control/index.js';
-import { startDemoRole } from '../../demo/index.js';
-import { startDnsRole } from '../../dns/index.js';
-import { startGatewayRole } from '../../gateway/index.js';
-import { startHealthRole } from '../../health/index.js';
-import { exitOnSignals, startNode } from '../../node.js';
-import { startProxyRole } from '../../proxy/index.js';
+import type { Config } from '../../config/index.js';
 import type { RoleName, RoleStarter } from '../../role.js';
 import type { Command, CommandContext } from '../args.js';
 
-const STARTERS: Record<RoleName, RoleStarter> = {
-  demo: startDemoRole,
-  control: startControlRole,
-  health: startHealthRole,
-  proxy: startProxyRole,
-  dns: startDnsRole,
-  gateway: startGatewayRole,
-};
+/** Role code is loaded only by node commands, so API commands start fast. */
+async function starters(): Promise<Record<RoleName, RoleStarter>> {
+  const [control, demo, dns, gateway, health, proxy] = await Promise.all([
+    import('../../control/index.js'),
+    import('../../demo/index.js'),
+    import('../../dns/index.js'),
+    import('../../gateway/index.js'),
+    import('../../health/index.js'),
+    import('../../proxy/index.js'),
+  ]);
+  return {
+    demo: demo.startDemoRole,
+    control: control.startControlRole,
+    health: health.startHealthRole,
+    proxy: proxy.startProxyRole,
+    dns: dns.startDnsRole,
+    gateway: gateway.startGatewayRole,
+  };
+}
 
 /** The roles `sixpn up` runs for a config: each one its section enables. */
 export function enabledRoles(c: Readonly<Config>): RoleName[] {
@@ -37,9 +41,11 @@ export function enabledRoles(c: Readonly<Config>): RoleName[] {
 }
 
 async function runNode(ctx: CommandContext, pick: (c: Readonly<Config>) => RoleName[]): Promise<number | void> {
+  const { loadConfig } = await import('../../config/index.js');
+  const { exitOnSignals, startNode } = await import('../../node.js');
   const loaded = loadConfig(ctx.values.config);
   const roles = pick(loaded.config);
-  const node = await startNode(loaded, roles, STARTERS);
+  const node = await startNode(loaded, roles, await starters());
   exitOnSignals(node);
   const lines = node.roles.flatMap((r) => r.describe?.() ?? [r.name]);
   ctx.io.out(`sixpn ready: node ${loaded.config.node.name}, roles ${node.roles.map((r) => r.name).join(', ') || 'none'}\n${lines.map((l) => `  ${l}\n`).join('')}`);

@@ -63,7 +63,7 @@ export const wireguardCommands: Command[] = [
       const region = required(s.region, 'region', this.usage);
       const given = s.name;
       if (given !== undefined) checkPeerName(given);
-      const client = ctx.client();
+      const client = await ctx.client();
       const keys = generateKeyPair();
       let created: CreatedPeer | undefined;
       let file = '';
@@ -109,7 +109,7 @@ export const wireguardCommands: Command[] = [
     maxArgs: 1,
     async run(ctx) {
       const org = required(slots(ctx, ['org']).org, 'org', this.usage);
-      const peers = await ctx.client().call<PeerWithStatus[]>('GET', `/v1/orgs/${seg(org)}/wireguard`);
+      const peers = await (await ctx.client()).call<PeerWithStatus[]>('GET', `/v1/orgs/${seg(org)}/wireguard`);
       if (ctx.values.json) return void ctx.io.out(json(peers));
       ctx.io.out(
         renderTable(
@@ -137,7 +137,7 @@ export const wireguardCommands: Command[] = [
       const s = slots(ctx, ['org', 'name']);
       const org = required(s.org, 'org', this.usage);
       const name = required(s.name, 'peer name', this.usage);
-      await ctx.client().call('DELETE', `/v1/orgs/${seg(org)}/wireguard/${seg(name)}`);
+      await (await ctx.client()).call('DELETE', `/v1/orgs/${seg(org)}/wireguard/${seg(name)}`);
       ctx.io.out(`Removed WireGuard peer ${name} from org ${org}\n`);
     },
   },

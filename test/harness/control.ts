@@ -1,0 +1,122 @@
+/**
+ * A real control API process for tests: `sixpn control --config <tmp toml>` on a free port,
+ * with the embedded store in a temp folder (or a shared Redis), plus a small undici client.
+ */
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { freePort } from './net.js';
+import { startSixpn, type Proc } from './procs.js';
+
+export interface ControlOptions {
+  token?: string;
+  /** Redis URL: use the Redis store instead of the embedded file. */
+  redisUrl?: string;
+  namespace?: string;
+  /** Extra TOML appended to the config (e.g. a [wireguard] section). */
+  extraToml?: string;
+}
+
+export interface ApiResult {
+  status: number;
+  body: any;
+}
+
+export interface TestControl {
+  url: string;
+  token: string;
+  dir: string;
+  configFile: string;
+  /** The embedded store's catalog file. */
+  catalogFile: string;
+  proc: Proc;
+  /** Calls the API with the test token (or `token`, or none when null). */
+  api(method: string, path: string, body?: unknown, token?: string | null): Promise<ApiResult>;
+  /** Sends `raw` as the request body unchanged (malformed JSON tests). */
+  raw(method: string, path: string, raw: string): Promise<ApiResult>;
+  /** The catalog file's text (empty when nothing was ever written). */
+  catalogText(): string;
+  stop(): Promise<void>;
+}
+
+async function send(url: string, method: string, headers: Record<string, string>, body: string | null): Promise<ApiResult> {
+  const res = await request(url, { method: method as 'GET', headers, body });
+  const text = await res.body.text();
+  let parsed: unknown = undefined;
+  if (text) {
+    try {
+      parsed = JSON.parse(text);
+    } catch {
+      parsed = text;
+    }
+  }
+  return { status: res.statusCode, body: parsed };
+}
+
+export async function startControl(opts: ControlOptions = {}): Promise<TestControl> {
+  const dir = mkdtempSync(join(tmpdir(), 'sixpn-control-'));
+  const port = await freePort();
+  const token = opts.token ?? 'test-token-0123456789';
+  const configFile = join(dir, 'node.toml');
+  const catalogFile = join(dir, 'catalog.json');
+  const store = opts.redisUrl
+    ? `store = "redis"\nredis_url = "${opts.redisUrl}"\nnamespace = "${opts.namespace ?? 'sixpn'}"`
+    : `path = "catalog.json"`;
+  writeFileSync(
+    configFile,
+    [
+      '[node]',
+      'region = "ams"',
+      '[log]',
+      'level = "warn"',
+      '[catalog]',
+      store,
+      '[control]',
+      `listen = "127.0.0.1:${port}"`,
+      `token = "${token}"`,
+      opts.extraToml ?? '',
+    ].join('\n'),
+  );
+  const env = { ...process.env };
+  delete env.SIXPN_TOKEN;
+  delete env.SIXPN_API_URL;
+  const proc = startSixpn(['control', '--config', configFile], { env });
+  try {
+    await proc.waitForLine(/sixpn ready/);
+  } catch (err) {
+    await proc.stop('SIGKILL');
+    rmSync(dir, { recursive: true, force: true });
+    throw err;
+  }
+  const url = `http://127.0.0.1:${port}`;
+  return {
+    url,
+    token,
+    dir,
+    configFile,
+    catalogFile,
+    proc,
+    api(method, path, body, tok) {
+      const headers: Record<string, string> = {};
+      const t = tok === undefined ? token : tok;
+      if (t !== null) headers.authorization = `Bearer ${t}`;
+      if (body !== undefined) headers['content-type'] = 'application/json';
+      return send(url + path, method, headers, body === undefined ? null : JSON.stringify(body));
+    },
+    raw(method, path, raw) {
+      return send(url + path, method, { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, raw);
+    },
+    catalogText() {
+      try {
+        return readFileSync(catalogFile, 'utf8');
+      } catch {
+        return '';
+      }
+    },
+    async stop() {
+      await proc.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
