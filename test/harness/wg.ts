@@ -220,3 +220,24 @@ const s = dgram.createSocket('udp6');
 s.bind({ address: from }, () => s.send(payload, Number(port), host, (e) => { if (e) { console.log('ERR ' + e.code); process.exit(2); } s.close(); }));`;
   return ns.exec(process.execPath, ['-e', script, host, String(port), from, payload]);
 }
+
+export interface DigResult {
+  /** NOERROR, NXDOMAIN, REFUSED... or `no answer (...)` when no server replied. */
+  status: string;
+  /** Data of each answer record (TXT with its quotes). */
+  answers: string[];
+  raw: string;
+}
+
+/** Real `dig` run inside a namespace (a laptop asking its org's DNS through the tunnel). */
+export async function digIn(ns: Netns, server: string, name: string, type: string, timeSeconds = 3): Promise<DigResult> {
+  const r = await ns.exec('dig', [`@${server}`, name, type, '+tries=1', `+time=${timeSeconds}`, '+noall', '+comments', '+answer'], { timeoutMs: (timeSeconds + 5) * 1000 });
+  const raw = r.stdout + r.stderr;
+  const status = /status: ([A-Z]+)/.exec(raw)?.[1] ?? `no answer (exit ${r.code}): ${raw.trim().slice(0, 200)}`;
+  const answers: string[] = [];
+  for (const line of raw.split('\n')) {
+    const m = /^(\S+)\s+(\d+)\s+IN\s+(\S+)\s+(.*)$/.exec(line);
+    if (m) answers.push(m[4]!.trim());
+  }
+  return { status, answers, raw };
+}
