@@ -178,7 +178,7 @@ try {
       for (const n of names) {
         const res = await withCpu(pids[n], () => runAutocannon({ url: targets[n].http, connections: 50, duration: HTTP_SECONDS, pipelining: 1 }));
         results.http[n].push(res);
-        log(`http run ${r + 1} ${n}: ${fmt(res.reqPerSec)} req/s p50 ${res.p50} ms p99 ${res.p99} ms non2xx ${res.non2xx} errors ${res.errors}; CPU ${fmt(res.cpuShare * 100)}%`);
+        log(`http run ${r + 1} ${n}: ${fmt(res.reqPerSec)} req/s p50 ${fmt(res.p50, 2)} ms p99 ${fmt(res.p99, 2)} ms non2xx ${res.non2xx} errors ${res.errors}; CPU ${fmt(res.cpuShare * 100)}%`);
       }
     }
   }
@@ -282,8 +282,8 @@ if (ONLY.has('http')) {
         if (!h) return ['n/a', 'n/a', 'n/a', '', '', '', '', ''];
         return [
           fmt(h.rps),
-          fmt(h.p50, 1),
-          fmt(h.p99, 1),
+          fmt(h.p50, 2),
+          fmt(h.p99, 2),
           fmt(ratio(h.rps, H.haproxy?.rps), 2),
           fmt(ratio(h.p99, H.haproxy?.p99), 2),
           String(h.bad),
@@ -335,7 +335,7 @@ md.push('- CPU columns: CPU time the forwarding process (for direct: the backend
 md.push('- The machine is shared (2 cores, several engineers at work): absolute figures are noisy; ratios are same-run and interleaved. A rerun on a quiet machine is the reference.');
 md.push('- Load generator, proxy and backends share the same 2 cores, so every proxy is partly CPU-starved; a proxy that needs less CPU per request looks better here than it would alone.');
 md.push(`- HAProxy runs with nbthread ${HA_THREADS} so that it and sixpn (one Node event loop) use one core each; BENCH_HAPROXY_THREADS changes it.`);
-md.push('- autocannon measures latency in whole milliseconds: on loopback a p99 ratio compares small integers (2 ms vs 1 ms is 2.0).');
+md.push('- Latency percentiles are exact over every 2xx response time the load generator saw (the autocannon histogram keeps whole milliseconds, too coarse on loopback).');
 if (Number.isFinite(rpsRatio) && rpsRatio < 0.7) {
   const cpuCost = ratio(H.haproxy?.perCpu, H.sixpn?.perCpu);
   notes.push(

@@ -19,7 +19,7 @@ function parseLine(out, tag) {
  * connections (50), duration (s, 8), pipelining (1), timeout (s), method, headers, body;
  * `samples: true` adds a per-second timeline and `onSample({ t, ok, non2xx, errors })` sees it live.
  * Returns { result, stop() }: `stop` ends the load early (the result still resolves);
- * `result` resolves with { reqPerSec, p50, p99, total2xx, non2xx, errors, timeouts, samples, raw }.
+ * `result` resolves with { reqPerSec, p50, p99 (ms, exact), total2xx, non2xx, errors, timeouts, samples, raw }.
  */
 export function startAutocannon({ onSample, ...opts }) {
   const full = { connections: 50, duration: 8, pipelining: 1, timeout: 10, ...opts };
@@ -44,8 +44,9 @@ export function startAutocannon({ onSample, ...opts }) {
     if (code !== 0 || !r) throw new Error(`autocannon ${full.url} failed (${code}):\n${p.output().slice(-3000)}`);
     return {
       reqPerSec: r.requests.average,
-      p50: r.latency.p50,
-      p99: r.latency.p99,
+      // Exact percentiles of the 2xx response times (ms, fractional); autocannon's own are whole ms.
+      p50: r.fine?.count ? r.fine.p50 : r.latency.p50,
+      p99: r.fine?.count ? r.fine.p99 : r.latency.p99,
       total2xx: r['2xx'],
       non2xx: r.non2xx,
       errors: r.errors,

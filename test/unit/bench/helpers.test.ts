@@ -16,7 +16,7 @@ import { startBackends } from '../../../bench/lib/backends.mjs';
 // @ts-expect-error plain .mjs helpers shared with bench/ (no type declarations)
 import { checkHaproxyConfig, haproxyConfig, startHaproxy } from '../../../bench/lib/haproxy.mjs';
 // @ts-expect-error plain .mjs helpers shared with bench/ (no type declarations)
-import { openIdleConnections, runAutocannon, runTcpBulk, runTcpRate } from '../../../bench/lib/load.mjs';
+import { openIdleConnections, runAutocannon, runTcpBulk, runTcpRate, startAutocannon } from '../../../bench/lib/load.mjs';
 // @ts-expect-error plain .mjs helpers shared with bench/ (no type declarations)
 import { freePort } from '../../../bench/lib/procs.mjs';
 // @ts-expect-error plain .mjs helpers shared with bench/ (no type declarations)
@@ -131,6 +131,19 @@ describe('backends, load generators and HAProxy together', () => {
     const refused = await runTcpRate({ host: '127.0.0.1', port: dead, durationMs: 300, concurrency: 2 });
     expect(refused.connections).toBe(0);
     expect(refused.errors).toBeGreaterThan(0);
+  });
+
+  it('a started load reports a per-second timeline and stops early on request', async () => {
+    const seen: { ok: number }[] = [];
+    const load = startAutocannon({ url: `http://${http.list[0]!.address}/`, connections: 2, duration: 30, samples: true, onSample: (x: { ok: number }) => seen.push(x) });
+    await new Promise((r) => setTimeout(r, 2_300));
+    load.stop();
+    const r = await load.result;
+    expect(seen.length).toBeGreaterThanOrEqual(1);
+    expect(seen[0]!.ok).toBeGreaterThan(0);
+    expect(r.samples.length).toBe(seen.length);
+    expect(r.total2xx).toBeGreaterThanOrEqual(seen.reduce((a, x) => a + x.ok, 0));
+    expect(r.p99).toBeGreaterThanOrEqual(r.p50);
   });
 
   it.skipIf(!HAVE_HAPROXY)('HAProxy from the generated config balances HTTP over the backends and passes TCP', async () => {
