@@ -1,0 +1,281 @@
+// Failover under load, measured through sixpn (proxy + health checker) and through HAProxy
+// with the same check settings (`check inter 500 fall 1 rise 2`, `timeout check 300ms`), in one
+// run, against the same kind of backends. 3 machines in the proxy's region and 2 in the next
+// one (HAProxy: 3 servers + 2 `backup`). Under a steady autocannon load:
+//   1. kill -9 one near machine, restart it;  2. SIGSTOP one, SIGCONT it;
+//   3. kill -9 every near machine, restart them.
+// Measured: failed requests out of total, time to eject (signal -> the proxy marks it down,
+// from its log line) and time to recover (machine back -> marked up). Medians of RUNS runs.
+// Run: npm run build && sh test/harness/netns-run.sh node bench/failover.bench.mjs
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import os from 'node:os';
+import { startHaproxy, haproxyVersion } from './lib/haproxy.mjs';
+import { startAutocannon } from './lib/load.mjs';
+import { freePort, sleep, startProc } from './lib/procs.mjs';
+import { machineLine, median, writeSection } from './lib/results.mjs';
+import { flycastAddress, routeCallerSource, startSixpnProxy, tuneNamespaceTcp } from './lib/sixpn.mjs';
+
+const RUNS = Number(process.env.FAILOVER_RUNS ?? 3);
+const INTERVAL = 500;
+const TIMEOUT = 300;
+const FALL = 1;
+const RISE = 2;
+const CONNECTIONS = 16;
+const SERVER = join(dirname(fileURLToPath(import.meta.url)), 'lib/backend-server.mjs');
+const NETWORK_ID = 0x18;
+const NEAR = 'ewr';
+const NEXT = 'iad';
+
+if (process.env.SIXPN_IN_NETNS !== '1') {
+  console.error('failover bench: run inside the namespace: sh test/harness/netns-run.sh node bench/failover.bench.mjs');
+  process.exit(1);
+}
+if (!haproxyVersion()) {
+  console.error('failover bench: haproxy is not installed');
+  process.exit(1);
+}
+tuneNamespaceTcp();
+const { caller } = routeCallerSource({ networkId: NETWORK_ID });
+
+/** One backend process on a fixed port, so it can be killed and started again in place. */
+function backend(name, port) {
+  const b = { name, port, proc: null };
+  b.start = async () => {
+    b.proc = startProc(process.execPath, [SERVER, 'http', '127.0.0.1', String(port), name]);
+    await b.proc.waitForLine(/^listening \d+/, 10_000);
+  };
+  b.signal = async (sig) => {
+    if (!b.proc || b.proc.child.exitCode !== null || b.proc.child.signalCode !== null) return;
+    b.proc.child.kill(sig);
+    if (sig === 'SIGKILL') await b.proc.exited;
+  };
+  b.stop = async () => {
+    b.proc?.child.kill('SIGCONT');
+    await b.proc?.stop('SIGKILL');
+  };
+  return b;
+}
+
+/** Time-stamps each output line of a proxy as it arrives, to time its up/down verdicts. */
+function watchLines(proc) {
+  const lines = [];
+  let rest = '';
+  const onData = (buf) => {
+    const now = Date.now();
+    const parts = (rest + buf.toString()).split('\n');
+    rest = parts.pop() ?? '';
+    for (const l of parts) lines.push({ at: now, line: l });
+  };
+  proc.child.stdout.on('data', onData);
+  proc.child.stderr.on('data', onData);
+  return {
+    /** Resolves with the arrival time of the first line after `after` matching `re`. */
+    async wait(re, after, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const hit = lines.find((l) => l.at >= after && re.test(l.line));
+        if (hit) return hit.at;
+        if (Date.now() > deadline) throw new Error(`timed out waiting for ${re}; last lines:\n${lines.slice(-20).map((l) => l.line).join('\n')}`);
+        await sleep(10);
+      }
+    },
+  };
+}
+
+async function startSixpnTarget(ports) {
+  const port = 80;
+  const specs = ports.map((p, i) => ({ id: `${i < 3 ? 'e' : 'f'}${i + 1}000000aaaa`, region: i < 3 ? NEAR : NEXT, upstream: `127.0.0.1:${p}` }));
+  const toml = [
+    '[node]',
+    'name = "failover-bench"',
+    `region = "${NEAR}"`,
+    '[catalog]',
+    'store = "embedded"',
+    'path = ""',
+    '[control]',
+    'enabled = false',
+    '[log]',
+    'level = "info"',
+    '[proxy]',
+    'mode = "per-address"',
+    `connect_timeout = "${TIMEOUT}ms"`,
+    'upstream_timeout = "1500ms"',
+    '[health]',
+    `fall = ${FALL}`,
+    `rise = ${RISE}`,
+    'slow_start = "500ms"',
+    '[health.passive]',
+    'base_ejection = "1s"',
+    '[[orgs]]',
+    'name = "bench"',
+    `network_id = ${NETWORK_ID}`,
+    '[[apps]]',
+    'name = "web"',
+    'org = "bench"',
+    '[[apps.services]]',
+    'protocol = "http"',
+    'internal_port = 8080',
+    `ports = [{ port = ${port}, handlers = ["http"] }]`,
+    'concurrency = { type = "requests", soft_limit = 20000, hard_limit = 30000 }',
+    `http_checks = [{ interval = "${INTERVAL}ms", timeout = "${TIMEOUT}ms", grace_period = "0s", path = "/health" }]`,
+    ...specs.flatMap((s) => ['[[machines]]', `id = "${s.id}"`, 'app = "web"', `region = "${s.region}"`, `upstream = "${s.upstream}"`]),
+    '[[ips]]',
+    'app = "web"',
+  ].join('\n');
+  const flycast = flycastAddress(NETWORK_ID, 3);
+  const p = await startSixpnProxy(`${toml}\n`, { listen: [{ host: flycast, port }] });
+  const lines = watchLines(p.proc);
+  // Every machine's first verdict (unknown -> healthy) before the load starts.
+  for (const s of specs) await lines.wait(new RegExp(`"machine":"${s.id}".*"to":"healthy"`), 0, 15_000);
+  const idOf = (i) => specs[i].id;
+  return {
+    name: 'sixpn',
+    url: `http://[${flycast}]:${port}/`,
+    down: (i, after) => lines.wait(new RegExp(`"machine":"${idOf(i)}".*"to":"unhealthy"`), after),
+    up: (i, after) => lines.wait(new RegExp(`"machine":"${idOf(i)}".*"to":"healthy"`), after),
+    stop: () => p.stop(),
+  };
+}
+
+async function startHaproxyTarget(ports) {
+  const port = await freePort();
+  const text = [
+    'global',
+    '  maxconn 2000',
+    'defaults',
+    '  mode http',
+    `  timeout connect ${TIMEOUT}ms`,
+    '  timeout client 30s',
+    '  timeout server 1500ms',
+    `  timeout check ${TIMEOUT}ms`,
+    '  retries 3',
+    '  option redispatch',
+    'listen web',
+    `  bind 127.0.0.1:${port}`,
+    '  balance leastconn',
+    '  option http-keep-alive',
+    '  http-reuse always',
+    '  option httpchk GET /health',
+    ...ports.map((p, i) => `  server m${i + 1} 127.0.0.1:${p} check inter ${INTERVAL} fall ${FALL} rise ${RISE}${i >= 3 ? ' backup' : ''}`),
+  ].join('\n');
+  const h = await startHaproxy(`${text}\n`);
+  const lines = watchLines(h.proc);
+  return {
+    name: 'HAProxy',
+    url: `http://127.0.0.1:${port}/`,
+    down: (i, after) => lines.wait(new RegExp(`Server web/m${i + 1} is DOWN`), after),
+    up: (i, after) => lines.wait(new RegExp(`Server web/m${i + 1} is UP`), after),
+    stop: () => h.stop(),
+  };
+}
+
+/** One measured run against one target: returns { total, failed, phases: {name: {eject, recover}} }. */
+async function runScenario(kind) {
+  const ports = [];
+  for (let i = 0; i < 5; i++) ports.push(await freePort());
+  const machines = ports.map((p, i) => backend(i < 3 ? `${NEAR}-${i + 1}` : `${NEXT}-${i - 2}`, p));
+  await Promise.all(machines.map((m) => m.start()));
+  const target = kind === 'sixpn' ? await startSixpnTarget(ports) : await startHaproxyTarget(ports);
+  const phases = {};
+  // Per-second samples, placed at the middle of the second they cover, to count failures per phase.
+  const samples = [];
+  const marks = [];
+  const ac = startAutocannon({
+    url: target.url,
+    connections: CONNECTIONS,
+    duration: 60,
+    timeout: 3,
+    samples: true,
+    onSample: (x) => samples.push({ at: Date.now() - 500, failed: x.non2xx + x.errors, total: x.ok + x.non2xx + x.errors }),
+  });
+  try {
+    await sleep(1_500);
+    // 1. kill -9 one near machine, then restart it.
+    let t = Date.now();
+    marks.push(['kill -9 one', t]);
+    await machines[0].signal('SIGKILL');
+    const kEject = (await target.down(0, t)) - t;
+    await sleep(800);
+    await machines[0].start();
+    t = Date.now();
+    const kRecover = (await target.up(0, t)) - t;
+    phases['kill -9 one'] = { eject: kEject, recover: kRecover };
+    await sleep(800);
+    // 2. freeze one (accepts, never answers), then thaw it.
+    t = Date.now();
+    marks.push(['SIGSTOP one', t]);
+    await machines[1].signal('SIGSTOP');
+    const sEject = (await target.down(1, t)) - t;
+    await sleep(1_800);
+    t = Date.now();
+    await machines[1].signal('SIGCONT');
+    const sRecover = (await target.up(1, t)) - t;
+    phases['SIGSTOP one'] = { eject: sEject, recover: sRecover };
+    await sleep(800);
+    // 3. the whole near region down, then back.
+    t = Date.now();
+    marks.push(['region down', t]);
+    await Promise.all(machines.slice(0, 3).map((m) => m.signal('SIGKILL')));
+    const rEject = Math.max(...(await Promise.all([0, 1, 2].map((i) => target.down(i, t))))) - t;
+    await sleep(1_000);
+    await Promise.all(machines.slice(0, 3).map((m) => m.start()));
+    t = Date.now();
+    const rRecover = Math.max(...(await Promise.all([0, 1, 2].map((i) => target.up(i, t))))) - t;
+    phases['region down'] = { eject: rEject, recover: rRecover };
+    await sleep(1_000);
+  } finally {
+    ac.stop();
+  }
+  const r = await ac.result;
+  await target.stop();
+  await Promise.all(machines.map((m) => m.stop()));
+  const total = r.total2xx + r.non2xx + r.errors;
+  marks.push(['end', Infinity]);
+  for (let i = 0; i + 1 < marks.length; i++) {
+    const [name, from] = marks[i];
+    const to = marks[i + 1][1];
+    phases[name].failed = samples.filter((x) => x.at >= from - 500 && x.at < to - 500).reduce((n, x) => n + x.failed, 0);
+  }
+  return { total, failed: r.non2xx + r.errors, timeouts: r.timeouts, reqPerSec: r.reqPerSec, phases };
+}
+
+const loadBefore = os.loadavg();
+const results = { sixpn: [], HAProxy: [] };
+for (let run = 0; run < RUNS; run++) {
+  for (const kind of run % 2 ? ['HAProxy', 'sixpn'] : ['sixpn', 'HAProxy']) {
+    const r = await runScenario(kind);
+    results[kind].push(r);
+    console.log(`run ${run + 1} ${kind}: ${r.failed}/${r.total} failed, ${JSON.stringify(r.phases)}`);
+  }
+}
+
+const med = (xs) => median(xs);
+const fmtMs = (x) => `${Math.round(x)} ms`;
+const md = [
+  '## Failover under load',
+  '',
+  `Command: \`npm run build && sh test/harness/netns-run.sh node bench/failover.bench.mjs\` (bench/failover.bench.mjs).`,
+  `Machine: ${machineLine()}; load average at start ${loadBefore.map((x) => x.toFixed(2)).join(' / ')}, at end ${os.loadavg().map((x) => x.toFixed(2)).join(' / ')}. ${haproxyVersion()}.`,
+  '',
+  `5 HTTP machines (3 in ${NEAR}, the proxy's region, 2 in ${NEXT}; for HAProxy 3 servers + 2 \`backup\`), autocannon with ${CONNECTIONS} keep-alive connections for the whole scenario: kill -9 one near machine and restart it; SIGSTOP one and SIGCONT it; kill -9 all three near machines and restart them. Both proxies check \`GET /health\` every ${INTERVAL} ms with a ${TIMEOUT} ms timeout, fall ${FALL}, rise ${RISE}; both retry a refused connect on another machine (sixpn connect_tries 3; HAProxy \`retries 3\` + \`option redispatch\`); both give a machine 1.5 s to answer. Eject = signal -> the proxy logs the machine down; recover = machine listening (or SIGCONT) -> logged up (for the region, the last of the three). Medians of ${RUNS} runs, runs interleaved.`,
+  '',
+  '| | failed / total requests | kill -9 one: failed, eject, recover | SIGSTOP one: failed, eject, recover | whole region: failed, eject, recover |',
+  '| --- | --- | --- | --- | --- |',
+];
+for (const kind of ['sixpn', 'HAProxy']) {
+  const rs = results[kind];
+  const ph = (name) => {
+    const m = (key) => med(rs.map((r) => r.phases[name][key]));
+    return `${m('failed')}, ${fmtMs(m('eject'))}, ${fmtMs(m('recover'))}`;
+  };
+  md.push(
+    `| ${kind} | ${med(rs.map((r) => r.failed))} / ${Math.round(med(rs.map((r) => r.total)))} (runs: ${rs.map((r) => `${r.failed}/${r.total}`).join(', ')}) | ${ph('kill -9 one')} | ${ph('SIGSTOP one')} | ${ph('region down')} |`,
+  );
+}
+md.push(
+  '',
+  'Failed requests are those in flight on a machine when it was killed (the connection is reset before a response) and those sent to the frozen machine before it was marked down (they end in a 504/timeout); a refused connect is retried on another machine by both proxies. The time to eject is bounded by interval + timeout with fall 1; the time to recover by rise x interval.',
+);
+writeSection('failover', md.join('\n'));
+console.log(md.join('\n'));
