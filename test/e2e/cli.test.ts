@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControl, type TestControl } from '../harness/control.js';
 import { hasCommand } from '../harness/env.js';
-import { runSixpn } from '../harness/procs.js';
+import { freePort } from '../harness/net.js';
+import { runSixpn, startSixpn } from '../harness/procs.js';
 
 let c: TestControl;
 let env: NodeJS.ProcessEnv;
@@ -207,5 +208,23 @@ describe.skipIf(!hasCommand('wg') || !hasCommand('wg-quick'))('sixpn wireguard',
     expect(existsSync(join(work, 'other.conf'))).toBe(false);
     await fails(['wireguard', 'create', 'acme'], 2, /missing region/);
     await fails(['wireguard', 'remove', 'acme', 'ghost'], 4, /not found/);
+  });
+});
+
+describe('sixpn up', () => {
+  it('starts the enabled roles, prints one ready line with their descriptions, and exits 0 on SIGTERM', async () => {
+    const port = await freePort();
+    const file = join(work, 'up.toml');
+    writeFileSync(
+      file,
+      `[catalog]\npath = ""\n[log]\nlevel = "warn"\n[control]\nlisten = "127.0.0.1:${port}"\ntoken = "t"\n` +
+        '[health]\nenabled = false\n[proxy]\nenabled = false\n[dns]\nenabled = false\n',
+    );
+    const p = startSixpn(['up', '--config', file]);
+    expect(await p.waitForLine(/sixpn ready/)).toBe('sixpn ready: node sixpn, roles control');
+    await p.waitForLine(new RegExp(`control: http://127\\.0\\.0\\.1:${port} `));
+    const r = await runSixpn(['orgs', 'list', '--json', '--api', `http://127.0.0.1:${port}`, '--token', 't']);
+    expect(JSON.parse(r.stdout)).toEqual([]);
+    expect(await p.stop('SIGTERM')).toBe(0);
   });
 });
