@@ -377,6 +377,9 @@ export class RedisStore implements CatalogStore {
     } catch {
       return; // the next 'ready' tries again
     }
+    // Listeners reload a snapshot on reset: only useful once commands go through again.
+    if (this.cmd.status !== 'ready') await new Promise((r) => this.cmd.once('ready', r));
+    if (this.closed) return;
     this.cache.clear();
     this.deliver({ kind: 'reset', at: this.now() });
     this.releaseEchoes();
