@@ -1,7 +1,8 @@
 /**
  * Machines for health and failover tests: each a real child process serving HTTP on its own
  * 6PN address, answering every request with its name (body and `x-machine` header), so a test
- * can see which machine served what. They can be killed, frozen (SIGSTOP), thawed and
+ * can see which machine served what, and counting the health checks it got (GET /__checks).
+ * They can be killed, frozen (SIGSTOP), thawed and
  * restarted on the same address and port.
  */
 import { start, type Proc } from './procs.js';
@@ -9,8 +10,11 @@ import { start, type Proc } from './procs.js';
 const SERVER = `
 const http = require('node:http');
 const [host, port, name] = process.argv.slice(1);
+let checks = 0;
 const srv = http.createServer({ keepAliveTimeout: 60000 }, (req, res) => {
   req.resume();
+  if (req.url === '/health') checks++;
+  if (req.url === '/__checks') return res.end(String(checks));
   res.writeHead(200, { 'content-type': 'text/plain', 'x-machine': name });
   res.end(name + '\\n');
 });
@@ -42,6 +46,13 @@ export class TestMachine {
     if (!p || p.child.exitCode !== null || p.child.signalCode !== null) return;
     p.child.kill(sig);
     if (sig === 'SIGKILL' || sig === 'SIGTERM') await p.exited;
+  }
+
+  /** Health checks (GET /health) this process has answered so far. */
+  async checks(): Promise<number> {
+    const host = this.host.includes(':') ? `[${this.host}]` : this.host;
+    const r = await fetch(`http://${host}:${this.port}/__checks`);
+    return Number(await r.text());
   }
 
   async stop(): Promise<void> {
