@@ -5,7 +5,7 @@
 // bare HINCRBY each. Starts its own redis-server on a free port. Writes the `catalog` section.
 import { fork } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import os, { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -134,6 +134,7 @@ async function embeddedAllocations() {
 }
 
 async function main() {
+  const load = os.loadavg().map((x) => x.toFixed(2)).join(' / ');
   const port = await freePort();
   const dir = mkdtempSync(join(tmpdir(), 'sixpn-bench-redis-'));
   const server = startProc('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir]);
@@ -193,7 +194,7 @@ async function main() {
 
 Command: \`npm run build && node bench/catalog.bench.mjs\`
 
-Machine: ${machineLine()}; redis-server ${version} on 127.0.0.1, started by the benchmark, no persistence. Medians of ${RUNS} runs.
+Machine: ${machineLine()}; load average at start ${load}; redis-server ${version} on 127.0.0.1, started by the benchmark, no persistence. Medians of ${RUNS} runs.
 
 ### Change propagation (mutation on node A -> change event on node B)
 
