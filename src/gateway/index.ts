@@ -10,7 +10,7 @@
  * `wg show <if> dump`, read every `status_interval`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { chmod, stat } from 'node:fs/promises';
+import { chmod, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { normalizeAddress } from '../addressing/index.js';
 import type { CatalogChange } from '../catalog/types.js';
 import { ConfigError } from '../errors.js';
@@ -20,7 +20,7 @@ import type { NodeContext, RunningRole } from '../role.js';
 import type { WireguardConfig } from './config.js';
 import { counterName, NftFirewall, OTHER_COUNTER } from './firewall.js';
 import { loadOrCreateGatewayKeys } from './keys.js';
-import { diffPeers, parseDump, wantedPeers, wgSetArgs, type PeerStatus, type WantedPeer } from './peers.js';
+import { diffPeers, parseDump, parseEndpoints, wantedPeers, wgSetArgs, type PeerStatus, type WantedPeer } from './peers.js';
 import { runTool, ToolError } from './tools.js';
 
 export type { PeerStatus } from './peers.js';
@@ -65,6 +65,13 @@ class WireguardGateway implements GatewayRole {
   private warnedSkips = new Set<string>();
   private dropSeen = new Map<string, number>();
   private dropLog = new Map<string, { lastAt: number; unlogged: number }>();
+  /** Where each peer last connected from, kept across restarts (see restoreEndpoints). */
+  private readonly endpointsFile: string;
+  private endpoints = new Map<string, string>();
+  private endpointsSaved = '';
+  /** Peers given a remembered endpoint and a keepalive at start, until they handshake. */
+  private restoring = new Set<string>();
+  private startedAt = Math.floor(Date.now() / 1000);
   private pending: Promise<void> | null = null;
   private tail: Promise<void> = Promise.resolve();
   private readonly onChange = (c: CatalogChange): void => {
@@ -82,6 +89,7 @@ class WireguardGateway implements GatewayRole {
     this.interface = cfg.interface;
     this.listenPort = cfg.listen_port;
     this.firewall = cfg.isolation === 'nftables' ? new NftFirewall(cfg.nft, cfg.interface) : null;
+    this.endpointsFile = `${cfg.state_file}.endpoints.json`;
   }
 
   async start(): Promise<void> {
@@ -99,6 +107,8 @@ class WireguardGateway implements GatewayRole {
       }
     }
     try {
+      this.endpoints = parseEndpoints(await readFile(this.endpointsFile, 'utf8').catch(() => ''));
+      this.endpointsSaved = JSON.stringify(Object.fromEntries(this.endpoints));
       await this.bringUp();
       await this.sync();
     } catch (err) {
@@ -226,7 +236,16 @@ class WireguardGateway implements GatewayRole {
       await this.firewall.apply(list);
       this.filterKey = filterKey;
     }
-    if (diff.set.length) await runTool(this.cfg.wg, wgSetArgs(this.interface, { set: diff.set, remove: [] }));
+    if (diff.set.length) {
+      // Peers new to this interface that connected before (a restart): reach out to them.
+      const restore = new Map<string, string>();
+      for (const w of diff.set) {
+        const e = this.endpoints.get(w.publicKey);
+        if (e && !actual.has(w.publicKey)) restore.set(w.publicKey, e);
+      }
+      await runTool(this.cfg.wg, wgSetArgs(this.interface, { set: diff.set, remove: [] }, restore));
+      for (const key of restore.keys()) this.restoring.add(key);
+    }
     await this.reconcileRoutes(list);
     for (const key of diff.remove) this.log.info({ public_key: key }, 'peer removed from the gateway');
     for (const w of diff.set) this.log.info({ peer: w.name, address: w.address, public_key: w.publicKey }, 'peer configured on the gateway');
@@ -260,6 +279,7 @@ class WireguardGateway implements GatewayRole {
         status.set(key, s);
       }
       this.status = status;
+      await this.afterStatus(status);
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'reading wireguard peer status failed');
     }
@@ -269,6 +289,37 @@ class WireguardGateway implements GatewayRole {
       } catch (err) {
         this.log.warn({ err: (err as Error).message }, 'reading the isolation filter counters failed');
       }
+    }
+  }
+
+  /**
+   * Remembers where peers connect from (file next to the state file, 0600, written only when
+   * it changes) and takes the start-up keepalive off peers that handshook again.
+   */
+  private async afterStatus(status: Map<string, PeerStatus>): Promise<void> {
+    for (const key of [...this.restoring]) {
+      const s = status.get(key);
+      if (!s) this.restoring.delete(key);
+      else if (s.latest_handshake >= this.startedAt) {
+        this.restoring.delete(key);
+        await runTool(this.cfg.wg, ['set', this.interface, 'peer', key, 'persistent-keepalive', 'off']).catch(() => undefined);
+      }
+    }
+    const next = new Map<string, string>();
+    for (const [key, s] of status) {
+      const e = s.endpoint ?? this.endpoints.get(key);
+      if (e) next.set(key, e);
+    }
+    const text = JSON.stringify(Object.fromEntries(next));
+    if (text === this.endpointsSaved) return;
+    this.endpoints = next;
+    const tmp = `${this.endpointsFile}.${process.pid}.tmp`;
+    try {
+      await writeFile(tmp, `${text}\n`, { mode: 0o600 });
+      await rename(tmp, this.endpointsFile);
+      this.endpointsSaved = text;
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message, file: this.endpointsFile }, 'cannot save peer endpoints; peers will reconnect on their own after a restart');
     }
   }
 

@@ -115,11 +115,40 @@ export function diffPeers(wanted: ReadonlyMap<string, WantedPeer>, actual: Reado
   return { set, remove };
 }
 
-/** Arguments of one `wg set <if> ...` call applying a diff (empty when nothing changes). */
-export function wgSetArgs(iface: string, diff: PeerDiff): string[] {
+/**
+ * Arguments of one `wg set <if> ...` call applying a diff (empty when nothing changes).
+ * `restore` holds remembered endpoints of peers being added: the gateway gets the endpoint and a
+ * keepalive, so it initiates the handshake itself instead of waiting for the laptop to notice.
+ */
+export function wgSetArgs(iface: string, diff: PeerDiff, restore: ReadonlyMap<string, string> = new Map(), keepaliveSeconds = 25): string[] {
   if (diff.set.length === 0 && diff.remove.length === 0) return [];
   const args = ['set', iface];
   for (const key of diff.remove) args.push('peer', key, 'remove');
-  for (const w of diff.set) args.push('peer', w.publicKey, 'allowed-ips', `${w.address}/128`);
+  for (const w of diff.set) {
+    args.push('peer', w.publicKey, 'allowed-ips', `${w.address}/128`);
+    const endpoint = restore.get(w.publicKey);
+    if (endpoint) args.push('endpoint', endpoint, 'persistent-keepalive', String(keepaliveSeconds));
+  }
   return args;
+}
+
+/** `[v6]:port` or `v4:port`, as `wg` prints endpoints; anything else is not restored. */
+export function isEndpoint(text: string): boolean {
+  return /^(\[[0-9a-fA-F:.]+\]|\d{1,3}(\.\d{1,3}){3}):\d{1,5}$/.test(text);
+}
+
+/** Reads a remembered-endpoints file: `{ "<public key>": "[addr]:port" }`; bad entries are dropped. */
+export function parseEndpoints(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  let raw: unknown;
+  try {
+    raw = JSON.parse(text);
+  } catch {
+    return out;
+  }
+  if (!raw || typeof raw !== 'object' || Array.isArray(raw)) return out;
+  for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
+    if (typeof value === 'string' && isEndpoint(value)) out.set(key, value);
+  }
+  return out;
 }

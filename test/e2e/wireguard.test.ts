@@ -283,6 +283,12 @@ app = "api"
   });
 
   it('restarts with the same key: interface and filter go on stop, laptops reconnect with their configs', async () => {
+    // Where B connected from is remembered (0600, next to the state file), so that the restarted
+    // gateway can start the handshake itself instead of waiting for B's rekey timer.
+    const endpointsFile = join(dir, 'state/gateway.json.endpoints.json');
+    const peerB = (await listPeers('beta'))[0]!;
+    expect(JSON.parse(readFileSync(endpointsFile, 'utf8'))[peerB.public_key]).toBe(peerB.endpoint);
+    expect(statSync(endpointsFile).mode & 0o777).toBe(0o600);
     expect(await node!.stop()).toBe(0);
     node = null;
     expect(() => execFileSync('ip', ['link', 'show', iface], { stdio: 'pipe' })).toThrow();

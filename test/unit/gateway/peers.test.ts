@@ -3,7 +3,7 @@
 import { describe, expect, it } from 'vitest';
 import type { Peer } from '../../../src/catalog/types.js';
 import { generateKeyPair } from '../../../src/gateway/keys.js';
-import { diffPeers, parseDump, wantedPeers, wgSetArgs } from '../../../src/gateway/peers.js';
+import { diffPeers, parseDump, parseEndpoints, wantedPeers, wgSetArgs } from '../../../src/gateway/peers.js';
 
 const orgs: Record<string, number> = { acme: 0x18, beta: 0x22b7 };
 const nid = (o: string): number | undefined => orgs[o];
@@ -95,5 +95,25 @@ describe('diffPeers / wgSetArgs', () => {
     const diff = diffPeers(wanted, actual);
     expect(diff).toEqual({ set: [], remove: [] });
     expect(wgSetArgs('sixpn0', diff)).toEqual([]);
+  });
+});
+
+describe('remembered endpoints', () => {
+  const p = peer({});
+  const { wanted } = wantedPeers([p], nid);
+
+  it('gives a peer being added its last endpoint and a keepalive, so the gateway starts the handshake', () => {
+    const args = wgSetArgs('sixpn0', { set: [...wanted.values()], remove: [] }, new Map([[p.public_key, '[fd5a::2]:43382']]));
+    expect(args).toEqual(['set', 'sixpn0', 'peer', p.public_key, 'allowed-ips', 'fdaa:0:18:a7b:d6b:0:1:2/128', 'endpoint', '[fd5a::2]:43382', 'persistent-keepalive', '25']);
+  });
+
+  it('reads the endpoints file and drops anything that is not an endpoint', () => {
+    const m = parseEndpoints(JSON.stringify({ a: '[fd5a::2]:1', b: '10.0.0.1:51820', c: 'evil.example:1', d: 7, e: '[::1]:1 persistent-keepalive 1' }));
+    expect([...m]).toEqual([
+      ['a', '[fd5a::2]:1'],
+      ['b', '10.0.0.1:51820'],
+    ]);
+    expect(parseEndpoints('not json').size).toBe(0);
+    expect(parseEndpoints('[1,2]').size).toBe(0);
   });
 });
