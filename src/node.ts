@@ -89,9 +89,14 @@ export async function startNode(loaded: LoadedConfig, wanted: RoleName[], starte
 /** Installs SIGTERM/SIGINT handlers that drain and exit 0. */
 export function exitOnSignals(node: RunningNode): void {
   let signals = 0;
+  let firstAt = 0;
   const onSignal = (sig: NodeJS.Signals): void => {
     signals++;
-    if (signals > 1 && sig === 'SIGINT') process.exit(130);
+    // `npm start` forwards the terminal's Ctrl-C to a child that already got it from its
+    // process group: a repeat within a second is the same keypress, not an impatient second one.
+    if (signals > 1 && sig === 'SIGINT' && Date.now() - firstAt > 1000) process.exit(130);
+    if (signals > 1) return;
+    firstAt = Date.now();
     node.ctx.log.info({ signal: sig }, 'draining and shutting down');
     node.stop().then(
       () => process.exit(0),
