@@ -393,7 +393,7 @@ export class RedisStore implements CatalogStore {
     } catch {
       return; // not ours: someone else published on our channel
     }
-    if (!msg || !Array.isArray(msg.c)) return;
+    if (!msg || !Array.isArray(msg.c) || !msg.c.every(isChange)) return;
     for (const c of msg.c) {
       if (c.kind === 'org' || c.kind === 'app') this.remember(this.k[c.kind], c.key, c.op === 'put' ? JSON.stringify(c.value) : null);
       this.deliver(c);
@@ -765,6 +765,16 @@ export class RedisStore implements CatalogStore {
       }),
     );
   }
+}
+
+const KINDS = new Set<unknown>(['org', 'app', 'machine', 'flycast', 'peer']);
+
+/** Enough of a CatalogChange's shape that a listener can apply it (only sixpn writes the channel). */
+function isChange(c: unknown): c is CatalogChange {
+  if (typeof c !== 'object' || c === null) return false;
+  const x = c as Record<string, unknown>;
+  if (!KINDS.has(x.kind) || typeof x.key !== 'string' || typeof x.at !== 'number') return false;
+  return x.op === 'del' || (x.op === 'put' && typeof x.value === 'object' && x.value !== null);
 }
 
 /** Unwraps a MULTI/EXEC reply, failing on the first command error. */

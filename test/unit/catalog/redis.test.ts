@@ -176,6 +176,10 @@ describe('redis store with many writers', () => {
     view.on('reset', () => resets++);
     await admin.publish(`${ns}:changes`, 'not json');
     await admin.publish(`${ns}:changes`, '{"c": 5}');
+    await admin.publish(`${ns}:changes`, '{"o": "x", "n": 1, "c": [{"kind": "app", "op": "put", "key": "evil", "at": 1}]}');
+    await a.createApp({ name: 'first', org: 'acme' });
+    await waitFor(() => view.apps.has('first'), { timeoutMs: 5000, what: 'a change after the foreign ones' });
+    expect(view.apps.has('evil')).toBe(false);
     // Cut every pub/sub connection; a change made meanwhile is not delivered, so the view must reload.
     const clients = (await admin.client('LIST')) as string;
     const subs = clients.split('\n').filter((l) => l.includes(`name=sixpn-catalog-sub-${ns} `));
