@@ -119,11 +119,19 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
   log.info({ address: addr.address, port: addr.port }, 'control API listening');
 
   let closed = false;
+  let streamsEnded = false;
+  // The dashboard's event streams would hold connections open through a drain: end them first.
+  const endStreams = (): void => {
+    if (streamsEnded) return;
+    streamsEnded = true;
+    observe.close();
+  };
   return {
     name: 'control',
     address: () => addr,
     describe: () => [`control: http://${shown}:${addr.port} (API under /v1, bearer token required)`],
     async drain(deadline) {
+      endStreams();
       server.close();
       server.closeIdleConnections();
       if (inFlight === 0) return;
@@ -138,6 +146,7 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
     async close() {
       if (closed) return;
       closed = true;
+      endStreams();
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections();

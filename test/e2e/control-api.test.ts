@@ -252,4 +252,22 @@ describe('control role start-up', () => {
     expect(r.stderr).toMatch(/tokn/);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
   });
+
+  it('creates no peer when the gateway key file is unusable', async () => {
+    const bad = await startControl({ extraToml: '[wireguard]\nstate_file = "gw-broken.json"' });
+    try {
+      writeFileSync(join(bad.dir, 'gw-broken.json'), '{"private_key": "not a key"}');
+      await bad.api('POST', '/v1/orgs', { name: 'acme', network_id: 0x18 });
+      const before = bad.catalogText();
+      const r = await bad.api('POST', '/v1/orgs/acme/wireguard', { name: 'p1', region: 'ams', public_key: generateKeyPair().public_key });
+      expect(r.status).toBe(500);
+      expect(r.body.error.code).toBe('SIXPN_CONFIG');
+      expect(r.body.error.message).toMatch(/wireguard\.state_file/);
+      expect(bad.catalogText()).toBe(before);
+      expect((await bad.api('GET', '/v1/orgs/acme/wireguard')).body).toEqual([]);
+      expect(readFileSync(join(bad.dir, 'gw-broken.json'), 'utf8')).toBe('{"private_key": "not a key"}');
+    } finally {
+      await bad.stop();
+    }
+  });
 });
