@@ -126,6 +126,7 @@ export class HealthChecker {
     const signature = JSON.stringify(plans);
     if (e && e.signature === signature) {
       e.written = null;
+      e.region = m.region;
       return;
     }
     // Changed checks keep the machine's start time; a machine new to us starts its grace at

@@ -14,7 +14,7 @@ import { parseRegionsCsv, RegionTable } from '../../src/regions/index.js';
 import { addLoopbackAddress, IN_NETNS, removeLoopbackAddress, ROOT } from '../harness/env.js';
 import { startMachines, type TestMachine } from '../harness/health-machines.js';
 import { sleep, waitFor } from '../harness/net.js';
-import { start, type Proc } from '../harness/procs.js';
+import { startSixpn, type Proc } from '../harness/procs.js';
 import { byMachine, failed, SteadyLoad } from '../harness/steady-load.js';
 
 const INTERVAL = 500;
@@ -106,8 +106,8 @@ describe.skipIf(!IN_NETNS)('failover under load (proxy + health checker)', () =>
       'app = "web"',
     ].join('\n');
     writeFileSync(join(dir, 'node.toml'), `${toml}\n`);
-    node = start(process.execPath, [join(ROOT, 'test/harness/run-role.mjs'), join(dir, 'node.toml'), 'health,proxy'], { cwd: dir });
-    await node.waitForLine(/ready/, 20_000);
+    node = startSixpn(['proxy', '--config', join(dir, 'node.toml')], { cwd: dir });
+    await node.waitForLine(/^sixpn ready/, 20_000);
     const t0 = Date.now() - 60_000;
     for (const m of machines) await waitTransition(m, 'healthy', t0, 10_000);
   });

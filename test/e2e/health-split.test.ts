@@ -8,10 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
-import { IN_NETNS, ROOT } from '../harness/env.js';
+import { IN_NETNS } from '../harness/env.js';
 import { startMachines, type TestMachine } from '../harness/health-machines.js';
 import { sleep, waitFor } from '../harness/net.js';
-import { start, type Proc } from '../harness/procs.js';
+import { startSixpn, type Proc } from '../harness/procs.js';
 import { startRedis, type TestRedis } from '../harness/redis.js';
 
 const INTERVAL = 250;
@@ -46,6 +46,12 @@ describe.skipIf(!IN_NETNS)('health checks split over two checker nodes by region
       `namespace = "split-${process.pid}"`,
       '[control]',
       'enabled = false',
+      '[proxy]',
+      'enabled = false',
+      '[dns]',
+      'enabled = false',
+      '[wireguard]',
+      'enabled = false',
       '[health]',
       'fall = 1',
       'rise = 1',
@@ -79,9 +85,10 @@ describe.skipIf(!IN_NETNS)('health checks split over two checker nodes by region
     ].map((s) => ({ ...s, host: machineAddress(0x18, HOST_ID, s.id), port: 8080 }));
     machines = await startMachines(specs);
     for (const [region, seed] of [['ewr', true], ['iad', false]] as const) {
-      const p = start(process.execPath, [join(ROOT, 'test/harness/run-role.mjs'), config(region, seed), 'health'], { cwd: dir });
+      // `sixpn up` with every other role disabled: a checker-only node.
+      const p = startSixpn(['up', '--config', config(region, seed)], { cwd: dir });
       nodes.push(p);
-      await p.waitForLine(/ready/, 20_000);
+      await p.waitForLine(/^sixpn ready/, 20_000);
     }
   });
 
