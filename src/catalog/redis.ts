@@ -202,6 +202,7 @@ class Attempt {
     if (v === undefined) {
       v = this.cached?.(id);
       if (v === undefined) throw new NeedRead(key, field);
+      this.known.set(id, v); // pinned: every rerun of this attempt sees the same value
       this.speculative = true;
     }
     this.checks.set(id, [key, field, v]);
