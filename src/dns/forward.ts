@@ -67,7 +67,7 @@ export class Forwarder {
   private socket(family: 'udp4' | 'udp6'): UdpSocket {
     let s = this.sockets.get(family);
     if (!s) {
-      s = createSocket(family);
+      s = createSocket({ type: family, recvBufferSize: 4 << 20, sendBufferSize: 4 << 20 });
       s.on('message', (msg, rinfo) => this.onAnswer(msg, rinfo.address, rinfo.port));
       s.on('error', (err) => this.log.warn({ err }, 'forwarding socket error'));
       s.unref();

@@ -61,6 +61,30 @@ function headerReply(msg: Buffer, rcode: number): Buffer {
   return out;
 }
 
+/**
+ * Where the (only) question ends, read from the raw bytes, and whether its name is plain: every
+ * label printable ASCII without dots. Answers copy these bytes instead of re-encoding the decoded
+ * text, which would not give back the same name for odd labels. null: the question name is
+ * compressed (no real client does that) or runs past the message.
+ */
+function scanQuestion(msg: Buffer): { end: number; plain: boolean } | null {
+  let o = 12;
+  let plain = true;
+  for (;;) {
+    if (o >= msg.length) return null;
+    const len = msg[o]!;
+    if (len === 0) break;
+    if (len > 63) return null;
+    for (let i = o + 1; i <= o + len && i < msg.length; i++) {
+      const b = msg[i]!;
+      if (b <= 0x20 || b >= 0x7f || b === 0x2e) plain = false;
+    }
+    o += len + 1;
+  }
+  const end = o + 5;
+  return end <= msg.length ? { end, plain } : null;
+}
+
 function isLoopback(address: string): boolean {
   return address === '::1' || address.startsWith('127.') || address.startsWith('::ffff:127.');
 }
@@ -93,7 +117,7 @@ export class Responder {
       id = orgOf(address);
       this.orgIds.set(address, id);
     }
-    return id === null ? undefined : this.o.index.orgOfAddress(address);
+    return id === null ? undefined : this.o.index.orgByNetworkId(id);
   }
 
   /**
@@ -109,7 +133,11 @@ export class Responder {
     const flags = msg.readUInt16BE(2);
     if (flags & QR) return null;
     if (flags & OPCODE_MASK) return this.done(headerReply(msg, RCODE.NOTIMP), undefined, started, 'local');
-    if (msg.readUInt16BE(4) !== 1) return this.done(headerReply(msg, RCODE.FORMERR), undefined, started, 'local');
+    // One question; a query carries no answer or authority records, and at most OPT + one more
+    // additional (a signature we ignore). Checked before decoding: the codec would walk them.
+    if (msg.readUInt16BE(4) !== 1 || msg.readUInt16BE(6) !== 0 || msg.readUInt16BE(8) !== 0 || msg.readUInt16BE(10) > 2) {
+      return this.done(headerReply(msg, RCODE.FORMERR), undefined, started, 'local');
+    }
 
     const org = this.askerOrg(source);
     const key = org ? `${transport === 'udp' ? 'u' : 't'}${msg.toString('latin1', 2)}` : '';
@@ -130,11 +158,13 @@ export class Responder {
       return this.done(headerReply(msg, RCODE.FORMERR), undefined, started, 'local');
     }
     const q = query.questions?.[0];
-    if (!q) return this.done(headerReply(msg, RCODE.FORMERR), undefined, started, 'local');
+    const scanned = scanQuestion(msg);
+    if (!q || !scanned) return this.done(headerReply(msg, RCODE.FORMERR), undefined, started, 'local');
+    const rawQuestion = msg.subarray(12, scanned.end);
     const opt = query.additionals?.find((a) => a.type === 'OPT');
     const maxUdp = opt && 'udpPayloadSize' in opt ? Math.min(Math.max(opt.udpPayloadSize ?? CLASSIC_UDP_SIZE, CLASSIC_UDP_SIZE), EDNS_UDP_SIZE) : CLASSIC_UDP_SIZE;
     const reply = (rcode: number, answers: Answer[], authorities: Answer[], extra: number): Buffer =>
-      this.encode(query, rcode, answers, authorities, extra, opt !== undefined, transport === 'udp' ? maxUdp : 65_535);
+      this.encode(query, rawQuestion, rcode, answers, authorities, extra, opt !== undefined, transport === 'udp' ? maxUdp : 65_535);
 
     if (!org) return this.done(reply(RCODE.REFUSED, [], [], 0), q.type, started, 'local');
     if (q.class !== 'IN' && q.class !== 'ANY') return this.done(reply(RCODE.REFUSED, [], [], 0), q.type, started, 'local');
@@ -145,7 +175,9 @@ export class Responder {
     const zone = this.o.index.zone(org.name);
     if (!zone) return this.done(reply(RCODE.REFUSED, [], [], 0), q.type, started, 'local');
     const region = this.o.index.regionOf(source) ?? this.o.nodeRegion;
-    const r = resolveLocal({ name: q.name, type: q.type }, zone, region, { ttl: this.o.ttl, regions: this.o.regions });
+    // A name with odd bytes in its labels cannot be one of ours (and its text is not its bytes).
+    const name = scanned.plain ? q.name : '\\nonexistent.internal';
+    const r = resolveLocal({ name, type: q.type }, zone, region, { ttl: this.o.ttl, regions: this.o.regions });
     const out = reply(RCODE[r.rcode], r.answers, r.authorities, AA);
     if (r.cacheable) {
       let perOrg = this.cache.get(org.name);
@@ -167,13 +199,19 @@ export class Responder {
     );
   }
 
-  private encode(query: Packet, rcode: number, answers: Answer[], authorities: Answer[], extra: number, edns: boolean, max: number): Buffer {
+  /** Encodes the answer with the codec, then puts the query's own question bytes in. */
+  private encode(query: Packet, rawQuestion: Buffer, rcode: number, answers: Answer[], authorities: Answer[], extra: number, edns: boolean, max: number): Buffer {
     const ra = this.o.forwarder && this.o.forwarder.upstreams.length ? RA : 0;
     const flags = (query.flags ?? 0) & RD;
     const additionals: Answer[] = edns ? [OPT] : [];
-    const base = { id: query.id ?? 0, type: 'response' as const, questions: query.questions ?? [], additionals };
-    let out = packet.encode({ ...base, flags: flags | extra | ra | rcode, answers, authorities });
-    if (out.length > max) out = packet.encode({ ...base, flags: flags | extra | ra | rcode | TC, answers: [], authorities: [] });
+    const base = { id: query.id ?? 0, type: 'response' as const, questions: [], additionals };
+    let body = packet.encode({ ...base, flags: flags | extra | ra | rcode, answers, authorities });
+    if (body.length + rawQuestion.length > max) body = packet.encode({ ...base, flags: flags | extra | ra | rcode | TC, answers: [], authorities: [] });
+    const out = Buffer.allocUnsafe(body.length + rawQuestion.length);
+    body.copy(out, 0, 0, 12);
+    rawQuestion.copy(out, 12);
+    body.copy(out, 12 + rawQuestion.length, 12);
+    out.writeUInt16BE(1, 4);
     return out;
   }
 

@@ -15,6 +15,7 @@ import type { Responder } from './responder.js';
 
 const MAX_IN_FLIGHT_PER_CONNECTION = 64;
 const MAX_UNREAD_BYTES = 256 * 1024;
+const UDP_BUFFER_BYTES = 4 * 1024 * 1024;
 
 /** All TCP connections of the role, least recently active first. */
 export class TcpConnections {
@@ -74,7 +75,9 @@ export class DnsListener {
 
   /** Binds UDP then TCP on the same port; rejects (and releases both) when either fails. */
   async start(): Promise<void> {
-    const udp = createSocket({ type: isIPv6(this.address) ? 'udp6' : 'udp4' });
+    // A large receive buffer rides out bursts (timer storms, GC pauses) instead of dropping
+    // queries in the kernel; the kernel caps it at net.core.rmem_max.
+    const udp = createSocket({ type: isIPv6(this.address) ? 'udp6' : 'udp4', recvBufferSize: UDP_BUFFER_BYTES, sendBufferSize: UDP_BUFFER_BYTES });
     this.udp = udp;
     try {
       await new Promise<void>((resolve, reject) => {

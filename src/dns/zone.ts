@@ -104,6 +104,10 @@ export class DnsIndex {
     return this.view.orgByNetworkId(orgOf(address));
   }
 
+  orgByNetworkId(id: number): Org | undefined {
+    return this.view.orgsByNetworkId.get(id);
+  }
+
   orgByName(name: string): Org | undefined {
     return this.view.orgs.get(name);
   }
