@@ -44,7 +44,7 @@ export async function startNode(loaded: LoadedConfig, wanted: RoleName[], starte
   const regions = loadRegionTable(config.regions.file, config.regions.rtt);
   if (!regions.has(config.node.region)) throw new ConfigError(`node.region: unknown region ${config.node.region}`);
   const hostId = parseHostId(config.node.host_id)!;
-  const store = await openStore(config, regions.codes);
+  const store = await openStore(config, regions.codes, log.child({ module: 'catalog' }));
   let view: CatalogView;
   try {
     await seedCatalog(store, { orgs: config.orgs, apps: config.apps, machines: config.machines, ips: config.ips }, hostId);
