@@ -93,7 +93,7 @@ export async function startDemoRole(ctx: NodeContext): Promise<DemoRole> {
     machines: () => running,
     describe() {
       const lines = [`demo: ${running.size} machines of ${[...wanted].join(', ')} in ${regions.join(', ')}, on ${config.demo.host}`];
-      return [...lines, ...formatTry(tryCommands(config, view))];
+      return [...lines, ...formatTry(tryCommands(config, view, ctx.regions))];
     },
     async close() {
       if (closed) return;

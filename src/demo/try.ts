@@ -8,6 +8,7 @@ import { orgOf } from '../addressing/index.js';
 import type { CatalogView } from '../catalog/view.js';
 import type { Config } from '../config/index.js';
 import { PACKAGE_CONFIG_DIR } from '../config/index.js';
+import type { RegionTable } from '../regions/index.js';
 
 export interface TryCommand {
   /** Short label: dashboard, curl, tcp, dns, cli, metrics. */
@@ -32,8 +33,15 @@ export function cliCommand(cwd = process.cwd()): string {
   return `node ${rel.startsWith('..') ? cli : rel}`;
 }
 
-export function tryCommands(config: Readonly<Config>, view: CatalogView, cwd = process.cwd()): TryCommand[] {
+/** The started machine of `app` the proxy on this node prefers: the one nearest `region`. */
+function nearestMachine(view: CatalogView, regions: RegionTable, app: string, region: string): { id: string; region: string } | undefined {
+  const rank = regions.rankFrom(region);
+  return [...view.machinesOf(app)].filter((m) => m.state === 'started').sort((a, b) => (rank.get(a.region) ?? 1e9) - (rank.get(b.region) ?? 1e9))[0];
+}
+
+export function tryCommands(config: Readonly<Config>, view: CatalogView, regions: RegionTable, cwd = process.cwd()): TryCommand[] {
   const out: TryCommand[] = [];
+  let failover: { app: string; url: string } | null = null;
   const api = `http://${hostForUrl(config.control.listen.host)}:${config.control.listen.port}`;
   if (config.control.enabled && config.control.token) {
     out.push({ what: 'dashboard', run: `${api}/dashboard?token=${encodeURIComponent(config.control.token)}`, note: 'live health dashboard (the link trades the token for a cookie)' });
@@ -53,8 +61,9 @@ export function tryCommands(config: Readonly<Config>, view: CatalogView, cwd = p
         out.push({
           what: refused ? 'refused' : 'curl',
           run: `curl -s http://${target}/`,
-          note: refused ? `${via}: refused, the caller is in org ${callerOrg}, the app in org ${ip.org}` : `${via}: a machine says who it is (run it a few times)`,
+          note: refused ? `${via}: refused, the caller is in org ${callerOrg}, the app in org ${ip.org}` : `${via}: the nearest machine says who it is`,
         });
+        if (!refused && !failover) failover = { app: ip.app, url: `http://${target}/` };
       } else {
         out.push({ what: refused ? 'refused' : 'tcp', run: `nc ${hostForUrl(m.listen_host)} ${m.listen_port}`, note: `${via}: ${refused ? `refused, other org (${ip.org})` : 'greets, then echoes each line'}` });
       }
@@ -69,7 +78,13 @@ export function tryCommands(config: Readonly<Config>, view: CatalogView, cwd = p
   if (config.control.enabled && config.control.token) {
     const env = `SIXPN_API_URL=${api} SIXPN_TOKEN=${config.control.token}`;
     const app = config.demo.apps[0] ?? view.apps.keys().next().value;
-    if (app) out.push({ what: 'cli', run: `${env} ${cliCommand(cwd)} ips list -a ${app}`, note: `Flycast addresses of ${app} through the admin API` });
+    const cli = `${env} ${cliCommand(cwd)}`;
+    if (app) out.push({ what: 'cli', run: `${cli} ips list --app ${app}`, note: `Flycast addresses of ${app} through the admin API` });
+    const near = failover ? nearestMachine(view, regions, failover.app, config.node.region) : undefined;
+    if (failover && near) {
+      out.push({ what: 'failover', run: `${cli} machines stop ${near.id} && curl -s ${failover.url}`, note: `stop the ${near.region} machine: the next nearest region answers (watch the dashboard)` });
+      out.push({ what: 'restore', run: `${cli} machines start ${near.id}`, note: `start it again` });
+    }
     out.push({ what: 'metrics', run: `curl -s ${api}/metrics | grep '^sixpn_'`, note: 'Prometheus metrics' });
   }
   return out;

@@ -114,7 +114,7 @@ describe.skipIf(!hasCommand('git') || !hasCommand('npm'))('newcomer: clone, npm 
     await app.waitForLine(/^\s+stop\s+Ctrl-C/, 30_000);
     const printed = parseTry(app.output());
     const kinds = printed.map((p) => p.what);
-    expect(kinds).toEqual(expect.arrayContaining(['dashboard', 'curl', 'tcp', 'refused', 'dns', 'cli', 'metrics']));
+    expect(kinds).toEqual(expect.arrayContaining(['dashboard', 'curl', 'tcp', 'refused', 'dns', 'cli', 'failover', 'restore', 'metrics']));
 
     for (const p of printed) {
       switch (p.what) {
@@ -163,6 +163,22 @@ describe.skipIf(!hasCommand('git') || !hasCommand('npm'))('newcomer: clone, npm 
           const r = await sh(p.run, dir);
           expect(r.code, `${p.run}: ${r.stdout}${r.stderr}`).toBe(0);
           expect(r.stdout).toContain('fdaa:0:18:0:1::3');
+          break;
+        }
+        case 'failover': {
+          // The nearest (ewr) machine stops; the next request is answered from another region.
+          const r = await sh(p.run, dir);
+          expect(r.code, `${p.run}: ${r.stdout}${r.stderr}`).toBe(0);
+          expect(r.stdout).toMatch(/hello from machine [0-9a-f]+ of app hello in region (?!ewr)[a-z]{3}/);
+          break;
+        }
+        case 'restore': {
+          const r = await sh(p.run, dir);
+          expect(r.code, `${p.run}: ${r.stdout}${r.stderr}`).toBe(0);
+          // (Which machine answers next is the balancer's call: slow start ramps a restarted one up.)
+          const status = await (await fetch('http://127.0.0.1:4280/v1/status', { headers: { authorization: 'Bearer demo-token' } })).json();
+          const started = status.orgs.flatMap((o: any) => o.apps).flatMap((a: any) => a.regions).flatMap((g: any) => g.machines).filter((m: any) => m.state === 'started');
+          expect(started).toHaveLength(status.totals.machines);
           break;
         }
         case 'metrics': {

@@ -79,14 +79,18 @@ describe('demo role', () => {
   it('prints working commands from config/demo.toml: dashboard, curl per mapping, refused cross-org, dig, cli, metrics', async () => {
     const loaded = loadConfig(resolve(ROOT, 'config/demo.toml'), {});
     node = await startTestNode({ orgs: loaded.config.orgs, apps: loaded.config.apps, machines: loaded.config.machines, ips: loaded.config.ips });
-    const cmds = tryCommands(loaded.config, node.ctx.view, ROOT);
+    const cmds = tryCommands(loaded.config, node.ctx.view, node.ctx.regions, ROOT);
     const byWhat = (w: string) => cmds.filter((c) => c.what === w).map((c) => c.run);
     expect(byWhat('dashboard')).toEqual(['http://127.0.0.1:4280/dashboard?token=demo-token']);
     expect(byWhat('curl')).toEqual(['curl -s http://127.0.0.1:10080/']);
     expect(byWhat('tcp')).toEqual(['nc 127.0.0.1 10007']);
     expect(byWhat('refused')).toEqual(['curl -s http://127.0.0.1:10081/']);
     expect(byWhat('dns')).toEqual(['dig @127.0.0.1 -p 8053 +short _apps.internal TXT', 'dig @127.0.0.1 -p 8053 +short hello.internal AAAA']);
-    expect(byWhat('cli')).toEqual(['SIXPN_API_URL=http://127.0.0.1:4280 SIXPN_TOKEN=demo-token node dist/cli/main.js ips list -a hello']);
+    const cli = 'SIXPN_API_URL=http://127.0.0.1:4280 SIXPN_TOKEN=demo-token node dist/cli/main.js';
+    expect(byWhat('cli')).toEqual([`${cli} ips list --app hello`]);
+    // The machine the proxy prefers from ewr is hello's ewr machine.
+    expect(byWhat('failover')).toEqual([`${cli} machines stop e286d4c2a17d89 && curl -s http://127.0.0.1:10080/`]);
+    expect(byWhat('restore')).toEqual([`${cli} machines start e286d4c2a17d89`]);
     const lines = formatTry(cmds);
     expect(lines[0]).toBe('try:');
     expect(lines.at(-1)).toMatch(/stop\s+Ctrl-C$/);
