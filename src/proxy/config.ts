@@ -36,6 +36,8 @@ export const proxyConfigSchema = z
     /** HTTP: time for a machine to send response headers before 504. */
     upstream_timeout: durationSchema.default(60_000),
     header_timeout: durationSchema.default(10_000),
+    /** HTTP: largest request head accepted from a caller (bytes); larger heads get 400. */
+    max_header_size: z.number().int().min(1024).max(1024 * 1024).default(16 * 1024),
     request_timeout: durationSchema.default(300_000),
     drain_timeout: durationSchema.default(10_000),
     /** IPv4 (or other non-6PN) callers admitted as members of an org: `{ cidr, org }`. */

@@ -1,9 +1,83 @@
 /**
- * The Flycast proxy role. Placeholder until its issue lands: starting it fails with a clear error.
+ * The Flycast proxy role: serves every Flycast address in the catalog on every service port
+ * of the app behind it, admits callers of the owning org only, and forwards each connection
+ * (TCP) or request (HTTP) to the nearest machine with room (src/balancer). Listeners follow
+ * the catalog live; SIGTERM drains (stop accepting, let work in flight finish, then close).
  */
-import { ConfigError } from '../errors.js';
+import { attachToView, Balancer } from '../balancer/index.js';
+import type { CatalogChange } from '../catalog/types.js';
 import type { NodeContext, RunningRole } from '../role.js';
+import { ProxyCore } from './core.js';
+import { HttpProxy } from './http.js';
+import { Listeners } from './listeners.js';
 
-export async function startProxyRole(_ctx: NodeContext): Promise<RunningRole> {
-  throw new ConfigError('the Flycast proxy role is not built yet');
+export { findTarget, dialTarget } from './core.js';
+
+export async function startProxyRole(ctx: NodeContext): Promise<RunningRole> {
+  const cfg = ctx.config.proxy;
+  const log = ctx.log.child({ module: 'proxy' });
+  if (!cfg.enabled) {
+    log.info('proxy disabled by config');
+    return { name: 'proxy', describe: () => ['proxy: disabled'], close: async () => undefined };
+  }
+  const hc = ctx.config.health;
+  const balancer = new Balancer({
+    region: ctx.config.node.region,
+    regions: ctx.regions,
+    slowStartMs: hc.slow_start,
+    passive: {
+      consecutiveFailures: hc.passive.consecutive_failures,
+      baseEjectionMs: hc.passive.base_ejection,
+      maxEjectionMs: hc.passive.max_ejection,
+      maxEjectionPercent: hc.passive.max_ejection_percent,
+    },
+  });
+  const detach = attachToView(balancer, ctx.view);
+  const core = new ProxyCore(cfg, ctx.view, balancer, log);
+  const http = new HttpProxy(core);
+  const listeners = new Listeners(core, http);
+
+  const refresh = (): void => {
+    listeners.reconcile().catch((err: unknown) => log.error({ err }, 'updating flycast listeners failed'));
+  };
+  const onChange = (c: CatalogChange): void => {
+    if (c.kind === 'flycast' || c.kind === 'app') refresh();
+    // Pools are keyed by machine and origin, so a changed upstream gets a fresh pool by itself.
+    else if (c.kind === 'machine' && c.op === 'del') http.forgetMachine(c.key);
+  };
+  ctx.view.on('change', onChange);
+  ctx.view.on('reset', refresh);
+  await listeners.reconcile();
+  if (cfg.mode === 'routed') log.info('routed mode: the Flycast range must be routed to this host (ip -6 route add local fdaa::/16 dev lo)');
+
+  let closed = false;
+  const stopAccepting = (): void => {
+    ctx.view.off('change', onChange);
+    ctx.view.off('reset', refresh);
+    core.draining = true;
+    listeners.stop();
+    http.server.closeIdleConnections();
+  };
+  return {
+    name: 'proxy',
+    describe: () => listeners.describe(),
+    async drain(deadline: number) {
+      stopAccepting();
+      log.info({ in_flight: core.inFlight, deadline: new Date(deadline).toISOString() }, 'proxy draining');
+      while (core.inFlight > 0 && Date.now() < deadline) {
+        http.server.closeIdleConnections();
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      if (core.inFlight > 0) log.warn({ in_flight: core.inFlight }, 'drain deadline passed; closing what is left');
+      else log.info('proxy drained');
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      stopAccepting();
+      detach();
+      for (const s of core.sockets) s.destroy();
+      await http.close();
+    },
+  };
 }

@@ -1,0 +1,204 @@
+/**
+ * What the TCP and HTTP paths of the proxy share: the target lookup (Flycast address + port ->
+ * app and service), the ACL, machine acquisition with a bounded wait queue, dialing a machine
+ * with connect retries, and the bookkeeping that drain needs (live caller sockets, work in flight).
+ */
+import net from 'node:net';
+import type { Logger } from 'pino';
+import { Balancer, type Limits, type Slot } from '../balancer/index.js';
+import type { App, FlycastIp, Machine, Service, ServicePort } from '../catalog/types.js';
+import type { CatalogView } from '../catalog/view.js';
+import type { ProxyConfig } from './config.js';
+import { CallerAcl } from './acl.js';
+import { activeConnections, connectDuration, selectionTotal, upstreamConnectErrors } from './metrics.js';
+
+/** What a caller reached: a Flycast address and port, and the app and service behind it. */
+export interface Target {
+  ip: FlycastIp;
+  app: App;
+  service: Service;
+  port: ServicePort;
+  http: boolean;
+}
+
+/** Per caller connection, fixed when it is accepted. */
+export interface ConnInfo {
+  flycast: string;
+  port: number;
+  /** The address the ACL judged (the socket's peer, or a dev mapping's `as_caller`). */
+  caller: string;
+  callerPort: number;
+  /** Null when allowed, else why not. */
+  denied: string | null;
+  target: Target;
+}
+
+export function findTarget(view: CatalogView, flycast: string, port: number): Target | null {
+  const ip = view.flycast.get(flycast);
+  if (!ip) return null;
+  const app = view.apps.get(ip.app);
+  if (!app) return null;
+  for (const service of app.services) {
+    for (const p of service.ports) {
+      if (p.port === port) return { ip, app, service, port: p, http: service.protocol === 'http' || p.handlers.includes('http') };
+    }
+  }
+  return null;
+}
+
+/** Where to dial a machine: its `upstream` override, else its 6PN address and the service's internal port. */
+export function dialTarget(m: Machine, service: Service): { host: string; port: number } {
+  if (m.upstream) {
+    const i = m.upstream.lastIndexOf(':');
+    let host = m.upstream.slice(0, i);
+    if (host.startsWith('[')) host = host.slice(1, -1);
+    return { host, port: Number(m.upstream.slice(i + 1)) };
+  }
+  return { host: m.address, port: service.internal_port };
+}
+
+const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNRESET_BEFORE_CONNECT']);
+/** True for failures that happen before anything was sent: safe to try another machine. */
+export function isConnectError(err: unknown): boolean {
+  const code = (err as { code?: string } | null)?.code;
+  return code !== undefined && CONNECT_ERRORS.has(code);
+}
+
+export type Acquired = Slot | 'none' | 'full';
+
+interface Waiter {
+  wake: () => void;
+}
+
+export class ProxyCore {
+  readonly acl: CallerAcl;
+  /** Caller sockets alive (for drain and close). */
+  readonly sockets = new Set<net.Socket>();
+  /** TCP connections and HTTP requests in flight (drain waits for 0). */
+  inFlight = 0;
+  draining = false;
+  private readonly waiters = new Map<string, Waiter[]>();
+  private queued = 0;
+
+  constructor(
+    readonly config: ProxyConfig,
+    readonly view: CatalogView,
+    readonly balancer: Balancer,
+    readonly log: Logger,
+  ) {
+    this.acl = new CallerAcl(config.allow);
+    balancer.onCapacity = (app) => this.wake(app);
+  }
+
+  private wake(app: string): void {
+    const list = this.waiters.get(app);
+    if (!list || list.length === 0) return;
+    list.shift()!.wake();
+  }
+
+  /**
+   * A machine for `app` under its hard limit: at once, or after waiting in the bounded queue
+   * up to queue_timeout for a release. 'none' when the app has no candidate (left to try),
+   * 'full' when the wait ran out or the queue is full.
+   */
+  async acquire(app: string, limits: Limits, tried: Set<Slot>, isGone: () => boolean): Promise<Acquired> {
+    const first = this.pickNow(app, limits, tried);
+    if (first !== 'full') return first;
+    if (this.queued >= this.config.max_queue || this.config.queue_timeout === 0) {
+      selectionTotal.inc({ outcome: 'refused' });
+      return 'full';
+    }
+    selectionTotal.inc({ outcome: 'queued' });
+    const deadline = Date.now() + this.config.queue_timeout;
+    let list = this.waiters.get(app);
+    if (!list) this.waiters.set(app, (list = []));
+    this.queued++;
+    try {
+      for (;;) {
+        const left = deadline - Date.now();
+        if (left <= 0 || isGone()) break;
+        const w: Waiter = { wake: () => undefined };
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, left);
+          w.wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+          list.push(w);
+        });
+        const i = list.indexOf(w);
+        if (i >= 0) list.splice(i, 1);
+        if (isGone()) break;
+        const got = this.pickNow(app, limits, tried);
+        if (got !== 'full') return got;
+      }
+    } finally {
+      this.queued--;
+    }
+    selectionTotal.inc({ outcome: 'refused' });
+    return 'full';
+  }
+
+  private pickNow(app: string, limits: Limits, tried: Set<Slot>): Acquired {
+    const s = this.balancer.pick(app, limits, tried.size > 0 ? tried : null);
+    if (s) {
+      selectionTotal.inc({ outcome: s.outcome });
+      activeConnections.inc({ app, machine: s.machine.id });
+      return s;
+    }
+    const left = this.balancer.candidateCount(app) - countLive(tried);
+    return left > 0 ? 'full' : 'none';
+  }
+
+  release(s: Slot): void {
+    activeConnections.dec({ app: s.machine.app, machine: s.machine.id });
+    this.balancer.release(s);
+  }
+
+  /** A connect to the machine failed: count it, tell passive ejection, give the slot back. */
+  connectFailed(s: Slot, err: unknown, requestId?: string): void {
+    upstreamConnectErrors.inc({ app: s.machine.app });
+    const ejectedMs = this.balancer.reportFailure(s);
+    this.log.warn(
+      { app: s.machine.app, machine: s.machine.id, err: (err as Error).message, ...(requestId ? { request_id: requestId } : {}), ...(ejectedMs ? { ejected_ms: ejectedMs } : {}) },
+      ejectedMs ? 'machine connect failed; ejected from this node for a while' : 'machine connect failed; trying the next one',
+    );
+    this.release(s);
+  }
+
+  /** Opens a TCP connection to the machine; resolves with the socket or the error. */
+  dial(s: Slot, service: Service): Promise<net.Socket | Error> {
+    const { host, port } = dialTarget(s.machine, service);
+    const started = performance.now();
+    return new Promise((resolve) => {
+      const up = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+      const timer = setTimeout(() => {
+        const err = Object.assign(new Error(`connect to ${host}:${port} timed out after ${this.config.connect_timeout} ms`), { code: 'ETIMEDOUT' });
+        up.destroy();
+        resolve(err);
+      }, this.config.connect_timeout);
+      const onError = (err: Error): void => {
+        clearTimeout(timer);
+        resolve(err);
+      };
+      up.once('error', onError);
+      up.once('connect', () => {
+        clearTimeout(timer);
+        up.off('error', onError);
+        connectDuration.observe({ app: s.machine.app }, (performance.now() - started) / 1000);
+        resolve(up);
+      });
+    });
+  }
+
+  track(socket: net.Socket): void {
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
+  }
+}
+
+function countLive(tried: Set<Slot>): number {
+  let n = 0;
+  for (const s of tried) if (s.live && s.pos >= 0) n++;
+  return n;
+}

@@ -1,0 +1,60 @@
+/**
+ * The proxy's Prometheus metrics. Labels are bounded: app names, machine ids, protocol,
+ * status class and selection outcome; never caller addresses or paths.
+ */
+import { counter, gauge, histogram } from '../observe/metrics.js';
+
+export const deniedTotal = counter({
+  name: 'sixpn_denied_total',
+  help: 'Callers refused by the org ACL (source outside the Flycast address owner org)',
+  labelNames: ['proto'] as const,
+});
+
+export const connectionsAccepted = counter({
+  name: 'sixpn_proxy_connections_accepted_total',
+  help: 'Caller connections accepted on a Flycast address (after the ACL)',
+  labelNames: ['app', 'proto'] as const,
+});
+
+export const activeConnections = gauge({
+  name: 'sixpn_proxy_active_connections',
+  help: 'Connections (TCP) or in-flight requests (HTTP) currently held on a machine',
+  labelNames: ['app', 'machine'] as const,
+});
+
+export const httpRequests = counter({
+  name: 'sixpn_proxy_http_requests_total',
+  help: 'HTTP requests answered, by status class (1xx..5xx)',
+  labelNames: ['app', 'status_class'] as const,
+});
+
+export const upstreamConnectErrors = counter({
+  name: 'sixpn_upstream_connect_errors_total',
+  help: 'Failed connects to machines (refused, unreachable, connect timeout)',
+  labelNames: ['app'] as const,
+});
+
+export const selectionTotal = counter({
+  name: 'sixpn_proxy_selection_total',
+  help: 'Machine selections by outcome: same_region, spilled (another region), queued, refused',
+  labelNames: ['outcome'] as const,
+});
+
+export const requestDuration = histogram({
+  name: 'sixpn_proxy_request_duration_seconds',
+  help: 'HTTP request time through the proxy, from request head to response end',
+  labelNames: ['app'] as const,
+  buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+});
+
+export const connectDuration = histogram({
+  name: 'sixpn_proxy_connect_duration_seconds',
+  help: 'Time to open a TCP connection to a machine (successful connects)',
+  labelNames: ['app'] as const,
+  buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+});
+
+const STATUS_CLASS = ['1xx', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
+export function statusClass(status: number): string {
+  return STATUS_CLASS[Math.floor(status / 100)] ?? '5xx';
+}

@@ -1,0 +1,131 @@
+/**
+ * Helpers for tests that go through a Flycast proxy: start `sixpn proxy --config` from a TOML
+ * string, and callers bound to a chosen 6PN source address (HTTP via undici, raw TCP).
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Agent, request } from 'undici';
+import { startSixpn, type Proc } from './procs.js';
+
+export interface ProxyNode {
+  proc: Proc;
+  dir: string;
+  /** The "sixpn ready" banner and the lines after it. */
+  banner: string;
+  stop(): Promise<number | string>;
+}
+
+/** Writes `toml` to a temp dir and runs `sixpn proxy --config` on it until it prints ready. */
+export async function startProxyNode(toml: string, env: NodeJS.ProcessEnv = {}): Promise<ProxyNode> {
+  const dir = mkdtempSync(join(tmpdir(), 'sixpn-proxy-'));
+  const file = join(dir, 'sixpn.toml');
+  writeFileSync(file, toml);
+  const proc = startSixpn(['proxy', '--config', file], { env: { ...process.env, LOG_LEVEL: 'info', ...env } });
+  await proc.waitForLine(/sixpn ready/, 20_000);
+  // The banner lines follow the ready line in the same write.
+  await new Promise((r) => setTimeout(r, 50));
+  return {
+    proc,
+    dir,
+    banner: proc.output(),
+    async stop() {
+      const code = await proc.stop('SIGTERM', 5_000);
+      rmSync(dir, { recursive: true, force: true });
+      return code;
+    },
+  };
+}
+
+const agents = new Map<string, Agent>();
+/** An undici Agent whose connections come from `localAddress` (one connection per request in flight). */
+export function callerAgent(localAddress: string): Agent {
+  let a = agents.get(localAddress);
+  if (!a) {
+    a = new Agent({ localAddress, connect: { timeout: 5_000 }, pipelining: 1, keepAliveTimeout: 1_000 });
+    agents.set(localAddress, a);
+  }
+  return a;
+}
+
+export async function closeCallerAgents(): Promise<void> {
+  await Promise.all([...agents.values()].map((a) => a.close()));
+  agents.clear();
+}
+
+export interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  text: string;
+}
+
+/** One HTTP request from `from` (a 6PN source address). */
+export async function httpFrom(from: string, url: string, opts: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<Reply> {
+  const r = await request(url, { dispatcher: callerAgent(from), method: (opts.method ?? 'GET') as 'GET', headers: opts.headers ?? {}, body: opts.body ?? null });
+  return { status: r.statusCode, headers: r.headers, text: await r.body.text() };
+}
+
+/** A raw TCP connection from `from`; resolves once connected. */
+export function tcpFrom(from: string, host: string, port: number): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host, port, localAddress: from, allowHalfOpen: true });
+    s.once('connect', () => {
+      s.off('error', reject);
+      resolve(s);
+    });
+    s.once('error', reject);
+  });
+}
+
+/** Everything a socket receives until the peer ends or resets it (or `ms` passes), and whether it did. */
+export function readAll(s: net.Socket, ms = 3_000): Promise<{ data: string; closed: boolean }> {
+  return new Promise((resolve) => {
+    let data = '';
+    const t = setTimeout(() => resolve({ data, closed: false }), ms);
+    const done = (): void => {
+      clearTimeout(t);
+      resolve({ data, closed: true });
+    };
+    s.on('data', (b: Buffer) => (data += b.toString('latin1')));
+    s.on('error', () => undefined);
+    s.once('end', done);
+    s.once('close', done);
+  });
+}
+
+/** Reads until `n` newline-terminated lines have arrived. */
+export function readLines(s: net.Socket, n: number, ms = 5_000): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    let data = '';
+    const t = setTimeout(() => reject(new Error(`timed out waiting for ${n} lines, got ${JSON.stringify(data)}`)), ms);
+    const onData = (b: Buffer): void => {
+      data += b.toString();
+      const lines = data.split('\n');
+      if (lines.length > n) {
+        clearTimeout(t);
+        s.off('data', onData);
+        resolve(lines.slice(0, n));
+      }
+    };
+    s.on('data', onData);
+  });
+}
+
+/** Sends raw bytes from `from` and returns everything received until the server closes. */
+export async function rawHttp(from: string, host: string, port: number, bytes: string, ms = 3_000): Promise<string> {
+  const s = await tcpFrom(from, host, port);
+  const done = readAll(s, ms);
+  s.write(bytes);
+  const { data } = await done;
+  s.destroy();
+  return data;
+}
+
+/** Resident set size of a process in bytes (Linux /proc). */
+export async function rssOf(pid: number): Promise<number> {
+  const { readFile } = await import('node:fs/promises');
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  const m = /VmRSS:\s+(\d+) kB/.exec(status);
+  return m ? Number(m[1]) * 1024 : 0;
+}

@@ -1,0 +1,125 @@
+// A test machine: a real process bound to its own (6PN) address that says who it is and counts
+// what reaches it. Started by test/harness/machines.ts; prints one `ready {json}` line.
+//
+//   node machine.mjs --kind http|tcp --id ID --host ADDR --port N [--greet]
+//
+// http: every answer carries `x-machine-id`; paths:
+//   /            -> "<id>\n"
+//   /headers     -> JSON of the request headers as received
+//   /sleep?ms=N  -> "<id>\n" after N ms (holds a request in flight)
+//   /bytes?n=N   -> N bytes streamed in 64 KiB chunks
+//   POST /sink   -> reads the body, answers {"bytes":N}
+//   Upgrade      -> 101, then echoes raw bytes (a WebSocket-like tunnel)
+// tcp: echoes bytes back; with --greet first writes "<id>\n".
+// Stats (never through the proxy): GET http://127.0.0.1:<statsPort>/stats, POST /reset.
+// {connections, active, maxActive, requests, activeRequests, maxActiveRequests, remotes{addr:n}}
+import http from 'node:http';
+import net from 'node:net';
+
+const args = process.argv.slice(2);
+const opt = (name, def) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : def;
+};
+const kind = opt('kind', 'http');
+const id = opt('id', 'machine');
+const host = opt('host', '127.0.0.1');
+const port = Number(opt('port', '0'));
+const greet = args.includes('--greet');
+
+let stats;
+const resetStats = () => {
+  stats = { id, connections: 0, active: 0, maxActive: 0, requests: 0, activeRequests: 0, maxActiveRequests: 0, remotes: {} };
+};
+resetStats();
+
+function onSocket(socket) {
+  stats.connections++;
+  stats.active++;
+  stats.maxActive = Math.max(stats.maxActive, stats.active);
+  const r = socket.remoteAddress ?? '?';
+  stats.remotes[r] = (stats.remotes[r] ?? 0) + 1;
+  socket.once('close', () => stats.active--);
+}
+
+let server;
+if (kind === 'tcp') {
+  server = net.createServer({ allowHalfOpen: true }, (socket) => {
+    onSocket(socket);
+    socket.on('error', () => socket.destroy());
+    if (greet) socket.write(`${id}\n`);
+    socket.pipe(socket);
+  });
+} else {
+  server = http.createServer((req, res) => {
+    stats.requests++;
+    stats.activeRequests++;
+    stats.maxActiveRequests = Math.max(stats.maxActiveRequests, stats.activeRequests);
+    let done = false;
+    const finish = () => {
+      if (!done) {
+        done = true;
+        stats.activeRequests--;
+      }
+    };
+    res.once('close', finish);
+    res.setHeader('x-machine-id', id);
+    const url = new URL(req.url ?? '/', 'http://x');
+    if (url.pathname === '/headers') {
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify({ headers: req.headers, rawHeaders: req.rawHeaders }));
+    } else if (url.pathname === '/sleep') {
+      setTimeout(() => res.end(`${id}\n`), Number(url.searchParams.get('ms') ?? '100'));
+    } else if (url.pathname === '/bytes') {
+      let left = Number(url.searchParams.get('n') ?? '0');
+      res.setHeader('content-length', String(left));
+      const chunk = Buffer.alloc(64 * 1024, 0x61);
+      const pump = () => {
+        while (left > 0) {
+          const n = Math.min(left, chunk.length);
+          left -= n;
+          if (!res.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return void res.once('drain', pump);
+        }
+        res.end();
+      };
+      pump();
+    } else if (url.pathname === '/sink') {
+      let bytes = 0;
+      req.on('data', (c) => (bytes += c.length));
+      req.on('end', () => {
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ bytes }));
+      });
+    } else {
+      req.resume();
+      res.end(`${id}\n`);
+    }
+  });
+  server.on('connection', onSocket);
+  server.on('upgrade', (req, socket, head) => {
+    stats.requests++;
+    socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${req.headers.upgrade ?? 'websocket'}\r\nConnection: Upgrade\r\nX-Machine-Id: ${id}\r\n\r\n`);
+    if (head.length) socket.write(head);
+    socket.on('error', () => socket.destroy());
+    socket.pipe(socket);
+  });
+  server.keepAliveTimeout = 30_000;
+}
+
+const statsServer = http.createServer((req, res) => {
+  if (req.method === 'POST' && req.url === '/reset') resetStats();
+  res.setHeader('content-type', 'application/json');
+  res.end(JSON.stringify(stats));
+});
+
+server.listen({ host, port }, () => {
+  statsServer.listen(0, '127.0.0.1', () => {
+    const addr = server.address();
+    console.log(`ready ${JSON.stringify({ id, kind, host, port: addr.port, statsPort: statsServer.address().port, pid: process.pid })}`);
+  });
+});
+server.on('error', (err) => {
+  console.error(`machine ${id} cannot listen on ${host}:${port}: ${err.message}`);
+  process.exit(1);
+});
+process.on('SIGTERM', () => process.exit(0));
