@@ -31,10 +31,24 @@ function errorReason(prefix: string, err: NodeJS.ErrnoException): string {
   }
 }
 
+/**
+ * A check whose definition the runtime refuses (a header with a newline, a path with spaces,
+ * an upstream port out of range) fails with the reason instead of throwing out of a timer.
+ */
+function cannotRun(prefix: string, err: unknown): CheckResult {
+  return { ok: false, reason: `${prefix} check cannot run: ${(err as Error).message}` };
+}
+
 /** Passes when a TCP connection to `target` is established within `timeoutMs`. */
 export function tcpCheck(target: CheckTarget, timeoutMs: number): Promise<CheckResult> {
   return new Promise((resolve) => {
-    const sock = connect({ host: target.host, port: target.port });
+    let sock: ReturnType<typeof connect>;
+    try {
+      sock = connect({ host: target.host, port: target.port });
+    } catch (err) {
+      resolve(cannotRun('tcp', err));
+      return;
+    }
     const timer = setTimeout(() => done({ ok: false, reason: `tcp connect timeout after ${timeoutMs}ms` }), timeoutMs);
     let settled = false;
     function done(r: CheckResult): void {
@@ -54,15 +68,21 @@ export function httpCheck(target: CheckTarget, check: HttpCheck, timeoutMs: numb
   return new Promise((resolve) => {
     const mod = check.protocol === 'https' ? https : http;
     const headers: Record<string, string> = { 'user-agent': USER_AGENT, ...lowerKeys(check.headers) };
-    const req = mod.request({
-      host: target.host,
-      port: target.port,
-      method: check.method,
-      path: check.path,
-      headers,
-      agent: false,
-      ...(check.protocol === 'https' ? { rejectUnauthorized: !check.tls_skip_verify } : {}),
-    });
+    let req: http.ClientRequest;
+    try {
+      req = mod.request({
+        host: target.host,
+        port: target.port,
+        method: check.method,
+        path: check.path,
+        headers,
+        agent: false,
+        ...(check.protocol === 'https' ? { rejectUnauthorized: !check.tls_skip_verify } : {}),
+      });
+    } catch (err) {
+      resolve(cannotRun(check.protocol, err));
+      return;
+    }
     const timer = setTimeout(() => done({ ok: false, reason: `http timeout after ${timeoutMs}ms` }), timeoutMs);
     let settled = false;
     function done(r: CheckResult): void {

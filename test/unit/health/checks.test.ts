@@ -96,6 +96,15 @@ describe('httpCheck', () => {
     expect(Date.now() - t0).toBeLessThan(1000);
   });
 
+  it('fails, without throwing, when the check itself cannot be sent', async () => {
+    const bad = await httpCheck(target(), check({ headers: { 'x-bad': 'a\nb' } }), 1000);
+    expect(bad.ok).toBe(false);
+    expect(bad.reason).toMatch(/^http check cannot run: /);
+    const spaced = await httpCheck(target(), check({ path: '/a b' }), 1000);
+    expect(spaced.reason).toMatch(/^http check cannot run: /);
+    expect((await tcpCheck({ host: '127.0.0.1', port: 99_999 }, 1000)).reason).toMatch(/^tcp check cannot run: /);
+  });
+
   it('fails "refused" on a closed port', async () => {
     const port = await freePort();
     expect(await httpCheck({ host: '127.0.0.1', port }, check(), 1000)).toEqual({ ok: false, reason: 'http connect refused' });
