@@ -22,10 +22,14 @@ FROM ${NODE_IMAGE} AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends wireguard-go wireguard-tools iproute2 nftables libcap2-bin \
  && rm -rf /var/lib/apt/lists/*
-# The gateway runs these as the non-root user; they get CAP_NET_ADMIN from the file, which only
-# takes effect when the container is started with --cap-add NET_ADMIN (needed for the gateway
-# anyway). Nothing else in the image holds a capability.
+# The gateway runs these as the non-root user, so they carry CAP_NET_ADMIN as a file capability.
+# It needs the container started with --cap-add NET_ADMIN (without it these tools refuse to
+# run, which only matters to the gateway, which needs NET_ADMIN anyway).
 RUN for t in wireguard-go wg ip nft; do setcap cap_net_admin+ep "$(readlink -f "$(command -v "$t")")"; done
+# node may bind ports below 1024 (DNS on 53, service ports such as 80) as the non-root user, also
+# with --network host, where Docker's unprivileged-port sysctl does not apply. NET_BIND_SERVICE
+# is in Docker's default capability set; with --cap-drop ALL add it back.
+RUN setcap cap_net_bind_service+ep "$(readlink -f "$(command -v node)")"
 
 ENV NODE_ENV=production
 WORKDIR /app
