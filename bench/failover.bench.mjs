@@ -70,6 +70,15 @@ function watchLines(proc) {
   proc.child.stdout.on('data', onData);
   proc.child.stderr.on('data', onData);
   return {
+    /** How many lines so far match each distinct first capture group of `re`. */
+    tally(re) {
+      const out = {};
+      for (const l of lines) {
+        const m = re.exec(l.line);
+        if (m) out[m[1]] = (out[m[1]] ?? 0) + 1;
+      }
+      return out;
+    },
     /** Resolves with the arrival time of the first line after `after` matching `re`. */
     async wait(re, after, timeoutMs = 10_000) {
       const deadline = Date.now() + timeoutMs;
@@ -134,6 +143,8 @@ async function startSixpnTarget(ports) {
     url: `http://[${flycast}]:${port}/`,
     down: (i, after) => lines.wait(new RegExp(`"machine":"${idOf(i)}".*"to":"unhealthy"`), after),
     up: (i, after) => lines.wait(new RegExp(`"machine":"${idOf(i)}".*"to":"healthy"`), after),
+    /** Why requests failed, from the proxy's one warning line per failed request. */
+    failures: () => lines.tally(/"msg":"request failed: ([^"]+)"/),
     stop: () => p.stop(),
   };
 }
@@ -166,6 +177,7 @@ async function startHaproxyTarget(ports) {
     url: `http://127.0.0.1:${port}/`,
     down: (i, after) => lines.wait(new RegExp(`Server web/m${i + 1} is DOWN`), after),
     up: (i, after) => lines.wait(new RegExp(`Server web/m${i + 1} is UP`), after),
+    failures: () => ({}),
     stop: () => h.stop(),
   };
 }
@@ -228,6 +240,7 @@ async function runScenario(kind) {
     ac.stop();
   }
   const r = await ac.result;
+  const reasons = target.failures();
   await target.stop();
   await Promise.all(machines.map((m) => m.stop()));
   const total = r.total2xx + r.non2xx + r.errors;
@@ -237,7 +250,7 @@ async function runScenario(kind) {
     const to = marks[i + 1][1];
     phases[name].failed = samples.filter((x) => x.at >= from - 500 && x.at < to - 500).reduce((n, x) => n + x.failed, 0);
   }
-  return { total, failed: r.non2xx + r.errors, timeouts: r.timeouts, reqPerSec: r.reqPerSec, phases };
+  return { total, failed: r.non2xx + r.errors, timeouts: r.timeouts, reqPerSec: r.reqPerSec, phases, reasons };
 }
 
 const loadBefore = os.loadavg();
@@ -246,7 +259,7 @@ for (let run = 0; run < RUNS; run++) {
   for (const kind of run % 2 ? ['HAProxy', 'sixpn'] : ['sixpn', 'HAProxy']) {
     const r = await runScenario(kind);
     results[kind].push(r);
-    console.log(`run ${run + 1} ${kind}: ${r.failed}/${r.total} failed, ${JSON.stringify(r.phases)}`);
+    console.log(`run ${run + 1} ${kind}: ${r.failed}/${r.total} failed, ${JSON.stringify(r.phases)} ${JSON.stringify(r.reasons)}`);
   }
 }
 
@@ -273,9 +286,16 @@ for (const kind of ['sixpn', 'HAProxy']) {
     `| ${kind} | ${med(rs.map((r) => r.failed))} / ${Math.round(med(rs.map((r) => r.total)))} (runs: ${rs.map((r) => `${r.failed}/${r.total}`).join(', ')}) | ${ph('kill -9 one')} | ${ph('SIGSTOP one')} | ${ph('region down')} |`,
   );
 }
+const reasons = {};
+for (const r of results.sixpn) for (const [k, v] of Object.entries(r.reasons)) reasons[k] = (reasons[k] ?? 0) + v;
 md.push(
   '',
-  'Failed requests are those in flight on a machine when it was killed (the connection is reset before a response) and those sent to the frozen machine before it was marked down (they end in a 504/timeout); a refused connect is retried on another machine by both proxies. The time to eject is bounded by interval + timeout with fall 1; the time to recover by rise x interval.',
+  `Why sixpn's requests failed, all runs together (its log has one line per failed request): ${Object.entries(reasons).map(([k, v]) => `${v} x "${k}"`).join(', ') || 'none'}.`,
+  '',
+  '- "machine connection failed" is a request written on a pooled keep-alive connection to a machine that was just killed: the connection is reset before any response. sixpn retries only failed connects, not these; HAProxy retries a request whose reused server connection dies before a response, hence its 0 on "kill -9 one". Retrying such idempotent requests (GET/HEAD without a body) on another machine would bring sixpn to 0 there too (proxy work, not health).',
+  '- "machine did not answer in time" (504) are the requests sent to the frozen machine before it was marked down; both proxies lose the same handful.',
+  "- With the whole near region down, HAProxy answers 503 until its checks have marked all three primaries DOWN and it switches to the `backup` servers (every request in that window fails fast, so the count is large); sixpn's connect retries usually reach the next region at once, so it loses the requests on reset connections and a few \"no machine reachable\" (502) whose three connect tries all landed on dead near machines before the checker's verdict (passive ejection holds at most half of the app's machines).",
+  '- Eject is bounded by interval + timeout with fall 1 and recover by rise x interval for both; HAProxy is slower to mark a thawed (SIGCONT) server up because its first check after the freeze still waits for the timed-out one.',
 );
 writeSection('failover', md.join('\n'));
 console.log(md.join('\n'));
