@@ -43,6 +43,11 @@ export const proxyConfigSchema = z
     /** IPv4 (or other non-6PN) callers admitted as members of an org: `{ cidr, org }`. */
     allow: z.array(z.object({ cidr: z.string(), org: z.string() }).strict()).default([]),
     access_log: z.boolean().default(false),
+    /**
+     * Ask for a garbage collection once this many bytes of socket buffers were allocated since
+     * the last one (bounds memory while streaming large bodies); 0 leaves it to V8 (~64 MiB).
+     */
+    gc_after_bytes: z.number().int().nonnegative().default(8 * 1024 * 1024),
   })
   .strict();
 

@@ -10,6 +10,7 @@ import type { NodeContext, RunningRole } from '../role.js';
 import { ProxyCore } from './core.js';
 import { HttpProxy } from './http.js';
 import { Listeners } from './listeners.js';
+import { startMemoryGuard } from './memory.js';
 
 export { findTarget, dialTarget } from './core.js';
 
@@ -33,6 +34,7 @@ export async function startProxyRole(ctx: NodeContext): Promise<RunningRole> {
     },
   });
   const detach = attachToView(balancer, ctx.view);
+  const stopGuard = startMemoryGuard(cfg.gc_after_bytes);
   const core = new ProxyCore(cfg, ctx.view, balancer, log);
   const http = new HttpProxy(core);
   const listeners = new Listeners(core, http);
@@ -76,6 +78,7 @@ export async function startProxyRole(ctx: NodeContext): Promise<RunningRole> {
       closed = true;
       stopAccepting();
       detach();
+      stopGuard();
       for (const s of core.sockets) s.destroy();
       await http.close();
     },
