@@ -137,7 +137,7 @@ function render(){
           var idc=$('div','mid');idc.appendChild($('span','mono',m.id));idc.appendChild($('span','addr mono',m.address+(m.upstream?'  \\u2192 '+m.upstream:'')));row.appendChild(idc);
           row.appendChild($('span','badge state '+m.state,m.state));
           var hb=$('span','badge health '+m.health.status,m.health.status);hb.title='since '+ago(m.health.changed_at)+' ago';row.appendChild(hb);
-          row.appendChild($('span','reason',m.health.reason||(m.health.changed_at?'for '+ago(m.health.changed_at):'')));
+          var rs=$('span','reason',m.health.reason||(m.health.changed_at?'for '+ago(m.health.changed_at):''));rs.title=m.health.reason;row.appendChild(rs);
           var cn=$('span','num conns');cn.appendChild(document.createTextNode(fmtNum(m.active_connections)));cn.appendChild($('small',null,' conns'));row.appendChild(cn);
           var rt=$('span','num rate');rt.appendChild(document.createTextNode(fmtRate(m.request_rate)));rt.appendChild($('small',null,' '+unit));row.appendChild(rt);
           rg.appendChild(row);rows++;
