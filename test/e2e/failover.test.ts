@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { parseRegionsCsv, RegionTable } from '../../src/regions/index.js';
 import { addLoopbackAddress, IN_NETNS, removeLoopbackAddress, ROOT } from '../harness/env.js';
+import { healthNodeToml } from '../harness/health-config.js';
 import { startMachines, type TestMachine } from '../harness/health-machines.js';
 import { sleep, waitFor } from '../harness/net.js';
 import { startSixpn, type Proc } from '../harness/procs.js';
@@ -68,44 +69,18 @@ describe.skipIf(!IN_NETNS)('failover under load (proxy + health checker)', () =>
     machines = await startMachines(specs);
     for (const m of machines) nameOf.set(m.id, m.name);
     addLoopbackAddress(CALLER);
-    const toml = [
-      '[node]',
-      'name = "failover"',
-      `region = "${near}"`,
-      '[catalog]',
-      'store = "embedded"',
-      'path = ""',
-      '[control]',
-      'enabled = false',
-      '[log]',
-      'level = "info"',
-      '[proxy]',
-      'mode = "per-address"',
-      'connect_timeout = "300ms"',
-      'upstream_timeout = "1500ms"',
-      '[health]',
-      `fall = ${FALL}`,
-      `rise = ${RISE}`,
-      'slow_start = "500ms"',
-      '[health.passive]',
-      'base_ejection = "1s"',
-      '[[orgs]]',
-      'name = "acme"',
-      `network_id = ${NETWORK_ID}`,
-      '[[apps]]',
-      'name = "web"',
-      'org = "acme"',
-      '[[apps.services]]',
-      'protocol = "http"',
-      'internal_port = 8080',
-      'ports = [{ port = 80, handlers = ["http"] }]',
-      'concurrency = { type = "requests", soft_limit = 1000, hard_limit = 2000 }',
-      `http_checks = [{ interval = "${INTERVAL}ms", timeout = "${TIMEOUT}ms", grace_period = "0s", path = "/health" }]`,
-      ...specs.flatMap((s) => ['[[machines]]', `id = "${s.id}"`, 'app = "web"', `region = "${s.region}"`, `address = "${s.host}"`]),
-      '[[ips]]',
-      'app = "web"',
-    ].join('\n');
-    writeFileSync(join(dir, 'node.toml'), `${toml}\n`);
+    const toml = healthNodeToml({
+      region: near,
+      sections: {
+        catalog: { store: 'embedded', path: '' },
+        log: { level: 'info' },
+        proxy: { mode: 'per-address', connect_timeout: '300ms', upstream_timeout: '1500ms' },
+        health: { fall: FALL, rise: RISE, slow_start: '500ms' },
+        'health.passive': { base_ejection: '1s' },
+      },
+      seed: { httpCheck: `{ interval = "${INTERVAL}ms", timeout = "${TIMEOUT}ms", grace_period = "0s", path = "/health" }`, machines: specs, flycast: true },
+    });
+    writeFileSync(join(dir, 'node.toml'), toml);
     node = startSixpn(['proxy', '--config', join(dir, 'node.toml')], { cwd: dir });
     await node.waitForLine(/^sixpn ready/, 20_000);
     const t0 = Date.now() - 60_000;

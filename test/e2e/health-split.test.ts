@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { IN_NETNS } from '../harness/env.js';
+import { healthNodeToml } from '../harness/health-config.js';
 import { startMachines, type TestMachine } from '../harness/health-machines.js';
 import { sleep, waitFor } from '../harness/net.js';
 import { startSixpn, type Proc } from '../harness/procs.js';
@@ -36,44 +37,14 @@ describe.skipIf(!IN_NETNS)('health checks split over two checker nodes by region
   const nodes: Proc[] = [];
 
   const config = (region: string, seed: boolean): string => {
-    const lines = [
-      '[node]',
-      `name = "checker-${region}"`,
-      `region = "${region}"`,
-      '[catalog]',
-      'store = "redis"',
-      `redis_url = "${redis.url}"`,
-      `namespace = "split-${process.pid}"`,
-      '[control]',
-      'enabled = false',
-      '[proxy]',
-      'enabled = false',
-      '[dns]',
-      'enabled = false',
-      '[wireguard]',
-      'enabled = false',
-      '[health]',
-      'fall = 1',
-      'rise = 1',
-    ];
-    if (seed) {
-      lines.push(
-        '[[orgs]]',
-        'name = "acme"',
-        'network_id = 24',
-        '[[apps]]',
-        'name = "web"',
-        'org = "acme"',
-        '[[apps.services]]',
-        'protocol = "http"',
-        'internal_port = 8080',
-        'ports = [{ port = 80, handlers = ["http"] }]',
-        `http_checks = [{ interval = "${INTERVAL}ms", timeout = "200ms", grace_period = "0s", path = "/health" }]`,
-        ...machines.flatMap((m) => ['[[machines]]', `id = "${m.id}"`, 'app = "web"', `region = "${m.region}"`, `address = "${m.host}"`]),
-      );
-    }
+    const toml = healthNodeToml({
+      region,
+      checkerOnly: true,
+      sections: { catalog: { store: 'redis', redis_url: redis.url, namespace: `split-${process.pid}` }, health: { fall: 1, rise: 1 } },
+      ...(seed ? { seed: { httpCheck: `{ interval = "${INTERVAL}ms", timeout = "200ms", grace_period = "0s", path = "/health" }`, machines } } : {}),
+    });
     const file = join(dir, `${region}.toml`);
-    writeFileSync(file, `${lines.join('\n')}\n`);
+    writeFileSync(file, toml);
     return file;
   };
 

@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { RedisStore } from '../../src/catalog/redis.js';
 import { IN_NETNS } from '../harness/env.js';
+import { healthNodeToml } from '../harness/health-config.js';
 import { startMachines, type TestMachine } from '../harness/health-machines.js';
 import { freePort, sleep, waitFor } from '../harness/net.js';
 import { start, startSixpn, type Proc } from '../harness/procs.js';
@@ -34,42 +35,13 @@ describe.skipIf(!IN_NETNS)('health checker while the catalog store is down', () 
     port = await freePort();
     await startRedisHere();
     [machine] = (await startMachines([{ id: ID, name: 'ewr-1', region: 'ewr', host: machineAddress(0x18, parseHostId('a7b:7d')!, ID), port: 8080 }])) as [TestMachine];
-    const toml = [
-      '[node]',
-      'region = "ewr"',
-      '[catalog]',
-      'store = "redis"',
-      `redis_url = "redis://127.0.0.1:${port}"`,
-      `namespace = "${namespace}"`,
-      '[control]',
-      'enabled = false',
-      '[proxy]',
-      'enabled = false',
-      '[dns]',
-      'enabled = false',
-      '[wireguard]',
-      'enabled = false',
-      '[health]',
-      'fall = 1',
-      'rise = 1',
-      '[[orgs]]',
-      'name = "acme"',
-      'network_id = 24',
-      '[[apps]]',
-      'name = "web"',
-      'org = "acme"',
-      '[[apps.services]]',
-      'protocol = "http"',
-      'internal_port = 8080',
-      'ports = [{ port = 80, handlers = ["http"] }]',
-      'http_checks = [{ interval = "200ms", timeout = "150ms", grace_period = "0s", path = "/health" }]',
-      '[[machines]]',
-      `id = "${ID}"`,
-      'app = "web"',
-      'region = "ewr"',
-      `address = "${machine.host}"`,
-    ].join('\n');
-    writeFileSync(join(dir, 'node.toml'), `${toml}\n`);
+    const toml = healthNodeToml({
+      region: 'ewr',
+      checkerOnly: true,
+      sections: { catalog: { store: 'redis', redis_url: `redis://127.0.0.1:${port}`, namespace }, health: { fall: 1, rise: 1 } },
+      seed: { httpCheck: '{ interval = "200ms", timeout = "150ms", grace_period = "0s", path = "/health" }', machines: [machine] },
+    });
+    writeFileSync(join(dir, 'node.toml'), toml);
     node = startSixpn(['up', '--config', join(dir, 'node.toml')], { cwd: dir });
     await node.waitForLine(/^sixpn ready/, 20_000);
   });
