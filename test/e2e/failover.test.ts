@@ -107,7 +107,7 @@ describe.skipIf(!IN_NETNS)('failover under load (proxy + health checker)', () =>
     expect(Object.keys(byMachine(l.samples)).sort()).toEqual(ewr().map((m) => m.name).sort());
   });
 
-  it('kill -9 one machine: no failed GET, ejected within one interval, re-admitted after rise passes', async () => {
+  it('kill -9 one machine: no GET sent after the kill fails, ejected within one interval, re-admitted after rise passes', async () => {
     const victim = ewr()[0]!;
     const l = load();
     l.start();
