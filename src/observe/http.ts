@@ -25,6 +25,8 @@ export type ObserveHandler = ((req: IncomingMessage, res: ServerResponse) => boo
 export const TICK_MS = 2_000;
 /** View changes are batched this long before a push, so a deploy of 50 machines is one push. */
 export const DEBOUNCE_MS = 100;
+/** Unsent bytes after which an event stream's reader is taken to be gone. */
+const MAX_BUFFERED = 4 * 1024 * 1024;
 
 const dashboardClients = gauge({ name: 'sixpn_dashboard_streams', help: 'Open /v1/status/events streams.' });
 
@@ -35,8 +37,8 @@ interface ServerLike {
 /** Status document, live rates and the open event streams of one node. */
 class StatusHub {
   private readonly sampler = new RateSampler();
-  private readonly clients = new Set<ServerResponse>();
-  private readonly servers = new Set<ServerLike>();
+  /** Open event streams, each with the server it came in on. */
+  private readonly clients = new Map<ServerResponse, ServerLike | undefined>();
   private tick: NodeJS.Timeout | null = null;
   private watch: NodeJS.Timeout | null = null;
   private debounce: NodeJS.Timeout | null = null;
@@ -76,7 +78,12 @@ class StatusHub {
     if (this.clients.size === 0) return;
     void this.status().then((s) => {
       const frame = `event: status\ndata: ${JSON.stringify(s)}\n\n`;
-      for (const res of this.clients) res.write(frame);
+      for (const res of this.clients.keys()) {
+        // A client that stopped reading (a phone asleep) must not grow our memory: cut it;
+        // EventSource reconnects when it wakes up.
+        if (res.writableLength > MAX_BUFFERED) res.destroy();
+        else res.write(frame);
+      }
     });
   }
 
@@ -90,15 +97,13 @@ class StatusHub {
       'x-content-type-options': 'nosniff',
     });
     res.write(`retry: 2000\nevent: status\ndata: ${JSON.stringify(first)}\n\n`);
-    this.clients.add(res);
-    dashboardClients.set(this.clients.size);
     // The control server may close without ending long-lived responses: notice it stopped
-    // listening and end the streams, so shutdown is not held up by an open dashboard.
-    const server = (req.socket as unknown as { server?: ServerLike }).server;
-    if (server) this.servers.add(server);
+    // listening and end its streams, so shutdown is not held up by an open dashboard.
+    this.clients.set(res, (req.socket as unknown as { server?: ServerLike }).server);
+    dashboardClients.set(this.clients.size);
     if (!this.watch) {
       this.watch = setInterval(() => {
-        for (const s of this.servers) if (!s.listening) this.endStreams();
+        for (const [r, server] of this.clients) if (server && !server.listening) r.end();
       }, 250);
       this.watch.unref();
     }
@@ -108,7 +113,6 @@ class StatusHub {
       if (this.clients.size === 0 && this.watch) {
         clearInterval(this.watch);
         this.watch = null;
-        this.servers.clear();
       }
     };
     req.on('close', drop);
@@ -116,7 +120,7 @@ class StatusHub {
   }
 
   private endStreams(): void {
-    for (const res of [...this.clients]) res.end();
+    for (const res of [...this.clients.keys()]) res.end();
     this.clients.clear();
     dashboardClients.set(0);
   }
