@@ -1,0 +1,129 @@
+// The two other ways the proxy listens: `routed` (one socket per port on `::`, app found from
+// the destination address) and the development mapping (loopback port -> Flycast address, with
+// machines reached through their `upstream` on loopback).
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { machineAddress, parseHostId } from '../../src/addressing/index.js';
+import { IN_NETNS } from '../harness/env.js';
+import { closeCallerAgents, httpFrom, readAll, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
+import { startHttpMachine, stopMachines, type TestMachine } from '../harness/machines.js';
+import { freePort } from '../harness/net.js';
+import { request } from 'undici';
+
+const HOST = parseHostId('a7b:7d')!;
+const NET = 0x1e;
+const INSIDER = 'fdaa:0:1e:a7b:7d:0:ca11:1';
+const OUTSIDER = 'fdaa:0:1f:a7b:7d:0:ca11:1';
+const WEB_ID = '10000001';
+const WEB_IP = 'fdaa:0:1e:0:1::3';
+
+const base = (proxy: string, machine: string): string => `
+[node]
+region = "ewr"
+[catalog]
+path = ""
+[control]
+enabled = false
+[health]
+enabled = false
+[dns]
+enabled = false
+${proxy}
+[[orgs]]
+name = "modes"
+network_id = ${NET}
+[[orgs]]
+name = "stranger"
+network_id = ${NET + 1}
+[[apps]]
+name = "web"
+org = "modes"
+[[apps.services]]
+protocol = "http"
+internal_port = 8080
+ports = [{ port = 80 }, { port = 8000 }]
+[[machines]]
+id = "${WEB_ID}"
+app = "web"
+region = "ewr"
+${machine}
+[[ips]]
+app = "web"
+`;
+
+describe.skipIf(!IN_NETNS)('flycast proxy: routed mode (e2e)', () => {
+  let proxy: ProxyNode;
+  let web: TestMachine;
+
+  beforeAll(async () => {
+    web = await startHttpMachine({ id: WEB_ID, host: machineAddress(NET, HOST, WEB_ID), port: 8080 });
+    proxy = await startProxyNode(base('[proxy]\nmode = "routed"', ''));
+  });
+  afterAll(async () => {
+    await closeCallerAgents();
+    await proxy?.stop();
+    await stopMachines([web].filter(Boolean));
+  });
+
+  it('serves every port of the app from one socket per port, the app found by destination address', async () => {
+    expect(proxy.banner).toContain(`proxy: [${WEB_IP}]:80 -> web (http) via [::]:80 (routed)`);
+    expect(proxy.banner).toContain(`proxy: [${WEB_IP}]:8000 -> web (http) via [::]:8000 (routed)`);
+    for (const port of [80, 8000]) {
+      const r = await httpFrom(INSIDER, `http://[${WEB_IP}]:${port}/headers`);
+      expect(r.status).toBe(200);
+      expect((JSON.parse(r.text) as { headers: Record<string, string> }).headers['fly-forwarded-port']).toBe(String(port));
+    }
+  });
+
+  it('still applies the org ACL', async () => {
+    const r = await httpFrom(OUTSIDER, `http://[${WEB_IP}]/`);
+    expect(r.status).toBe(403);
+  });
+
+  it('closes connections to an address that is not a Flycast address', async () => {
+    const s = await tcpFrom(INSIDER, 'fdaa:0:1e:0:1::99', 80);
+    s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    expect(await readAll(s)).toEqual({ data: '', closed: true });
+  });
+});
+
+describe.skipIf(!IN_NETNS)('flycast proxy: development mapping (e2e)', () => {
+  let proxy: ProxyNode;
+  let web: TestMachine;
+  let trusted: number;
+  let anonymous: number;
+
+  beforeAll(async () => {
+    web = await startHttpMachine({ id: WEB_ID, host: '127.0.0.1' });
+    [trusted, anonymous] = [await freePort(), await freePort()];
+    const cfg = `[proxy]
+mode = "dev"
+dev_mappings = [
+  { listen_port = ${trusted}, flycast = "${WEB_IP}", port = 80, as_caller = "${INSIDER}" },
+  { listen_port = ${anonymous}, flycast = "${WEB_IP}", port = 80 },
+]`;
+    proxy = await startProxyNode(base(cfg, `upstream = "127.0.0.1:${web.port}"`));
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+    await stopMachines([web].filter(Boolean));
+  });
+
+  it('logs each mapping loudly as a development mapping', () => {
+    expect(proxy.proc.output()).toMatch(new RegExp(`DEVELOPMENT MAPPING: 127\\.0\\.0\\.1:${trusted} -> \\[${WEB_IP}\\]:80; every caller is treated as ${INSIDER}`));
+    expect(proxy.banner).toContain(`proxy: 127.0.0.1:${trusted} -> web (http) [development mapping to [${WEB_IP}]:80]`);
+  });
+
+  it('forwards a loopback caller as its as_caller to the machine upstream', async () => {
+    const r = await request(`http://127.0.0.1:${trusted}/headers`);
+    expect(r.statusCode).toBe(200);
+    const h = ((await r.body.json()) as { headers: Record<string, string> }).headers;
+    expect(h['fly-client-ip']).toBe(INSIDER);
+    expect((await web.stats()).requests).toBe(1);
+  });
+
+  it('refuses callers of a mapping without as_caller', async () => {
+    const r = await request(`http://127.0.0.1:${anonymous}/`);
+    expect(r.statusCode).toBe(403);
+    expect(await r.body.text()).toMatch(/development mapping without as_caller/);
+  });
+});
