@@ -42,6 +42,7 @@ section.org{margin-bottom:1.6rem}
 .chip.mono{font-size:.76rem}
 .stats{margin-left:auto;display:flex;gap:.9rem;color:var(--muted);font-size:.85rem;flex-wrap:wrap}
 .stats b{color:var(--fg);font-weight:600}
+.stats .errs,.stats .errs b{color:var(--bad)}
 .flycast{display:flex;gap:.4rem;flex-wrap:wrap;padding:.5rem .9rem;border-bottom:1px solid var(--line);align-items:center}
 .region{padding:.35rem .9rem .5rem}
 .region+.region{border-top:1px dashed var(--line)}
@@ -119,7 +120,9 @@ function render(){
       var c1=$('span');c1.appendChild($('b',null,a.counts.healthy+'/'+a.counts.machines));c1.appendChild(document.createTextNode(' healthy'));
       var c2=$('span');c2.appendChild($('b',null,fmtRate(a.request_rate)));c2.appendChild(document.createTextNode(' '+unit));
       var c3=$('span');c3.appendChild($('b',null,fmtNum(a.active_connections)));c3.appendChild(document.createTextNode(' conns'));
-      st.appendChild(c1);st.appendChild(c2);st.appendChild(c3);ah.appendChild(st);card.appendChild(ah);
+      st.appendChild(c1);st.appendChild(c2);
+      if(a.error_rate){var ce=$('span','errs');ce.appendChild($('b',null,fmtRate(a.error_rate)));ce.appendChild(document.createTextNode(' 5xx/s'));st.appendChild(ce);}
+      st.appendChild(c3);ah.appendChild(st);card.appendChild(ah);
       var fc=$('div','flycast');fc.appendChild($('span','muted','flycast'));
       if(a.flycast.length===0)fc.appendChild($('span','muted','none'));
       a.flycast.forEach(function(ip){var c=$('span','chip mono',ip.address+(ip.org!==a.org?'  (in '+ip.org+')':''));c.dataset.flycast=ip.address;fc.appendChild(c);});

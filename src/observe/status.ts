@@ -39,6 +39,8 @@ export interface AppStatus {
   counts: { machines: number; started: number; healthy: number; unhealthy: number };
   active_connections: number | null;
   request_rate: number | null;
+  /** HTTP 5xx answers per second (null: no HTTP traffic seen). */
+  error_rate: number | null;
   regions: RegionStatus[];
 }
 
@@ -64,9 +66,11 @@ export interface Traffic {
   activeByMachine: Map<string, number>;
   rateByApp: Map<string, number>;
   rateByMachine: Map<string, number>;
+  /** HTTP 5xx answers per second, by app. */
+  errorRateByApp: Map<string, number>;
 }
 
-export const emptyTraffic = (): Traffic => ({ activeByApp: new Map(), activeByMachine: new Map(), rateByApp: new Map(), rateByMachine: new Map() });
+export const emptyTraffic = (): Traffic => ({ activeByApp: new Map(), activeByMachine: new Map(), rateByApp: new Map(), rateByMachine: new Map(), errorRateByApp: new Map() });
 
 interface Sample {
   labels: Record<string, string | number | undefined>;
@@ -113,7 +117,7 @@ export async function readActive(): Promise<Pick<Traffic, 'activeByApp' | 'activ
  * samples. A counter that went down (process metrics reset) counts as a fresh start.
  */
 export class RateSampler {
-  private prev: { at: number; byApp: Map<string, number>; byMachine: Map<string, number> } | null = null;
+  private prev: { at: number; byApp: Map<string, number>; byMachine: Map<string, number>; errors: Map<string, number> } | null = null;
   private traffic = emptyTraffic();
 
   current(): Traffic {
@@ -124,13 +128,16 @@ export class RateSampler {
     const active = await readActive();
     // An http service counts requests, a tcp service connections: an app with request
     // samples is measured in requests so its keep-alive connections are not counted twice.
-    const req = sumByAppAndMachine(await samples(RATE_METRICS[0]));
+    const reqSamples = await samples(RATE_METRICS[0]);
+    const req = sumByAppAndMachine(reqSamples);
+    const errors = sumByAppAndMachine(reqSamples.filter((x) => x.labels.status_class === '5xx')).byApp;
     const con = sumByAppAndMachine(await samples(RATE_METRICS[1]));
     const byApp = new Map([...con.byApp, ...req.byApp]);
     const byMachine = new Map([...con.byMachine].filter(([k]) => !req.byApp.has(k.slice(0, k.indexOf('/')))));
     for (const [k, v] of req.byMachine) byMachine.set(k, v);
     const rateByApp = new Map<string, number>();
     const rateByMachine = new Map<string, number>();
+    const errorRateByApp = new Map<string, number>();
     const prev = this.prev;
     if (prev && now > prev.at) {
       const dt = (now - prev.at) / 1000;
@@ -142,9 +149,10 @@ export class RateSampler {
       };
       rates(byApp, prev.byApp, rateByApp);
       rates(byMachine, prev.byMachine, rateByMachine);
+      rates(errors, prev.errors, errorRateByApp);
     }
-    this.prev = { at: now, byApp, byMachine };
-    this.traffic = { ...active, rateByApp, rateByMachine };
+    this.prev = { at: now, byApp, byMachine, errors };
+    this.traffic = { ...active, rateByApp, rateByMachine, errorRateByApp };
     return this.traffic;
   }
 }
@@ -225,6 +233,7 @@ export function buildStatus(src: StatusSource, traffic: Traffic, now = Date.now(
         counts,
         active_connections: traffic.activeByApp.get(app.name) ?? null,
         request_rate: round(traffic.rateByApp.get(app.name)),
+        error_rate: round(traffic.errorRateByApp.get(app.name)) ?? (traffic.rateByApp.has(app.name) && app.services.some((x) => x.protocol === 'http') ? 0 : null),
         regions: regionList,
       });
     }

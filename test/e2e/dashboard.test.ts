@@ -88,6 +88,9 @@ describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
     for (let i = 0; i < 40; i++) expect((await fetch(helloUrl)).status).toBe(200);
     const rate = page.locator('[data-app="hello"] .stats span:nth-child(2) b');
     await expect.poll(async () => Number(await rate.textContent()), { timeout: 6000 }).toBeGreaterThan(0);
+    // A 5xx answer shows as an error rate on the app (the demo machine fails on purpose).
+    expect((await fetch(`${helloUrl}_demo/fail`)).status).toBe(500);
+    await page.locator('[data-app="hello"] .stats .errs').waitFor({ timeout: 6000 });
     await page.screenshot({ path: join(SHOTS, 'sixpn-dashboard-laptop.png'), fullPage: true });
 
     const t0 = Date.now();

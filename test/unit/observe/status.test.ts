@@ -15,6 +15,7 @@ describe('RateSampler', () => {
     const t = await s.sample(t0 + 2000);
     expect(t.rateByApp.get('web')).toBe(20);
     expect(t.rateByApp.get('db')).toBe(4);
+    expect(t.errorRateByApp.get('web')).toBe(5);
     const t2 = await s.sample(t0 + 4000);
     expect(t2.rateByApp.get('web')).toBe(0);
   });
