@@ -64,6 +64,8 @@ export class HttpProxy {
     this.server = http.createServer({
       requestTimeout: c.request_timeout,
       headersTimeout: c.header_timeout,
+      // How often slow callers are checked against the two timeouts above (node's default is 30 s).
+      connectionsCheckingInterval: Math.max(250, Math.min(1_000, Math.floor(c.header_timeout / 2))),
       keepAliveTimeout: 5_000,
       maxHeaderSize: c.max_header_size,
       insecureHTTPParser: false,

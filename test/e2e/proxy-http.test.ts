@@ -5,8 +5,9 @@ import { request } from 'undici';
 import { Readable } from 'node:stream';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { IN_NETNS } from '../harness/env.js';
-import { callerAgent, closeCallerAgents, httpFrom, rawHttp, readLines, rssOf, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
+import { callerAgent, closeCallerAgents, httpFrom, rawHttp, readAll, readLines, rssOf, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
 import { startHttpMachine, stopMachines, type TestMachine } from '../harness/machines.js';
+import { waitFor } from '../harness/net.js';
 
 const HOST = parseHostId('a7b:7d')!;
 const ACME = 0x1a;
@@ -50,6 +51,7 @@ enabled = false
 upstream_timeout = "1s"
 connect_timeout = "500ms"
 max_header_size = 8192
+header_timeout = "1s"
 [[orgs]]
 name = "acme"
 network_id = ${ACME}
@@ -115,6 +117,19 @@ describe.skipIf(!IN_NETNS)('flycast proxy: HTTP (e2e)', () => {
     await web.resetStats();
     const out = await rawHttp(INSIDER, WEB_IP, 80, bytes);
     expect(out).toMatch(/^HTTP\/1\.1 400 /);
+    expect((await web.stats()).requests).toBe(0);
+  });
+
+  it('cuts off a caller that sends its headers too slowly (408 after header_timeout)', async () => {
+    await web.resetStats();
+    const s = await tcpFrom(INSIDER, WEB_IP, 80);
+    const t0 = Date.now();
+    const got = readAll(s, 5_000);
+    s.write('GET / HTTP/1.1\r\nHost: a\r\n');
+    const { data, closed } = await got;
+    expect(closed).toBe(true);
+    expect(data).toMatch(/^HTTP\/1\.1 408 /);
+    expect(Date.now() - t0).toBeLessThan(3_000);
     expect((await web.stats()).requests).toBe(0);
   });
 
@@ -194,6 +209,6 @@ describe.skipIf(!IN_NETNS)('flycast proxy: HTTP (e2e)', () => {
     expect(r.status).toBe(502);
     expect(r.text).toMatch(/^502 no machine reachable \(request id \S+\)\n$/);
     const id = r.headers['fly-request-id'] as string;
-    expect(proxy.proc.output()).toContain(`"request_id":"${id}"`);
+    await waitFor(() => proxy.proc.output().includes(`"request_id":"${id}"`), { what: 'log line with the request id' });
   });
 });

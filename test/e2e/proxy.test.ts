@@ -160,7 +160,7 @@ describe.skipIf(!IN_NETNS)('flycast proxy (e2e)', () => {
     expect(got).toEqual({ data: '', closed: true });
     await sleep(100);
     expect(await totalConnections()).toBe(0);
-    expect(proxy.proc.output()).toMatch(/"caller":"fdaa:0:30:a7b:7d:0:ca11:1".*"flycast":"fdaa:0:18:0:1::4".*caller denied/);
+    await waitFor(() => /"caller":"fdaa:0:30:a7b:7d:0:ca11:1".*"flycast":"fdaa:0:18:0:1::4".*caller denied/.test(proxy.proc.output()), { what: 'denial log line' });
   });
 
   it('sends an insider to the nearest region (ewr) while it has room', async () => {
@@ -258,7 +258,7 @@ describe.skipIf(!IN_NETNS)('flycast proxy (e2e)', () => {
     for (let i = 0; i < 12; i++) statuses.push((await httpFrom(INSIDER, `http://[${FLAKY_IP}]/`)).status);
     expect(statuses.every((s) => s === 200)).toBe(true);
     expect((await flakyLive.stats()).requests).toBe(12);
-    expect(proxy.proc.output()).toMatch(/"machine":"c0000002".*machine connect failed/);
+    await waitFor(() => /"machine":"c0000002".*machine connect failed/.test(proxy.proc.output()), { what: 'connect failure log line' });
   });
 
   it('serves a Flycast address allocated while running and stops serving a released one', async () => {
