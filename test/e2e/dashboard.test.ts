@@ -98,6 +98,7 @@ describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
     expect(r.status).toBe(200);
     await page.locator(`[data-machine-id="${MACHINE}"][data-state="stopped"]`).waitFor({ timeout: 2000 });
     const shownAfter = Date.now() - t0;
+    console.log(`dashboard: machine shown stopped ${shownAfter} ms after the API call`);
     expect(shownAfter).toBeLessThan(2000);
     expect(await row.locator('.badge.state').textContent()).toBe('stopped');
     expect(problems).toEqual([]);
