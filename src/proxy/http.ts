@@ -11,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import http, { type IncomingMessage, type ServerResponse } from 'node:http';
 import type net from 'node:net';
 import { Readable } from 'node:stream';
-import { Pool } from 'undici';
+import { Pool, type Dispatcher } from 'undici';
 import type { Slot } from '../balancer/index.js';
 import type { Service } from '../catalog/types.js';
 import { dialTarget, isConnectError, type ConnInfo, type ProxyCore } from './core.js';
@@ -20,6 +20,14 @@ import { connectionsAccepted, deniedTotal, httpRequests, requestDuration, status
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection', 'http2-settings']);
 /** Request headers the proxy sets itself (any value from the caller is replaced). */
 const OWN_REQUEST_HEADERS = new Set(['fly-client-ip', 'fly-forwarded-port', 'fly-region', 'fly-request-id', 'x-forwarded-for', 'via', 'expect']);
+
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS']);
+const RESET_CODES = new Set(['UND_ERR_SOCKET', 'ECONNRESET', 'EPIPE']);
+/** The machine's connection closed or reset before any byte of the response. */
+function isResetBeforeResponse(err: unknown): boolean {
+  const code = (err as { code?: string } | null)?.code;
+  return code !== undefined && RESET_CODES.has(code);
+}
 
 const ID_PREFIX = randomBytes(4).toString('hex');
 let idCounter = 0;
@@ -223,6 +231,7 @@ export class HttpProxy {
     const { target } = info;
     const app = target.app.name;
     const hasBody = req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] !== undefined && req.headers['content-length'] !== '0');
+    const idempotent = !hasBody && IDEMPOTENT.has(req.method ?? '');
     const headers = this.upstreamHeaders(req, info, id, false);
     const tried = new Set<Slot>();
     const gone = (): boolean => res.destroyed || req.socket.destroyed;
@@ -239,89 +248,27 @@ export class HttpProxy {
         return;
       }
       const body = hasBody ? new LazyBody(req) : null;
-      const ac = new AbortController();
-      const onClose = (): void => ac.abort();
-      res.once('close', onClose);
-      let r: Awaited<ReturnType<Pool['request']>>;
-      try {
-        r = await this.pool(slot, target.service).request({
-          method: req.method as 'GET',
-          path: req.url ?? '/',
-          headers,
-          body,
-          signal: ac.signal,
-        });
-      } catch (err) {
-        res.off('close', onClose);
-        if (isConnectError(err) && !(body?.started ?? false)) {
-          this.core.connectFailed(slot, err, id);
-          tried.add(slot);
-          lastErr = err;
-          if (gone()) return;
-          continue;
-        }
+      const a = new Attempt(this.core, req, res, slot, info, id, started);
+      this.pool(slot, target.service).dispatch({ method: req.method as 'GET', path: req.url ?? '/', headers, body }, a);
+      const err = await a.started;
+      if (err === null) return; // the response is streaming; the attempt releases the machine when it ends
+      if (gone()) {
         this.core.release(slot);
-        const code = (err as { code?: string }).code;
-        if (gone()) return;
-        if (code === 'UND_ERR_HEADERS_TIMEOUT') return this.fail(res, info, id, 504, 'machine did not answer in time', err, slot);
-        return this.fail(res, info, id, 502, 'machine connection failed', err, slot);
+        return;
       }
-      this.core.balancer.reportSuccess(slot);
-      this.respond(req, res, r, slot, info, id, started, ac, onClose);
-      return;
+      // Another machine may take it when nothing was sent (connect failure) or when an idempotent,
+      // bodiless request died on a reused connection before any response byte (machine killed).
+      if ((isConnectError(err) && !(body?.started ?? false)) || (idempotent && isResetBeforeResponse(err))) {
+        this.core.connectFailed(slot, err, id);
+        tried.add(slot);
+        lastErr = err;
+        continue;
+      }
+      this.core.release(slot);
+      if ((err as { code?: string }).code === 'UND_ERR_HEADERS_TIMEOUT') return this.fail(res, info, id, 504, 'machine did not answer in time', err, slot);
+      return this.fail(res, info, id, 502, 'machine connection failed', err, slot);
     }
     return this.fail(res, info, id, 502, 'no machine reachable', lastErr);
-  }
-
-  private respond(
-    req: IncomingMessage,
-    res: ServerResponse,
-    r: Awaited<ReturnType<Pool['request']>>,
-    slot: Slot,
-    info: ConnInfo,
-    id: string,
-    started: number,
-    ac: AbortController,
-    onClose: () => void,
-  ): void {
-    const app = info.target.app.name;
-    const h = r.headers;
-    const conn = connectionTokens(h.connection);
-    const out: Record<string, string | string[]> = {};
-    for (const name in h) {
-      const v = h[name];
-      if (v === undefined || HOP_BY_HOP.has(name) || (conn !== null && conn.has(name))) continue;
-      out[name] = v;
-    }
-    out['fly-request-id'] = id;
-    const via = h.via;
-    out.via = via ? `${Array.isArray(via) ? via.join(', ') : via}, 1.1 sixpn` : '1.1 sixpn';
-    if (this.core.draining) res.shouldKeepAlive = false;
-    let released = false;
-    const done = (): void => {
-      if (released) return;
-      released = true;
-      res.off('close', onClose);
-      this.core.release(slot);
-      httpRequests.inc({ app, status_class: statusClass(r.statusCode) });
-      requestDuration.observe({ app }, (performance.now() - started) / 1000);
-      if (this.core.config.access_log) {
-        this.core.log.info({ request_id: id, app, machine: slot.machine.id, method: req.method, status: r.statusCode, caller: info.caller, ms: Math.round(performance.now() - started) }, 'request');
-      }
-    };
-    res.writeHead(r.statusCode, out);
-    r.body.on('error', (err) => {
-      this.core.log.warn({ request_id: id, app, machine: slot.machine.id, err: err.message }, 'machine response body failed');
-      res.destroy();
-    });
-    res.once('close', () => {
-      if (!res.writableFinished) {
-        ac.abort();
-        r.body.destroy();
-      }
-      done();
-    });
-    r.body.pipe(res);
   }
 
   private fail(res: ServerResponse, info: ConnInfo, id: string, status: number, text: string, err: unknown, slot?: Slot): void {
@@ -401,5 +348,104 @@ export class HttpProxy {
     this.server.closeAllConnections();
     await Promise.all([...this.pools.values()].map((p) => p.destroy().catch(() => undefined)));
     this.pools.clear();
+  }
+}
+
+/**
+ * One try of a request on one machine, as an undici dispatch handler: response bytes go straight
+ * to the caller (the machine's socket is paused while the caller's is full). `started` settles
+ * with null once response headers arrived, or with the error when it failed before that.
+ */
+class Attempt implements Dispatcher.DispatchHandler {
+  private controller: Dispatcher.DispatchController | null = null;
+  private headersSent = false;
+  private status = 0;
+  private finished = false;
+  private settle!: (err: Error | null) => void;
+  readonly started = new Promise<Error | null>((resolve) => (this.settle = resolve));
+
+  constructor(
+    private readonly core: ProxyCore,
+    private readonly req: IncomingMessage,
+    private readonly res: ServerResponse,
+    private readonly slot: Slot,
+    private readonly info: ConnInfo,
+    private readonly id: string,
+    private readonly t0: number,
+  ) {
+    res.once('close', this.onCallerClose);
+  }
+
+  private readonly onCallerClose = (): void => {
+    if (!this.finished) this.controller?.abort(new Error('caller went away'));
+  };
+
+  private readonly onDrain = (): void => {
+    this.controller?.resume();
+  };
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.controller = controller;
+    if (this.res.destroyed) controller.abort(new Error('caller went away'));
+  }
+
+  onResponseStart(_c: Dispatcher.DispatchController, statusCode: number, headers: Record<string, string | string[] | undefined>): void {
+    if (statusCode < 200) return;
+    this.status = statusCode;
+    const conn = connectionTokens(headers.connection);
+    const out: Record<string, string | string[]> = {};
+    for (const name in headers) {
+      const v = headers[name];
+      if (v === undefined || HOP_BY_HOP.has(name) || (conn !== null && conn.has(name))) continue;
+      out[name] = v;
+    }
+    out['fly-request-id'] = this.id;
+    const via = headers.via;
+    out.via = via ? `${Array.isArray(via) ? via.join(', ') : via}, 1.1 sixpn` : '1.1 sixpn';
+    if (this.core.draining) this.res.shouldKeepAlive = false;
+    this.core.balancer.reportSuccess(this.slot);
+    this.res.writeHead(statusCode, out);
+    this.headersSent = true;
+    this.settle(null);
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (!this.res.write(chunk)) {
+      controller.pause();
+      this.res.once('drain', this.onDrain);
+    }
+  }
+
+  onResponseEnd(): void {
+    this.res.end();
+    this.finish();
+  }
+
+  onResponseError(_c: Dispatcher.DispatchController, err: Error): void {
+    if (!this.headersSent) {
+      this.finished = true;
+      this.res.off('close', this.onCallerClose);
+      this.settle(err);
+      return;
+    }
+    this.core.log.warn({ request_id: this.id, app: this.slot.machine.app, machine: this.slot.machine.id, err: err.message }, 'machine response failed midway');
+    this.res.destroy();
+    this.finish();
+  }
+
+  private finish(): void {
+    if (this.finished) return;
+    this.finished = true;
+    this.res.off('close', this.onCallerClose);
+    this.core.release(this.slot);
+    const app = this.slot.machine.app;
+    httpRequests.inc({ app, status_class: statusClass(this.status) });
+    requestDuration.observe({ app }, (performance.now() - this.t0) / 1000);
+    if (this.core.config.access_log) {
+      this.core.log.info(
+        { request_id: this.id, app, machine: this.slot.machine.id, method: this.req.method, status: this.status, caller: this.info.caller, ms: Math.round(performance.now() - this.t0) },
+        'request',
+      );
+    }
   }
 }
