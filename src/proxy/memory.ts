@@ -27,10 +27,10 @@ function collector(): Gc | null {
 export function startMemoryGuard(thresholdBytes: number, everyMs = 20): () => void {
   const gc = thresholdBytes > 0 ? collector() : null;
   if (!gc) return () => undefined;
-  let base = process.memoryUsage().arrayBuffers;
+  let base = v8.getHeapStatistics().external_memory;
   const t = setInterval(() => {
     // The scavenge frees buffers a moment later, so the next sample may be below `base`.
-    const now = process.memoryUsage().arrayBuffers;
+    const now = v8.getHeapStatistics().external_memory;
     if (now - base > thresholdBytes) {
       // Socket chunks die young: a scavenge (about 1 ms) frees them, no full collection needed.
       gc({ type: 'minor' });
