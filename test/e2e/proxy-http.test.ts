@@ -5,7 +5,7 @@ import { request } from 'undici';
 import { Readable } from 'node:stream';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { IN_NETNS } from '../harness/env.js';
-import { callerAgent, closeCallerAgents, httpFrom, rawHttp, readAll, readLines, rssOf, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
+import { appToml, callerAgent, closeCallerAgents, httpFrom, orgsToml, proxyNodeToml, rawHttp, readAll, readLines, rssOf, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
 import { startHttpMachine, stopMachines, type TestMachine } from '../harness/machines.js';
 import { waitFor } from '../harness/net.js';
 
@@ -20,44 +20,13 @@ const SLOW_IP = 'fdaa:0:1a:0:1::4';
 const DEAD_IP = 'fdaa:0:1a:0:1::5';
 const addr = (id: string): string => machineAddress(ACME, HOST, id);
 
-const app = (name: string, id: string): string => `
-[[apps]]
-name = "${name}"
-org = "acme"
-[[apps.services]]
-protocol = "http"
-internal_port = 8080
-ports = [{ port = 80 }]
-[[machines]]
-id = "${id}"
-app = "${name}"
-region = "ewr"
-[[ips]]
-app = "${name}"
-`;
+const httpApp = (name: string, id: string): string => appToml({ name, org: 'acme', protocol: 'http', internalPort: 8080, ports: [80], machines: [{ id }] });
 
-const TOML = `
-[node]
-region = "ewr"
-[catalog]
-path = ""
-[control]
-enabled = false
-[health]
-enabled = false
-[dns]
-enabled = false
-[proxy]
-upstream_timeout = "1s"
-connect_timeout = "500ms"
-max_header_size = 8192
-header_timeout = "1s"
-[[orgs]]
-name = "acme"
-network_id = ${ACME}
-${app('web', WEB_ID)}
-${app('slow', SLOW_ID)}
-${app('dead', DEAD_ID)}
+const TOML = `${proxyNodeToml({ proxy: 'upstream_timeout = "1s"\nconnect_timeout = "500ms"\nmax_header_size = 8192\nheader_timeout = "1s"' })}
+${orgsToml({ acme: ACME })}
+${httpApp('web', WEB_ID)}
+${httpApp('slow', SLOW_ID)}
+${httpApp('dead', DEAD_ID)}
 `;
 
 const MiB = 1024 * 1024;

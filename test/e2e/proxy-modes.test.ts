@@ -4,7 +4,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { IN_NETNS } from '../harness/env.js';
-import { closeCallerAgents, httpFrom, readAll, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
+import { appToml, closeCallerAgents, httpFrom, orgsToml, proxyNodeToml, readAll, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
 import { startHttpMachine, stopMachines, type TestMachine } from '../harness/machines.js';
 import { freePort } from '../harness/net.js';
 import { request } from 'undici';
@@ -16,39 +16,10 @@ const OUTSIDER = 'fdaa:0:1f:a7b:7d:0:ca11:1';
 const WEB_ID = '10000001';
 const WEB_IP = 'fdaa:0:1e:0:1::3';
 
-const base = (proxy: string, machine: string): string => `
-[node]
-region = "ewr"
-[catalog]
-path = ""
-[control]
-enabled = false
-[health]
-enabled = false
-[dns]
-enabled = false
-${proxy}
-[[orgs]]
-name = "modes"
-network_id = ${NET}
-[[orgs]]
-name = "stranger"
-network_id = ${NET + 1}
-[[apps]]
-name = "web"
-org = "modes"
-[[apps.services]]
-protocol = "http"
-internal_port = 8080
-ports = [{ port = 80 }, { port = 8000 }]
-[[machines]]
-id = "${WEB_ID}"
-app = "web"
-region = "ewr"
-${machine}
-[[ips]]
-app = "web"
-`;
+const base = (proxy: string, machine: string): string =>
+  `${proxyNodeToml({ proxy })}
+${orgsToml({ modes: NET, stranger: NET + 1 })}
+${appToml({ name: 'web', org: 'modes', protocol: 'http', internalPort: 8080, ports: [80, 8000], machines: [{ id: WEB_ID, extra: machine }] })}`;
 
 describe.skipIf(!IN_NETNS)('flycast proxy: routed mode (e2e)', () => {
   let proxy: ProxyNode;
@@ -56,7 +27,7 @@ describe.skipIf(!IN_NETNS)('flycast proxy: routed mode (e2e)', () => {
 
   beforeAll(async () => {
     web = await startHttpMachine({ id: WEB_ID, host: machineAddress(NET, HOST, WEB_ID), port: 8080 });
-    proxy = await startProxyNode(base('[proxy]\nmode = "routed"', ''));
+    proxy = await startProxyNode(base('mode = "routed"', ''));
   });
   afterAll(async () => {
     await closeCallerAgents();
@@ -95,8 +66,7 @@ describe.skipIf(!IN_NETNS)('flycast proxy: development mapping (e2e)', () => {
   beforeAll(async () => {
     web = await startHttpMachine({ id: WEB_ID, host: '127.0.0.1' });
     [trusted, anonymous] = [await freePort(), await freePort()];
-    const cfg = `[proxy]
-mode = "dev"
+    const cfg = `mode = "dev"
 dev_mappings = [
   { listen_port = ${trusted}, flycast = "${WEB_IP}", port = 80, as_caller = "${INSIDER}" },
   { listen_port = ${anonymous}, flycast = "${WEB_IP}", port = 80 },

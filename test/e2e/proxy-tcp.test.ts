@@ -9,7 +9,7 @@ import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { addLoopbackAddress, hasCommand, IN_NETNS, removeLoopbackAddress } from '../harness/env.js';
-import { rawHttp, startProxyNode, type ProxyNode } from '../harness/flycast.js';
+import { appToml, orgsToml, proxyNodeToml, rawHttp, startProxyNode, type ProxyNode } from '../harness/flycast.js';
 import { waitFor } from '../harness/net.js';
 import { run as runWithStdin, start, type Proc } from '../harness/procs.js';
 import net from 'node:net';
@@ -32,36 +32,11 @@ const PP1_IP = 'fdaa:0:1c:0:1::5';
 const PP2_IP = 'fdaa:0:1c:0:1::6';
 const PG_BIN = '/usr/lib/postgresql/15/bin';
 
-const tcpApp = (name: string, id: string, port: number, extra = ''): string => `
-[[apps]]
-name = "${name}"
-org = "tcporg"
-[[apps.services]]
-protocol = "tcp"
-internal_port = ${port}
-ports = [{ port = ${port}${extra} }]
-[[machines]]
-id = "${id}"
-app = "${name}"
-region = "ewr"
-[[ips]]
-app = "${name}"
-`;
+const tcpApp = (name: string, id: string, port: number, extra = ''): string =>
+  appToml({ name, org: 'tcporg', protocol: 'tcp', internalPort: port, ports: [[port, extra]], machines: [{ id }] });
 
-const TOML = `
-[node]
-region = "ewr"
-[catalog]
-path = ""
-[control]
-enabled = false
-[health]
-enabled = false
-[dns]
-enabled = false
-[[orgs]]
-name = "tcporg"
-network_id = ${NET}
+const TOML = `${proxyNodeToml()}
+${orgsToml({ tcporg: NET })}
 ${tcpApp('pg', PG_ID, 5432)}
 ${tcpApp('cache', REDIS_ID, 6379)}
 ${tcpApp('ppv1', PP1_ID, 9001, `, handlers = ["proxy_proto"], proxy_proto_options = { version = "v1" }`)}

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { RedisStore } from '../../src/catalog/redis.js';
 import { IN_NETNS } from '../harness/env.js';
-import { closeCallerAgents, httpFrom, readAll, readLines, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
+import { appToml, closeCallerAgents, httpFrom, orgsToml, proxyNodeToml, readAll, readLines, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
 import { startHttpMachine, startTcpMachine, stopMachines, type TestMachine } from '../harness/machines.js';
 import { sleep, waitFor } from '../harness/net.js';
 import { startRedis, type TestRedis } from '../harness/redis.js';
@@ -38,71 +38,13 @@ const ECHO_IP = 'fdaa:0:18:0:1::4';
 const FLAKY_IP = 'fdaa:0:18:0:1::5';
 
 function toml(redisUrl: string, namespace: string): string {
-  const machines = [
-    ...WEB.map(([id, region]) => ({ id, app: 'web', region })),
-    ...ECHO.map((id) => ({ id, app: 'echo', region: 'ewr' })),
-    { id: FLAKY_LIVE, app: 'flaky', region: 'ewr' },
-    { id: FLAKY_DEAD, app: 'flaky', region: 'ewr' },
-  ];
-  return `
-[node]
-region = "ewr"
-[catalog]
-store = "redis"
-redis_url = "${redisUrl}"
-namespace = "${namespace}"
-[control]
-enabled = false
-[health]
-enabled = false
-[dns]
-enabled = false
-[proxy]
-mode = "per-address"
-queue_timeout = "400ms"
-connect_timeout = "1s"
-drain_timeout = "5s"
-
-[[orgs]]
-name = "acme"
-network_id = ${ACME}
-[[orgs]]
-name = "other"
-network_id = ${OTHER}
-
-[[apps]]
-name = "web"
-org = "acme"
-[[apps.services]]
-protocol = "http"
-internal_port = 8080
-ports = [{ port = 80 }]
-concurrency = { type = "requests", soft_limit = 2, hard_limit = 3 }
-
-[[apps]]
-name = "echo"
-org = "acme"
-[[apps.services]]
-protocol = "tcp"
-internal_port = 7000
-ports = [{ port = 7000 }]
-concurrency = { type = "connections", soft_limit = 100, hard_limit = 200 }
-
-[[apps]]
-name = "flaky"
-org = "acme"
-[[apps.services]]
-protocol = "http"
-internal_port = 8080
-ports = [{ port = 80 }]
-
-${machines.map((m) => `[[machines]]\nid = "${m.id}"\napp = "${m.app}"\nregion = "${m.region}"\n`).join('\n')}
-[[ips]]
-app = "web"
-[[ips]]
-app = "echo"
-[[ips]]
-app = "flaky"
+  const catalog = `store = "redis"\nredis_url = "${redisUrl}"\nnamespace = "${namespace}"`;
+  const proxy = 'mode = "per-address"\nqueue_timeout = "400ms"\nconnect_timeout = "1s"\ndrain_timeout = "5s"';
+  return `${proxyNodeToml({ catalog, proxy })}
+${orgsToml({ acme: ACME, other: OTHER })}
+${appToml({ name: 'web', org: 'acme', protocol: 'http', internalPort: 8080, ports: [80], concurrency: '{ type = "requests", soft_limit = 2, hard_limit = 3 }', machines: WEB.map(([id, region]) => ({ id, region })) })}
+${appToml({ name: 'echo', org: 'acme', protocol: 'tcp', internalPort: 7000, ports: [7000], concurrency: '{ type = "connections", soft_limit = 100, hard_limit = 200 }', machines: ECHO.map((id) => ({ id })) })}
+${appToml({ name: 'flaky', org: 'acme', protocol: 'http', internalPort: 8080, ports: [80], machines: [{ id: FLAKY_LIVE }, { id: FLAKY_DEAD }] })}
 `;
 }
 

@@ -129,3 +129,44 @@ export async function rssOf(pid: number): Promise<number> {
   const m = /VmRSS:\s+(\d+) kB/.exec(status);
   return m ? Number(m[1]) * 1024 : 0;
 }
+
+/** The head of a proxy-only node config (region ewr; no control API, health checker or DNS). */
+export function proxyNodeToml({ catalog = 'path = ""', proxy = '' }: { catalog?: string; proxy?: string } = {}): string {
+  return `[node]\nregion = "ewr"\n[catalog]\n${catalog}\n[control]\nenabled = false\n[health]\nenabled = false\n[dns]\nenabled = false\n[proxy]\n${proxy}\n`;
+}
+
+export interface AppSpec {
+  name: string;
+  org: string;
+  protocol: 'http' | 'tcp';
+  internalPort: number;
+  /** The inside of each `ports` entry after `port = N`, e.g. `, handlers = ["proxy_proto"]`. */
+  ports: (number | [number, string])[];
+  concurrency?: string;
+  machines: { id: string; region?: string; extra?: string }[];
+  /** Flycast addresses to allocate for the app in its own org. */
+  ips?: number;
+}
+
+/** TOML for one app with one service, its machines and its Flycast addresses. */
+export function appToml(a: AppSpec): string {
+  const ports = a.ports.map((p) => (typeof p === 'number' ? `{ port = ${p} }` : `{ port = ${p[0]}${p[1]} }`)).join(', ');
+  const lines = [
+    '[[apps]]',
+    `name = "${a.name}"`,
+    `org = "${a.org}"`,
+    '[[apps.services]]',
+    `protocol = "${a.protocol}"`,
+    `internal_port = ${a.internalPort}`,
+    `ports = [${ports}]`,
+    ...(a.concurrency ? [`concurrency = ${a.concurrency}`] : []),
+  ];
+  for (const m of a.machines) lines.push('[[machines]]', `id = "${m.id}"`, `app = "${a.name}"`, `region = "${m.region ?? 'ewr'}"`, ...(m.extra ? [m.extra] : []));
+  for (let i = 0; i < (a.ips ?? 1); i++) lines.push('[[ips]]', `app = "${a.name}"`);
+  return `\n${lines.join('\n')}\n`;
+}
+
+/** TOML for orgs: `{ name: networkId }`. */
+export function orgsToml(orgs: Record<string, number>): string {
+  return Object.entries(orgs).map(([name, id]) => `[[orgs]]\nname = "${name}"\nnetwork_id = ${id}\n`).join('');
+}
