@@ -97,3 +97,35 @@ dev_mappings = [
     expect(await r.body.text()).toMatch(/development mapping without as_caller/);
   });
 });
+
+describe.skipIf(!IN_NETNS)('flycast proxy: metrics on the admin listener (e2e)', () => {
+  let node: ProxyNode;
+  let web: TestMachine;
+  let admin: number;
+
+  beforeAll(async () => {
+    web = await startHttpMachine({ id: WEB_ID, host: machineAddress(NET, HOST, WEB_ID), port: 8080 });
+    admin = await freePort();
+    const toml = base('', '').replace('[control]\nenabled = false', `[control]\nenabled = true\nlisten = "127.0.0.1:${admin}"\ntoken = "test-token"\n[demo]\nenabled = false\n[wireguard]\nenabled = false`);
+    node = await startProxyNode(toml, {}, 'up');
+  });
+  afterAll(async () => {
+    await closeCallerAgents();
+    await node?.stop();
+    await stopMachines([web].filter(Boolean));
+  });
+
+  it('counts accepted, denied, answered and selected on /metrics with bounded labels', async () => {
+    expect((await httpFrom(INSIDER, `http://[${WEB_IP}]/`)).status).toBe(200);
+    expect((await httpFrom(OUTSIDER, `http://[${WEB_IP}]/`)).status).toBe(403);
+    const text = await (await request(`http://127.0.0.1:${admin}/metrics`)).body.text();
+    expect(text).toContain('sixpn_denied_total{proto="http"} 1');
+    expect(text).toContain('sixpn_proxy_connections_accepted_total{app="web",proto="http"} 1');
+    expect(text).toContain('sixpn_proxy_http_requests_total{app="web",status_class="2xx"} 1');
+    expect(text).toContain('sixpn_proxy_selection_total{outcome="same_region"} 1');
+    expect(text).toContain(`sixpn_proxy_active_connections{app="web",machine="${WEB_ID}"} 0`);
+    expect(text).toMatch(/sixpn_proxy_request_duration_seconds_count\{app="web"\} 1/);
+    expect(text).not.toContain(INSIDER);
+    expect(text).not.toContain(OUTSIDER);
+  });
+});

@@ -17,12 +17,12 @@ export interface ProxyNode {
   stop(): Promise<number | string>;
 }
 
-/** Writes `toml` to a temp dir and runs `sixpn proxy --config` on it until it prints ready. */
-export async function startProxyNode(toml: string, env: NodeJS.ProcessEnv = {}): Promise<ProxyNode> {
+/** Writes `toml` to a temp dir and runs `sixpn proxy --config` (or `command`) on it until it prints ready. */
+export async function startProxyNode(toml: string, env: NodeJS.ProcessEnv = {}, command = 'proxy'): Promise<ProxyNode> {
   const dir = mkdtempSync(join(tmpdir(), 'sixpn-proxy-'));
   const file = join(dir, 'sixpn.toml');
   writeFileSync(file, toml);
-  const proc = startSixpn(['proxy', '--config', file], { env: { ...process.env, LOG_LEVEL: 'info', ...env } });
+  const proc = startSixpn([command, '--config', file], { env: { ...process.env, LOG_LEVEL: 'info', ...env } });
   await proc.waitForLine(/sixpn ready/, 20_000);
   // The banner lines follow the ready line in the same write.
   await new Promise((r) => setTimeout(r, 50));
