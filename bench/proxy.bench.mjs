@@ -13,7 +13,7 @@ import { startBackends } from './lib/backends.mjs';
 import { haproxyConfig, haproxyVersion, startHaproxy } from './lib/haproxy.mjs';
 import { summariseCpuProfile } from './lib/cpuprofile-top.mjs';
 import { openIdleConnections, runAutocannon, runTcpBulk, runTcpRate } from './lib/load.mjs';
-import { NOFILE, cpuSeconds, freePort, rssBytes, sleep } from './lib/procs.mjs';
+import { NOFILE, cpuTimes, freePort, rssBytes, sleep } from './lib/procs.mjs';
 import { machineLine, median, writeSection } from './lib/results.mjs';
 import { CLI, routeCallerSource, sixpnConfig, startSixpnProxy, tuneNamespaceTcp } from './lib/sixpn.mjs';
 
@@ -46,13 +46,18 @@ if (!haVersion) {
   process.exit(2);
 }
 
-/** Runs `fn` and adds `cpu` (seconds of CPU the process `pid` used meanwhile) and `cpuShare` (of one core). */
+/**
+ * Runs `fn` and adds the CPU the process `pid` used meanwhile: `cpu` (seconds), `user` and
+ * `system` (seconds) and `cpuShare` (of one core over the wall time).
+ */
 async function withCpu(pid, fn) {
-  const c0 = cpuSeconds(pid);
+  const c0 = cpuTimes(pid);
   const t0 = Date.now();
   const res = await fn();
-  const cpu = cpuSeconds(pid) - c0;
-  return { ...res, cpu, cpuShare: cpu / ((Date.now() - t0) / 1000) };
+  const c1 = cpuTimes(pid);
+  const user = c1.user - c0.user;
+  const system = c1.system - c0.system;
+  return { ...res, cpu: user + system, user, system, cpuShare: (user + system) / ((Date.now() - t0) / 1000) };
 }
 
 const cleanups = [];
@@ -84,8 +89,8 @@ const haCfg = haproxyConfig({
   ],
 });
 log('starting haproxy');
-const ha = await startHaproxy(haCfg);
-cleanups.push(ha.stop);
+let ha = await startHaproxy(haCfg);
+cleanups.push(() => ha.stop());
 
 // Targets: name -> { http: url, sink: {host,port}, echo: {host,port} }
 const targets = {
@@ -104,6 +109,7 @@ const targets = {
 let sixpn = null;
 let sixpnError = null;
 let sixpnPid = null;
+let startSixpn = null;
 if (WANT_SIXPN) {
   const { text, apps } = sixpnConfig({
     networkId: 0x18,
@@ -118,16 +124,19 @@ if (WANT_SIXPN) {
   const nodeArgs = env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${env.BENCH_CPU_PROF}`] : [];
   try {
     log('starting sixpn proxy', existsSync(CLI) ? '' : '(dist missing: npm run build)');
-    sixpn = await startSixpnProxy(text, {
-      nodeArgs,
-      listen: [
-        { host: web.flycast, port: 80 },
-        { host: sk.flycast, port: 5000 },
-        { host: ec.flycast, port: 7000 },
-      ],
-    });
-    sixpnPid = sixpn.pid;
-    cleanups.push(() => sixpn.stop());
+    startSixpn = async () => {
+      sixpn = await startSixpnProxy(text, {
+        nodeArgs,
+        listen: [
+          { host: web.flycast, port: 80 },
+          { host: sk.flycast, port: 5000 },
+          { host: ec.flycast, port: 7000 },
+        ],
+      });
+      sixpnPid = sixpn.pid;
+    };
+    await startSixpn();
+    cleanups.push(() => sixpn?.stop());
     targets.sixpn = {
       http: `http://[${web.flycast}]:80/`,
       sink: { host: sk.flycast, port: 5000 },
@@ -144,8 +153,8 @@ if (WANT_SIXPN) {
     delete targets.sixpn;
   }
 }
-// The process doing the forwarding for each target (for direct: the backend itself).
-const pids = { direct: http.list[0].proc.pid, haproxy: ha.pid, ...(sixpn ? { sixpn: sixpn.pid } : {}) };
+// The process doing the forwarding for a target (for direct: the backend itself).
+const pidOf = (n, direct = http) => (n === 'direct' ? direct.list[0].proc.pid : n === 'haproxy' ? ha.pid : sixpn.pid);
 const names = Object.keys(targets);
 const results = { http: {}, bulk: {}, rate: {}, idle: {} };
 for (const n of names) {
@@ -171,12 +180,22 @@ try {
       await sleep(1_000);
     }
   }
+  if (ONLY.has('idle')) {
+    // Fresh proxy processes for the load tests, so they do not start with the heap and the
+    // descriptors of 10,000 connections just closed.
+    await ha.stop();
+    ha = await startHaproxy(haCfg);
+    if (sixpn) {
+      await sixpn.stop();
+      await startSixpn();
+    }
+  }
   if (ONLY.has('http')) {
     log('http warm-up');
     for (const n of names) await runAutocannon({ url: targets[n].http, connections: 50, duration: 2 });
     for (let r = 0; r < RUNS; r++) {
       for (const n of names) {
-        const res = await withCpu(pids[n], () => runAutocannon({ url: targets[n].http, connections: 50, duration: HTTP_SECONDS, pipelining: 1 }));
+        const res = await withCpu(pidOf(n), () => runAutocannon({ url: targets[n].http, connections: 50, duration: HTTP_SECONDS, pipelining: 1 }));
         results.http[n].push(res);
         log(`http run ${r + 1} ${n}: ${fmt(res.reqPerSec)} req/s p50 ${fmt(res.p50, 2)} ms p99 ${fmt(res.p99, 2)} ms non2xx ${res.non2xx} errors ${res.errors}; CPU ${fmt(res.cpuShare * 100)}%`);
       }
@@ -185,7 +204,7 @@ try {
   if (ONLY.has('bulk')) {
     for (let r = 0; r < RUNS; r++) {
       for (const n of names) {
-        const res = await withCpu(n === 'direct' ? sink.list[0].proc.pid : pids[n], () => runTcpBulk({ ...targets[n].sink, bytes: BULK_BYTES }));
+        const res = await withCpu(pidOf(n, sink), () => runTcpBulk({ ...targets[n].sink, bytes: BULK_BYTES }));
         results.bulk[n].push(res);
         log(`bulk run ${r + 1} ${n}: ${fmt(res.mbPerSec)} MB/s (${fmt(res.ms)} ms)`);
       }
@@ -194,7 +213,7 @@ try {
   if (ONLY.has('rate')) {
     for (let r = 0; r < RUNS; r++) {
       for (const n of names) {
-        const res = await withCpu(n === 'direct' ? echo.list[0].proc.pid : pids[n], () => runTcpRate({ ...targets[n].echo, durationMs: RATE_MS, concurrency: 50 }));
+        const res = await withCpu(pidOf(n, echo), () => runTcpRate({ ...targets[n].echo, durationMs: RATE_MS, concurrency: 50 }));
         results.rate[n].push(res);
         log(`rate run ${r + 1} ${n}: ${fmt(res.perSec)} conn/s errors ${res.errors}`);
         await sleep(500);
@@ -218,6 +237,8 @@ for (const n of names) {
         bad: rs.reduce((a, x) => a + x.non2xx + x.errors + x.timeouts, 0),
         cpu: med(rs, (x) => x.cpuShare),
         perCpu: med(rs, (x) => x.raw.requests.total / x.cpu),
+        userUs: med(rs, (x) => (x.user * 1e6) / x.raw.requests.total),
+        sysUs: med(rs, (x) => (x.system * 1e6) / x.raw.requests.total),
       }
     : null;
 }
@@ -277,10 +298,10 @@ if (ONLY.has('http')) {
   md.push(`### HTTP (autocannon, 50 connections, pipelining 1, ${HTTP_SECONDS} s per run)`, '');
   md.push(
     table(
-      ['target', 'req/s', 'p50 ms', 'p99 ms', 'req/s vs HAProxy', 'p99 vs HAProxy', 'failed responses', 'CPU (of one core)', 'requests per CPU second'],
+      ['target', 'req/s', 'p50 ms', 'p99 ms', 'req/s vs HAProxy', 'p99 vs HAProxy', 'failed responses', 'CPU (of one core)', 'requests per CPU second', 'CPU µs per request, user / kernel'],
       rowsFor((n) => {
         const h = H[n];
-        if (!h) return ['n/a', 'n/a', 'n/a', '', '', '', '', ''];
+        if (!h) return ['n/a', 'n/a', 'n/a', '', '', '', '', '', ''];
         return [
           fmt(h.rps),
           fmt(h.p50, 2),
@@ -290,6 +311,7 @@ if (ONLY.has('http')) {
           String(h.bad),
           `${fmt(h.cpu * 100)}%`,
           fmt(h.perCpu),
+          `${fmt(h.userUs, 1)} / ${fmt(h.sysUs, 1)}`,
         ];
       }),
     ),
@@ -346,8 +368,10 @@ md.push('- Latency percentiles are exact over every 2xx response time the load g
 if (Number.isFinite(rpsRatio) && rpsRatio < 0.7) {
   const cpuCost = ratio(H.haproxy?.perCpu, H.sixpn?.perCpu);
   notes.push(
-    `HTTP req/s is limited by CPU per request: sixpn spends ${fmt(cpuCost, 1)}x the CPU HAProxy spends on a request (requests per CPU second above), on one event loop. ` +
-      `Per request it parses the caller's request, runs the ACL and the balancer, dispatches through an undici Pool and writes twice (request upstream, response to the caller); the profile below shows where. ` +
+    `HTTP req/s is limited by CPU per request: sixpn spends ${fmt(cpuCost, 1)}x the CPU HAProxy spends on a request (requests per CPU second above), on one event loop, ` +
+      `and the difference is user-space time (${fmt(H.sixpn?.userUs, 0)} µs against HAProxy's ${fmt(H.haproxy?.userUs, 0)} µs per request; kernel time ${fmt(H.sixpn?.sysUs, 0)} against ${fmt(H.haproxy?.sysUs, 0)} µs). ` +
+      `The system calls are not the gap: strace counts the same four per request for both (read + write on each side). ` +
+      `The JavaScript path per request is node:http's server (parse, IncomingMessage, ServerResponse), the ACL and balancer, undici's client (request object, llhttp in wasm) and header objects copied both ways. ` +
       `What would lift it: less work per request (no AbortController/AbortSignal, timers or closures per request; headers built once), ` +
       `and several proxy processes sharing the listeners (node:cluster on Node 20; \`listen({ reusePort: true })\`, i.e. SO_REUSEPORT, from Node 22.12) on a machine with cores to spare.`,
   );

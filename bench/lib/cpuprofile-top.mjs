@@ -17,7 +17,7 @@ export function summariseCpuProfile(file, top = 25) {
   for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
   const key = (cf) => {
     const url = cf.url.replace(/^file:\/\//, '').replace(/^.*\/(node_modules\/|dist\/)/, '$1');
-    return { name: cf.functionName || '(anonymous)', url, where: url ? `${url}:${cf.lineNumber + 1}` : '' };
+    return { name: (cf.functionName || '(anonymous)').slice(0, 80), url, where: url ? `${url}:${cf.lineNumber + 1}` : '' };
   };
   const incl = new Map();
   for (const [id, us] of self) {

@@ -173,18 +173,24 @@ export function canConnect(host, port) {
 }
 
 let clockTicks = 0;
-/** CPU time (user + system) a process has used so far, in seconds, from /proc/<pid>/stat; NaN if gone. */
-export function cpuSeconds(pid) {
+/** CPU time a process has used so far, { user, system } in seconds, from /proc/<pid>/stat; NaNs if gone. */
+export function cpuTimes(pid) {
   if (!clockTicks) {
     const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' });
     clockTicks = Number(r.stdout) || 100;
   }
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the parenthesised command name (which may itself contain spaces).
+    // Fields after the parenthesised command name (which may itself contain spaces): utime is 14th, stime 15th.
     const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) / clockTicks;
+    return { user: Number(f[11]) / clockTicks, system: Number(f[12]) / clockTicks };
   } catch {
-    return NaN;
+    return { user: NaN, system: NaN };
   }
+}
+
+/** CPU time (user + system) a process has used so far, in seconds; NaN if gone. */
+export function cpuSeconds(pid) {
+  const t = cpuTimes(pid);
+  return t.user + t.system;
 }
