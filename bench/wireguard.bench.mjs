@@ -1,0 +1,225 @@
+// WireGuard gateway benchmark: time from `sixpn wireguard create` to the laptop's first
+// handshake, and a 100 MiB TCP transfer from a laptop namespace through the tunnel (wireguard-go
+// on both ends) against the same transfer directly over the veth underlay, in the same run.
+// Median of BENCH_RUNS (3). Writes the `wireguard` section of bench/RESULTS.md. Run inside the
+// bench namespace:
+//   npm run build && sh test/harness/netns-run.sh node bench/wireguard.bench.mjs
+// Env: BENCH_RUNS (3), BENCH_WG_MIB (100).
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { machineLine, median, writeSection } from './lib/results.mjs';
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const CLI = join(ROOT, 'dist/cli/main.js');
+const RUNS = Number(process.env.BENCH_RUNS ?? 3);
+const MIB = Number(process.env.BENCH_WG_MIB ?? 100);
+const NET = 0x7b01;
+const DNS_ADDR = `fdaa:0:${NET.toString(16)}::3`;
+const COMMAND = 'npm run build && sh test/harness/netns-run.sh node bench/wireguard.bench.mjs';
+
+if (process.env.SIXPN_IN_NETNS !== '1') {
+  console.error('wireguard bench: run it inside test/harness/netns-run.sh (it creates namespaces and interfaces)');
+  process.exit(1);
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const tag = process.pid.toString(36);
+let seq = 0;
+const uname = (p) => `${p}${tag}${(seq++).toString(36)}`;
+
+function sh(cmd, args, input, env = process.env) {
+  const r = spawnSync(cmd, args, { input, env, encoding: 'utf8', timeout: 60_000 });
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error}`);
+  return r.stdout;
+}
+
+function freePort() {
+  return new Promise((res) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+async function waitFor(fn, ms, what) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
+}
+
+/** A TCP sink that answers "ok" once the sender has half-closed. */
+async function startSink(host) {
+  const port = await freePort();
+  const srv = createServer((s) => {
+    let n = 0;
+    s.on('data', (b) => (n += b.length));
+    s.on('end', () => s.end(`ok ${n}\n`));
+    s.on('error', () => undefined);
+  });
+  await new Promise((r) => srv.listen(port, host, r));
+  return { port, close: () => srv.close() };
+}
+
+const SENDER = `
+const net = require('node:net');
+const [host, port, bytes] = process.argv.slice(1);
+const chunk = Buffer.alloc(1 << 20, 7);
+let left = Number(bytes);
+const t0 = process.hrtime.bigint();
+const s = net.connect({ host, port: Number(port) }, () => {
+  const pump = () => {
+    while (left > 0) {
+      left -= chunk.length;
+      if (!s.write(chunk)) return s.once('drain', pump);
+    }
+    s.end();
+  };
+  pump();
+});
+let reply = '';
+s.on('data', (b) => (reply += b));
+s.on('end', () => { console.log(JSON.stringify({ ms: Number(process.hrtime.bigint() - t0) / 1e6, reply: reply.trim() })); });
+s.on('error', (e) => { console.error(e.message); process.exit(2); });`;
+
+/** Async: the sink lives in this process, so its event loop must keep running meanwhile. */
+async function transfer(ns, host, port) {
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', SENDER, host, String(port), String(MIB * 2 ** 20)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let out = '';
+  child.stdout.on('data', (b) => (out += b));
+  const code = await new Promise((r) => child.on('exit', r));
+  if (code !== 0) throw new Error(`sender exited ${code}`);
+  const r = JSON.parse(out);
+  if (r.reply !== `ok ${MIB * 2 ** 20}`) throw new Error(`sink got ${r.reply}`);
+  return r.ms;
+}
+
+const dir = mkdtempSync(join(tmpdir(), 'sixpn-wgbench-'));
+const prefix = `fd5b:${Math.floor(Math.random() * 0xffff).toString(16)}:0:1`;
+const ns = uname('sxbl');
+const hostIf = uname('sxbv');
+const nsIf = uname('sxbv');
+const gwIf = uname('sxbg');
+const children = [];
+let cleaned = false;
+const cleanup = () => {
+  if (cleaned) return;
+  cleaned = true;
+  for (const c of children) if (c.exitCode === null) c.kill('SIGTERM');
+  spawnSync('ip', ['netns', 'del', ns]);
+  spawnSync('ip', ['link', 'del', hostIf]);
+  rmSync(dir, { recursive: true, force: true });
+};
+process.on('exit', cleanup);
+for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(1));
+
+try {
+  sh('ip', ['netns', 'add', ns]);
+  sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+  sh('ip', ['link', 'add', hostIf, 'type', 'veth', 'peer', 'name', nsIf, 'netns', ns]);
+  sh('ip', ['-6', 'addr', 'add', `${prefix}::1/64`, 'dev', hostIf, 'nodad']);
+  sh('ip', ['link', 'set', hostIf, 'up']);
+  sh('ip', ['-n', ns, '-6', 'addr', 'add', `${prefix}::2/64`, 'dev', nsIf, 'nodad']);
+  sh('ip', ['-n', ns, 'link', 'set', nsIf, 'up']);
+
+  const wgPort = await freePort();
+  const apiPort = await freePort();
+  const token = `bench-${tag}`;
+  const config = join(dir, 'gateway.toml');
+  writeFileSync(
+    config,
+    `[catalog]\npath = ""\n[control]\nlisten = "127.0.0.1:${apiPort}"\ntoken = "${token}"\n[proxy]\nenabled = false\n[dns]\nenabled = false\n[health]\nenabled = false\n` +
+      `[log]\nlevel = "warn"\n[wireguard]\nenabled = true\ninterface = "${gwIf}"\nlisten_port = ${wgPort}\nendpoint = "[${prefix}::1]:${wgPort}"\nstate_file = "gateway.json"\n` +
+      `[[orgs]]\nname = "bench"\nnetwork_id = ${NET}\n`,
+  );
+  const env = { ...process.env, SIXPN_API_URL: `http://127.0.0.1:${apiPort}`, SIXPN_TOKEN: token };
+  const node = spawn(process.execPath, [CLI, 'up', '--config', config], { env, stdio: ['ignore', 'pipe', 'inherit'] });
+  children.push(node);
+  await new Promise((res, rej) => {
+    let out = '';
+    node.stdout.on('data', (b) => {
+      out += b;
+      if (out.includes('sixpn ready')) res();
+    });
+    node.on('exit', (code) => rej(new Error(`sixpn up exited ${code}: ${out}`)));
+  });
+
+  // 1. create -> first handshake, each run with a fresh peer and laptop interface.
+  const createMs = [];
+  const handshakeMs = [];
+  let conf = '';
+  let lapIf = '';
+  let lapProc = null;
+  for (let i = 0; i < RUNS; i++) {
+    if (lapProc) {
+      lapProc.kill('SIGTERM');
+      await new Promise((r) => lapProc.once('exit', r));
+    }
+    const name = uname('bp');
+    conf = join(dir, `${name}.conf`);
+    const t0 = performance.now();
+    sh(process.execPath, [CLI, 'wireguard', 'create', 'bench', 'ewr', name, '--output', conf], undefined, env);
+    const tCreated = performance.now();
+    lapIf = uname('sxbl');
+    lapProc = spawn('ip', ['netns', 'exec', ns, 'wireguard-go', '-f', lapIf], { env: { ...process.env, LOG_LEVEL: 'error' }, stdio: 'ignore' });
+    children.push(lapProc);
+    await waitFor(() => spawnSync('ip', ['netns', 'exec', ns, 'wg', 'show', lapIf, 'listen-port']).status === 0, 5000, 'laptop wireguard-go');
+    sh('ip', ['netns', 'exec', ns, 'sh', '-c', 'cat | wg setconf "$0" /dev/stdin', lapIf], sh('wg-quick', ['strip', conf]));
+    const address = /^Address\s*=\s*(\S+)/m.exec(readFileSync(conf, 'utf8'))[1];
+    sh('ip', ['-n', ns, 'addr', 'add', address, 'dev', lapIf, 'nodad']);
+    sh('ip', ['-n', ns, 'link', 'set', lapIf, 'mtu', '1420', 'up']);
+    sh('ip', ['-n', ns, 'route', 'replace', `fdaa:0:${NET.toString(16)}::/48`, 'dev', lapIf]);
+    await waitFor(() => Number(sh('ip', ['netns', 'exec', ns, 'wg', 'show', lapIf, 'dump']).split('\n')[1]?.split('\t')[4] ?? 0) > 0, 10_000, 'handshake');
+    createMs.push(tCreated - t0);
+    handshakeMs.push(performance.now() - t0);
+  }
+
+  // 2. 100 MiB through the tunnel (to the org DNS address, local on the gateway) vs over the veth.
+  const tunnelSink = await startSink(DNS_ADDR);
+  const directSink = await startSink(`${prefix}::1`);
+  await transfer(ns, DNS_ADDR, tunnelSink.port); // warm-up
+  const tunnelMs = [];
+  const directMs = [];
+  for (let i = 0; i < RUNS; i++) {
+    directMs.push(await transfer(ns, `${prefix}::1`, directSink.port));
+    tunnelMs.push(await transfer(ns, DNS_ADDR, tunnelSink.port));
+  }
+  tunnelSink.close();
+  directSink.close();
+
+  const mibs = (ms) => (MIB / (ms / 1000)).toFixed(1);
+  const tMed = median(tunnelMs);
+  const dMed = median(directMs);
+  const md = `## WireGuard gateway
+
+\`${COMMAND}\` — ${machineLine()}; wireguard-go ${sh('wireguard-go', ['--version']).split('\n')[0].replace('wireguard-go ', '')} on both ends (userspace: this kernel has no WireGuard module), median of ${RUNS} runs.
+
+| measure | median | runs |
+|---|---|---|
+| \`sixpn wireguard create\` (CLI process, key pair, API call, file) | ${median(createMs).toFixed(0)} ms | ${createMs.map((x) => x.toFixed(0)).join(', ')} |
+| create -> laptop's first completed handshake (includes starting wireguard-go on the laptop) | ${median(handshakeMs).toFixed(0)} ms | ${handshakeMs.map((x) => x.toFixed(0)).join(', ')} |
+| ${MIB} MiB TCP, laptop -> gateway, direct over the veth | ${dMed.toFixed(0)} ms (${mibs(dMed)} MiB/s) | ${directMs.map((x) => x.toFixed(0)).join(', ')} |
+| ${MIB} MiB TCP, laptop -> gateway, through the tunnel | ${tMed.toFixed(0)} ms (${mibs(tMed)} MiB/s) | ${tunnelMs.map((x) => x.toFixed(0)).join(', ')} |
+| tunnel / direct throughput | ${(dMed / tMed).toFixed(2)}x | |
+
+Both transfers run from the laptop namespace to a sink in the gateway's namespace; the tunnel one
+goes to the org's \`<prefix>::3\` (routed local on the gateway) through the nftables org filter.
+`;
+  writeSection('wireguard', md);
+  console.log(md);
+  node.kill('SIGTERM');
+  await new Promise((r) => node.once('exit', r));
+} catch (err) {
+  console.error(err);
+  process.exitCode = 1;
+}
+// The laptop's wireguard-go would keep the event loop alive.
+process.exit();
