@@ -201,6 +201,10 @@ describe.skipIf(!IN_NETNS)('flycast proxy (e2e)', () => {
     expect(statuses.every((s) => s === 200)).toBe(true);
     expect((await flakyLive.stats()).requests).toBe(12);
     await waitFor(() => /"machine":"c0000002".*machine connect failed/.test(proxy.proc.output()), { what: 'connect failure log line' });
+    // Three failed connects in a row eject it from this node (passive ejection), so later
+    // requests stop paying for the failed connect.
+    for (let i = 0; i < 12; i++) expect((await httpFrom(INSIDER, `http://[${FLAKY_IP}]/`)).status).toBe(200);
+    await waitFor(() => /"machine":"c0000002".*"ejected_ms":10000.*ejected from this node/.test(proxy.proc.output()), { what: 'ejection log line' });
   });
 
   it('serves a Flycast address allocated while running and stops serving a released one', async () => {
