@@ -107,14 +107,13 @@ describe.skipIf(!IN_NETNS)('failover under load (proxy + health checker)', () =>
     expect(Object.keys(byMachine(l.samples)).sort()).toEqual(ewr().map((m) => m.name).sort());
   });
 
-  it('kill -9 one machine: no GET sent after the kill fails, ejected within one interval, re-admitted after rise passes', async () => {
+  it('kill -9 one machine: no GET fails, ejected within one interval, re-admitted after rise passes', async () => {
     const victim = ewr()[0]!;
     const l = load();
     l.start();
     await sleep(500);
     const tKill = Date.now();
     await victim.signal('SIGKILL');
-    const tDead = Date.now();
     const eject = await waitTransition(victim, 'unhealthy', tKill);
     await sleep(500);
     await victim.start();
@@ -125,12 +124,11 @@ describe.skipIf(!IN_NETNS)('failover under load (proxy + health checker)', () =>
     const after = l.between(tKill);
     const bad = after.filter(failed);
     report.push(
-      `kill -9: ${bad.length}/${after.length} failed (in flight at the kill), eject ${eject.at - tKill} ms (${eject.reason}), re-admit ${readmit.at - tBack} ms, serving again ${serving.start - readmit.at} ms later`,
+      `kill -9: ${bad.length}/${after.length} failed, eject ${eject.at - tKill} ms (${eject.reason}), re-admit ${readmit.at - tBack} ms, serving again ${serving.start - readmit.at} ms later`,
     );
-    // Connect failures are retried on another machine; only requests already sent on a
-    // connection the kill reset may fail, and none started after it.
-    expect(bad.length).toBeLessThanOrEqual(CONCURRENCY);
-    for (const b of bad) expect(b.start).toBeLessThanOrEqual(tDead);
+    // Refused connects, and GETs on a pooled connection the kill reset before any response,
+    // are retried on another machine: not one GET fails.
+    expect(bad).toEqual([]);
     expect(eject.at - tKill).toBeLessThanOrEqual(INTERVAL + TIMEOUT + SLACK);
     expect(readmit.at - tBack).toBeLessThanOrEqual(RISE * INTERVAL + SLACK);
   });
