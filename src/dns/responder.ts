@@ -21,6 +21,9 @@ import type { DnsIndex } from './zone.js';
 
 export type Transport = 'udp' | 'tcp';
 
+const localDuration = dnsDuration.labels('local');
+const forwardDuration = dnsDuration.labels('forward');
+
 const QR = 0x8000;
 const AA = 0x0400;
 const TC = 0x0200;
@@ -217,7 +220,7 @@ export class Responder {
 
   private done(out: Buffer, qtype: string | undefined, started: bigint, source: 'local' | 'forward'): Buffer {
     countQuery(qtypeLabel(qtype), rcodeName(out.readUInt16BE(2) & 0xf));
-    dnsDuration.observe({ source }, Number(process.hrtime.bigint() - started) / 1e9);
+    (source === 'local' ? localDuration : forwardDuration).observe(Number(process.hrtime.bigint() - started) / 1e9);
     return out;
   }
 }

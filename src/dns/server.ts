@@ -17,6 +17,14 @@ const MAX_IN_FLIGHT_PER_CONNECTION = 64;
 const MAX_UNREAD_BYTES = 256 * 1024;
 const UDP_BUFFER_BYTES = 4 * 1024 * 1024;
 
+/**
+ * Replies go back to the address a query came from, always an IP literal: skip the resolver
+ * (dns.lookup defers every call to the next tick and re-parses the address).
+ */
+function literalLookup(address: string, family: unknown, callback: (err: Error | null, address: string, family: number) => void): void {
+  callback(null, address, address.includes(':') ? 6 : 4);
+}
+
 /** All TCP connections of the role, least recently active first. */
 export class TcpConnections {
   private readonly live = new Set<Socket>();
@@ -77,7 +85,12 @@ export class DnsListener {
   async start(): Promise<void> {
     // A large receive buffer rides out bursts (timer storms, GC pauses) instead of dropping
     // queries in the kernel; the kernel caps it at net.core.rmem_max.
-    const udp = createSocket({ type: isIPv6(this.address) ? 'udp6' : 'udp4', recvBufferSize: UDP_BUFFER_BYTES, sendBufferSize: UDP_BUFFER_BYTES });
+    const udp = createSocket({
+      type: isIPv6(this.address) ? 'udp6' : 'udp4',
+      recvBufferSize: UDP_BUFFER_BYTES,
+      sendBufferSize: UDP_BUFFER_BYTES,
+      lookup: literalLookup,
+    });
     this.udp = udp;
     try {
       await new Promise<void>((resolve, reject) => {
@@ -107,8 +120,9 @@ export class DnsListener {
   }
 
   private onUdp(udp: UdpSocket, msg: Buffer, address: string, port: number): void {
+    // No send callback: a failed send emits 'error' on the socket, logged there.
     const send = (out: Buffer | null): void => {
-      if (out) udp.send(out, port, address, (err) => err && this.log.debug({ err }, 'udp send failed'));
+      if (out) udp.send(out, port, address);
     };
     try {
       const r = this.responder.answer(msg, address, 'udp');

@@ -4,17 +4,15 @@
  * the right answer over UDP and TCP, and the process must still be running.
  */
 import { createSocket } from 'node:dgram';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { machineAddress } from '../../src/addressing/index.js';
 import { dig } from '../harness/dig.js';
 import { bases, fuzzPacket, rng } from '../harness/dns-fuzz.js';
 import { IN_NETNS } from '../harness/env.js';
 import { freePort, sleep } from '../harness/net.js';
-import { run, startSixpn, type Proc } from '../harness/procs.js';
+import { run, type Proc } from '../harness/procs.js';
+import { startSixpnNode, type SixpnNode } from '../harness/sixpn-node.js';
 
 const SERVER = 'fdaa::3';
 const HOST = 0x0a7b007d;
@@ -23,29 +21,25 @@ const TOTAL_UDP = 100_000;
 const RATE = 10_000;
 
 describe.skipIf(!IN_NETNS)('dns: fuzzing the real server', () => {
-  let dir: string;
+  let sixpn: SixpnNode;
   let node: Proc;
   let port: number;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'sixpn-dnsfuzz-'));
     port = await freePort();
     const deadUpstream = await freePort();
-    const cfg = join(dir, 'sixpn.toml');
-    writeFileSync(
-      cfg,
+    sixpn = await startSixpnNode(
+      'dns',
       `[node]\nregion = "ewr"\n[catalog]\npath = ""\n[log]\nlevel = "error"\n` +
         `[dns]\nport = ${port}\nupstreams = ["127.0.0.1:${deadUpstream}"]\nupstream_timeout = "200ms"\nmax_tcp_connections = 50\ntcp_idle_timeout = "1s"\n` +
         `[[orgs]]\nname = "acme"\nnetwork_id = 24\n[[apps]]\nname = "web"\norg = "acme"\n` +
         `[[machines]]\nid = "aaaaaaaa0001"\napp = "web"\nregion = "ewr"\n[[machines]]\nid = "bbbbbbbb0002"\napp = "web"\nregion = "ams"\n`,
     );
-    node = startSixpn(['dns', '--config', cfg]);
-    await node.waitForLine(/sixpn ready/);
+    node = sixpn.proc;
   }, 30_000);
 
   afterAll(async () => {
-    await node?.stop();
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    await sixpn?.stop();
   });
 
   const expectHealthy = async (): Promise<void> => {

@@ -3,8 +3,6 @@
  * <prefix>::3 inside the test namespace, asked by the real `dig` from machine and peer
  * addresses of two orgs, with a local stub upstream for forwarded names.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../src/catalog/memory.js';
@@ -13,7 +11,7 @@ import { dig } from '../harness/dig.js';
 import { startDnsStub, type DnsStub } from '../harness/dns-stub.js';
 import { IN_NETNS } from '../harness/env.js';
 import { freePort, waitFor } from '../harness/net.js';
-import { startSixpn, type Proc } from '../harness/procs.js';
+import { startSixpnNode, type SixpnNode } from '../harness/sixpn-node.js';
 import { regionTable } from '../unit/dns/fixture.js';
 
 const HOST = 0x0a7b007d;
@@ -22,8 +20,7 @@ const TOKEN = 'dns-e2e-token';
 const key = (n: number): string => Buffer.alloc(32, n).toString('base64');
 
 describe.skipIf(!IN_NETNS)('dns: .internal over real sockets with dig', () => {
-  let dir: string;
-  let node: Proc;
+  let node: SixpnNode;
   let stub: DnsStub;
   let port: number;
   let controlPort: number;
@@ -32,44 +29,39 @@ describe.skipIf(!IN_NETNS)('dns: .internal over real sockets with dig', () => {
   const peer = (name: string): string => snap.peers.find((p) => p.name === name)!.address;
 
   beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'sixpn-dns-'));
-    const store = await MemoryStore.open({ path: join(dir, 'catalog.json'), regions: regionTable().codes });
-    await store.createOrg({ name: 'acme', network_id: 0x18 });
-    await store.createOrg({ name: 'beta', network_id: 0x19 });
-    await store.createApp({ name: 'web', org: 'acme' });
-    await store.createApp({ name: 'big', org: 'acme' });
-    await store.createApp({ name: 'db', org: 'beta' });
-    await store.registerMachine({ id: 'aaaaaaaa0001', app: 'web', region: 'ewr' }, { hostId: HOST });
-    await store.registerMachine({ id: 'bbbbbbbb0002', app: 'web', region: 'ord' }, { hostId: HOST });
-    await store.registerMachine({ id: 'cccccccc0003', app: 'web', region: 'ams' }, { hostId: HOST });
-    await store.registerMachine({ id: 'ffffffff0006', app: 'db', region: 'fra' }, { hostId: HOST });
-    for (let i = 0; i < 40; i++) await store.registerMachine({ id: `1000${String(i).padStart(4, '0')}`, app: 'big', region: 'ewr' }, { hostId: HOST });
-    await store.createPeer({ name: 'laptop', org: 'acme', region: 'lhr', public_key: key(1) }, { gatewayHostId: GATEWAY });
-    await store.createPeer({ name: 'interactive-x1', org: 'acme', region: 'ewr', public_key: key(2) }, { gatewayHostId: GATEWAY });
-    await store.createPeer({ name: 'ci', org: 'beta', region: 'iad', public_key: key(3) }, { gatewayHostId: GATEWAY });
-    await store.allocateFlycast('web');
-    await store.allocateFlycast('web', 'beta');
-    snap = await store.snapshot();
-    await store.close();
-
     stub = await startDnsStub('127.0.0.1', { 'example.test': ['192.0.2.1'], 'big.example.test': ['192.0.2.2', '192.0.2.3'] }, ['big.example.test']);
     port = await freePort();
     controlPort = await freePort();
-    const cfg = join(dir, 'sixpn.toml');
-    writeFileSync(
-      cfg,
+    const toml =
       `[node]\nregion = "ewr"\n[catalog]\npath = "catalog.json"\n[control]\nlisten = "127.0.0.1:${controlPort}"\ntoken = "${TOKEN}"\n` +
-        `[proxy]\nenabled = false\n[health]\nenabled = false\n[log]\nlevel = "warn"\n` +
-        `[dns]\nport = ${port}\nupstreams = ["127.0.0.1:${stub.port}"]\nupstream_timeout = "300ms"\n`,
-    );
-    node = startSixpn(['up', '--config', cfg]);
-    await node.waitForLine(/sixpn ready/);
+      `[proxy]\nenabled = false\n[health]\nenabled = false\n[log]\nlevel = "warn"\n` +
+      `[dns]\nport = ${port}\nupstreams = ["127.0.0.1:${stub.port}"]\nupstream_timeout = "300ms"\n`;
+    node = await startSixpnNode('up', toml, async (dir) => {
+      // Peers cannot be seeded from a config file: build the catalog file the node will open.
+      const store = await MemoryStore.open({ path: join(dir, 'catalog.json'), regions: regionTable().codes });
+      await store.createOrg({ name: 'acme', network_id: 0x18 });
+      await store.createOrg({ name: 'beta', network_id: 0x19 });
+      await store.createApp({ name: 'web', org: 'acme' });
+      await store.createApp({ name: 'big', org: 'acme' });
+      await store.createApp({ name: 'db', org: 'beta' });
+      await store.registerMachine({ id: 'aaaaaaaa0001', app: 'web', region: 'ewr' }, { hostId: HOST });
+      await store.registerMachine({ id: 'bbbbbbbb0002', app: 'web', region: 'ord' }, { hostId: HOST });
+      await store.registerMachine({ id: 'cccccccc0003', app: 'web', region: 'ams' }, { hostId: HOST });
+      await store.registerMachine({ id: 'ffffffff0006', app: 'db', region: 'fra' }, { hostId: HOST });
+      for (let i = 0; i < 40; i++) await store.registerMachine({ id: `1000${String(i).padStart(4, '0')}`, app: 'big', region: 'ewr' }, { hostId: HOST });
+      await store.createPeer({ name: 'laptop', org: 'acme', region: 'lhr', public_key: key(1) }, { gatewayHostId: GATEWAY });
+      await store.createPeer({ name: 'interactive-x1', org: 'acme', region: 'ewr', public_key: key(2) }, { gatewayHostId: GATEWAY });
+      await store.createPeer({ name: 'ci', org: 'beta', region: 'iad', public_key: key(3) }, { gatewayHostId: GATEWAY });
+      await store.allocateFlycast('web');
+      await store.allocateFlycast('web', 'beta');
+      snap = await store.snapshot();
+      await store.close();
+    });
   }, 30_000);
 
   afterAll(async () => {
     await node?.stop();
     await stub?.close().catch(() => undefined);
-    if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
   const askers = [
@@ -165,6 +157,22 @@ describe.skipIf(!IN_NETNS)('dns: .internal over real sockets with dig', () => {
     expect(Date.now() - t0).toBeLessThan(1_000);
     expect((await dig('fdaa::3', port, 'vms.web.internal', 'TXT', { source: addr('aaaaaaaa0001') })).records[0]?.data).toBe('aaaaaaaa0001,cccccccc0003');
     await fetch(`http://127.0.0.1:${controlPort}/v1/machines/bbbbbbbb0002/start`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+  });
+
+  it("listens on a new org's <prefix>::3 while the org exists", async () => {
+    const api = (method: string, path: string, body?: unknown) =>
+      fetch(`http://127.0.0.1:${controlPort}${path}`, { method, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+    expect((await api('POST', '/v1/orgs', { name: 'gamma', network_id: 0x20 })).status).toBe(201);
+    const r = await waitFor(async () => {
+      const a = await dig('fdaa:0:20::3', port, '_apps.internal', 'TXT', { source: 'fdaa:0:20::9' });
+      return a.status === 'NOERROR' ? a : null;
+    }, { timeoutMs: 3_000, what: 'gamma listener' });
+    expect(r.records).toEqual([]); // no apps yet: NODATA
+    expect((await api('DELETE', '/v1/orgs/gamma')).status).toBeLessThan(300);
+    await waitFor(async () => (await dig('fdaa:0:20::3', port, '_apps.internal', 'TXT', { source: 'fdaa:0:20::9', extra: ['+tcp'] })).status.startsWith('no answer'), {
+      timeoutMs: 3_000,
+      what: 'gamma listener to close',
+    });
   });
 
   it('forwards other names to the upstream (truncated UDP retried over TCP), SERVFAIL once it is down', async () => {

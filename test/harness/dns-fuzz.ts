@@ -21,8 +21,8 @@ export function bases(): Buffer[] {
   const out: Buffer[] = [];
   for (const name of names)
     for (const type of types) {
-      out.push(packet.encode({ id: 1, type: 'query', flags: packet.RECURSION_DESIRED, questions: [{ name, type, class: 'IN' }] }));
-      out.push(packet.encode({ id: 2, type: 'query', questions: [{ name, type, class: 'IN' }], additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 4096 } as packet.Answer] }));
+      out.push(packet.encode({ id: 1, type: 'query', flags: packet.RECURSION_DESIRED, questions: [{ name, type: type as 'A', class: 'IN' }] }));
+      out.push(packet.encode({ id: 2, type: 'query', questions: [{ name, type: type as 'A', class: 'IN' }], additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 4096 } as packet.Answer] }));
     }
   return out;
 }

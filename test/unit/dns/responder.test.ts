@@ -31,10 +31,10 @@ afterAll(async () => {
 function query(name: string, type = 'AAAA', extra: Partial<packet.Packet> = {}): Buffer {
   return packet.encode({ id: 4242, type: 'query', flags: packet.RECURSION_DESIRED, questions: [{ name, type: type as 'AAAA', class: 'IN' }], ...extra });
 }
-function ask(msg: Buffer, source = ACME, transport: 'udp' | 'tcp' = 'udp'): packet.Packet & { rcode?: string } {
+function ask(msg: Buffer, source = ACME, transport: 'udp' | 'tcp' = 'udp'): packet.Packet & { rcode?: string; flag_aa?: boolean; flag_rd?: boolean; flag_tc?: boolean } {
   const out = responder.answer(msg, source, transport);
   if (!out || out instanceof Promise) throw new Error('expected a synchronous answer');
-  return packet.decode(out) as packet.Packet & { rcode?: string };
+  return packet.decode(out) as packet.Packet & { rcode?: string; flag_aa?: boolean; flag_rd?: boolean; flag_tc?: boolean };
 }
 
 describe('Responder', () => {

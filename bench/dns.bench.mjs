@@ -1,0 +1,205 @@
+// DNS benchmark: dnsperf against sixpn's .internal resolver and against dnsmasq serving the
+// same records (AAAA and TXT), in one run, same query file. Throughput: alternating runs at full
+// speed, medians. Latency: each server again at the reference's median rate with `dnsperf -v`
+// (one line per query with its latency), for the p99.
+// Run: npm run build && sh test/harness/netns-run.sh node bench/dns.bench.mjs
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { machineLine, median, writeSection } from './lib/results.mjs';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const RUNS = Number(process.env.DNS_BENCH_RUNS ?? 5);
+const SECONDS = Number(process.env.DNS_BENCH_SECONDS ?? 5);
+const SIXPN_PORT = 5301;
+const DNSMASQ_PORT = 5302;
+const DNSMASQ_ADDR = 'fdaa:0:18::53';
+const HOST = 'a7b:7d';
+
+if (process.env.SIXPN_IN_NETNS !== '1') {
+  console.error('run inside the test namespace: sh test/harness/netns-run.sh node bench/dns.bench.mjs');
+  process.exit(1);
+}
+for (const cmd of ['dnsperf', 'dnsmasq']) {
+  if (spawnSync('sh', ['-c', `command -v ${cmd}`]).status !== 0) {
+    console.error(`${cmd} is not installed`);
+    process.exit(1);
+  }
+}
+
+// The zone: org acme (0x18), app web with 5 machines, app api with 3.
+const machines = [
+  ['10000001cafe', 'web', 'ewr'],
+  ['10000002cafe', 'web', 'ewr'],
+  ['10000003cafe', 'web', 'ord'],
+  ['10000004cafe', 'web', 'ams'],
+  ['10000005cafe', 'web', 'syd'],
+  ['20000001cafe', 'api', 'ewr'],
+  ['20000002cafe', 'api', 'fra'],
+  ['20000003cafe', 'api', 'nrt'],
+];
+const addr = (id) => `fdaa:0:18:a7b:7d:${id.slice(0, 4)}:${id.slice(4, 8).replace(/^0+(?=.)/, '')}:2`;
+const MEMBER = addr('10000001cafe');
+
+const dir = mkdtempSync(join(tmpdir(), 'sixpn-dnsbench-'));
+const cfg = join(dir, 'sixpn.toml');
+writeFileSync(
+  cfg,
+  [
+    `[node]\nregion = "ewr"\nhost_id = "${HOST}"\n[catalog]\npath = ""\n[log]\nlevel = "warn"\n[dns]\nport = ${SIXPN_PORT}`,
+    '[[orgs]]\nname = "acme"\nnetwork_id = 24',
+    '[[apps]]\nname = "web"\norg = "acme"',
+    '[[apps]]\nname = "api"\norg = "acme"',
+    ...machines.map(([id, app, region]) => `[[machines]]\nid = "${id}"\napp = "${app}"\nregion = "${region}"`),
+  ].join('\n'),
+);
+const byApp = (app) => machines.filter((m) => m[1] === app);
+const regionsOf = (app) => [...new Set(byApp(app).map((m) => m[2]))].sort().join(',');
+
+// The same records for dnsmasq, answered from its own tables.
+const dnsmasqArgs = [
+  '-k',
+  '--conf-file=/dev/null',
+  '--no-resolv',
+  '--no-hosts',
+  '--local=/internal/',
+  '--bind-interfaces',
+  `--listen-address=${DNSMASQ_ADDR}`,
+  '-p',
+  String(DNSMASQ_PORT),
+  '--pid-file=',
+  '--user=root',
+  ...machines.map(([id, app]) => `--host-record=${app}.internal,${addr(id)}`),
+  ...machines.filter((m) => m[2] === 'ewr').map(([id, app]) => `--host-record=ewr.${app}.internal,${addr(id)}`),
+  `--txt-record=vms.web.internal,${byApp('web').map((m) => m[0]).join(',')}`,
+  `--txt-record=regions.web.internal,${regionsOf('web')}`,
+  '--txt-record=_apps.internal,api,web',
+];
+
+const queries = join(dir, 'queries.txt');
+writeFileSync(queries, ['web.internal AAAA', 'api.internal AAAA', 'ewr.web.internal AAAA', 'vms.web.internal TXT', 'regions.web.internal TXT', '_apps.internal TXT'].join('\n') + '\n');
+
+function dnsperf(server, port, seconds, extra = []) {
+  const r = spawnSync('dnsperf', ['-s', server, '-p', String(port), '-a', MEMBER, '-d', queries, '-l', String(seconds), ...extra], {
+    encoding: 'utf8',
+    maxBuffer: 512 * 1024 * 1024,
+  });
+  const out = r.stdout + r.stderr;
+  const num = (re) => Number(re.exec(out)?.[1] ?? NaN);
+  const res = {
+    qps: num(/Queries per second:\s+([\d.]+)/),
+    avgMs: num(/Average Latency \(s\):\s+([\d.]+)/) * 1000,
+    lostPct: num(/Queries lost:\s+\d+ \(([\d.]+)%\)/),
+    out,
+  };
+  if (!Number.isFinite(res.qps)) throw new Error(`dnsperf failed:\n${out.slice(-2000)}`);
+  return res;
+}
+
+function p99FromVerbose(out) {
+  const lat = [];
+  for (const line of out.split('\n')) {
+    if (!line.startsWith('> ')) continue;
+    const v = Number(line.slice(line.lastIndexOf(' ') + 1));
+    if (Number.isFinite(v)) lat.push(v);
+  }
+  lat.sort((a, b) => a - b);
+  return { p99Ms: lat.length ? lat[Math.min(lat.length - 1, Math.floor(lat.length * 0.99))] * 1000 : NaN, n: lat.length };
+}
+
+function waitForAnswer(server, port) {
+  for (let i = 0; i < 100; i++) {
+    const r = spawnSync('dig', ['-b', MEMBER, `@${server}`, '-p', String(port), 'web.internal', 'AAAA', '+short', '+time=1', '+tries=1'], { encoding: 'utf8' });
+    const lines = r.stdout.trim().split('\n');
+    if (r.status === 0 && lines.every((l) => /^fdaa:[0-9a-f:]+$/.test(l))) return lines.sort();
+    spawnSync('sleep', ['0.1']);
+  }
+  throw new Error(`${server}:${port} does not answer`);
+}
+
+const procs = [];
+const cleanup = () => {
+  for (const p of procs) p.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+};
+process.on('exit', cleanup);
+
+try {
+  execFileSync('ip', ['-6', 'addr', 'add', `${DNSMASQ_ADDR}/128`, 'dev', 'lo', 'nodad'], { stdio: 'pipe' });
+} catch {
+  // already there
+}
+const sixpn = spawn(process.execPath, [join(ROOT, 'dist/cli/main.js'), 'dns', '--config', cfg], { stdio: ['ignore', 'pipe', 'inherit'] });
+const dnsmasq = spawn('dnsmasq', dnsmasqArgs, { stdio: ['ignore', 'ignore', 'inherit'] });
+procs.push(sixpn, dnsmasq);
+
+const servers = { sixpn: ['fdaa::3', SIXPN_PORT], dnsmasq: [DNSMASQ_ADDR, DNSMASQ_PORT] };
+const a = waitForAnswer(...servers.sixpn);
+const b = waitForAnswer(...servers.dnsmasq);
+if (a.join() !== b.join()) throw new Error(`the two servers disagree on web.internal: ${a} vs ${b}`);
+
+// Warm-up (JIT, caches), then alternating full-speed runs.
+for (const s of Object.values(servers)) dnsperf(...s, 2);
+const qps = { sixpn: [], dnsmasq: [] };
+const avg = { sixpn: [], dnsmasq: [] };
+const lost = { sixpn: [], dnsmasq: [] };
+for (let i = 0; i < RUNS; i++) {
+  for (const [name, s] of Object.entries(servers)) {
+    const r = dnsperf(...s, SECONDS);
+    qps[name].push(r.qps);
+    avg[name].push(r.avgMs);
+    lost[name].push(r.lostPct);
+    console.log(`run ${i + 1} ${name}: ${Math.round(r.qps)} q/s, avg ${r.avgMs.toFixed(3)} ms, lost ${r.lostPct}%`);
+  }
+}
+const refQps = Math.round(median(qps.dnsmasq));
+
+// Latency at the reference's load (both servers at dnsmasq's median rate), and at half of it
+// (below saturation, where queueing in the client and the kernel does not dominate).
+const loads = [refQps, Math.round(refQps / 2)];
+const p99 = {};
+const avgAtLoad = {};
+for (const load of loads) {
+  p99[load] = { sixpn: [], dnsmasq: [] };
+  avgAtLoad[load] = { sixpn: [], dnsmasq: [] };
+  for (let i = 0; i < 3; i++) {
+    for (const [name, s] of Object.entries(servers)) {
+      const r = dnsperf(...s, SECONDS, ['-Q', String(load), '-v']);
+      const { p99Ms, n } = p99FromVerbose(r.out);
+      p99[load][name].push(p99Ms);
+      avgAtLoad[load][name].push(r.avgMs);
+      console.log(`latency run ${i + 1} ${name} at ${load} q/s: p99 ${p99Ms.toFixed(3)} ms over ${n} queries, avg ${r.avgMs.toFixed(3)} ms`);
+    }
+  }
+}
+const half = loads[1];
+
+const m = (xs, d = 0) => median(xs).toFixed(d);
+const ratio = median(qps.sixpn) / median(qps.dnsmasq);
+const md = `## DNS: sixpn's .internal resolver vs dnsmasq
+
+\`sh test/harness/netns-run.sh node bench/dns.bench.mjs\` (after \`npm run build\`) — ${machineLine()}.
+
+Same zone in both (org acme: web with 5 machines, api with 3; AAAA for \`web.internal\`, \`api.internal\`,
+\`ewr.web.internal\`, TXT for \`vms.web.internal\`, \`regions.web.internal\`, \`_apps.internal\`), same query file,
+asked by \`dnsperf\` (one client, 100 outstanding) from a machine address of the org over UDP inside the test
+namespace. sixpn: \`sixpn dns\` on \`fdaa::3\`; dnsmasq ${execFileSync('dnsmasq', ['--version'], { encoding: 'utf8' }).split('\n')[0].replace(/\s+Copyright.*$/, '')} with \`--host-record\`/\`--txt-record\` on \`${DNSMASQ_ADDR}\`.
+Throughput: ${RUNS} alternating runs of ${SECONDS} s at full speed after a 2 s warm-up, medians. Latency: 3 runs
+each at dnsmasq's median rate (\`-Q ${refQps}\`) with \`dnsperf -v\`, p99 over every query, medians.
+
+| server | queries/s | avg latency, full speed | avg / p99 at ${refQps} q/s | avg / p99 at ${half} q/s | lost |
+| --- | ---: | ---: | ---: | ---: | ---: |
+| sixpn | ${m(qps.sixpn)} | ${m(avg.sixpn, 3)} ms | ${m(avgAtLoad[refQps].sixpn, 3)} / ${m(p99[refQps].sixpn, 3)} ms | ${m(avgAtLoad[half].sixpn, 3)} / ${m(p99[half].sixpn, 3)} ms | ${m(lost.sixpn, 2)}% |
+| dnsmasq (reference) | ${m(qps.dnsmasq)} | ${m(avg.dnsmasq, 3)} ms | ${m(avgAtLoad[refQps].dnsmasq, 3)} / ${m(p99[refQps].dnsmasq, 3)} ms | ${m(avgAtLoad[half].dnsmasq, 3)} / ${m(p99[half].dnsmasq, 3)} ms | ${m(lost.dnsmasq, 2)}% |
+
+sixpn / dnsmasq queries/s: **${ratio.toFixed(2)}x** (target >= 0.8x); sixpn p99 at the reference's load:
+**${m(p99[refQps].sixpn, 3)} ms** (target < 5 ms; dnsmasq's own p99 at that load: ${m(p99[refQps].dnsmasq, 3)} ms).
+Per-run figures: sixpn ${qps.sixpn.map(Math.round).join(', ')} q/s; dnsmasq ${qps.dnsmasq.map(Math.round).join(', ')} q/s.
+Two cores are shared by dnsperf (two threads) and the server under test, so both servers run near the
+point where the client and the kernel's loopback path, not the server, set the pace; at the reference's
+full rate the latency includes that queueing for both.
+`;
+writeSection('dns', md);
+console.log(md);
