@@ -14,8 +14,8 @@ export const healthConfigSchema = z
     fall: z.number().int().min(1).default(3),
     /** Consecutive passed checks that turn a machine healthy (also from `unknown`). */
     rise: z.number().int().min(1).default(2),
-    /** Checks in flight at once on this node; the rest wait their turn. */
-    max_concurrent_checks: z.number().int().min(1).default(64),
+    /** Checks in flight at once on this node; the rest wait their turn (a slot is held up to a check's timeout). */
+    max_concurrent_checks: z.number().int().min(1).default(256),
     /**
      * Regions whose machines this node checks. Empty: the node's own region when the catalog
      * is shared (Redis), every region with the embedded store (a single node). `"*"`: all.
