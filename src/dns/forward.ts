@@ -2,7 +2,8 @@
  * Forwarding of names outside .internal/.flycast to the configured upstream resolvers.
  *
  * Queries keep their bytes; only the id is swapped for a random one of ours while the query is
- * at the upstream (two clients may use the same id) and restored in the answer. Each upstream
+ * at the upstream (two clients may use the same id) and restored in the answer. An answer is
+ * taken only from the upstream asked, with our id and the same question. Each upstream
  * gets `timeout` ms; then the next one is tried; when all fail the caller answers SERVFAIL.
  * UDP answers with TC set are passed on as they are, so the client retries over TCP, and TCP
  * queries are forwarded over TCP.
@@ -18,6 +19,8 @@ import { dnsForwardErrors } from './metrics.js';
 interface Pending {
   upstream: UpstreamResolver;
   clientId: number;
+  /** The query's question section: an answer must repeat it (RFC 5452). */
+  question: Buffer;
   resolve: (answer: Buffer) => void;
   reject: (err: Error) => void;
   timer: NodeJS.Timeout;
@@ -82,6 +85,7 @@ export class Forwarder {
     const p = this.pending.get(id);
     // Only the upstream we asked may answer (a spoofed answer from elsewhere is dropped).
     if (!p || p.upstream.port !== port || !sameHost(p.upstream.host, address)) return;
+    if (msg.length < 12 + p.question.length || !msg.subarray(12, 12 + p.question.length).equals(p.question)) return;
     this.pending.delete(id);
     clearTimeout(p.timer);
     msg.writeUInt16BE(p.clientId, 0);
@@ -99,7 +103,7 @@ export class Forwarder {
         this.pending.delete(id);
         reject(new UpstreamError(`${u.host}:${u.port} timed out after ${this.timeoutMs} ms`));
       }, this.timeoutMs);
-      this.pending.set(id, { upstream: u, clientId: query.readUInt16BE(0), resolve, reject, timer });
+      this.pending.set(id, { upstream: u, clientId: query.readUInt16BE(0), question: questionBytes(query), resolve, reject, timer });
       this.socket(isIPv6(u.host) ? 'udp6' : 'udp4').send(out, u.port, u.host, (err) => {
         if (!err) return;
         clearTimeout(timer);
@@ -157,6 +161,13 @@ export class Forwarder {
     for (const s of this.sockets.values()) s.close();
     this.sockets.clear();
   }
+}
+
+/** Bytes 12..end of the first question (the responder has already checked that it is well formed). */
+function questionBytes(query: Buffer): Buffer {
+  let o = 12;
+  while (o < query.length && query[o] !== 0) o += query[o]! + 1;
+  return Buffer.from(query.subarray(12, Math.min(query.length, o + 5)));
 }
 
 function sameHost(configured: string, seen: string): boolean {
