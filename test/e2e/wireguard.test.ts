@@ -1,7 +1,7 @@
 // A laptop's view of the WireGuard gateway, end to end: `sixpn up` (control API, DNS, Flycast
 // proxy, gateway) in the test's namespace; two laptops (org acme, org beta) in namespaces of
 // their own behind an IPv6 underlay, each bringing up the exact file `sixpn wireguard create`
-// wrote, with real wireguard-go, wg, dig and curl. Checks: DNS and Flycast (HTTP, TCP) of the
+// wrote, with real wireguard-go, wg, dig, curl and psql. Checks: DNS and Flycast (HTTP, PostgreSQL) of the
 // own org through the tunnel; nothing across orgs (DNS answers, filter drops, counted); forged
 // sources dropped by cryptokey routing; `wireguard remove` effective within 1 s; a restart that
 // keeps the gateway key so the same configs reconnect.
@@ -15,13 +15,13 @@ import { orgDnsAddress, orgPrefixCidr } from '../../src/addressing/index.js';
 import { counterName, parseCounters, tableName } from '../../src/gateway/firewall.js';
 import { hasCommand, IN_NETNS } from '../harness/env.js';
 import { freePort, sleep, waitFor } from '../harness/net.js';
-import { startHttpMachine, startTcpMachine, stopMachines, type TestMachine } from '../harness/machines.js';
+import { startHttpMachine, stopMachines, type TestMachine } from '../harness/machines.js';
 import { runSixpn, startSixpn, type Proc } from '../harness/procs.js';
-import { digIn, Netns, Underlay, tcpRequest, udpSend, uniqueName, upLaptopTunnel, type LaptopTunnel } from '../harness/wg.js';
+import { digIn, hasPostgres, Netns, startPostgres, Underlay, tcpRequest, udpSend, uniqueName, upLaptopTunnel, type LaptopTunnel, type TestPostgres } from '../harness/wg.js';
 
 const ACME = 0x7a01;
 const BETA = 0x7a02;
-const ready = IN_NETNS && ['wireguard-go', 'wg', 'wg-quick', 'nft', 'dig', 'curl'].every(hasCommand);
+const ready = IN_NETNS && ['wireguard-go', 'wg', 'wg-quick', 'nft', 'dig', 'curl', 'psql', 'runuser'].every(hasCommand) && hasPostgres();
 
 interface ListedPeer {
   name: string;
@@ -44,6 +44,7 @@ describe.skipIf(!ready)('wireguard gateway: laptops through the tunnel', () => {
   let env: NodeJS.ProcessEnv;
   let gatewayKey: string;
   const machines: TestMachine[] = [];
+  let postgres: TestPostgres | null = null;
   const tunnels: LaptopTunnel[] = [];
   const names = { a: uniqueName('lapa'), b: uniqueName('lapb') };
   let tunA: LaptopTunnel;
@@ -57,7 +58,12 @@ describe.skipIf(!ready)('wireguard gateway: laptops through the tunnel', () => {
     await node.waitForLine(/sixpn ready/, 20_000);
   };
   const counters = (): Map<string, number> => parseCounters(execFileSync('nft', ['-j', 'list', 'counters', 'table', 'inet', tableName(iface)], { encoding: 'utf8' }));
-  const listPeers = async (org: string): Promise<ListedPeer[]> => JSON.parse((await sixpn(['wireguard', 'list', org, '--json'])).stdout) as ListedPeer[];
+  /** The control API's peer list with the gateway's status merged in (what `wireguard list` shows). */
+  const listPeers = async (org: string): Promise<ListedPeer[]> => {
+    const res = await fetch(`${env.SIXPN_API_URL}/v1/orgs/${org}/wireguard`, { headers: { authorization: `Bearer ${env.SIXPN_TOKEN}` } });
+    expect(res.status).toBe(200);
+    return (await res.json()) as ListedPeer[];
+  };
   const curl = (ns: Netns, url: string, maxTime = 3) => ns.exec('curl', ['-sS', '-g', '-m', String(maxTime), '-o', '-', '-w', '\\n%{http_code}', url], { timeoutMs: (maxTime + 5) * 1000 });
 
   beforeAll(async () => {
@@ -68,9 +74,9 @@ describe.skipIf(!ready)('wireguard gateway: laptops through the tunnel', () => {
     await underlay.attach(lapA);
     await underlay.attach(lapB);
     machines.push(await startHttpMachine({ id: 'a0010001000000aa', host: '127.0.0.1' }));
-    machines.push(await startTcpMachine({ id: 'a0010002000000aa', host: '127.0.0.1', greet: true }));
     machines.push(await startHttpMachine({ id: 'a0020001000000aa', host: '127.0.0.1' }));
-    const [web, pg, api] = machines as [TestMachine, TestMachine, TestMachine];
+    const [web, api] = machines as [TestMachine, TestMachine];
+    postgres = await startPostgres(await freePort());
     iface = uniqueName('sxgw');
     const wgPort = await freePort();
     const apiPort = await freePort();
@@ -131,10 +137,10 @@ app = "web"
 region = "ewr"
 upstream = "127.0.0.1:${web.port}"
 [[machines]]
-id = "${pg.id}"
+id = "a0010002000000aa"
 app = "pg"
 region = "ewr"
-upstream = "127.0.0.1:${pg.port}"
+upstream = "127.0.0.1:${postgres.port}"
 [[machines]]
 id = "${api.id}"
 app = "api"
@@ -156,6 +162,7 @@ app = "api"
     for (const t of tunnels) await t.stop().catch(() => undefined);
     await node?.stop();
     await stopMachines(machines);
+    await postgres?.stop();
     await lapA?.delete();
     await lapB?.delete();
     await underlay?.delete();
@@ -188,22 +195,24 @@ app = "api"
     expect(apps.status).toBe('NOERROR');
     expect(apps.answers.join(' ').split(/[",\s]+/).filter(Boolean).sort()).toEqual(['pg', 'web']);
     expect((await tunA.gatewayStatus()).latest_handshake).toBeGreaterThan(0);
-    const listed = await waitFor(async () => (await listPeers('acme')).find((p) => p.name === names.a && (p.latest_handshake ?? 0) > 0), { what: 'handshake in wireguard list', timeoutMs: 3_000 });
+    const listed = await waitFor(
+      async () => (JSON.parse((await sixpn(['wireguard', 'list', 'acme', '--json'])).stdout) as ListedPeer[]).find((p) => p.name === names.a && (p.latest_handshake ?? 0) > 0),
+      { what: 'handshake in wireguard list', timeoutMs: 5_000, everyMs: 200 },
+    );
     expect(listed.address).toBe(tunA.address);
     expect(listed.rx_bytes).toBeGreaterThan(0);
     expect(listed.endpoint).toMatch(/^\[fd5a:/);
   });
 
-  it("reaches its org's Flycast addresses over HTTP and TCP", async () => {
+  it("reaches its org's Flycast addresses: HTTP with curl, PostgreSQL with psql", async () => {
     webFlycast = (await digIn(lapA, orgDnsAddress(ACME), 'web.flycast', 'AAAA')).answers[0]!;
     pgFlycast = (await digIn(lapA, orgDnsAddress(ACME), 'pg.flycast', 'AAAA')).answers[0]!;
     expect(webFlycast).toMatch(/^fdaa:0:7a01:0:1::/);
     const res = await curl(lapA, `http://[${webFlycast}]/`);
     expect(res.stdout.trim().split('\n').at(-1), res.stderr).toBe('200');
     expect(res.stdout).toContain('a0010001000000aa');
-    const tcp = await tcpRequest(lapA, pgFlycast, 5432, { send: 'hello pg' });
-    expect(tcp.stdout).toContain('a0010002000000aa');
-    expect(tcp.stdout).toContain('hello pg');
+    const pg = await lapA.exec('psql', ['-h', pgFlycast, '-p', '5432', '-U', 'postgres', '-w', '-Atc', "select 'sum=' || 40 + 2"], { timeoutMs: 10_000 });
+    expect(pg.stdout.trim(), pg.stderr).toBe('sum=42');
   });
 
   it("gives a peer of another org nothing of acme: DNS answers, proxy and filter", async () => {
@@ -213,8 +222,8 @@ app = "api"
     tunnels.push(tunB);
     const apps = await digIn(lapB, orgDnsAddress(BETA), '_apps.internal', 'TXT');
     expect(apps.answers.join(' ').replace(/"/g, '')).toBe('api');
-    for (const name of ['web.internal', 'web.flycast', 'top1.nearest.of.web.internal']) {
-      const a = await digIn(lapB, orgDnsAddress(BETA), name, 'AAAA');
+    const acmeNames = ['web.internal', 'web.flycast', 'top1.nearest.of.web.internal', 'a0010001.vm.web.internal'];
+    for (const a of await Promise.all(acmeNames.map((n) => digIn(lapB, orgDnsAddress(BETA), n, 'AAAA')))) {
       expect(['NXDOMAIN', 'REFUSED']).toContain(a.status);
       expect(a.answers).toEqual([]);
     }
@@ -223,18 +232,24 @@ app = "api"
     await lapB.must('ip', ['route', 'replace', orgPrefixCidr(ACME), 'dev', tunB.iface]);
     const peerB = (await listPeers('beta'))[0]!;
     const before = counters().get(counterName(peerB.public_key)) ?? 0;
-    const dns = await digIn(lapB, orgDnsAddress(ACME), 'web.internal', 'AAAA', 1);
+    const [dns, http, pg, p2p] = await Promise.all([
+      digIn(lapB, orgDnsAddress(ACME), 'web.internal', 'AAAA', 1),
+      curl(lapB, `http://[${webFlycast}]/`, 1),
+      lapB.exec('psql', ['-h', pgFlycast, '-p', '5432', '-U', 'postgres', '-w', '-Atc', 'select 1'], { timeoutMs: 10_000, env: { PGCONNECT_TIMEOUT: '2' } }),
+      // Peer to peer across orgs too.
+      tcpRequest(lapB, tunA.address, 22, { timeoutMs: 1_000 }),
+    ]);
     expect(dns.status).toMatch(/no answer/);
-    const http = await curl(lapB, `http://[${webFlycast}]/`, 1);
     expect(http.stdout.trim().split('\n').at(-1)).toBe('000');
-    const tcp = await tcpRequest(lapB, pgFlycast, 5432, { timeoutMs: 1_000 });
-    expect(tcp.stdout.trim()).toBe('ERR ETIMEDOUT');
-    // Peer to peer across orgs too.
-    expect((await tcpRequest(lapB, tunA.address, 22, { timeoutMs: 1_000 })).stdout.trim()).toBe('ERR ETIMEDOUT');
+    expect(pg.code).not.toBe(0);
+    expect(pg.stderr).toMatch(/timeout expired/);
+    expect(p2p.stdout.trim()).toBe('ERR ETIMEDOUT');
     expect((counters().get(counterName(peerB.public_key)) ?? 0) - before).toBeGreaterThan(0);
-    const webStats = await machines[0]!.stats();
-    expect(Object.keys(webStats.remotes).every((a) => !a.includes(`:${BETA.toString(16)}:`))).toBe(true);
-    await waitFor(() => node!.output().includes('dropped packets from a peer to addresses outside its org'), { what: 'drop log line', timeoutMs: 3_000 });
+    const dropLine = await waitFor(
+      () => node!.output().split('\n').find((l) => l.includes('dropped packets from a peer to addresses outside its org') && l.includes(`beta/${names.b}`)),
+      { what: 'drop log line', timeoutMs: 3_000 },
+    );
+    expect(JSON.parse(dropLine)).toMatchObject({ module: 'gateway', org: 'beta', public_key: peerB.public_key });
   });
 
   it("drops a packet whose source is outside the peer's /128 inside the tunnel (cryptokey routing)", async () => {

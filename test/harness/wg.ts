@@ -6,7 +6,7 @@
  * wireguard-go keeps its control sockets in one run directory shared by all namespaces.
  */
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { IN_NETNS } from './env.js';
 import { waitFor } from './net.js';
 import { start, type Proc } from './procs.js';
@@ -21,9 +21,10 @@ export interface RunResult {
  * Runs a command to completion (never rejects on non-zero). Unlike procs.run, stdin is only
  * opened when there is input, and a child that exits without reading it is not an error.
  */
-export function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+export function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    const env = opts.env ? { ...process.env, ...opts.env } : process.env;
+    const child = spawn(cmd, args, { env, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout?.on('data', (b: Buffer) => (stdout += b.toString()));
@@ -70,7 +71,7 @@ export class Netns {
   }
 
   /** Runs a command inside the namespace to completion. */
-  exec(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
+  exec(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
     return run('ip', ['netns', 'exec', this.name, cmd, ...args], opts);
   }
 
@@ -240,4 +241,37 @@ export async function digIn(ns: Netns, server: string, name: string, type: strin
     if (m) answers.push(m[4]!.trim());
   }
   return { status, answers, raw };
+}
+
+export interface TestPostgres {
+  port: number;
+  stop(): Promise<void>;
+}
+
+const PG_BIN = '/usr/lib/postgresql/15/bin';
+
+/**
+ * A throwaway PostgreSQL on 127.0.0.1 (trust auth, no fsync), run as the `postgres` user since
+ * the server refuses root. About a second to start.
+ */
+export async function startPostgres(port: number): Promise<TestPostgres> {
+  const dir = (await must('runuser', ['-u', 'postgres', '--', 'mktemp', '-d', '/tmp/sixpn-pg-XXXXXX'])).trim();
+  const asPg = (args: string[]): Promise<string> => must('runuser', ['-u', 'postgres', '--', ...args]);
+  await asPg([`${PG_BIN}/initdb`, '-D', `${dir}/data`, '-U', 'postgres', '--auth=trust', '-N']);
+  await asPg([`${PG_BIN}/pg_ctl`, '-D', `${dir}/data`, '-w', '-l', `${dir}/log`, '-o', `-p ${port} -k ${dir} -c listen_addresses=127.0.0.1 -c fsync=off`, 'start']);
+  return {
+    port,
+    async stop() {
+      await run('runuser', ['-u', 'postgres', '--', `${PG_BIN}/pg_ctl`, '-D', `${dir}/data`, '-m', 'immediate', 'stop']);
+      await run('rm', ['-rf', dir]);
+    },
+  };
+}
+
+export function hasPostgres(): boolean {
+  try {
+    return statSync(`${PG_BIN}/initdb`).isFile();
+  } catch {
+    return false;
+  }
 }
