@@ -10,7 +10,7 @@ import type { App, FlycastIp, Machine, Service, ServicePort } from '../catalog/t
 import type { CatalogView } from '../catalog/view.js';
 import type { ProxyConfig } from './config.js';
 import { CallerAcl } from './acl.js';
-import { activeConnections, connectDuration, selectionTotal, upstreamConnectErrors } from './metrics.js';
+import { appMetrics, selected } from './metrics.js';
 
 /** What a caller reached: a Flycast address and port, and the app and service behind it. */
 export interface Target {
@@ -105,10 +105,10 @@ export class ProxyCore {
     const first = this.pickNow(app, limits, tried);
     if (first !== 'full') return first;
     if (this.queued >= this.config.max_queue || this.config.queue_timeout === 0) {
-      selectionTotal.inc({ outcome: 'refused' });
+      selected('refused');
       return 'full';
     }
-    selectionTotal.inc({ outcome: 'queued' });
+    selected('queued');
     const deadline = Date.now() + this.config.queue_timeout;
     let list = this.waiters.get(app);
     if (!list) this.waiters.set(app, (list = []));
@@ -135,15 +135,15 @@ export class ProxyCore {
     } finally {
       this.queued--;
     }
-    selectionTotal.inc({ outcome: 'refused' });
+    selected('refused');
     return 'full';
   }
 
   private pickNow(app: string, limits: Limits, tried: Set<Slot>): Acquired {
     const s = this.balancer.pick(app, limits, tried.size > 0 ? tried : null);
     if (s) {
-      selectionTotal.inc({ outcome: s.outcome });
-      activeConnections.inc({ app, machine: s.machine.id });
+      selected(s.outcome);
+      appMetrics(app).activeOn(s.machine.id).inc();
       return s;
     }
     const left = this.balancer.candidateCount(app) - countLive(tried);
@@ -151,13 +151,13 @@ export class ProxyCore {
   }
 
   release(s: Slot): void {
-    activeConnections.dec({ app: s.machine.app, machine: s.machine.id });
+    appMetrics(s.machine.app).activeOn(s.machine.id).dec();
     this.balancer.release(s);
   }
 
   /** A connect to the machine failed: count it, tell passive ejection, give the slot back. */
   connectFailed(s: Slot, err: unknown, requestId?: string): void {
-    upstreamConnectErrors.inc({ app: s.machine.app });
+    appMetrics(s.machine.app).connectErrors.inc();
     const ejectedMs = this.balancer.reportFailure(s);
     this.log.warn(
       { app: s.machine.app, machine: s.machine.id, err: (err as Error).message, ...(requestId ? { request_id: requestId } : {}), ...(ejectedMs ? { ejected_ms: ejectedMs } : {}) },
@@ -185,7 +185,7 @@ export class ProxyCore {
       up.once('connect', () => {
         clearTimeout(timer);
         up.off('error', onError);
-        connectDuration.observe({ app: s.machine.app }, (performance.now() - started) / 1000);
+        appMetrics(s.machine.app).connectSeconds.observe((performance.now() - started) / 1000);
         resolve(up);
       });
     });

@@ -15,7 +15,7 @@ import { Pool, type Dispatcher } from 'undici';
 import type { Slot } from '../balancer/index.js';
 import type { Service } from '../catalog/types.js';
 import { dialTarget, isConnectError, type ConnInfo, type ProxyCore } from './core.js';
-import { connectionsAccepted, deniedTotal, httpRequests, requestDuration, statusClass } from './metrics.js';
+import { appMetrics, deniedTotal } from './metrics.js';
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection', 'http2-settings']);
 /** Request headers the proxy sets itself (any value from the caller is replaced). */
@@ -89,7 +89,7 @@ export class HttpProxy {
   /** A caller connection from a Flycast listener. */
   accept(socket: net.Socket, info: ConnInfo): void {
     this.info.set(socket, info);
-    if (!info.denied) connectionsAccepted.inc({ app: info.target.app.name, proto: 'http' });
+    if (!info.denied) appMetrics(info.target.app.name).acceptedHttp.inc();
     this.server.emit('connection', socket);
   }
 
@@ -112,7 +112,7 @@ export class HttpProxy {
   }
 
   private reply(res: ServerResponse, app: string, status: number, text: string, id: string): void {
-    httpRequests.inc({ app, status_class: statusClass(status) });
+    appMetrics(app).requests(status).inc();
     if (res.headersSent) {
       res.destroy();
       return;
@@ -439,8 +439,9 @@ class Attempt implements Dispatcher.DispatchHandler {
     this.res.off('close', this.onCallerClose);
     this.core.release(this.slot);
     const app = this.slot.machine.app;
-    httpRequests.inc({ app, status_class: statusClass(this.status) });
-    requestDuration.observe({ app }, (performance.now() - this.t0) / 1000);
+    const m = appMetrics(app);
+    m.requests(this.status).inc();
+    m.requestSeconds.observe((performance.now() - this.t0) / 1000);
     if (this.core.config.access_log) {
       this.core.log.info(
         { request_id: this.id, app, machine: this.slot.machine.id, method: this.req.method, status: this.status, caller: this.info.caller, ms: Math.round(performance.now() - this.t0) },

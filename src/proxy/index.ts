@@ -11,6 +11,7 @@ import { ProxyCore } from './core.js';
 import { HttpProxy } from './http.js';
 import { Listeners } from './listeners.js';
 import { startMemoryGuard } from './memory.js';
+import { appMetrics } from './metrics.js';
 
 export { findTarget, dialTarget } from './core.js';
 
@@ -45,8 +46,15 @@ export async function startProxyRole(ctx: NodeContext): Promise<RunningRole> {
   const onChange = (c: CatalogChange): void => {
     if (c.kind === 'flycast' || c.kind === 'app') refresh();
     // Pools are keyed by machine and origin, so a changed upstream gets a fresh pool by itself.
-    else if (c.kind === 'machine' && c.op === 'del') http.forgetMachine(c.key);
+    else if (c.kind === 'machine' && c.op === 'del') {
+      http.forgetMachine(c.key);
+      const app = machineApps.get(c.key);
+      if (app !== undefined) appMetrics(app).forgetMachine(c.key);
+      machineApps.delete(c.key);
+    } else if (c.kind === 'machine' && c.op === 'put') machineApps.set(c.key, c.value.app);
   };
+  // Which app a machine belonged to, for dropping its metric series once it is deleted.
+  const machineApps = new Map([...ctx.view.machines.values()].map((m) => [m.id, m.app]));
   ctx.view.on('change', onChange);
   ctx.view.on('reset', refresh);
   await listeners.reconcile();

@@ -58,3 +58,64 @@ const STATUS_CLASS = ['1xx', '1xx', '2xx', '3xx', '4xx', '5xx'] as const;
 export function statusClass(status: number): string {
   return STATUS_CLASS[Math.floor(status / 100)] ?? '5xx';
 }
+
+type Inc = { inc(n?: number): void };
+type Obs = { observe(v: number): void };
+type Gauge1 = { inc(n?: number): void; dec(n?: number): void };
+
+/**
+ * Labelled children resolved once per app (and machine) instead of on every request: a labels
+ * lookup hashes the label object, which costs more than the increment itself on the hot path.
+ */
+export class AppMetrics {
+  readonly acceptedTcp: Inc;
+  readonly acceptedHttp: Inc;
+  readonly connectErrors: Inc;
+  readonly requestSeconds: Obs;
+  readonly connectSeconds: Obs;
+  private readonly byClass = new Map<string, Inc>();
+  private readonly active = new Map<string, Gauge1>();
+
+  constructor(readonly app: string) {
+    this.acceptedTcp = connectionsAccepted.labels({ app, proto: 'tcp' });
+    this.acceptedHttp = connectionsAccepted.labels({ app, proto: 'http' });
+    this.connectErrors = upstreamConnectErrors.labels({ app });
+    this.requestSeconds = requestDuration.labels({ app });
+    this.connectSeconds = connectDuration.labels({ app });
+  }
+
+  requests(status: number): Inc {
+    const cls = statusClass(status);
+    let c = this.byClass.get(cls);
+    if (!c) this.byClass.set(cls, (c = httpRequests.labels({ app: this.app, status_class: cls })));
+    return c;
+  }
+
+  activeOn(machine: string): Gauge1 {
+    let g = this.active.get(machine);
+    if (!g) this.active.set(machine, (g = activeConnections.labels({ app: this.app, machine })));
+    return g;
+  }
+
+  /** A machine left the catalog: drop its series so the label set stays bounded. */
+  forgetMachine(machine: string): void {
+    if (this.active.delete(machine)) activeConnections.remove({ app: this.app, machine });
+  }
+}
+
+const apps = new Map<string, AppMetrics>();
+export function appMetrics(app: string): AppMetrics {
+  let m = apps.get(app);
+  if (!m) apps.set(app, (m = new AppMetrics(app)));
+  return m;
+}
+
+const selection = {
+  same_region: selectionTotal.labels({ outcome: 'same_region' }),
+  spilled: selectionTotal.labels({ outcome: 'spilled' }),
+  queued: selectionTotal.labels({ outcome: 'queued' }),
+  refused: selectionTotal.labels({ outcome: 'refused' }),
+};
+export function selected(outcome: keyof typeof selection): void {
+  selection[outcome].inc();
+}

@@ -6,7 +6,7 @@
 import type net from 'node:net';
 import type { Slot } from '../balancer/index.js';
 import type { ConnInfo, ProxyCore } from './core.js';
-import { connectionsAccepted, deniedTotal } from './metrics.js';
+import { appMetrics, deniedTotal } from './metrics.js';
 import { proxyHeader } from './proxyproto.js';
 
 export async function proxyTcp(core: ProxyCore, caller: net.Socket, info: ConnInfo): Promise<void> {
@@ -17,7 +17,7 @@ export async function proxyTcp(core: ProxyCore, caller: net.Socket, info: ConnIn
     caller.destroy();
     return;
   }
-  connectionsAccepted.inc({ app: target.app.name, proto: 'tcp' });
+  appMetrics(target.app.name).acceptedTcp.inc();
   caller.setNoDelay(true);
   core.inFlight++;
   let done = false;
