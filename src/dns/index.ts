@@ -126,9 +126,9 @@ export async function startDnsRole(ctx: NodeContext): Promise<DnsRole> {
     ctx.view.off('change', onChange);
     ctx.view.off('reset', onReset);
     await reconciling.catch(() => undefined);
+    conns.closeAll();
     for (const l of listeners.values()) await l.close();
     listeners.clear();
-    conns.closeAll();
     forwarder?.close();
     responder.close();
     index.close();

@@ -29,6 +29,7 @@ function literalLookup(address: string, family: unknown, callback: (err: Error |
 export class TcpConnections {
   private readonly live = new Set<Socket>();
   private readonly timers = new Map<Socket, NodeJS.Timeout>();
+  private closing = false;
 
   constructor(
     private readonly maxConnections: number,
@@ -40,6 +41,10 @@ export class TcpConnections {
   }
 
   admit(sock: Socket): void {
+    if (this.closing) {
+      sock.destroy();
+      return;
+    }
     if (this.live.size >= this.maxConnections) {
       const oldest = this.live.values().next().value;
       if (oldest) oldest.destroy();
@@ -63,7 +68,14 @@ export class TcpConnections {
     this.timers.get(sock)?.refresh();
   }
 
+  /** Closes the connections accepted on one local address (its listener is going away). */
+  closeOn(localAddress: string): void {
+    for (const s of this.live) if (s.localAddress === localAddress) s.destroy();
+  }
+
+  /** Closes every connection and refuses new ones (the role is closing). */
   closeAll(): void {
+    this.closing = true;
     for (const s of this.live) s.destroy();
   }
 }
@@ -120,9 +132,11 @@ export class DnsListener {
   }
 
   private onUdp(udp: UdpSocket, msg: Buffer, address: string, port: number): void {
-    // No send callback: a failed send emits 'error' on the socket, logged there.
+    // No send callback: a failed send emits 'error' on the socket, logged there. A forwarded
+    // answer may come back after the socket closed (shutdown): then there is no one to tell.
     const send = (out: Buffer | null): void => {
-      if (out) udp.send(out, port, address);
+      if (!out || this.udp !== udp) return;
+      udp.send(out, port, address);
     };
     try {
       const r = this.responder.answer(msg, address, 'udp');
@@ -174,11 +188,14 @@ export class DnsListener {
     });
   }
 
+  /** Stops both sockets; TCP connections accepted here are closed, not waited for. */
   async close(): Promise<void> {
     const udp = this.udp;
     const tcp = this.tcp;
     this.udp = null;
     this.tcp = null;
+    const stopped = tcp?.listening ? new Promise<void>((r) => tcp.close(() => r())) : Promise.resolve();
+    this.conns.closeOn(this.address);
     if (udp) {
       await new Promise<void>((r) => {
         try {
@@ -188,6 +205,6 @@ export class DnsListener {
         }
       });
     }
-    if (tcp?.listening) await new Promise<void>((r) => tcp.close(() => r()));
+    await stopped;
   }
 }

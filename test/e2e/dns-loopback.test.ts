@@ -3,6 +3,7 @@
  * on 127.0.0.1, for machines without the fdaa::/16 route (what `npm start`'s demo relies on).
  * Needs no namespace: nothing binds a 6PN address.
  */
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { dig } from '../harness/dig.js';
 import { hasCommand } from '../harness/env.js';
@@ -42,5 +43,15 @@ describe.skipIf(!hasCommand('dig'))('dns: loopback_org development option', () =
     expect(apps.records.map((r) => r.data)).toEqual(['web']);
     expect((await dig('127.0.0.1', port, 'web.internal', 'AAAA')).records.map((r) => r.data)).toEqual(['fdaa:0:18:a7b:7d:aaaa:aaaa:2']);
     expect((await dig('127.0.0.1', port, 'db.internal', 'AAAA')).status).toBe('NXDOMAIN');
+  });
+
+  it('shuts down at once on SIGTERM even with an idle TCP connection open', async () => {
+    const idle = connect({ host: '127.0.0.1', port });
+    idle.on('error', () => undefined);
+    await new Promise((r) => idle.once('connect', r));
+    const t0 = Date.now();
+    expect(await node.stop('SIGTERM', 8_000)).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(3_000);
+    idle.destroy();
   });
 });
