@@ -190,4 +190,14 @@ describe.skipIf(!IN_NETNS)('dns: .internal over real sockets with dig', () => {
     // the local zone does not depend on the upstream
     expect((await dig('fdaa::3', port, 'web.internal', 'AAAA', { source: src })).status).toBe('NOERROR');
   });
+
+  it('counts queries and forwarding failures in /metrics', async () => {
+    const text = await (await fetch(`http://127.0.0.1:${controlPort}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
+    const value = (re: RegExp): number => Number(re.exec(text)?.[1] ?? 0);
+    expect(value(/^sixpn_dns_queries_total\{qtype="AAAA",rcode="NOERROR"\} (\d+)/m)).toBeGreaterThan(10);
+    expect(value(/^sixpn_dns_queries_total\{qtype="AAAA",rcode="NXDOMAIN"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^sixpn_dns_queries_total\{qtype="A",rcode="SERVFAIL"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(value(/^sixpn_dns_forward_errors_total\{reason="error"\} (\d+)/m) + value(/^sixpn_dns_forward_errors_total\{reason="timeout"\} (\d+)/m)).toBeGreaterThan(0);
+    expect(text).toMatch(/^sixpn_dns_query_duration_seconds_count\{source="local"\} \d+/m);
+  });
 });
