@@ -96,6 +96,7 @@ class WireguardGateway implements GatewayRole {
     if (await this.interfaceExists()) {
       throw new ConfigError(`wireguard.interface: ${this.interface} already exists in this network namespace (another gateway running?)`);
     }
+
     if (this.firewall) {
       try {
         await this.firewall.init();
@@ -124,6 +125,19 @@ class WireguardGateway implements GatewayRole {
     this.log.info({ interface: this.interface, listen_port: this.listenPort, public_key: this.publicKey, peers: this.wanted.size, isolation: this.cfg.isolation }, 'wireguard gateway up');
   }
 
+  private socketAnswers(): Promise<boolean> {
+    return runTool(this.cfg.wg, ['show', this.interface, 'listen-port']).then(
+      () => true,
+      () => false,
+    );
+  }
+
+  private socketTaken(): ConfigError {
+    return new ConfigError(
+      `wireguard.interface: another wireguard-go already serves ${this.interface} (its control socket in /var/run/wireguard is shared by all network namespaces); choose another interface name`,
+    );
+  }
+
   private async interfaceExists(): Promise<boolean> {
     return runTool('ip', ['link', 'show', 'dev', this.interface]).then(
       () => true,
@@ -133,6 +147,10 @@ class WireguardGateway implements GatewayRole {
 
   /** Starts wireguard-go, gives it the key and port, and sets the link up. */
   private async bringUp(): Promise<void> {
+    // wireguard-go's control sockets live in one directory shared by every network namespace:
+    // a live socket for this name belongs to a wireguard-go elsewhere, and `wg set` would
+    // configure (and hand our key to) that one.
+    if (await this.socketAnswers()) throw this.socketTaken();
     this.childOutput = '';
     const child = spawn(this.cfg.wireguard_go, ['-f', this.interface], {
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -159,13 +177,12 @@ class WireguardGateway implements GatewayRole {
     for (;;) {
       if (spawnError) throw new ConfigError(`wireguard.wireguard_go: cannot run ${this.cfg.wireguard_go}: ${(spawnError as Error).message}`);
       if (child.exitCode !== null || child.signalCode !== null) {
-        throw new ConfigError(`wireguard-go exited (${child.exitCode ?? child.signalCode}) while creating ${this.interface}: ${this.childOutput.trim().slice(-500)}`);
+        const output = this.childOutput.trim().slice(-500);
+        if (/socket in use/i.test(output)) throw this.socketTaken();
+        throw new ConfigError(`wireguard-go exited (${child.exitCode ?? child.signalCode}) while creating ${this.interface}: ${output}`);
       }
-      const ready = await runTool(this.cfg.wg, ['show', this.interface, 'listen-port']).then(
-        () => true,
-        () => false,
-      );
-      if (ready) break;
+      // Ours only when the interface is in this namespace and our child is still alive.
+      if ((await this.interfaceExists()) && (await this.socketAnswers()) && child.exitCode === null) break;
       if (Date.now() > deadline) throw new ConfigError(`wireguard-go did not create ${this.interface} within 5 s: ${this.childOutput.trim().slice(-500)}`);
       await new Promise((r) => setTimeout(r, 50));
     }
