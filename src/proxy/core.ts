@@ -66,6 +66,13 @@ export function isConnectError(err: unknown): boolean {
 
 export type Acquired = Slot | 'none' | 'full';
 
+const TRACKER = Symbol('sixpn.tracker');
+type TrackedSocket = net.Socket & { [TRACKER]?: Set<net.Socket> };
+/** Shared 'close' handler (no closure per connection). */
+function untrack(this: TrackedSocket): void {
+  this[TRACKER]?.delete(this);
+}
+
 interface Waiter {
   wake: () => void;
 }
@@ -193,7 +200,8 @@ export class ProxyCore {
 
   track(socket: net.Socket): void {
     this.sockets.add(socket);
-    socket.once('close', () => this.sockets.delete(socket));
+    (socket as TrackedSocket)[TRACKER] = this.sockets;
+    socket.once('close', untrack);
   }
 }
 

@@ -34,6 +34,10 @@ interface Listening {
   server: net.Server;
 }
 
+function destroyOnError(this: net.Socket): void {
+  this.destroy();
+}
+
 const bracket = (host: string): string => (host.includes(':') ? `[${host}]` : host);
 
 export class Listeners {
@@ -150,7 +154,7 @@ export class Listeners {
       return;
     }
     core.track(socket);
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroyOnError);
     const flycast = spec.flycast ?? normalizeAddress(socket.localAddress ?? '');
     const port = spec.flycast ? spec.flycastPort : (socket.localPort ?? 0);
     const target = flycast ? findTarget(core.view, flycast, port) : null;

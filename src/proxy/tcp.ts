@@ -1,7 +1,11 @@
 /**
  * TCP services: pick a machine, dial it (next candidate on connect failure), optionally send a
- * PROXY protocol header, then pipe bytes both ways with back-pressure and half-close. Nothing
- * is buffered beyond the streams' high-water marks; an error on either side destroys both.
+ * PROXY protocol header, then splice bytes both ways with back-pressure and half-close. Nothing
+ * is buffered beyond the sockets' high-water marks; an error on either side destroys both.
+ *
+ * The splice uses module-level handlers that find their partner socket through a property on
+ * the socket, instead of stream.pipe() and per-connection closures: an idle proxied connection
+ * then costs two sockets and little else (measured with 10,000 idle connections in bench/).
  */
 import type net from 'node:net';
 import type { Slot } from '../balancer/index.js';
@@ -9,7 +13,56 @@ import type { ConnInfo, ProxyCore } from './core.js';
 import { appMetrics, deniedTotal } from './metrics.js';
 import { proxyHeader } from './proxyproto.js';
 
-export async function proxyTcp(core: ProxyCore, caller: net.Socket, info: ConnInfo): Promise<void> {
+const PEER = Symbol('sixpn.peer');
+const SPLICE = Symbol('sixpn.splice');
+const CORE = Symbol('sixpn.core');
+
+interface SpliceState {
+  core: ProxyCore;
+  slot: Slot;
+  released: boolean;
+}
+
+type Sock = net.Socket & { [PEER]?: net.Socket; [SPLICE]?: SpliceState; [CORE]?: ProxyCore };
+
+function onData(this: Sock, chunk: Buffer): void {
+  if (!this[PEER]!.write(chunk)) this.pause();
+}
+function onDrain(this: Sock): void {
+  this[PEER]!.resume();
+}
+/** Half-close: the other side gets our FIN once its writes are flushed. */
+function onEnd(this: Sock): void {
+  this[PEER]!.end();
+}
+function destroyBoth(this: Sock): void {
+  this.destroy();
+  this[PEER]?.destroy();
+}
+function onCallerClose(this: Sock, hadError: boolean): void {
+  const up = this[PEER]!;
+  if (hadError) up.destroy();
+  else up.end();
+}
+function onUpstreamClose(this: Sock, hadError: boolean): void {
+  const st = this[SPLICE]!;
+  if (!st.released) {
+    st.released = true;
+    st.core.release(st.slot);
+  }
+  const caller = this[PEER]!;
+  if (hadError) caller.destroy();
+  else caller.end();
+}
+function destroySelf(this: net.Socket): void {
+  this.destroy();
+}
+function leaveInFlight(this: Sock): void {
+  this[CORE]!.inFlight--;
+}
+
+export async function proxyTcp(core: ProxyCore, socket: net.Socket, info: ConnInfo): Promise<void> {
+  const caller = socket as Sock;
   const { target } = info;
   if (info.denied) {
     deniedTotal.inc({ proto: 'tcp' });
@@ -20,18 +73,10 @@ export async function proxyTcp(core: ProxyCore, caller: net.Socket, info: ConnIn
   appMetrics(target.app.name).acceptedTcp.inc();
   caller.setNoDelay(true);
   core.inFlight++;
-  let done = false;
-  const finish = (): void => {
-    if (done) return;
-    done = true;
-    core.inFlight--;
-  };
-  caller.once('close', finish);
+  caller[CORE] = core;
+  caller.once('close', leaveInFlight);
   // Until a machine is connected, errors only end the caller.
-  const earlyError = (): void => {
-    caller.destroy();
-  };
-  caller.on('error', earlyError);
+  caller.on('error', destroySelf);
   const gone = (): boolean => caller.destroyed;
   const tried = new Set<Slot>();
   const limits = target.service.concurrency;
@@ -55,17 +100,16 @@ export async function proxyTcp(core: ProxyCore, caller: net.Socket, info: ConnIn
       core.release(slot);
       return;
     }
-    caller.off('error', earlyError);
-    splice(core, caller, up, slot, info);
+    caller.off('error', destroySelf);
+    splice(core, caller, up as Sock, slot, info);
     return;
   }
   core.log.warn({ caller: info.caller, flycast: info.flycast, port: info.port, app: target.app.name, tries: tried.size }, 'no machine reachable');
   caller.destroy();
 }
 
-function splice(core: ProxyCore, caller: net.Socket, up: net.Socket, slot: Slot, info: ConnInfo): void {
-  const pp = info.target.port.handlers.includes('proxy_proto');
-  if (pp) {
+function splice(core: ProxyCore, caller: Sock, up: Sock, slot: Slot, info: ConnInfo): void {
+  if (info.target.port.handlers.includes('proxy_proto')) {
     up.write(
       proxyHeader(info.target.port.proxy_proto_options?.version ?? 'v1', {
         srcAddress: info.caller,
@@ -75,30 +119,18 @@ function splice(core: ProxyCore, caller: net.Socket, up: net.Socket, slot: Slot,
       }),
     );
   }
-  let released = false;
-  const release = (): void => {
-    if (released) return;
-    released = true;
-    core.release(slot);
-  };
-  const kill = (): void => {
-    caller.destroy();
-    up.destroy();
-  };
-  caller.on('error', kill);
-  up.on('error', kill);
-  const idle = core.config.idle_timeout;
-  if (idle > 0) {
-    caller.setTimeout(idle, kill);
-    up.setTimeout(idle, kill);
+  caller[PEER] = up;
+  up[PEER] = caller;
+  up[SPLICE] = { core, slot, released: false };
+  for (const s of [caller, up]) {
+    s.on('data', onData);
+    s.on('drain', onDrain);
+    s.on('end', onEnd);
+    s.on('error', destroyBoth);
   }
-  // A graceful close of one side ends the other once its writes are flushed (half-close kept).
-  caller.once('close', (hadError) => (hadError ? up.destroy() : up.end()));
-  up.once('close', (hadError) => {
-    release();
-    if (hadError) caller.destroy();
-    else caller.end();
-  });
-  caller.pipe(up);
-  up.pipe(caller);
+  caller.once('close', onCallerClose);
+  up.once('close', onUpstreamClose);
+  // Every byte either way is read from or written to the caller's socket, so its timer alone
+  // measures idleness in both directions.
+  if (core.config.idle_timeout > 0) caller.setTimeout(core.config.idle_timeout, destroyBoth);
 }

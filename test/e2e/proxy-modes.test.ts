@@ -15,11 +15,14 @@ const INSIDER = 'fdaa:0:1e:a7b:7d:0:ca11:1';
 const OUTSIDER = 'fdaa:0:1f:a7b:7d:0:ca11:1';
 const WEB_ID = '10000001';
 const WEB_IP = 'fdaa:0:1e:0:1::3';
+// Unusual ports: a routed listener on [::]:P takes port P for every address in the namespace.
+const P1 = 10080;
+const P2 = 10081;
 
 const base = (proxy: string, machine: string): string =>
   `${proxyNodeToml({ proxy })}
 ${orgsToml({ modes: NET, stranger: NET + 1 })}
-${appToml({ name: 'web', org: 'modes', protocol: 'http', internalPort: 8080, ports: [80, 8000], machines: [{ id: WEB_ID, extra: machine }] })}`;
+${appToml({ name: 'web', org: 'modes', protocol: 'http', internalPort: 8080, ports: [P1, P2], machines: [{ id: WEB_ID, extra: machine }] })}`;
 
 describe.skipIf(!IN_NETNS)('flycast proxy: routed mode (e2e)', () => {
   let proxy: ProxyNode;
@@ -36,9 +39,9 @@ describe.skipIf(!IN_NETNS)('flycast proxy: routed mode (e2e)', () => {
   });
 
   it('serves every port of the app from one socket per port, the app found by destination address', async () => {
-    expect(proxy.banner).toContain(`proxy: [${WEB_IP}]:80 -> web (http) via [::]:80 (routed)`);
-    expect(proxy.banner).toContain(`proxy: [${WEB_IP}]:8000 -> web (http) via [::]:8000 (routed)`);
-    for (const port of [80, 8000]) {
+    expect(proxy.banner).toContain(`proxy: [${WEB_IP}]:${P1} -> web (http) via [::]:${P1} (routed)`);
+    expect(proxy.banner).toContain(`proxy: [${WEB_IP}]:${P2} -> web (http) via [::]:${P2} (routed)`);
+    for (const port of [P1, P2]) {
       const r = await httpFrom(INSIDER, `http://[${WEB_IP}]:${port}/headers`);
       expect(r.status).toBe(200);
       expect((JSON.parse(r.text) as { headers: Record<string, string> }).headers['fly-forwarded-port']).toBe(String(port));
@@ -46,12 +49,12 @@ describe.skipIf(!IN_NETNS)('flycast proxy: routed mode (e2e)', () => {
   });
 
   it('still applies the org ACL', async () => {
-    const r = await httpFrom(OUTSIDER, `http://[${WEB_IP}]/`);
+    const r = await httpFrom(OUTSIDER, `http://[${WEB_IP}]:${P1}/`);
     expect(r.status).toBe(403);
   });
 
   it('closes connections to an address that is not a Flycast address', async () => {
-    const s = await tcpFrom(INSIDER, 'fdaa:0:1e:0:1::99', 80);
+    const s = await tcpFrom(INSIDER, 'fdaa:0:1e:0:1::99', P1);
     s.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
     expect(await readAll(s)).toEqual({ data: '', closed: true });
   });
@@ -68,8 +71,8 @@ describe.skipIf(!IN_NETNS)('flycast proxy: development mapping (e2e)', () => {
     [trusted, anonymous] = [await freePort(), await freePort()];
     const cfg = `mode = "dev"
 dev_mappings = [
-  { listen_port = ${trusted}, flycast = "${WEB_IP}", port = 80, as_caller = "${INSIDER}" },
-  { listen_port = ${anonymous}, flycast = "${WEB_IP}", port = 80 },
+  { listen_port = ${trusted}, flycast = "${WEB_IP}", port = ${P1}, as_caller = "${INSIDER}" },
+  { listen_port = ${anonymous}, flycast = "${WEB_IP}", port = ${P1} },
 ]`;
     proxy = await startProxyNode(base(cfg, `upstream = "127.0.0.1:${web.port}"`));
   });
@@ -79,8 +82,8 @@ dev_mappings = [
   });
 
   it('logs each mapping loudly as a development mapping', () => {
-    expect(proxy.proc.output()).toMatch(new RegExp(`DEVELOPMENT MAPPING: 127\\.0\\.0\\.1:${trusted} -> \\[${WEB_IP}\\]:80; every caller is treated as ${INSIDER}`));
-    expect(proxy.banner).toContain(`proxy: 127.0.0.1:${trusted} -> web (http) [development mapping to [${WEB_IP}]:80]`);
+    expect(proxy.proc.output()).toMatch(new RegExp(`DEVELOPMENT MAPPING: 127\\.0\\.0\\.1:${trusted} -> \\[${WEB_IP}\\]:${P1}; every caller is treated as ${INSIDER}`));
+    expect(proxy.banner).toContain(`proxy: 127.0.0.1:${trusted} -> web (http) [development mapping to [${WEB_IP}]:${P1}]`);
   });
 
   it('forwards a loopback caller as its as_caller to the machine upstream', async () => {
@@ -116,8 +119,8 @@ describe.skipIf(!IN_NETNS)('flycast proxy: metrics on the admin listener (e2e)',
   });
 
   it('counts accepted, denied, answered and selected on /metrics with bounded labels', async () => {
-    expect((await httpFrom(INSIDER, `http://[${WEB_IP}]/`)).status).toBe(200);
-    expect((await httpFrom(OUTSIDER, `http://[${WEB_IP}]/`)).status).toBe(403);
+    expect((await httpFrom(INSIDER, `http://[${WEB_IP}]:${P1}/`)).status).toBe(200);
+    expect((await httpFrom(OUTSIDER, `http://[${WEB_IP}]:${P1}/`)).status).toBe(403);
     const text = await (await request(`http://127.0.0.1:${admin}/metrics`)).body.text();
     expect(text).toContain('sixpn_denied_total{proto="http"} 1');
     expect(text).toContain('sixpn_proxy_connections_accepted_total{app="web",proto="http"} 1');
