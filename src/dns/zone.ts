@@ -64,6 +64,26 @@ function peerBlockKey(address: string): string | null {
   return `${p.slice(0, 7).join(':')}:${p[7]! >> 8}`;
 }
 
+/** org -> set of keys, without empty sets. */
+class Members {
+  private readonly m = new Map<string, Set<string>>();
+  of(org: string): Iterable<string> {
+    return this.m.get(org) ?? [];
+  }
+  add(org: string, key: string): void {
+    let set = this.m.get(org);
+    if (!set) this.m.set(org, (set = new Set()));
+    set.add(key);
+  }
+  delete(org: string, key: string): void {
+    const set = this.m.get(org);
+    if (set?.delete(key) && set.size === 0) this.m.delete(org);
+  }
+  clear(): void {
+    this.m.clear();
+  }
+}
+
 export class DnsIndex {
   private readonly zones = new Map<string, OrgZone>();
   private readonly dirty = new Set<string>();
@@ -76,6 +96,12 @@ export class DnsIndex {
   /** Peer key -> peer when we saw it. */
   private readonly peerSeen = new Map<string, Peer>();
   private readonly appOrg = new Map<string, string>();
+  /** Org -> its app names, peer keys and Flycast addresses: a rebuild reads only its own org. */
+  private readonly orgApps = new Members();
+  private readonly orgPeers = new Members();
+  private readonly orgFlycast = new Members();
+  /** Flycast address -> the org whose network holds it. */
+  private readonly flycastOrg = new Map<string, string>();
   private serial = 0;
   private readonly listeners = new Set<(org: string | null) => void>();
   private readonly onChange = (c: CatalogChange): void => this.apply(c);
@@ -137,8 +163,9 @@ export class DnsIndex {
   private build(org: Org): OrgZone {
     const apps = new Map<string, AppZone>();
     const instances: string[] = [];
-    for (const app of this.view.apps.values()) {
-      if (app.org !== org.name) continue;
+    for (const name of this.orgApps.of(org.name)) {
+      const app = this.view.apps.get(name);
+      if (!app) continue;
       const all = [...this.view.machinesOf(app.name)].sort(byId);
       const started = all.filter((m) => m.state === 'started');
       const regionsAll = new Map<string, Machine[]>();
@@ -160,11 +187,17 @@ export class DnsIndex {
       });
     }
     const peers = new Map<string, Peer>();
-    const peerList = [...this.view.peers.values()].filter((p) => p.org === org.name).sort((a, b) => (a.name < b.name ? -1 : 1));
+    const peerList: Peer[] = [];
+    for (const key of this.orgPeers.of(org.name)) {
+      const p = this.view.peers.get(key);
+      if (p) peerList.push(p);
+    }
+    peerList.sort((a, b) => (a.name < b.name ? -1 : 1));
     for (const p of peerList) if (!peers.has(p.name.toLowerCase())) peers.set(p.name.toLowerCase(), p);
     const flycast = new Map<string, string[]>();
-    for (const f of this.view.flycast.values()) {
-      if (f.org !== org.name) continue;
+    for (const address of this.orgFlycast.of(org.name)) {
+      const f = this.view.flycast.get(address);
+      if (!f) continue;
       const key = f.app.toLowerCase();
       let list = flycast.get(key);
       if (!list) flycast.set(key, (list = []));
@@ -191,7 +224,18 @@ export class DnsIndex {
     this.machineSeen.clear();
     this.peerSeen.clear();
     this.appOrg.clear();
-    for (const a of this.view.apps.values()) this.appOrg.set(a.name, a.org);
+    this.orgApps.clear();
+    this.orgPeers.clear();
+    this.orgFlycast.clear();
+    this.flycastOrg.clear();
+    for (const a of this.view.apps.values()) {
+      this.appOrg.set(a.name, a.org);
+      this.orgApps.add(a.org, a.name);
+    }
+    for (const f of this.view.flycast.values()) {
+      this.flycastOrg.set(f.address, f.org);
+      this.orgFlycast.add(f.org, f.address);
+    }
     for (const m of this.view.machines.values()) this.trackMachine(m);
     for (const p of this.view.peers.values()) this.trackPeer(p, true);
     this.emit(null);
@@ -205,10 +249,15 @@ export class DnsIndex {
   private trackPeer(p: Peer, present: boolean): void {
     const key = peerBlockKey(p.address);
     if (!key) return;
+    const pk = peerKey(p.org, p.name);
     if (present) {
       this.peerRegion.set(key, p.region);
-      this.peerSeen.set(peerKey(p.org, p.name), p);
-    } else this.peerRegion.delete(key);
+      this.peerSeen.set(pk, p);
+      this.orgPeers.add(p.org, pk);
+    } else {
+      this.peerRegion.delete(key);
+      this.orgPeers.delete(p.org, pk);
+    }
   }
 
   private touch(org: string | undefined): void {
@@ -228,12 +277,15 @@ export class DnsIndex {
         return;
       case 'app': {
         const before = this.appOrg.get(c.key);
-        if (c.op === 'put') this.appOrg.set(c.key, c.value.org);
-        else this.appOrg.delete(c.key);
+        if (before) this.orgApps.delete(before, c.key);
+        this.appOrg.delete(c.key);
+        if (c.op === 'put') {
+          this.appOrg.set(c.key, c.value.org);
+          this.orgApps.add(c.value.org, c.key);
+        }
         this.touch(before);
         if (c.op === 'put' && c.value.org !== before) this.touch(c.value.org);
-        // Flycast addresses of this app may live in other orgs' networks.
-        for (const f of this.view.flycast.values()) if (f.app === c.key && f.org !== before) this.touch(f.org);
+        // Flycast addresses of the app (also those in other orgs' networks) change by their own events.
         return;
       }
       case 'machine': {
@@ -256,8 +308,15 @@ export class DnsIndex {
         return;
       }
       case 'flycast': {
-        if (c.op === 'put') this.touch(c.value.org);
-        else this.touch(this.view.orgByNetworkId(orgOf(c.key))?.name);
+        const before = this.flycastOrg.get(c.key);
+        if (before) this.orgFlycast.delete(before, c.key);
+        this.flycastOrg.delete(c.key);
+        if (c.op === 'put') {
+          this.flycastOrg.set(c.key, c.value.org);
+          this.orgFlycast.add(c.value.org, c.key);
+          this.touch(c.value.org);
+        }
+        this.touch(before);
         return;
       }
     }

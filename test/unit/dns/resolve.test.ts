@@ -153,6 +153,17 @@ describe('zone index follows catalog changes', () => {
     expect(ask('ams.web.internal', 'AAAA').answers.length).toBe(1);
   });
 
+  it('a released Flycast address and a deleted app leave their orgs', async () => {
+    const shared = flycast('web', 'beta')[0]!;
+    await store.releaseFlycast(shared, 'beta');
+    expect(ask('web.flycast', 'AAAA', 'beta').rcode).toBe('NXDOMAIN');
+    expect(aaaa(ask('web.flycast', 'AAAA').answers)).toEqual(flycast('web', 'acme'));
+    await store.deleteApp('api');
+    expect(ask('api.internal', 'AAAA').rcode).toBe('NXDOMAIN');
+    expect(txt(ask('_apps.internal', 'TXT').answers)).toEqual(['web']);
+    expect(txt(ask('_instances.internal', 'TXT').answers).some((t) => t.includes('app=api'))).toBe(false);
+  });
+
   it('knows the region of machine and peer addresses', () => {
     expect(index.regionOf(addr('aaaaaaaa0001'))).toBe('ewr');
     const p = peer('beta', 'ci');
