@@ -23,7 +23,7 @@ const TIMEOUT = 300;
 const RISE = 2;
 const FALL = 1;
 /** Scheduling, catalog propagation and log timestamps: what a verdict may take beyond the check. */
-const SLACK = 600;
+const SLACK = 800;
 const CONCURRENCY = 8;
 const NETWORK_ID = 0x18;
 const CALLER = 'fdaa:0:18:0:ca11::1';
