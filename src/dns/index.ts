@@ -64,7 +64,7 @@ export async function startDnsRole(ctx: NodeContext): Promise<DnsRole> {
           ? ' (route fdaa::/16 to this host, e.g. `ip -6 route add local fdaa::/16 dev lo`, or set dns.listen_6pn = false and dns.loopback_org for development)'
           : '';
       if (required) throw new ConfigError(`dns: cannot listen on [${address}]:${cfg.port}: ${(err as Error).message}${hint}`, { cause: err });
-      if (!failed.has(address)) log.warn({ err, address }, `dns: cannot listen on [${address}]:${cfg.port}${hint}`);
+      if (!failed.has(address)) log.warn({ address, code }, `dns: cannot listen on [${address}]:${cfg.port}: ${(err as Error).message}${hint}`);
       failed.add(address);
     }
   };
