@@ -379,7 +379,7 @@ if (profile) {
 md.push('### Notes', '');
 md.push('- CPU columns: CPU time the forwarding process (for direct: the backend) used during the runs, from /proc/<pid>/stat, over the wall time of the run; "per CPU second" is the work done per second of that CPU, a figure less sensitive to the shared machine than req/s.');
 md.push('- The machine is shared (2 cores, several engineers at work): absolute figures are noisy; ratios are same-run and interleaved. A rerun on a quiet machine is the reference.');
-md.push('- Load generator, proxy and backends share the same 2 cores, so every proxy is partly CPU-starved; a proxy that needs less CPU per request looks better here than it would alone.');
+md.push('- Load generator, proxy and backends share the same 2 cores (and the other work on the machine), so req/s also depends on how much CPU the scheduler gave each process; the CPU columns show it.');
 md.push(`- HAProxy runs with nbthread ${HA_THREADS} so that it and sixpn (one Node event loop) use one core each; BENCH_HAPROXY_THREADS changes it.`);
 md.push('- Latency percentiles are exact over every 2xx response time the load generator saw (the autocannon histogram keeps whole milliseconds, too coarse on loopback).');
 if (Number.isFinite(rpsRatio) && rpsRatio < 0.7) {
@@ -387,6 +387,7 @@ if (Number.isFinite(rpsRatio) && rpsRatio < 0.7) {
   notes.push(
     `HTTP req/s is limited by CPU per request: sixpn spends ${fmt(cpuCost, 1)}x the CPU HAProxy spends on a request (requests per CPU second above), on one event loop, ` +
       `and the difference is user-space time (${fmt(H.sixpn?.userUs, 0)} µs against HAProxy's ${fmt(H.haproxy?.userUs, 0)} µs per request; kernel time ${fmt(H.sixpn?.sysUs, 0)} against ${fmt(H.haproxy?.sysUs, 0)} µs). ` +
+      `In this run sixpn got ${fmt((H.sixpn?.cpu ?? NaN) * 100)}% of a core; at its CPU per request, one fully busy core would serve about ${fmt(H.sixpn?.perCpu)} req/s (HAProxy: ${fmt(H.haproxy?.perCpu)}), so on an idle machine the ratio would be set by that and by what the load generator can send. ` +
       `The system calls are not the gap: strace counts the same four per request for both (read + write on each side). ` +
       `The JavaScript path per request is node:http's server (parse, IncomingMessage, ServerResponse), the ACL and balancer, undici's client (request object, llhttp in wasm) and header objects copied both ways. ` +
       `What would lift it: less work per request (no AbortController/AbortSignal, timers or closures per request; headers built once), ` +
@@ -398,8 +399,10 @@ if (Number.isFinite(p99Ratio) && p99Ratio > 2) {
 }
 if (Number.isFinite(bulkRatio) && bulkRatio < 0.9) {
   notes.push(
-    'TCP bulk through sixpn copies every chunk through JavaScript (kernel -> Buffer -> kernel, 64 KiB reads by default) with a JS callback per chunk, while HAProxy copies with a small C loop. ' +
-      'What would lift it: larger socket reads (a bigger `highWaterMark` on both sockets), avoiding per-chunk work in the pipe (no per-chunk metrics or timers), or a native splice path; workers do not help a single connection.',
+    `TCP bulk through sixpn costs ${fmt(ratio(Bcpu.haproxy, Bcpu.sixpn), 1)}x HAProxy's CPU per byte (CPU ms per GiB, user / kernel: ${Bsplit.sixpn} against ${Bsplit.haproxy}). ` +
+      'Every chunk goes kernel -> a fresh Buffer -> kernel with stream bookkeeping in JavaScript, and the buffers must be garbage-collected (with BENCH_CPU_PROF, collection of those buffers and the proxy\'s memory guard, which forces young-generation collections to bound RSS, were the largest JavaScript items). ' +
+      `sixpn's user time per GiB ranged from ${fmt(Math.min(...results.bulk.sixpn.map((x) => (x.user * 1000 * 2 ** 30) / x.bytes)))} to ${fmt(Math.max(...results.bulk.sixpn.map((x) => (x.user * 1000 * 2 ** 30) / x.bytes)))} ms over the runs, so single runs say little. ` +
+      'What would lift it: larger reads and fewer, larger writes per chunk (bigger `highWaterMark`), reusing read buffers (`onread` with a fixed buffer on net sockets), or a native splice path; workers do not help a single connection.',
   );
 }
 if (idleSixpn && idleSixpn.opened > 0) {
