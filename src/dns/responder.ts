@@ -1,9 +1,9 @@
 /**
  * From one DNS message (bytes) and the address that sent it to the answer (bytes).
  *
- * Order of checks: a response or a message too short for a header is dropped; other opcodes get
- * NOTIMP, qdcount other than 1 FORMERR (both read from the header before decoding, so even a
- * broken body gets its id back); then the asker's org from the source address (none: REFUSED,
+ * Order of checks: a response, or fewer than 4 bytes, is dropped; less than a header is FORMERR;
+ * other opcodes get NOTIMP, qdcount other than 1 (or records in the answer and authority sections)
+ * FORMERR, all read from the header before decoding, so that even a broken body gets its id back; then the asker's org from the source address (none: REFUSED,
  * for forwarded names too: never an open resolver); then the codec (dns-packet) decodes, and
  * anything it cannot read is FORMERR. Local names are answered from the org's zone; the encoded
  * answer is cached per org and query bytes until a change touches that org.
@@ -172,14 +172,14 @@ export class Responder {
     if (!org) return this.done(reply(RCODE.REFUSED, [], [], 0), q.type, started, 'local');
     if (q.class !== 'IN' && q.class !== 'ANY') return this.done(reply(RCODE.REFUSED, [], [], 0), q.type, started, 'local');
 
-    const lower = q.name.toLowerCase();
-    if (localZoneOf(lower) === null) return this.forward(msg, reply, q.type, started, transport);
+    const zoneName = localZoneOf(q.name.toLowerCase());
+    if (zoneName === null) return this.forward(msg, reply, q.type, started, transport);
 
     const zone = this.o.index.zone(org.name);
     if (!zone) return this.done(reply(RCODE.REFUSED, [], [], 0), q.type, started, 'local');
     const region = this.o.index.regionOf(source) ?? this.o.nodeRegion;
     // A name with odd bytes in its labels cannot be one of ours (and its text is not its bytes).
-    const name = scanned.plain ? q.name : '\\nonexistent.internal';
+    const name = scanned.plain ? q.name : `-.${zoneName}`;
     const r = resolveLocal({ name, type: q.type }, zone, region, { ttl: this.o.ttl, regions: this.o.regions });
     const out = reply(RCODE[r.rcode], r.answers, r.authorities, AA);
     if (r.cacheable) {

@@ -87,6 +87,17 @@ describe('Responder', () => {
     expect(ask(ch).rcode).toBe('REFUSED');
   });
 
+  it('a label with a dot inside is not the name it looks like, and the question comes back byte for byte', () => {
+    const header = Buffer.from(query('x.internal').subarray(0, 12));
+    const odd = Buffer.concat([header, Buffer.from([12]), Buffer.from('web.internal'), Buffer.from([0, 0, 28, 0, 1])]);
+    const out = responder.answer(odd, ACME, 'udp') as Buffer;
+    expect((packet.decode(out) as { rcode?: string }).rcode).toBe('NXDOMAIN');
+    expect(out.subarray(12, odd.length).equals(odd.subarray(12))).toBe(true);
+    const mixed = query('wEb.InTeRnAl');
+    const reply = responder.answer(mixed, ACME, 'udp') as Buffer;
+    expect(reply.subarray(12, mixed.length).equals(mixed.subarray(12))).toBe(true);
+  });
+
   it('FORMERR for a compression pointer loop; drops responses and runts', () => {
     const loop = Buffer.from(query('x.internal').subarray(0, 12));
     loop.writeUInt16BE(1, 4);
