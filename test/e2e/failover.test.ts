@@ -25,6 +25,7 @@ const FALL = 1;
 /** Scheduling, catalog propagation and log timestamps: what a verdict may take beyond the check. */
 const SLACK = 800;
 const CONCURRENCY = 8;
+const SLOW_START = 1000;
 const NETWORK_ID = 0x18;
 const CALLER = 'fdaa:0:18:0:ca11::1';
 const FLYCAST = 'fdaa:0:18:0:1::3';
@@ -75,7 +76,7 @@ describe.skipIf(!IN_NETNS)('failover under load (proxy + health checker)', () =>
         catalog: { store: 'embedded', path: '' },
         log: { level: 'info' },
         proxy: { mode: 'per-address', connect_timeout: '300ms', upstream_timeout: '1500ms' },
-        health: { fall: FALL, rise: RISE, slow_start: '500ms' },
+        health: { fall: FALL, rise: RISE, slow_start: `${SLOW_START}ms` },
         'health.passive': { base_ejection: '1s' },
       },
       seed: { httpCheck: `{ interval = "${INTERVAL}ms", timeout = "${TIMEOUT}ms", grace_period = "0s", path = "/health" }`, machines: specs, flycast: true },
@@ -120,11 +121,19 @@ describe.skipIf(!IN_NETNS)('failover under load (proxy + health checker)', () =>
     const tBack = Date.now();
     const readmit = await waitTransition(victim, 'healthy', tBack);
     const serving = await waitFor(() => l.between(readmit.at).find((s) => s.machine === victim.name), { what: `${victim.name} serving again` });
+    await sleep(Math.max(0, readmit.at + SLOW_START + 700 - Date.now()));
     await l.stop();
     const after = l.between(tKill);
     const bad = after.filter(failed);
+    // Slow start: the re-admitted machine's share of requests ramps up over SLOW_START.
+    const share = (from: number, to: number): number => {
+      const w = l.between(from, to);
+      return w.filter((s) => s.machine === victim.name).length / Math.max(1, w.length);
+    };
+    const early = share(readmit.at, readmit.at + SLOW_START / 4);
+    const late = share(readmit.at + SLOW_START + 100, readmit.at + SLOW_START + 700);
     report.push(
-      `kill -9: ${bad.length}/${after.length} failed, eject ${eject.at - tKill} ms (${eject.reason}), re-admit ${readmit.at - tBack} ms, serving again ${serving.start - readmit.at} ms later`,
+      `kill -9: ${bad.length}/${after.length} failed, eject ${eject.at - tKill} ms (${eject.reason}), re-admit ${readmit.at - tBack} ms, serving again ${serving.start - readmit.at} ms later, share ${(early * 100).toFixed(1)}% in the first quarter of slow start, ${(late * 100).toFixed(1)}% after it`,
     );
     // Refused connects, and GETs on a pooled connection the kill reset before any response,
     // are retried on another machine: not one GET fails.
@@ -174,7 +183,7 @@ describe.skipIf(!IN_NETNS)('failover under load (proxy + health checker)', () =>
     const tUp = Date.now();
     const readmits = await Promise.all(ewr().map((m) => waitTransition(m, 'healthy', tUp)));
     const back = Math.max(...readmits.map((r) => r.at));
-    await sleep(1_500); // slow start (500 ms) and then a full second of traffic
+    await sleep(SLOW_START + 1_000); // slow start, then a full second of traffic
     const tEnd = Date.now();
     await l.stop();
 
