@@ -322,9 +322,11 @@ class WireguardGateway implements GatewayRole {
         await runTool(this.cfg.wg, ['set', this.interface, 'peer', key, 'persistent-keepalive', 'off']).catch(() => undefined);
       }
     }
+    // Keyed by the catalog's peers, not the interface's: right after wireguard-go restarted
+    // the interface is empty, and its endpoints are exactly what must not be forgotten.
     const next = new Map<string, string>();
-    for (const [key, s] of status) {
-      const e = s.endpoint ?? this.endpoints.get(key);
+    for (const key of this.wanted.keys()) {
+      const e = status.get(key)?.endpoint ?? this.endpoints.get(key);
       if (e) next.set(key, e);
     }
     const text = JSON.stringify(Object.fromEntries(next));

@@ -297,12 +297,26 @@ app = "api"
     expect((await again.gatewayStatus()).latest_handshake).toBe(0);
   });
 
+  it('restarts a wireguard-go that died, with its key and peers', async () => {
+    const wgGo = execFileSync('ps', ['-o', 'pid=,comm=', '--ppid', String(node!.child.pid)], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => l.trim().split(/\s+/))
+      .find((f) => f[1] === 'wireguard-go');
+    expect(wgGo).toBeDefined();
+    process.kill(Number(wgGo![0]), 'SIGKILL');
+    await node!.waitForLine(/wireguard-go exited; restarting it/, 5_000);
+    await waitFor(async () => (await digIn(lapB, orgDnsAddress(BETA), '_apps.internal', 'TXT', 1)).status === 'NOERROR', { timeoutMs: 15_000, what: 'peer B after the restart' });
+    expect(execFileSync('wg', ['show', iface, 'public-key'], { encoding: 'utf8' }).trim()).toBe(gatewayKey);
+    expect(execFileSync('wg', ['show', iface, 'allowed-ips'], { encoding: 'utf8' })).toContain(`${tunB.address}/128`);
+  });
+
   it('restarts with the same key: interface and filter go on stop, laptops reconnect with their configs', async () => {
     // Where B connected from is remembered (0600, next to the state file), so that the restarted
     // gateway can start the handshake itself instead of waiting for B's rekey timer.
     const endpointsFile = join(dir, 'state/gateway.json.endpoints.json');
     const peerB = (await listPeers('beta'))[0]!;
-    expect(JSON.parse(readFileSync(endpointsFile, 'utf8'))[peerB.public_key]).toBe(peerB.endpoint);
+    // Written on the status poll after a change (the status cache itself may be a few ms ahead).
+    await waitFor(() => (JSON.parse(readFileSync(endpointsFile, 'utf8')) as Record<string, string>)[peerB.public_key] === peerB.endpoint, { what: 'B in the endpoints file', timeoutMs: 3_000 });
     expect(statSync(endpointsFile).mode & 0o777).toBe(0o600);
     expect(await node!.stop()).toBe(0);
     node = null;
