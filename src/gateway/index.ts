@@ -65,13 +65,14 @@ class WireguardGateway implements GatewayRole {
   private warnedSkips = new Set<string>();
   private dropSeen = new Map<string, number>();
   private dropLog = new Map<string, { lastAt: number; unlogged: number }>();
-  /** Where each peer last connected from, kept across restarts (see restoreEndpoints). */
+  /** Where each peer last connected from, kept across restarts (see afterStatus). */
   private readonly endpointsFile: string;
   private endpoints = new Map<string, string>();
   private endpointsSaved = '';
   /** Peers given a remembered endpoint and a keepalive at start, until they handshake. */
   private restoring = new Set<string>();
   private startedAt = Math.floor(Date.now() / 1000);
+  private polling = false;
   private pending: Promise<void> | null = null;
   private tail: Promise<void> = Promise.resolve();
   private readonly onChange = (c: CatalogChange): void => {
@@ -96,7 +97,6 @@ class WireguardGateway implements GatewayRole {
     if (await this.interfaceExists()) {
       throw new ConfigError(`wireguard.interface: ${this.interface} already exists in this network namespace (another gateway running?)`);
     }
-
     if (this.firewall) {
       try {
         await this.firewall.init();
@@ -286,7 +286,16 @@ class WireguardGateway implements GatewayRole {
 
   /** Refreshes the status cache and the drop counters. */
   private async poll(): Promise<void> {
-    if (this.closing || !this.child) return;
+    if (this.closing || !this.child || this.polling) return;
+    this.polling = true;
+    try {
+      await this.pollOnce();
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  private async pollOnce(): Promise<void> {
     try {
       const peers = parseDump(await runTool(this.cfg.wg, ['show', this.interface, 'dump']));
       const status = new Map<string, PeerStatus>();
