@@ -5,7 +5,7 @@
 // Run: npm run build && sh test/harness/netns-run.sh node bench/dns.bench.mjs
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import os, { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { machineLine, median, writeSection } from './lib/results.mjs';
@@ -177,6 +177,7 @@ for (const load of loads) {
 const half = loads[1];
 
 const m = (xs, d = 0) => median(xs).toFixed(d);
+const load = os.loadavg().map((x) => x.toFixed(1)).join(' / ');
 const ratio = median(qps.sixpn) / median(qps.dnsmasq);
 const md = `## DNS: sixpn's .internal resolver vs dnsmasq
 
@@ -199,7 +200,8 @@ sixpn / dnsmasq queries/s: **${ratio.toFixed(2)}x** (target >= 0.8x); sixpn p99 
 Per-run figures: sixpn ${qps.sixpn.map(Math.round).join(', ')} q/s; dnsmasq ${qps.dnsmasq.map(Math.round).join(', ')} q/s.
 Two cores are shared by dnsperf (two threads) and the server under test, so both servers run near the
 point where the client and the kernel's loopback path, not the server, set the pace; at the reference's
-full rate the latency includes that queueing for both.
+full rate the latency includes that queueing for both. Load average (1/5/15 min) when the run ended:
+${load} on ${os.cpus().length} cores; other work on the machine shows up in both servers' tails.
 `;
 writeSection('dns', md);
 console.log(md);
