@@ -40,7 +40,8 @@ export function findTarget(view: CatalogView, flycast: string, port: number): Ta
   if (!app) return null;
   for (const service of app.services) {
     for (const p of service.ports) {
-      if (p.port === port) return { ip, app, service, port: p, http: service.protocol === 'http' || p.handlers.includes('http') };
+      // TLS termination is not done here: a `tls` port is passed through as raw TCP.
+      if (p.port === port) return { ip, app, service, port: p, http: !p.handlers.includes('tls') && (service.protocol === 'http' || p.handlers.includes('http')) };
     }
   }
   return null;

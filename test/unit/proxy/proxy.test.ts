@@ -55,7 +55,7 @@ describe('proxy targets', () => {
   it.each([
     ['fdaa:0:18:0:1::3', 80, 'web', true],
     ['fdaa:0:18:0:1::3', 5432, 'web', false],
-    ['fdaa:0:18:0:1::3', 443, 'web', true],
+    ['fdaa:0:18:0:1::3', 443, 'web', false], // tls: passed through, not terminated
     ['fdaa:0:30:0:1::3', 80, 'web', true],
     ['fdaa:0:18:0:1::3', 81, null, null],
     ['fdaa:0:18:0:1::9', 80, null, null],
