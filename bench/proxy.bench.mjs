@@ -181,8 +181,6 @@ try {
       await idle.close();
       await sleep(1_000);
     }
-  }
-  if (ONLY.has('idle')) {
     // Fresh proxy processes for the load tests, so they do not start with the heap and the
     // descriptors of 10,000 connections just closed.
     await ha.stop();
