@@ -388,7 +388,7 @@ if (Number.isFinite(rpsRatio) && rpsRatio < 0.7) {
       `In this run sixpn got ${fmt((H.sixpn?.cpu ?? NaN) * 100)}% of a core; at its CPU per request, one fully busy core would serve about ${fmt(H.sixpn?.perCpu)} req/s (HAProxy: ${fmt(H.haproxy?.perCpu)}), so on an idle machine the ratio would be set by that and by what the load generator can send. ` +
       `The system calls are not the gap: strace counts the same four per request for both (read + write on each side). ` +
       `The JavaScript path per request is node:http's server (parse, IncomingMessage, ServerResponse), the ACL and balancer, undici's client (request object, llhttp in wasm) and header objects copied both ways. ` +
-      `What would lift it: less work per request (no AbortController/AbortSignal, timers or closures per request; headers built once), ` +
+      `What would lift it: less JavaScript per request (fewer objects, closures and timers per request; headers copied once, not rebuilt on each side), ` +
       `and several proxy processes sharing the listeners (node:cluster on Node 20; \`listen({ reusePort: true })\`, i.e. SO_REUSEPORT, from Node 22.12) on a machine with cores to spare.`,
   );
 }
