@@ -194,6 +194,18 @@ describe.skipIf(!IN_NETNS)('flycast proxy (e2e)', () => {
     await store.updateMachine('a0000002', { health: { status: 'healthy', reason: '' } });
   });
 
+  it('gives a machine re-admitted after being unhealthy a slow start (default 10 s ramp)', async () => {
+    await store.updateMachine('a0000003', { health: { status: 'unhealthy', reason: 'test' } });
+    await store.updateMachine('a0000003', { health: { status: 'healthy', reason: '' } });
+    await sleep(100);
+    await resetAll();
+    for (let i = 0; i < 30; i++) expect((await httpFrom(INSIDER, `http://[${WEB_IP}]/`)).status).toBe(200);
+    // Without slow start a third of these (10) would go to a0000003; within the first second of
+    // its window it is skipped with probability > 0.9.
+    expect((await web.get('a0000003')!.stats()).requests).toBeLessThanOrEqual(4);
+    expect((await web.get('a0000001')!.stats()).requests).toBeGreaterThanOrEqual(13);
+  });
+
   it('retries a refused machine invisibly: every request succeeds', async () => {
     await resetAll();
     const statuses = [];
