@@ -250,6 +250,9 @@ app = "api"
       { what: 'drop log line', timeoutMs: 3_000 },
     );
     expect(JSON.parse(dropLine)).toMatchObject({ module: 'gateway', org: 'beta', public_key: peerB.public_key });
+    const metrics = await (await fetch(`${env.SIXPN_API_URL}/metrics`, { headers: { authorization: `Bearer ${env.SIXPN_TOKEN}` } })).text();
+    expect(Number(/^sixpn_gateway_dropped_packets_total\{org="beta"\} (\d+)/m.exec(metrics)?.[1] ?? 0)).toBeGreaterThan(0);
+    expect(metrics).toMatch(/^sixpn_gateway_peers 2$/m);
   });
 
   it("drops a packet whose source is outside the peer's /128 inside the tunnel (cryptokey routing)", async () => {
