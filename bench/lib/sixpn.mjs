@@ -86,7 +86,7 @@ export function sixpnConfig({ org = 'bench', networkId = 0x18, region = 'ewr', a
  * org's Flycast range with that address as preferred source, so that clients which cannot bind
  * (autocannon) still reach sixpn as members of the org.
  */
-export function routeCallerSource({ networkId = 0x18, caller = `fdaa:0:${(0x18).toString(16)}::1:1` } = {}) {
+export function routeCallerSource({ networkId = 0x18, caller = `fdaa:0:${networkId.toString(16)}::1:1` } = {}) {
   if (process.env.SIXPN_IN_NETNS !== '1') throw new Error('refusing to change network configuration outside the bench namespace (run through test/harness/netns-run.sh)');
   try {
     execFileSync('ip', ['-6', 'addr', 'add', `${caller}/128`, 'dev', 'lo', 'nodad'], { stdio: 'pipe' });
@@ -96,6 +96,19 @@ export function routeCallerSource({ networkId = 0x18, caller = `fdaa:0:${(0x18).
   const range = `fdaa:0:${networkId.toString(16)}:0:1::/80`;
   execFileSync('ip', ['-6', 'route', 'replace', 'local', range, 'dev', 'lo', 'src', caller], { stdio: 'pipe' });
   return { caller, range };
+}
+
+/** Undoes routeCallerSource (tests share one namespace: leave no source routing behind). */
+export function unrouteCallerSource({ networkId = 0x18, caller = `fdaa:0:${networkId.toString(16)}::1:1` } = {}) {
+  if (process.env.SIXPN_IN_NETNS !== '1') return;
+  const range = `fdaa:0:${networkId.toString(16)}:0:1::/80`;
+  for (const args of [['-6', 'route', 'del', 'local', range, 'dev', 'lo'], ['-6', 'addr', 'del', `${caller}/128`, 'dev', 'lo']]) {
+    try {
+      execFileSync('ip', args, { stdio: 'pipe' });
+    } catch {
+      // already gone
+    }
+  }
 }
 
 /** Namespace-local TCP settings for many short connections (best effort; never the host's). */

@@ -20,7 +20,7 @@ import { openIdleConnections, runAutocannon, runTcpBulk, runTcpRate, startAutoca
 // @ts-expect-error plain .mjs helpers shared with bench/ (no type declarations)
 import { freePort } from '../../../bench/lib/procs.mjs';
 // @ts-expect-error plain .mjs helpers shared with bench/ (no type declarations)
-import { routeCallerSource, sixpnConfig, startSixpnProxy } from '../../../bench/lib/sixpn.mjs';
+import { routeCallerSource, sixpnConfig, startSixpnProxy, unrouteCallerSource } from '../../../bench/lib/sixpn.mjs';
 
 const HAVE_HAPROXY = hasCommand('haproxy');
 
@@ -172,10 +172,12 @@ describe('backends, load generators and HAProxy together', () => {
 
 describe.skipIf(!IN_NETNS || !existsSync(CLI))('sixpn proxy started from the generated TOML', () => {
   it('serves autocannon (which cannot bind) as a member of the org through the routed source address', async () => {
+    // An org of its own, and the route removed afterwards: other test files share this namespace.
+    const networkId = 0xbe7c;
     const http = await startBackends({ count: 2, kind: 'http' });
     try {
-      routeCallerSource({ networkId: 0x18 });
-      const { text, apps } = sixpnConfig({ networkId: 0x18, apps: [{ name: 'web', protocol: 'http', port: 80, servers: http.list.map((b: { address: string }) => b.address) }] });
+      routeCallerSource({ networkId });
+      const { text, apps } = sixpnConfig({ networkId, apps: [{ name: 'web', protocol: 'http', port: 80, servers: http.list.map((b: { address: string }) => b.address) }] });
       const flycast = apps[0].flycast as string;
       const proxy = await startSixpnProxy(text, { listen: [{ host: flycast, port: 80 }] });
       try {
@@ -186,6 +188,7 @@ describe.skipIf(!IN_NETNS || !existsSync(CLI))('sixpn proxy started from the gen
         expect(await proxy.stop()).toBe(0);
       }
     } finally {
+      unrouteCallerSource({ networkId });
       await http.stop();
     }
   });
