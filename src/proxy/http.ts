@@ -15,6 +15,7 @@ import { Pool, type Dispatcher } from 'undici';
 import type { Slot } from '../balancer/index.js';
 import type { Service } from '../catalog/types.js';
 import { dialTarget, isConnectError, type ConnInfo, type ProxyCore } from './core.js';
+import { holdGuard, releaseGuard } from './memory.js';
 import { appMetrics, deniedTotal } from './metrics.js';
 
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-connection', 'http2-settings']);
@@ -212,11 +213,13 @@ export class HttpProxy {
     if (this.core.draining) res.shouldKeepAlive = false;
     const started = performance.now();
     this.core.inFlight++;
+    holdGuard();
     let counted = false;
     const settle = (): void => {
       if (counted) return;
       counted = true;
       this.core.inFlight--;
+      releaseGuard();
     };
     res.once('close', settle);
     try {

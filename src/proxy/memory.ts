@@ -2,15 +2,28 @@
  * Keeps streamed bodies from inflating the proxy's memory. Every chunk read from a socket is a
  * fresh buffer, freed only when the garbage collector runs; V8 lets about 64 MiB of such dead
  * buffers pile up before it collects on its own, so a 100 MiB transfer would show as tens of
- * MiB of RSS growth although at most a few chunks are alive. This guard samples buffer memory
- * every 20 ms and asks for a young-generation collection once it grew past `thresholdBytes` since the
- * last one. A scavenge of a proxy's young generation costs about a millisecond.
+ * MiB of RSS growth although at most a few chunks are alive. While HTTP requests are in flight,
+ * this guard samples buffer memory every 20 ms and asks for a young-generation collection once
+ * it grew past `thresholdBytes` since the last one (a scavenge costs about a millisecond).
  */
 import v8 from 'node:v8';
 import vm from 'node:vm';
 
 type Gc = (opts?: { type: 'minor' | 'major' }) => void;
 let gcFn: Gc | null | undefined;
+/** HTTP requests in flight: the guard only collects while some exist (see below). */
+let holders = 0;
+
+/**
+ * The guard bounds memory for HTTP bodies (a stated requirement); TCP splices are left to V8's
+ * own collection, because forced collections cost bulk TCP throughput about a third.
+ */
+export function holdGuard(): void {
+  holders++;
+}
+export function releaseGuard(): void {
+  if (holders > 0) holders--;
+}
 
 function collector(): Gc | null {
   if (gcFn !== undefined) return gcFn;
@@ -29,13 +42,17 @@ export function startMemoryGuard(thresholdBytes: number, everyMs = 20): () => vo
   if (!gc) return () => undefined;
   let base = v8.getHeapStatistics().external_memory;
   const t = setInterval(() => {
-    // The scavenge frees buffers a moment later, so the next sample may be below `base`.
     const now = v8.getHeapStatistics().external_memory;
+    // Without HTTP work, or after a collection freed buffers (asynchronously), move the base.
+    if (holders === 0 || now < base) {
+      base = now;
+      return;
+    }
     if (now - base > thresholdBytes) {
       // Socket chunks die young: a scavenge (about 1 ms) frees them, no full collection needed.
       gc({ type: 'minor' });
       base = now;
-    } else if (now < base) base = now;
+    }
   }, everyMs);
   t.unref();
   return () => clearInterval(t);
