@@ -1,10 +1,11 @@
 /**
- * Org isolation at the gateway, with nftables: a table `sixpn_<interface>` whose rules accept a
- * packet from a peer only when its destination is inside the peer's own org /48, and a packet
- * to a peer only when its source is inside the peer's org. Everything else from or to the
- * tunnel is dropped; drops from each peer are counted in a named counter (`p_<key hex>`) so the
- * role can report them per peer. Rendering is pure; `NftFirewall` applies it atomically
- * (`nft -f`, one transaction) and reads the counters back.
+ * Org isolation at the gateway, with nftables: a table `sixpn_<interface>` that accepts a packet
+ * from a peer only when its destination is inside the peer's own org /48, and a packet to a peer
+ * only when its source is inside the peer's org. Everything else from or to the tunnel is
+ * dropped. The rules are fixed; the peers live in a set of `peer address . org /48` pairs (one
+ * lookup per packet however many peers there are), and a map from peer address to a named
+ * counter (`p_<key hex>`) counts each peer's drops. Rendering is pure; `NftFirewall` applies it
+ * atomically (`nft -f`, one transaction) and reads the counters back.
  */
 import { orgPrefixCidr } from '../addressing/index.js';
 import type { WantedPeer } from './peers.js';
@@ -24,13 +25,14 @@ export function counterName(publicKey: string): string {
 export const OTHER_COUNTER = 'other';
 
 /**
- * The nft script that makes the table match `peers`. It creates what is missing, flushes and
- * refills the chains, and deletes the counters of peers that are gone (`staleCounters`), all in
- * one transaction: there is never a moment without the filter.
+ * The nft script that makes the table match `peers`. It creates what is missing, refills the
+ * chains, the set and the map, and deletes the counters of peers that are gone
+ * (`staleCounters`), all in one transaction: there is never a moment without the filter.
  */
 export function renderRuleset(iface: string, peers: Iterable<WantedPeer>, staleCounters: Iterable<string> = []): string {
   const t = `inet ${tableName(iface)}`;
   const dev = JSON.stringify(iface);
+  const list = [...peers];
   const lines = [
     `add table ${t}`,
     `add chain ${t} input { type filter hook input priority filter; policy accept; }`,
@@ -38,24 +40,28 @@ export function renderRuleset(iface: string, peers: Iterable<WantedPeer>, staleC
     `add chain ${t} output { type filter hook output priority filter; policy accept; }`,
     `add chain ${t} from_peers`,
     `add chain ${t} to_peers`,
+    `add set ${t} allowed { type ipv6_addr . ipv6_addr; flags interval; }`,
+    `add map ${t} drops { type ipv6_addr : counter; }`,
     `add counter ${t} ${OTHER_COUNTER}`,
   ];
-  const list = [...peers];
   for (const p of list) lines.push(`add counter ${t} ${counterName(p.publicKey)}`);
   for (const chain of ['input', 'forward', 'output', 'from_peers', 'to_peers']) lines.push(`flush chain ${t} ${chain}`);
+  lines.push(`flush set ${t} allowed`, `flush map ${t} drops`);
+  if (list.length) {
+    lines.push(`add element ${t} allowed { ${list.map((p) => `${p.address} . ${orgPrefixCidr(p.networkId)}`).join(', ')} }`);
+    lines.push(`add element ${t} drops { ${list.map((p) => `${p.address} : "${counterName(p.publicKey)}"`).join(', ')} }`);
+  }
   lines.push(
     `add rule ${t} input iifname ${dev} jump from_peers`,
     `add rule ${t} forward iifname ${dev} jump from_peers`,
     `add rule ${t} forward oifname ${dev} jump to_peers`,
     `add rule ${t} output oifname ${dev} jump to_peers`,
+    `add rule ${t} from_peers ip6 saddr . ip6 daddr @allowed accept`,
+    `add rule ${t} from_peers counter name ip6 saddr map @drops drop`,
+    `add rule ${t} from_peers counter name ${OTHER_COUNTER} drop`,
+    `add rule ${t} to_peers ip6 daddr . ip6 saddr @allowed accept`,
+    `add rule ${t} to_peers drop`,
   );
-  for (const p of list) {
-    const org = orgPrefixCidr(p.networkId);
-    lines.push(`add rule ${t} from_peers ip6 saddr ${p.address} ip6 daddr ${org} accept`);
-    lines.push(`add rule ${t} from_peers ip6 saddr ${p.address} counter name ${counterName(p.publicKey)} drop`);
-    lines.push(`add rule ${t} to_peers ip6 daddr ${p.address} ip6 saddr ${org} accept`);
-  }
-  lines.push(`add rule ${t} from_peers counter name ${OTHER_COUNTER} drop`, `add rule ${t} to_peers drop`);
   const keep = new Set(list.map((p) => counterName(p.publicKey)));
   for (const c of staleCounters) if (c !== OTHER_COUNTER && !keep.has(c)) lines.push(`delete counter ${t} ${c}`);
   return `${lines.join('\n')}\n`;

@@ -15,13 +15,20 @@ describe('renderRuleset', () => {
     const text = renderRuleset('wg-a.b', [a, b]);
     expect(tableName('wg-a.b')).toBe('sixpn_wg_a_b');
     expect(text).toContain('add rule inet sixpn_wg_a_b input iifname "wg-a.b" jump from_peers');
-    expect(text).toContain(`add rule inet sixpn_wg_a_b from_peers ip6 saddr ${a.address} ip6 daddr fdaa:0:18::/48 accept`);
-    expect(text).toContain(`add rule inet sixpn_wg_a_b from_peers ip6 saddr ${a.address} counter name ${counterName(a.publicKey)} drop`);
-    expect(text).toContain(`add rule inet sixpn_wg_a_b to_peers ip6 daddr ${b.address} ip6 saddr fdaa:0:22b7::/48 accept`);
+    expect(text).toContain(`add element inet sixpn_wg_a_b allowed { ${a.address} . fdaa:0:18::/48, ${b.address} . fdaa:0:22b7::/48 }`);
+    expect(text).toContain(`add element inet sixpn_wg_a_b drops { ${a.address} : "${counterName(a.publicKey)}", ${b.address} : "${counterName(b.publicKey)}" }`);
+    expect(text).toContain('add rule inet sixpn_wg_a_b from_peers ip6 saddr . ip6 daddr @allowed accept');
+    expect(text).toContain('add rule inet sixpn_wg_a_b to_peers ip6 daddr . ip6 saddr @allowed accept');
     // Defaults drop: anything not accepted above, in both directions.
     const lines = text.trim().split('\n');
     expect(lines.filter((l) => l.includes(' from_peers ')).at(-1)).toBe(`add rule inet sixpn_wg_a_b from_peers counter name ${OTHER_COUNTER} drop`);
     expect(lines.filter((l) => l.includes(' to_peers ')).at(-1)).toBe('add rule inet sixpn_wg_a_b to_peers drop');
+  });
+
+  it('renders an empty (drop everything) filter without elements', () => {
+    const text = renderRuleset('sixpn0', []);
+    expect(text).not.toContain('add element');
+    expect(text).toContain('flush set inet sixpn_sixpn0 allowed');
   });
 
   it('deletes counters of peers that are gone, never the shared one', () => {
@@ -57,8 +64,14 @@ describe.skipIf(!IN_NETNS || !hasCommand('nft'))('renderRuleset with real nft', 
       counters = parseCounters(nft(['-j', 'list', 'counters', 'table', 'inet', table]));
       expect([...counters.keys()].sort()).toEqual([OTHER_COUNTER, counterName(a.publicKey)].sort());
       const listing = nft(['list', 'table', 'inet', table]);
+      expect(listing).toContain(a.address);
       expect(listing).not.toContain(b.address);
       expect(listing.match(/jump from_peers/g)).toHaveLength(2);
+      // Down to no peers and back: the set and map empty out and fill again.
+      nft(['-f', '-'], renderRuleset(iface, [], [counterName(a.publicKey)]));
+      expect(nft(['list', 'table', 'inet', table])).not.toContain(a.address);
+      nft(['-f', '-'], renderRuleset(iface, [a, b]));
+      expect(nft(['list', 'set', 'inet', table, 'allowed'])).toContain(b.address);
     } finally {
       execFileSync('nft', ['delete', 'table', 'inet', table], { stdio: 'ignore' });
     }
