@@ -181,7 +181,16 @@ export class Balancer {
     } else {
       this.unindex(a, s);
       const was = s.machine.health.status;
-      if (was === 'unhealthy' && m.health.status === 'healthy' && this.opts.slowStartMs > 0) s.slowStartAt = m.health.changed_at;
+      const readmitted = was === 'unhealthy' && m.health.status === 'healthy';
+      if (readmitted && this.opts.slowStartMs > 0) s.slowStartAt = m.health.changed_at;
+      if (readmitted && s.ejectedUntil > 0) {
+        // The active checker vouches for it again: end a passive ejection now, not when its
+        // (doubling) timer runs out; slow start still keeps the first traffic gentle.
+        s.ejectedUntil = 0;
+        const i = a.ejected.indexOf(s);
+        if (i >= 0) a.ejected.splice(i, 1);
+        this.ejector.forget(m.id);
+      }
       if (m.health.status === 'unhealthy') s.slowStartAt = 0;
       s.machine = m;
       if (s.group.code !== m.region) s.group = this.group(a, m.region);

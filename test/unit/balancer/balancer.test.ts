@@ -207,6 +207,23 @@ describe('balancer: passive ejection', () => {
     expect(b.reportFailure(s)).toBe(0);
   });
 
+  it('ends a passive ejection as soon as the active checker re-admits the machine', () => {
+    const now = 1_000_000;
+    const b = balancer({ now: () => now });
+    const bad = machine('ewr');
+    for (const m of [bad, machine('ewr'), machine('ewr'), machine('ewr')]) b.upsert(m);
+    b.reportFailure(b.slot(bad.id)!);
+    expect(b.reportFailure(b.slot(bad.id)!)).toBe(1_000);
+    b.upsert({ ...bad, health: { status: 'unhealthy', reason: 'tcp connect refused', changed_at: now } });
+    expect(b.candidateCount('web')).toBe(3);
+    // still inside the ejection time, but healthy again: back in rotation at once
+    b.upsert({ ...bad, health: { status: 'healthy', reason: '', changed_at: now } });
+    expect(b.candidateCount('web')).toBe(4);
+    // and its ejection history is gone: the next ejection starts from the base time again
+    b.reportFailure(b.slot(bad.id)!);
+    expect(b.reportFailure(b.slot(bad.id)!)).toBe(1_000);
+  });
+
   it('never ejects more than the panic threshold allows', () => {
     const b = balancer();
     const ms = [machine('ewr'), machine('ewr')];
