@@ -12,6 +12,7 @@ import { seedCatalog } from './catalog/seed.js';
 import { CatalogView } from './catalog/view.js';
 import type { LoadedConfig } from './config/index.js';
 import { ConfigError } from './errors.js';
+import { watchCatalog } from './observe/catalog-watch.js';
 import { createRootLogger, flushLogs } from './observe/log.js';
 import { parseRegionsCsv, RegionTable } from './regions/index.js';
 import type { NodeContext, RoleName, RoleStarter, RunningRole } from './role.js';
@@ -54,6 +55,8 @@ export async function startNode(loaded: LoadedConfig, wanted: RoleName[], starte
     throw err;
   }
   view.on('error', (err) => log.error({ err, module: 'catalog' }, 'catalog view reload failed'));
+  // Every role, not only the admin listener, logs and counts the catalog changes it sees.
+  watchCatalog(view, log);
   const ctx: NodeContext = { config, baseDir: loaded.baseDir, store, view, regions, log, hostId, roles: new Map() };
   const order: RoleName[] = ['demo', 'control', 'health', 'proxy', 'dns', 'gateway'];
   const started: RunningRole[] = [];
