@@ -255,7 +255,18 @@ export class Balancer {
    * queues when `candidateCount` > 0, else fails). `exclude` skips machines already tried
    * for this caller (connect retries).
    */
-  pick(app: string, limits: Limits, exclude?: ReadonlySet<Slot> | null): Slot | null {
+  pick(app: string, limits: Limits, exclude?: ReadonlySet<Slot> | null, avoidTriedRegions = false): Slot | null {
+    // A caller's last try avoids regions where its earlier tries failed: when a whole region
+    // has just died (before any health verdict), the tries would otherwise all go to its dead
+    // machines. When no other region has room, the normal pick still runs.
+    if (avoidTriedRegions && exclude && exclude.size > 0) {
+      const s = this.pickFrom(app, limits, exclude, true);
+      if (s) return s;
+    }
+    return this.pickFrom(app, limits, exclude ?? null, false);
+  }
+
+  private pickFrom(app: string, limits: Limits, exclude: ReadonlySet<Slot> | null, skipTriedRegions: boolean): Slot | null {
     const a = this.apps.get(app);
     if (!a || (a.candidates === 0 && a.ejected.length === 0)) return null;
     const now = this.now();
@@ -265,6 +276,7 @@ export class Balancer {
     for (let i = 0; i < order.length; i++) {
       const g = order[i]!;
       if (g.min >= limits.hard_limit) continue;
+      if (skipTriedRegions && triedIn(g, exclude!)) continue;
       if (g.min < limits.soft_limit) {
         const s = this.pickIn(g, limits.soft_limit, now, exclude);
         if (s) return this.acquire(s, g);
@@ -276,6 +288,7 @@ export class Balancer {
     for (let i = 0; i < order.length; i++) {
       const g = order[i]!;
       if (g.min >= limits.hard_limit) continue;
+      if (skipTriedRegions && triedIn(g, exclude!)) continue;
       const s = this.pickIn(g, limits.hard_limit, now, exclude);
       if (s) return this.acquire(s, g);
     }
@@ -353,6 +366,12 @@ export class Balancer {
     const a = this.apps.get(app);
     if (a) yield* a.slots.values();
   }
+}
+
+/** True when one of the caller's tried machines is in `g` (a retry set holds a few slots). */
+function triedIn(g: RegionGroup, tried: ReadonlySet<Slot>): boolean {
+  for (const s of tried) if (s.group === g) return true;
+  return false;
 }
 
 /** Keeps `balancer` in step with `view`; returns a function that detaches it. */

@@ -148,7 +148,9 @@ export class ProxyCore {
   }
 
   private pickNow(app: string, limits: Limits, tried: Set<Slot>): Acquired {
-    const s = this.balancer.pick(app, limits, tried.size > 0 ? tried : null);
+    // The caller's last connect try goes to another region when one has room.
+    const lastTry = tried.size > 0 && tried.size === this.config.connect_tries - 1;
+    const s = this.balancer.pick(app, limits, tried.size > 0 ? tried : null, lastTry);
     if (s) {
       selected(s.outcome);
       appMetrics(app).activeOn(s.machine.id).inc();

@@ -179,6 +179,26 @@ describe('balancer: candidates', () => {
   });
 });
 
+describe('balancer: retries', () => {
+  it.each([
+    // machine regions, regions of the tried machines, avoid tried regions?, expected region
+    [['ewr', 'ewr', 'ewr', 'iad', 'iad'], ['ewr', 'ewr'], false, 'ewr'],
+    [['ewr', 'ewr', 'ewr', 'iad', 'iad'], ['ewr', 'ewr'], true, 'iad'],
+    [['ewr', 'ewr', 'ewr', 'iad', 'lhr'], ['ewr', 'iad'], true, 'lhr'],
+    // nowhere else to go: the last try stays in the failed region rather than failing
+    [['ewr', 'ewr', 'ewr'], ['ewr', 'ewr'], true, 'ewr'],
+  ])('machines in %j, tried %j, avoid=%s -> %s', (regions, triedRegions, avoid, want) => {
+    const b = balancer();
+    const ms = regions.map((r) => machine(r));
+    for (const m of ms) b.upsert(m);
+    const tried = new Set<Slot>();
+    for (const r of triedRegions) tried.add(b.slot(ms.find((m) => m.region === r && !tried.has(b.slot(m.id)!))!.id)!);
+    const s = b.pick('web', limits, tried, avoid)!;
+    expect(s.machine.region).toBe(want);
+    expect(tried.has(s)).toBe(false);
+  });
+});
+
 describe('balancer: passive ejection', () => {
   it('ejects after consecutive failures, re-admits after the ejection time', () => {
     let now = 1_000_000;
