@@ -159,6 +159,7 @@ try {
     node.on('exit', (code) => rej(new Error(`sixpn up exited ${code}: ${out}`)));
   });
 
+  console.error('wireguard bench: gateway up');
   // 1. create -> first handshake, each run with a fresh peer and laptop interface.
   const createMs = [];
   const handshakeMs = [];
@@ -185,6 +186,7 @@ try {
     sh('ip', ['-n', ns, 'link', 'set', lapIf, 'mtu', '1420', 'up']);
     sh('ip', ['-n', ns, 'route', 'replace', `fdaa:0:${NET.toString(16)}::/48`, 'dev', lapIf]);
     await waitFor(() => Number(sh('ip', ['netns', 'exec', ns, 'wg', 'show', lapIf, 'dump']).split('\n')[1]?.split('\t')[4] ?? 0) > 0, 10_000, 'handshake');
+    console.error(`wireguard bench: create run ${i + 1}/${RUNS} done`);
     createMs.push(tCreated - t0);
     handshakeMs.push(performance.now() - t0);
   }
@@ -225,7 +227,10 @@ try {
     unfiltered: { ms: [], run: () => (sh('nft', ['delete', 'table', 'inet', table]), transfer(ns, DNS_ADDR, tunnelSink.port)) },
   };
   for (const v of Object.values(variants)) await v.run(); // warm-up
-  for (let i = 0; i < ROUNDS; i++) for (const v of Object.values(variants)) v.ms.push(await v.run());
+  for (let i = 0; i < ROUNDS; i++) {
+    for (const v of Object.values(variants)) v.ms.push(await v.run());
+    console.error(`wireguard bench: transfer round ${i + 1}/${ROUNDS} done`);
+  }
   sh('nft', ['-f', '-'], smallScript);
   tunnelSink.close();
   directSink.close();
