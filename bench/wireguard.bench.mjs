@@ -269,8 +269,11 @@ between the filtered and the filter-less tunnel rows.
 `;
   writeSection('wireguard', md);
   console.log(md);
-  node.kill('SIGTERM');
-  await new Promise((r) => node.once('exit', r));
+  if (node.exitCode === null && node.signalCode === null) {
+    const exited = new Promise((r) => node.once('exit', r));
+    node.kill('SIGTERM');
+    await Promise.race([exited, sleep(10_000)]);
+  }
 } catch (err) {
   console.error(err);
   process.exitCode = 1;
