@@ -4,7 +4,7 @@
 // (one line per query with its latency), for the p99.
 // Run: npm run build && sh test/harness/netns-run.sh node bench/dns.bench.mjs
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os, { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -90,12 +90,20 @@ function dnsperf(server, port, seconds, extra = []) {
   const num = (re) => Number(re.exec(out)?.[1] ?? NaN);
   const res = {
     qps: num(/Queries per second:\s+([\d.]+)/),
+    completed: num(/Queries completed:\s+(\d+)/),
     avgMs: num(/Average Latency \(s\):\s+([\d.]+)/) * 1000,
     lostPct: num(/Queries lost:\s+\d+ \(([\d.]+)%\)/),
     out,
   };
   if (!Number.isFinite(res.qps)) throw new Error(`dnsperf failed:\n${out.slice(-2000)}`);
   return res;
+}
+
+/** CPU seconds (user + system) a process has used, from /proc. */
+function cpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ = 100)
 }
 
 function p99FromVerbose(out) {
@@ -145,13 +153,18 @@ for (const s of Object.values(servers)) dnsperf(...s, 2);
 const qps = { sixpn: [], dnsmasq: [] };
 const avg = { sixpn: [], dnsmasq: [] };
 const lost = { sixpn: [], dnsmasq: [] };
+const cpuUs = { sixpn: [], dnsmasq: [] };
+const pids = { sixpn: sixpn.pid, dnsmasq: dnsmasq.pid };
 for (let i = 0; i < RUNS; i++) {
   for (const [name, s] of Object.entries(servers)) {
+    const cpu0 = cpuSeconds(pids[name]);
     const r = dnsperf(...s, SECONDS);
+    const perQuery = ((cpuSeconds(pids[name]) - cpu0) / r.completed) * 1e6;
     qps[name].push(r.qps);
     avg[name].push(r.avgMs);
     lost[name].push(r.lostPct);
-    console.log(`run ${i + 1} ${name}: ${Math.round(r.qps)} q/s, avg ${r.avgMs.toFixed(3)} ms, lost ${r.lostPct}%`);
+    cpuUs[name].push(perQuery);
+    console.log(`run ${i + 1} ${name}: ${Math.round(r.qps)} q/s, avg ${r.avgMs.toFixed(3)} ms, lost ${r.lostPct}%, ${perQuery.toFixed(1)} us CPU/query`);
   }
 }
 const refQps = Math.round(median(qps.dnsmasq));
@@ -161,15 +174,18 @@ const refQps = Math.round(median(qps.dnsmasq));
 const loads = [refQps, Math.round(refQps / 2)];
 const p99 = {};
 const avgAtLoad = {};
+const achieved = {};
 for (const load of loads) {
   p99[load] = { sixpn: [], dnsmasq: [] };
   avgAtLoad[load] = { sixpn: [], dnsmasq: [] };
+  achieved[load] = { sixpn: [], dnsmasq: [] };
   for (let i = 0; i < 3; i++) {
     for (const [name, s] of Object.entries(servers)) {
       const r = dnsperf(...s, SECONDS, ['-Q', String(load), '-v']);
       const { p99Ms, n } = p99FromVerbose(r.out);
       p99[load][name].push(p99Ms);
       avgAtLoad[load][name].push(r.avgMs);
+      achieved[load][name].push(r.qps);
       console.log(`latency run ${i + 1} ${name} at ${load} q/s: p99 ${p99Ms.toFixed(3)} ms over ${n} queries, avg ${r.avgMs.toFixed(3)} ms`);
     }
   }
@@ -190,14 +206,20 @@ namespace. sixpn: \`sixpn dns\` on \`fdaa::3\`; dnsmasq ${execFileSync('dnsmasq'
 Throughput: ${RUNS} alternating runs of ${SECONDS} s at full speed after a 2 s warm-up, medians. Latency: 3 runs
 each at dnsmasq's median rate (\`-Q ${refQps}\`) with \`dnsperf -v\`, p99 over every query, medians.
 
-| server | queries/s | avg latency, full speed | avg / p99 at ${refQps} q/s | avg / p99 at ${half} q/s | lost |
-| --- | ---: | ---: | ---: | ---: | ---: |
-| sixpn | ${m(qps.sixpn)} | ${m(avg.sixpn, 3)} ms | ${m(avgAtLoad[refQps].sixpn, 3)} / ${m(p99[refQps].sixpn, 3)} ms | ${m(avgAtLoad[half].sixpn, 3)} / ${m(p99[half].sixpn, 3)} ms | ${m(lost.sixpn, 2)}% |
-| dnsmasq (reference) | ${m(qps.dnsmasq)} | ${m(avg.dnsmasq, 3)} ms | ${m(avgAtLoad[refQps].dnsmasq, 3)} / ${m(p99[refQps].dnsmasq, 3)} ms | ${m(avgAtLoad[half].dnsmasq, 3)} / ${m(p99[half].dnsmasq, 3)} ms | ${m(lost.dnsmasq, 2)}% |
+| server | queries/s | server CPU per query | avg latency, full speed | avg / p99 at ${refQps} q/s | avg / p99 at ${half} q/s | lost |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
+| sixpn | ${m(qps.sixpn)} | ${m(cpuUs.sixpn, 1)} us | ${m(avg.sixpn, 3)} ms | ${m(avgAtLoad[refQps].sixpn, 3)} / ${m(p99[refQps].sixpn, 3)} ms | ${m(avgAtLoad[half].sixpn, 3)} / ${m(p99[half].sixpn, 3)} ms | ${m(lost.sixpn, 2)}% |
+| dnsmasq (reference) | ${m(qps.dnsmasq)} | ${m(cpuUs.dnsmasq, 1)} us | ${m(avg.dnsmasq, 3)} ms | ${m(avgAtLoad[refQps].dnsmasq, 3)} / ${m(p99[refQps].dnsmasq, 3)} ms | ${m(avgAtLoad[half].dnsmasq, 3)} / ${m(p99[half].dnsmasq, 3)} ms | ${m(lost.dnsmasq, 2)}% |
 
 sixpn / dnsmasq queries/s: **${ratio.toFixed(2)}x** (target >= 0.8x); sixpn p99 at the reference's load:
 **${m(p99[refQps].sixpn, 3)} ms** (target < 5 ms; dnsmasq's own p99 at that load: ${m(p99[refQps].dnsmasq, 3)} ms).
+Rates actually answered in the latency runs (dnsperf offers at most \`-Q\`, with at most 100 queries
+outstanding): at ${refQps} q/s offered, sixpn ${m(achieved[refQps].sixpn)} and dnsmasq ${m(achieved[refQps].dnsmasq)} q/s; at
+${half} q/s offered, sixpn ${m(achieved[half].sixpn)} and dnsmasq ${m(achieved[half].dnsmasq)} q/s. When a server answers less than
+offered, it is saturated and its latency is bounded by the client's window rather than by a queue.
 Per-run figures: sixpn ${qps.sixpn.map(Math.round).join(', ')} q/s; dnsmasq ${qps.dnsmasq.map(Math.round).join(', ')} q/s.
+Server CPU per query is the server process's user + system CPU time over a full-speed run divided by the
+queries it answered: unlike queries/s it hardly depends on what else the machine is doing.
 Two cores are shared by dnsperf (two threads) and the server under test, so both servers run near the
 point where the client and the kernel's loopback path, not the server, set the pace; at the reference's
 full rate the latency includes that queueing for both. Load average (1/5/15 min) when the run ended:
