@@ -101,6 +101,8 @@ export function run(cmd: string, args: string[], opts: SpawnOptions & { input?: 
       clearTimeout(t);
       resolve({ code: code ?? -1, stdout, stderr });
     });
+    // A child that exits without reading its input (dig, wg) must not crash the test with EPIPE.
+    child.stdin?.on('error', () => undefined);
     child.stdin?.end(opts.input ?? '');
   });
 }
