@@ -398,7 +398,7 @@ if (Number.isFinite(p99Ratio) && p99Ratio > 2) {
 if (Number.isFinite(bulkRatio) && bulkRatio < 0.9) {
   notes.push(
     `TCP bulk through sixpn costs ${fmt(ratio(Bcpu.haproxy, Bcpu.sixpn), 1)}x HAProxy's CPU per byte (CPU ms per GiB, user / kernel: ${Bsplit.sixpn} against ${Bsplit.haproxy}). ` +
-      'Every chunk goes kernel -> a fresh Buffer -> kernel with stream bookkeeping in JavaScript, and the buffers must be garbage-collected (with BENCH_CPU_PROF, collection of those buffers and the proxy\'s memory guard, which forces young-generation collections to bound RSS, were the largest JavaScript items). ' +
+      'Every chunk goes kernel -> a fresh Buffer -> kernel with stream bookkeeping in JavaScript, and the buffers must be garbage-collected (with BENCH_CPU_PROF, collecting those buffers was the largest JavaScript item; the proxy\'s memory guard, which forces young-generation collections, runs only while HTTP requests are in flight). ' +
       `sixpn's user time per GiB ranged from ${fmt(Math.min(...results.bulk.sixpn.map((x) => (x.user * 1000 * 2 ** 30) / x.bytes)))} to ${fmt(Math.max(...results.bulk.sixpn.map((x) => (x.user * 1000 * 2 ** 30) / x.bytes)))} ms over the runs, so single runs say little. ` +
       'What would lift it: larger reads and fewer, larger writes per chunk (bigger `highWaterMark`), reusing read buffers (`onread` with a fixed buffer on net sockets), or a native splice path; workers do not help a single connection.',
   );
