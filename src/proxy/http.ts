@@ -443,7 +443,7 @@ class Attempt implements Dispatcher.DispatchHandler {
     this.core.release(this.slot);
     const app = this.slot.machine.app;
     const m = appMetrics(app);
-    m.requests(this.status).inc();
+    m.requests(this.status, this.slot.machine.id).inc();
     m.requestSeconds.observe((performance.now() - this.t0) / 1000);
     if (this.core.config.access_log) {
       this.core.log.info(

@@ -24,8 +24,8 @@ export const activeConnections = gauge({
 
 export const httpRequests = counter({
   name: 'sixpn_proxy_http_requests_total',
-  help: 'HTTP requests answered, by status class (1xx..5xx)',
-  labelNames: ['app', 'status_class'] as const,
+  help: 'HTTP requests answered, by machine (empty when the proxy answered itself) and status class (1xx..5xx)',
+  labelNames: ['app', 'machine', 'status_class'] as const,
 });
 
 export const upstreamConnectErrors = counter({
@@ -84,10 +84,12 @@ export class AppMetrics {
     this.connectSeconds = connectDuration.labels({ app });
   }
 
-  requests(status: number): Inc {
+  /** `machine` is empty for answers the proxy gave itself (403, 502, 503 ...). */
+  requests(status: number, machine = ''): Inc {
     const cls = statusClass(status);
-    let c = this.byClass.get(cls);
-    if (!c) this.byClass.set(cls, (c = httpRequests.labels({ app: this.app, status_class: cls })));
+    const key = `${machine}/${cls}`;
+    let c = this.byClass.get(key);
+    if (!c) this.byClass.set(key, (c = httpRequests.labels({ app: this.app, machine, status_class: cls })));
     return c;
   }
 
@@ -100,6 +102,11 @@ export class AppMetrics {
   /** A machine left the catalog: drop its series so the label set stays bounded. */
   forgetMachine(machine: string): void {
     if (this.active.delete(machine)) activeConnections.remove({ app: this.app, machine });
+    for (const key of [...this.byClass.keys()]) {
+      if (!key.startsWith(`${machine}/`)) continue;
+      this.byClass.delete(key);
+      httpRequests.remove({ app: this.app, machine, status_class: key.slice(machine.length + 1) });
+    }
   }
 }
 

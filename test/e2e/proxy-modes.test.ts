@@ -124,7 +124,9 @@ describe.skipIf(!IN_NETNS)('flycast proxy: metrics on the admin listener (e2e)',
     const text = await (await request(`http://127.0.0.1:${admin}/metrics`)).body.text();
     expect(text).toContain('sixpn_denied_total{proto="http"} 1');
     expect(text).toContain('sixpn_proxy_connections_accepted_total{app="web",proto="http"} 1');
-    expect(text).toContain('sixpn_proxy_http_requests_total{app="web",status_class="2xx"} 1');
+    expect(text).toContain(`sixpn_proxy_http_requests_total{app="web",machine="${WEB_ID}",status_class="2xx"} 1`);
+    // the 403 was the proxy's own answer: no machine
+    expect(text).toContain('sixpn_proxy_http_requests_total{app="web",machine="",status_class="4xx"} 1');
     expect(text).toContain('sixpn_proxy_selection_total{outcome="same_region"} 1');
     expect(text).toContain(`sixpn_proxy_active_connections{app="web",machine="${WEB_ID}"} 0`);
     expect(text).toMatch(/sixpn_proxy_request_duration_seconds_count\{app="web"\} 1/);
