@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # sixpn container image: TypeScript is compiled in a build stage; the runtime stage holds the
 # compiled JavaScript, production dependencies only, and the WireGuard tools the gateway drives.
-# It runs as the unprivileged user "sixpn". See docs/docker.md for how to run it.
+# It runs as the unprivileged user "sixpn". See config/docker.md for how to run it.
 
 ARG NODE_IMAGE=node:20-bookworm-slim
 

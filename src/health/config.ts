@@ -1,6 +1,6 @@
 /**
  * The `[health]` config section: active check policy, which machines this node checks, and
- * passive ejection (used by the proxy's balancer). Every key is documented in docs/health.md.
+ * passive ejection (used by the proxy's balancer). Every key is documented in src/health/README.md.
  */
 import { z } from 'zod';
 import { regionCodeSchema } from '../catalog/types.js';

@@ -1,6 +1,6 @@
 /**
  * The health checker role: runs the active checks of the machines this node is responsible
- * for and writes their health transitions to the catalog (see docs/health.md).
+ * for and writes their health transitions to the catalog (see src/health/README.md).
  */
 import type { NodeContext, RunningRole } from '../role.js';
 import { HealthChecker } from './checker.js';

@@ -3,7 +3,7 @@
  * (`/`, `/dashboard`), /v1/status and its server-sent event stream /v1/status/events.
  *
  * The control server calls the handler first for every request; it answers and returns true,
- * or returns false to pass the request on. Access (see ./auth.ts and docs/observe.md):
+ * or returns false to pass the request on. Access (see ./auth.ts and src/observe/README.md):
  * /healthz is open and says only "ok"; /metrics is open when the admin listener binds a
  * loopback address and needs the bearer token otherwise (labels name apps and machines);
  * /v1/status and its events need the bearer token or the dashboard cookie.

@@ -145,7 +145,7 @@ describe.skipIf(!IN_NETNS)('flycast proxy: HTTP (e2e)', () => {
     const growth = (peak - before) / MiB;
     console.log(`proxy RSS before ${(before / MiB).toFixed(1)} MiB, peak ${(peak / MiB).toFixed(1)} MiB, growth ${growth.toFixed(1)} MiB`);
     // Bodies are never held whole: growth stays far below one body (100 MiB). What remains is
-    // dead socket chunks awaiting collection and allocator slack (see docs/proxy.md).
+    // dead socket chunks awaiting collection and allocator slack (see src/proxy/README.md).
     expect(growth).toBeLessThan(48);
   });
 
