@@ -87,7 +87,8 @@ export function startSixpn(args: string[], opts: SpawnOptions = {}): Proc {
 /** Runs a command to completion; resolves with its exit code and output (never rejects on non-zero). */
 export function run(cmd: string, args: string[], opts: SpawnOptions & { input?: string; timeoutMs?: number } = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], ...opts });
+    // stdin is a pipe only when there is input; otherwise the child reads /dev/null.
+    const child = spawn(cmd, args, { stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], ...opts });
     let stdout = '';
     let stderr = '';
     child.stdout?.on('data', (b: Buffer) => (stdout += b.toString()));
@@ -103,7 +104,7 @@ export function run(cmd: string, args: string[], opts: SpawnOptions & { input?: 
     });
     // A child that exits without reading its input (dig, wg) must not crash the test with EPIPE.
     child.stdin?.on('error', () => undefined);
-    child.stdin?.end(opts.input ?? '');
+    child.stdin?.end(opts.input);
   });
 }
 

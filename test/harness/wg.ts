@@ -5,11 +5,10 @@
  * (wg-quick itself needs resolvconf for the DNS line). Every interface gets a unique name:
  * wireguard-go keeps its control sockets in one run directory shared by all namespaces.
  */
-import { spawn } from 'node:child_process';
 import { readFileSync, statSync } from 'node:fs';
 import { IN_NETNS } from './env.js';
 import { waitFor } from './net.js';
-import { start, type Proc } from './procs.js';
+import { run as runProcess, start, type Proc } from './procs.js';
 
 export interface RunResult {
   code: number;
@@ -17,31 +16,12 @@ export interface RunResult {
   stderr: string;
 }
 
-/**
- * Runs a command to completion (never rejects on non-zero). Unlike procs.run, stdin is only
- * opened when there is input, and a child that exits without reading it is not an error.
- */
+/** Runs a command to completion (never rejects on non-zero); `env` adds to this process's. */
 export function run(cmd: string, args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
-  return new Promise((resolve) => {
-    const env = opts.env ? { ...process.env, ...opts.env } : process.env;
-    const child = spawn(cmd, args, { env, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout?.on('data', (b: Buffer) => (stdout += b.toString()));
-    child.stderr?.on('data', (b: Buffer) => (stderr += b.toString()));
-    const t = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 30_000);
-    child.on('error', (err) => {
-      clearTimeout(t);
-      resolve({ code: -1, stdout, stderr: stderr + err.message });
-    });
-    child.on('close', (code) => {
-      clearTimeout(t);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-    if (child.stdin) {
-      child.stdin.on('error', () => undefined);
-      child.stdin.end(opts.input);
-    }
+  return runProcess(cmd, args, {
+    ...(opts.input !== undefined ? { input: opts.input } : {}),
+    timeoutMs: opts.timeoutMs ?? 30_000,
+    env: opts.env ? { ...process.env, ...opts.env } : process.env,
   });
 }
 
