@@ -9,10 +9,10 @@
  */
 import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { normalizeAddress } from '../addressing/index.js';
-import { ConflictError, ForbiddenError, NotFoundError, StoreUnavailableError, ValidationError } from '../errors.js';
+import { NotFoundError, StoreUnavailableError } from '../errors.js';
 import {
   applyMachinePatch,
+  assertOrgUnused,
   buildFlycast,
   buildMachine,
   buildPeer,
@@ -21,6 +21,7 @@ import {
   validateApp,
   validateOrg,
   validatePeerInput,
+  validateRelease,
   validateServices,
 } from './rules.js';
 import type { AllocationOptions, CatalogStore, PeerOptions, StoreListener } from './store.js';
@@ -221,12 +222,7 @@ export class MemoryStore implements CatalogStore {
   async deleteOrg(name: string): Promise<void> {
     this.assertOpen();
     if (!this.orgs.has(name)) throw new NotFoundError(`org ${name} not found`);
-    const uses = [
-      ...[...this.apps.values()].filter((a) => a.org === name).map((a) => `app ${a.name}`),
-      ...[...this.peers.values()].filter((p) => p.org === name).map((p) => `peer ${p.name}`),
-      ...[...this.flycast.values()].filter((f) => f.org === name).map((f) => `flycast ip ${f.address}`),
-    ];
-    if (uses.length) throw new ConflictError(`org ${name} is still in use by ${uses.slice(0, 3).join(', ')}${uses.length > 3 ? ', ...' : ''}`);
+    assertOrgUnused(name, this.apps.values(), this.peers.values(), this.flycast.values());
     this.orgs.delete(name);
     this.flycastSeq.delete(name);
     this.peerSeq.delete(name);
@@ -338,11 +334,7 @@ export class MemoryStore implements CatalogStore {
 
   async releaseFlycast(address: string, orgName?: string): Promise<void> {
     this.assertOpen();
-    const norm = normalizeAddress(address);
-    if (!norm) throw new ValidationError(`${JSON.stringify(address)} is not an IPv6 address`);
-    const ip = this.flycast.get(norm);
-    if (!ip) throw new NotFoundError(`flycast ip ${norm} not found`);
-    if (orgName !== undefined && ip.org !== orgName) throw new ForbiddenError(`flycast ip ${norm} does not belong to org ${orgName}`);
+    const norm = validateRelease(address, orgName, (a) => this.flycast.get(a));
     this.flycast.delete(norm);
     this.owners.delete(norm);
     await this.commit([{ kind: 'flycast', op: 'del', key: norm, at: this.now() }]);

@@ -17,11 +17,11 @@
  */
 import { randomUUID } from 'node:crypto';
 import { Redis, type RedisOptions } from 'ioredis';
-import { normalizeAddress } from '../addressing/index.js';
-import { ConflictError, ForbiddenError, NotFoundError, SixpnError, StoreUnavailableError, ValidationError } from '../errors.js';
+import { NotFoundError, SixpnError, StoreUnavailableError } from '../errors.js';
 import { counter, gauge } from '../observe/metrics.js';
 import {
   applyMachinePatch,
+  assertOrgUnused,
   buildFlycast,
   buildMachine,
   buildPeer,
@@ -30,6 +30,7 @@ import {
   validateApp,
   validateOrg,
   validatePeerInput,
+  validateRelease,
   validateServices,
 } from './rules.js';
 import type { AllocationOptions, CatalogStore, PeerOptions, StoreEvent, StoreListener } from './store.js';
@@ -579,12 +580,7 @@ export class RedisStore implements CatalogStore {
     return this.mutate('delete org', (tx) => {
       const org = tx.get<Org>(this.k.org, name);
       if (!org) throw new NotFoundError(`org ${name} not found`);
-      const uses = [
-        ...tx.all<App>('app').filter((a) => a.org === name).map((a) => `app ${a.name}`),
-        ...tx.all<Peer>('peer').filter((p) => p.org === name).map((p) => `peer ${p.name}`),
-        ...tx.all<FlycastIp>('flycast').filter((f) => f.org === name).map((f) => `flycast ip ${f.address}`),
-      ];
-      if (uses.length) throw new ConflictError(`org ${name} is still in use by ${uses.slice(0, 3).join(', ')}${uses.length > 3 ? ', ...' : ''}`);
+      assertOrgUnused(name, tx.all<App>('app'), tx.all<Peer>('peer'), tx.all<FlycastIp>('flycast'));
       tx.remove('org', name);
       tx.del(this.k.networkIds, String(org.network_id));
       tx.del(this.k.flycastSeq, name);
@@ -700,11 +696,7 @@ export class RedisStore implements CatalogStore {
 
   releaseFlycast(address: string, orgName?: string): Promise<void> {
     return this.mutate('release flycast ip', (tx) => {
-      const norm = normalizeAddress(address);
-      if (!norm) throw new ValidationError(`${JSON.stringify(address)} is not an IPv6 address`);
-      const ip = tx.get<FlycastIp>(this.k.flycast, norm);
-      if (!ip) throw new NotFoundError(`flycast ip ${norm} not found`);
-      if (orgName !== undefined && ip.org !== orgName) throw new ForbiddenError(`flycast ip ${norm} does not belong to org ${orgName}`);
+      const norm = validateRelease(address, orgName, (a) => tx.get<FlycastIp>(this.k.flycast, a));
       tx.remove('flycast', norm);
       tx.del(this.k.owners, norm);
       tx.change({ kind: 'flycast', op: 'del', key: norm, at: tx.now });

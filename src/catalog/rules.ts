@@ -17,7 +17,7 @@ import {
   parseMachineAddress,
   peerAddress,
 } from '../addressing/index.js';
-import { ConflictError, ExhaustedError, NotFoundError, ValidationError } from '../errors.js';
+import { ConflictError, ExhaustedError, ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
 import {
   appSchema,
   machineInputSchema,
@@ -172,4 +172,24 @@ export function buildPeer(input: PeerInput, org: Org, gatewayHostId: number, seq
 /** Addresses no entity may take: the org resolver. */
 export function isInfrastructureAddress(address: string, org: Org): boolean {
   return address === orgDnsAddress(org.network_id);
+}
+
+/** Refuses to delete an org that still holds apps, peers or Flycast addresses. */
+export function assertOrgUnused(name: string, apps: Iterable<App>, peers: Iterable<Peer>, flycast: Iterable<FlycastIp>): void {
+  const uses = [
+    ...[...apps].filter((a) => a.org === name).map((a) => `app ${a.name}`),
+    ...[...peers].filter((p) => p.org === name).map((p) => `peer ${p.name}`),
+    ...[...flycast].filter((f) => f.org === name).map((f) => `flycast ip ${f.address}`),
+  ];
+  if (uses.length) throw new ConflictError(`org ${name} is still in use by ${uses.slice(0, 3).join(', ')}${uses.length > 3 ? ', ...' : ''}`);
+}
+
+/** The normalized address of a Flycast IP to release (with `org`: only if it is that org's). */
+export function validateRelease(address: string, orgName: string | undefined, lookup: (normalized: string) => FlycastIp | undefined): string {
+  const norm = normalizeAddress(address);
+  if (!norm) throw new ValidationError(`${JSON.stringify(address)} is not an IPv6 address`);
+  const ip = lookup(norm);
+  if (!ip) throw new NotFoundError(`flycast ip ${norm} not found`);
+  if (orgName !== undefined && ip.org !== orgName) throw new ForbiddenError(`flycast ip ${norm} does not belong to org ${orgName}`);
+  return norm;
 }
