@@ -13,7 +13,7 @@ import type net from 'node:net';
 import { Readable } from 'node:stream';
 import { Pool, type Dispatcher } from 'undici';
 import type { Slot } from '../balancer/index.js';
-import type { Service } from '../catalog/types.js';
+import type { Machine, Service } from '../catalog/types.js';
 import { dialTarget, isConnectError, type ConnInfo, type ProxyCore } from './core.js';
 import { holdGuard, releaseGuard } from './memory.js';
 import { appMetrics, deniedTotal } from './metrics.js';
@@ -64,6 +64,7 @@ class LazyBody extends Readable {
 export class HttpProxy {
   readonly server: http.Server;
   private readonly pools = new Map<string, Pool>();
+  private readonly poolByMachine = new WeakMap<Machine, Pool>();
   private readonly info = new WeakMap<net.Socket, ConnInfo>();
   private readonly region: string;
 
@@ -124,6 +125,16 @@ export class HttpProxy {
   }
 
   private pool(slot: Slot, service: Service): Pool {
+    // The catalog replaces a machine object whenever it changes, so this per-request lookup
+    // needs no key building; the string-keyed map below shares pools across those versions.
+    const known = this.poolByMachine.get(slot.machine);
+    if (known && !known.closed && !known.destroyed) return known;
+    const p = this.poolFor(slot, service);
+    this.poolByMachine.set(slot.machine, p);
+    return p;
+  }
+
+  private poolFor(slot: Slot, service: Service): Pool {
     const { host, port } = dialTarget(slot.machine, service);
     const origin = `http://${host.includes(':') ? `[${host}]` : host}:${port}`;
     const key = `${slot.machine.id}|${origin}`;
