@@ -161,6 +161,17 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | null> {
   });
 }
 
+/** The token of a session POST: the raw body, or a `token=` form field; null when its encoding is broken. */
+function sessionToken(body: string): string | null {
+  const text = body.trim();
+  if (!text.startsWith('token=')) return text;
+  try {
+    return decodeURIComponent(text.slice(6).replace(/\+/g, ' '));
+  } catch {
+    return null;
+  }
+}
+
 const PAGE_HEADERS = {
   'content-type': 'text/html; charset=utf-8',
   'cache-control': 'no-store',
@@ -231,8 +242,8 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
         }
         const body = await readBody(req, 4096);
         if (body === null) return sendError(res, 413, 'SIXPN_INVALID', 'body too large (the token is at most 4 KiB)', { connection: 'close' });
-        let token = body.trim();
-        if (token.startsWith('token=')) token = decodeURIComponent(token.slice(6).replace(/\+/g, ' '));
+        const token = sessionToken(body);
+        if (token === null) return sendError(res, 400, 'SIXPN_INVALID', 'the token form field is not valid percent-encoding');
         if (!access.token || !secretEquals(token, access.token)) return unauthorized(res);
         res.writeHead(204, { 'set-cookie': grantCookie(access.token), 'cache-control': 'no-store' });
         res.end();

@@ -187,6 +187,18 @@ describe('observe routes', () => {
     expect(out.headers.get('set-cookie')).toContain('Max-Age=0');
   });
 
+  it('answers a session body with bad percent-encoding with 400, not 500', async () => {
+    node = await startTestNode();
+    for (const body of ['token=%E0%A4%A', 'token=%zz', 'token=%']) {
+      const r = await fetch(`${node.url}/dashboard/session`, { method: 'POST', body });
+      expect(r.status, body).toBe(400);
+      const e = (await r.json()).error;
+      expect(e.code).toBe('SIXPN_INVALID');
+      expect(e.message).toMatch(/percent-encoding/);
+    }
+    expect((await fetch(`${node.url}/dashboard/session`, { method: 'POST', body: `token=${encodeURIComponent(TOKEN)}` })).status).toBe(204);
+  });
+
   it('serves the dashboard page with a strict CSP and no catalog data in it', async () => {
     node = await startTestNode();
     for (const path of ['/', '/dashboard']) {
