@@ -9,6 +9,7 @@
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
+import { isLoopbackHost } from '../addressing/index.js';
 
 export const DASHBOARD_COOKIE = 'sixpn_dashboard';
 
@@ -69,7 +70,4 @@ export function grantCookie(token: string): string {
 export const CLEAR_COOKIE = `${DASHBOARD_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0`;
 
 /** Loopback listeners serve /metrics without a token (only local processes can reach them). */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.toLowerCase();
-  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || /^::ffff:127\./.test(h);
-}
+export { isLoopbackHost };

@@ -11,6 +11,11 @@ export const controlConfigSchema = z
     listen: listenSchema.default('127.0.0.1:4280'),
     /** Bearer token for /v1; SIXPN_TOKEN overrides. Empty: the API refuses to start. */
     token: z.string().default(''),
+    /**
+     * The token is a published demo token (config/demo.toml): accepted although shorter than
+     * 16 characters, and only while the admin listener is a loopback address.
+     */
+    demo_token: z.boolean().default(false),
   })
   .strict();
 

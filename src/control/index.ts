@@ -44,6 +44,7 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
   const gatewayHostId = parseHostId(config.wireguard.host_id);
   if (gatewayHostId === null) throw new ConfigError('wireguard.host_id: must be two hex hextets like "a7b:d6b"');
   const log = ctx.log.child({ module: 'control' });
+  if (config.control.demo_token) log.warn('control.demo_token: the admin token is the published demo token; use a long random one (SIXPN_TOKEN) for anything real');
   const checkAuth = bearerChecker(config.control.token);
   const observe = observeRoutes(ctx);
   const router = buildRoutes({

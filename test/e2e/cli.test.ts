@@ -217,7 +217,7 @@ describe('sixpn up', () => {
     const file = join(work, 'up.toml');
     writeFileSync(
       file,
-      `[catalog]\npath = ""\n[log]\nlevel = "warn"\n[control]\nlisten = "127.0.0.1:${port}"\ntoken = "t"\n` +
+      `[catalog]\npath = ""\n[log]\nlevel = "warn"\n[control]\nlisten = "127.0.0.1:${port}"\ntoken = "test-token-0123456789"\n` +
         '[health]\nenabled = false\n[proxy]\nenabled = false\n[dns]\nenabled = false\n',
     );
     const p = startSixpn(['up', '--config', file]);

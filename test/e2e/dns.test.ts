@@ -16,7 +16,7 @@ import { regionTable } from '../unit/dns/fixture.js';
 
 const HOST = 0x0a7b007d;
 const GATEWAY = 0x0a7b0d6b;
-const TOKEN = 'dns-e2e-token';
+const TOKEN = 'dns-e2e-token-0123456789';
 const key = (n: number): string => Buffer.alloc(32, n).toString('base64');
 
 describe.skipIf(!IN_NETNS)('dns: .internal over real sockets with dig', () => {
