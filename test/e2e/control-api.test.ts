@@ -113,6 +113,13 @@ describe('control API: bad input is a 4xx with an error body and changes nothing
     ['an invalid machine id', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', id: 'XYZ' }), 400, 'SIXPN_INVALID'],
     ['an unknown machine field', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', bogus: 1 }), 400, 'SIXPN_INVALID'],
     ['an invalid upstream', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', upstream: 'nohost' }), 400, 'SIXPN_INVALID'],
+    // Issue 11 item 4: a port a dial cannot use used to be stored, then crashed the proxy.
+    ['an upstream port over 65535', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', upstream: '127.0.0.1:99999' }), 400, 'SIXPN_INVALID'],
+    ['an upstream port 0', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', upstream: '127.0.0.1:0' }), 400, 'SIXPN_INVALID'],
+    ['an upstream IPv4 that is not one', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', upstream: '300.1.1.1:80' }), 400, 'SIXPN_INVALID'],
+    ['an upstream IPv6 that is not one', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', upstream: '[fdaa::zz]:80' }), 400, 'SIXPN_INVALID'],
+    ['an upstream hostname with a bad label', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', upstream: 'db-.internal:5432' }), 400, 'SIXPN_INVALID'],
+    ['an upstream port over 65535 on update', () => c.api('PATCH', `/v1/machines/${machineId}`, { upstream: '127.0.0.1:65536' }), 400, 'SIXPN_INVALID'],
     ['an invalid machine state', () => c.api('PATCH', `/v1/machines/${machineId}`, { state: 'paused' }), 400, 'SIXPN_INVALID'],
     ['a patch of an unknown machine', () => c.api('PATCH', '/v1/machines/00000000aaaa', { state: 'stopped' }), 404, 'SIXPN_NOT_FOUND'],
     ['stopping an unknown machine', () => c.api('POST', '/v1/machines/00000000aaaa/stop'), 404, 'SIXPN_NOT_FOUND'],
