@@ -10,9 +10,10 @@
  * A file that exists but cannot be read as a catalog stops start-up with an error naming it: it
  * is never silently replaced by an empty catalog.
  */
-import { mkdir, open, readFile, rename, unlink } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { NotFoundError, StoreUnavailableError } from '../errors.js';
+import { mkdir, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+import { ConflictError, NotFoundError, StoreUnavailableError } from '../errors.js';
+import { invalidEntries } from './metrics.js';
 import { applyLayers, layersOver, type Layers } from './draft.js';
 import {
   applyMachinePatch,
@@ -20,6 +21,7 @@ import {
   buildFlycast,
   buildMachine,
   buildPeer,
+  checkStored,
   FIRST_FLYCAST_SEQUENCE,
   randomMachineId,
   validateApp,
@@ -27,19 +29,17 @@ import {
   validatePeerInput,
   validateRelease,
   validateServices,
+  type RejectedEntry,
+  type StoredEntity,
 } from './rules.js';
 import type { AllocationOptions, CatalogStore, PeerOptions, StoreListener } from './store.js';
 import {
-  appSchema,
-  flycastIpSchema,
-  machineSchema,
-  orgSchema,
   peerKey,
-  peerSchema,
   type App,
   type AppInput,
   type CatalogChange,
   type CatalogSnapshot,
+  type EntityKind,
   type FlycastIp,
   type Machine,
   type MachineInput,
@@ -51,17 +51,81 @@ import {
 } from './types.js';
 import { z } from 'zod';
 
+/** The file's shape; each entity is checked on its own (checkStored), so one bad entry is skipped, not fatal. */
 const fileSchema = z
   .object({
     format: z.literal('sixpn-catalog/1'),
-    orgs: z.array(orgSchema),
-    apps: z.array(appSchema),
-    machines: z.array(machineSchema),
-    flycast: z.array(flycastIpSchema),
-    peers: z.array(peerSchema),
+    orgs: z.array(z.unknown()),
+    apps: z.array(z.unknown()),
+    machines: z.array(z.unknown()),
+    flycast: z.array(z.unknown()),
+    peers: z.array(z.unknown()),
     sequences: z.object({ flycast: z.record(z.number().int()), peer: z.record(z.number().int()) }),
   })
   .strict();
+
+/** The file's array for each entity kind. */
+const SECTIONS = { org: 'orgs', app: 'apps', machine: 'machines', flycast: 'flycast', peer: 'peers' } as const satisfies Record<EntityKind, string>;
+
+/** An entry of the file that failed its check at load: not served, but written back as it was. */
+interface Rejected extends RejectedEntry {
+  raw: unknown;
+}
+
+/** A pid that no process holds (ESRCH); EPERM means it exists under another user. */
+function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** A temp file older than this is stale even when its pid is taken (pids are reused; a write takes milliseconds). */
+const STALE_TEMP_MS = 60 * 60 * 1000;
+
+/**
+ * Removes `<file>.<pid>.tmp` left by a writer that died between writing and renaming (kill -9,
+ * power loss): ours by pid (a former process with this pid), those whose pid is not alive, and
+ * any older than an hour. A temp file of a live process is left alone: another sixpn on the
+ * same file (which the embedded store does not support, but may happen by mistake) keeps its
+ * write. Returns the names removed.
+ */
+export async function removeStaleTempFiles(path: string, now = Date.now()): Promise<string[]> {
+  const dir = dirname(path);
+  const prefix = `${basename(path)}.`;
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith('.tmp')) continue;
+    const pidText = name.slice(prefix.length, -4);
+    if (!/^\d{1,10}$/.test(pidText)) continue;
+    const pid = Number(pidText);
+    const file = join(dir, name);
+    let stale = pid === process.pid || !pidAlive(pid);
+    if (!stale) {
+      try {
+        stale = now - (await stat(file)).mtimeMs > STALE_TEMP_MS;
+      } catch {
+        continue;
+      }
+    }
+    if (!stale) continue;
+    try {
+      await unlink(file);
+      removed.push(name);
+    } catch {
+      // Gone already, or not ours to remove: the next start tries again.
+    }
+  }
+  return removed;
+}
 
 export interface MemoryStoreOptions {
   /** Persist to this JSON file; absent: memory only (tests, `sixpn proxy` with inline seed). */
@@ -69,6 +133,8 @@ export interface MemoryStoreOptions {
   /** Region codes machines and peers may name. */
   regions: Iterable<string>;
   now?: () => number;
+  /** Skipped entries and removed temp files are reported here at open, if given. */
+  log?: { warn(obj: object, msg: string): void };
 }
 
 /** The committed catalog, one map per kind (and the address owners and sequence counters). */
@@ -82,6 +148,8 @@ type Tables = {
   owners: Map<string, string>;
   flycastSeq: Map<string, number>;
   peerSeq: Map<string, number>;
+  /** Entries of the file that failed their check at load, by load order. */
+  rejected: Map<number, Rejected>;
 };
 type Draft = Layers<Tables>;
 
@@ -97,6 +165,12 @@ interface Pending {
   reject(err: unknown): void;
 }
 
+/** The entry of a machine skipped at load with this id, if any. */
+function rejectedMachine(d: Draft, id: string): [number, Rejected] | undefined {
+  for (const e of d.rejected.entries()) if (e[1].kind === 'machine' && e[1].key === id) return e;
+  return undefined;
+}
+
 export class MemoryStore implements CatalogStore {
   readonly kind = 'embedded' as const;
   private readonly t: Tables = {
@@ -108,11 +182,13 @@ export class MemoryStore implements CatalogStore {
     owners: new Map(),
     flycastSeq: new Map(),
     peerSeq: new Map(),
+    rejected: new Map(),
   };
   private readonly listeners = new Set<StoreListener>();
   private readonly regions: Set<string>;
   private readonly now: () => number;
   private readonly path: string | undefined;
+  private readonly log: MemoryStoreOptions['log'];
   /** Mutations waiting for the next file write. */
   private queue: Pending[] = [];
   /** The write in progress (with everything queued behind it), if any. */
@@ -123,12 +199,18 @@ export class MemoryStore implements CatalogStore {
     this.regions = new Set(opts.regions);
     this.now = opts.now ?? Date.now;
     this.path = opts.path;
+    this.log = opts.log;
   }
 
   /** Opens (and loads, when the file exists) an embedded store. */
   static async open(opts: MemoryStoreOptions): Promise<MemoryStore> {
     const store = new MemoryStore(opts);
-    if (opts.path) await store.load(opts.path);
+    if (opts.path) {
+      for (const name of await removeStaleTempFiles(opts.path)) {
+        opts.log?.warn({ file: join(dirname(opts.path), name) }, 'removed a stale catalog temp file (a writer died before renaming it)');
+      }
+      await store.load(opts.path);
+    }
     return store;
   }
 
@@ -148,32 +230,50 @@ export class MemoryStore implements CatalogStore {
       throw new StoreUnavailableError(`catalog file ${path} is corrupt (${why}); fix or move it away, sixpn will not start on an empty catalog in its place`, { cause: err });
     }
     const t = this.t;
-    for (const o of data.orgs) t.orgs.set(o.name, o);
-    for (const a of data.apps) t.apps.set(a.name, a);
-    for (const m of data.machines) {
+    const valid = <K extends EntityKind>(kind: K): StoredEntity<K>[] => {
+      const out: StoredEntity<K>[] = [];
+      for (const raw of data[SECTIONS[kind]]) {
+        const r = checkStored(kind, raw);
+        if ('value' in r) out.push(r.value);
+        else {
+          t.rejected.set(t.rejected.size, { ...r, raw });
+          this.log?.warn(
+            { kind, key: r.key, reason: r.reason, file: path },
+            `catalog entry skipped: ${kind} ${r.key} is invalid (${r.reason}); it stays in the file but is not served until fixed`,
+          );
+        }
+      }
+      return out;
+    };
+    for (const o of valid('org')) t.orgs.set(o.name, o);
+    for (const a of valid('app')) t.apps.set(a.name, a);
+    for (const m of valid('machine')) {
       t.machines.set(m.id, m);
       t.owners.set(m.address, `machine ${m.id}`);
     }
-    for (const f of data.flycast) {
+    for (const f of valid('flycast')) {
       t.flycast.set(f.address, f);
       t.owners.set(f.address, `flycast ip of ${f.app}`);
     }
-    for (const p of data.peers) {
+    for (const p of valid('peer')) {
       t.peers.set(peerKey(p.org, p.name), p);
       t.owners.set(p.address, `peer ${p.org}/${p.name}`);
     }
+    invalidEntries.set(t.rejected.size);
     for (const [k, v] of Object.entries(data.sequences.flycast)) t.flycastSeq.set(k, v);
     for (const [k, v] of Object.entries(data.sequences.peer)) t.peerSeq.set(k, v);
   }
 
   private static serialize(d: Draft): string {
+    const rejected = [...d.rejected.values()];
+    const kept = (kind: EntityKind): unknown[] => rejected.filter((r) => r.kind === kind).map((r) => r.raw);
     return JSON.stringify({
       format: 'sixpn-catalog/1',
-      orgs: [...d.orgs.values()],
-      apps: [...d.apps.values()],
-      machines: [...d.machines.values()],
-      flycast: [...d.flycast.values()],
-      peers: [...d.peers.values()],
+      orgs: [...d.orgs.values(), ...kept('org')],
+      apps: [...d.apps.values(), ...kept('app')],
+      machines: [...d.machines.values(), ...kept('machine')],
+      flycast: [...d.flycast.values(), ...kept('flycast')],
+      peers: [...d.peers.values(), ...kept('peer')],
       sequences: { flycast: Object.fromEntries(d.flycastSeq.entries()), peer: Object.fromEntries(d.peerSeq.entries()) },
     });
   }
@@ -353,10 +453,12 @@ export class MemoryStore implements CatalogStore {
         this.now(),
         () => {
           let id = randomMachineId();
-          while (d.machines.has(id)) id = randomMachineId();
+          while (d.machines.has(id) || rejectedMachine(d, id)) id = randomMachineId();
           return id;
         },
       );
+      const bad = rejectedMachine(d, machine.id);
+      if (bad) throw new ConflictError(`machine ${machine.id} already exists in the catalog file but is invalid (${bad[1].reason}); remove it first`);
       d.machines.set(machine.id, machine);
       d.owners.set(machine.address, `machine ${machine.id}`);
       return { result: structuredClone(machine), changes: [{ kind: 'machine', op: 'put', key: machine.id, value: machine, at: machine.created_at }] };
@@ -376,6 +478,12 @@ export class MemoryStore implements CatalogStore {
   removeMachine(id: string): Promise<void> {
     return this.mutate((d) => {
       const machine = d.machines.get(id);
+      const bad = machine ? undefined : rejectedMachine(d, id);
+      // A machine skipped at load was never published: removing it is a file change only.
+      if (bad) {
+        d.rejected.delete(bad[0]);
+        return { result: undefined, changes: [] };
+      }
       if (!machine) throw new NotFoundError(`machine ${id} not found`);
       d.machines.delete(id);
       d.owners.delete(machine.address);

@@ -25,6 +25,7 @@ import {
   buildFlycast,
   buildMachine,
   buildPeer,
+  checkStored,
   FIRST_FLYCAST_SEQUENCE,
   randomMachineId,
   validateApp,
@@ -32,7 +33,10 @@ import {
   validatePeerInput,
   validateRelease,
   validateServices,
+  type RejectedEntry,
+  type StoredEntity,
 } from './rules.js';
+import { invalidEntries } from './metrics.js';
 import type { AllocationOptions, CatalogStore, PeerOptions, StoreEvent, StoreListener } from './store.js';
 import {
   peerKey,
@@ -307,6 +311,8 @@ export class RedisStore implements CatalogStore {
    * stale one costs one rerun with fresh reads, never a wrong write.
    */
   private readonly cache = new Map<string, string>();
+  /** Skipped entries already logged. */
+  private readonly warned = new Set<string>();
   private txCount = 0;
   private subscribed = false;
   private closed = false;
@@ -396,7 +402,17 @@ export class RedisStore implements CatalogStore {
       return; // not ours: someone else published on our channel
     }
     if (!msg || !Array.isArray(msg.c) || !msg.c.every(isChange)) return;
-    for (const c of msg.c) {
+    for (const raw of msg.c) {
+      // A value that fails its check (published by an older node) is taken out of the views, as
+      // a snapshot would leave it out, instead of reaching the proxy.
+      let c: CatalogChange = raw;
+      if (raw.op === 'put') {
+        const r = checkStored(raw.kind, raw.value);
+        if (!('value' in r)) {
+          this.warnInvalid(r);
+          c = { kind: raw.kind, op: 'del', key: raw.key, at: raw.at };
+        }
+      }
       if (c.kind === 'org' || c.kind === 'app') this.remember(this.k[c.kind], c.key, c.op === 'put' ? JSON.stringify(c.value) : null);
       this.deliver(c);
     }
@@ -405,6 +421,15 @@ export class RedisStore implements CatalogStore {
       this.echoes.delete(msg.n);
       done?.();
     }
+  }
+
+  /** Logs a skipped entry once per entry and reason (snapshots repeat; the log should not). */
+  private warnInvalid(e: RejectedEntry): void {
+    const id = `${e.kind}\0${e.key}\0${e.reason}`;
+    if (this.warned.has(id)) return;
+    if (this.warned.size >= CACHE_LIMIT) this.warned.clear();
+    this.warned.add(id);
+    this.log?.warn({ kind: e.kind, key: e.key, reason: e.reason, url: this.url }, `catalog entry skipped: ${e.kind} ${e.key} is invalid (${e.reason}); it stays in Redis but is not served until fixed`);
   }
 
   private remember(key: string, field: string, raw: string | null): void {
@@ -547,16 +572,40 @@ export class RedisStore implements CatalogStore {
     const k = this.k;
     const res = await this.call(() => this.cmd.multi().hgetall(k.org).hgetall(k.app).hgetall(k.machine).hgetall(k.flycast).hgetall(k.peer).exec());
     const [orgs, apps, machines, flycast, peers] = execResults(res) as Record<string, string>[];
-    const list = <T>(hash: Record<string, string> | undefined, key: string): T[] => Object.entries(hash ?? {}).map(([f, v]) => parseStored<T>(v, key, f));
+    let skipped = 0;
+    // An entry that is not JSON or fails its check (an older version, a hand edit) is skipped
+    // and logged, never fatal: one bad machine must not keep every node from starting.
+    const list = <K extends EntityKind>(kind: K, hash: Record<string, string> | undefined): StoredEntity<K>[] => {
+      const out: StoredEntity<K>[] = [];
+      for (const [field, raw] of Object.entries(hash ?? {})) {
+        let value: unknown;
+        try {
+          value = JSON.parse(raw);
+        } catch {
+          skipped++;
+          this.warnInvalid({ kind, key: field, reason: 'not JSON' });
+          continue;
+        }
+        const r = checkStored(kind, value);
+        if ('value' in r) out.push(r.value);
+        else {
+          skipped++;
+          this.warnInvalid(r);
+        }
+      }
+      return out;
+    };
     const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
     const byCreated = (a: { created_at: number }, b: { created_at: number }) => a.created_at - b.created_at;
-    return {
-      orgs: list<Org>(orgs, k.org).sort((a, b) => a.network_id - b.network_id),
-      apps: list<App>(apps, k.app).sort(byName),
-      machines: list<Machine>(machines, k.machine).sort(byCreated),
-      flycast: list<FlycastIp>(flycast, k.flycast).sort(byCreated),
-      peers: list<Peer>(peers, k.peer).sort(byCreated),
+    const snap = {
+      orgs: list('org', orgs).sort((a, b) => a.network_id - b.network_id),
+      apps: list('app', apps).sort(byName),
+      machines: list('machine', machines).sort(byCreated),
+      flycast: list('flycast', flycast).sort(byCreated),
+      peers: list('peer', peers).sort(byCreated),
     };
+    invalidEntries.set(skipped);
+    return snap;
   }
 
   createOrg(input: Org): Promise<Org> {

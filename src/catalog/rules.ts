@@ -20,13 +20,17 @@ import {
 import { ConflictError, ExhaustedError, ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
 import {
   appSchema,
+  flycastIpSchema,
   machineInputSchema,
+  machineSchema,
   machinePatchSchema,
   orgSchema,
   peerInputSchema,
+  peerSchema,
   serviceSchema,
   type App,
   type AppInput,
+  type EntityKind,
   type FlycastIp,
   type Machine,
   type MachineInput,
@@ -192,4 +196,34 @@ export function validateRelease(address: string, orgName: string | undefined, lo
   if (!ip) throw new NotFoundError(`flycast ip ${norm} not found`);
   if (orgName !== undefined && ip.org !== orgName) throw new ForbiddenError(`flycast ip ${norm} does not belong to org ${orgName}`);
   return norm;
+}
+
+const STORED_SCHEMAS = { org: orgSchema, app: appSchema, machine: machineSchema, flycast: flycastIpSchema, peer: peerSchema } as const;
+/** The entity type of each kind. */
+export type StoredEntity<K extends EntityKind> = z.infer<(typeof STORED_SCHEMAS)[K]>;
+
+/** What a store does with an entity it read back that fails its schema: skip it and say why. */
+export interface RejectedEntry {
+  kind: EntityKind;
+  /** Its id, name or address, when the entry has one. */
+  key: string;
+  reason: string;
+}
+
+/**
+ * Checks an entity read back from storage (a catalog file, a Redis hash, a change another node
+ * published) against the schema it must have been written with: every field a dial or a
+ * listener uses (upstream, addresses, ports, durations) is in range, so an entry written by an
+ * older version or by hand can be skipped loudly instead of crashing the node when it is used.
+ */
+export function checkStored<K extends EntityKind>(kind: K, raw: unknown): { value: StoredEntity<K> } | RejectedEntry {
+  const r = STORED_SCHEMAS[kind].safeParse(raw);
+  if (r.success) return { value: r.data as StoredEntity<K> };
+  const o = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
+  const keyField = kind === 'machine' ? o.id : kind === 'flycast' ? o.address : kind === 'peer' ? `${String(o.org)}/${String(o.name)}` : o.name;
+  const reason = r.error.issues
+    .slice(0, 3)
+    .map((i) => `${i.path.length ? i.path.join('.') : kind}: ${i.message}`)
+    .join('; ');
+  return { kind, key: typeof keyField === 'string' ? keyField : '?', reason };
 }

@@ -19,6 +19,8 @@ export interface ControlOptions {
   extraToml?: string;
   /** Use this folder (and the catalog file in it) instead of a fresh one; it is kept on stop. */
   dir?: string;
+  /** `sixpn up` (every role the config enables) instead of `sixpn control`. */
+  command?: 'control' | 'up';
   /**
    * Run the process in a private mount namespace (`unshare -m`) where its folder is bind-mounted
    * onto itself, so a test can make that mount read-only for this process alone (readOnly()).
@@ -91,7 +93,7 @@ export async function startControl(opts: ControlOptions = {}): Promise<TestContr
   const env = { ...process.env };
   delete env.SIXPN_TOKEN;
   delete env.SIXPN_API_URL;
-  const args = ['control', '--config', configFile];
+  const args = [opts.command ?? 'control', '--config', configFile];
   const proc = opts.mountNamespace
     ? start('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$1" "$1" && shift && exec "$@"', 'sh', dir, process.execPath, CLI, ...args], { env })
     : startSixpn(args, { env });
