@@ -84,6 +84,13 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   }
 }
 
+// A reader that went away (`sixpn machines list | head -1`, a closed log pipe) ends our output,
+// not the process: without a listener, EPIPE on stdout would crash a running node.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
+}
 const io: CliIo = { out: (t) => void process.stdout.write(t), err: (t) => void process.stderr.write(t) };
 main(process.argv.slice(2), io).then(
   (code) => {
