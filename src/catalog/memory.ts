@@ -29,8 +29,11 @@ import {
   validatePeerInput,
   validateRelease,
   validateServices,
+  tokensOfOrg,
+  validateToken,
   type RejectedEntry,
   type StoredEntity,
+  type StoredKind,
 } from './rules.js';
 import type { AllocationOptions, CatalogStore, PeerOptions, StoreListener } from './store.js';
 import {
@@ -48,6 +51,8 @@ import {
   type Peer,
   type PeerInput,
   type Service,
+  type Token,
+  type TokenKind,
 } from './types.js';
 import { z } from 'zod';
 
@@ -60,12 +65,14 @@ const fileSchema = z
     machines: z.array(z.unknown()),
     flycast: z.array(z.unknown()),
     peers: z.array(z.unknown()),
+    /** Absent in files written before tokens existed. */
+    tokens: z.array(z.unknown()).default([]),
     sequences: z.object({ flycast: z.record(z.number().int()), peer: z.record(z.number().int()) }),
   })
   .strict();
 
 /** The file's array for each entity kind. */
-const SECTIONS = { org: 'orgs', app: 'apps', machine: 'machines', flycast: 'flycast', peer: 'peers' } as const satisfies Record<EntityKind, string>;
+const SECTIONS = { org: 'orgs', app: 'apps', machine: 'machines', flycast: 'flycast', peer: 'peers', token: 'tokens' } as const satisfies Record<StoredKind, string>;
 
 /** An entry of the file that failed its check at load: not served, but written back as it was. */
 interface Rejected extends RejectedEntry {
@@ -148,6 +155,7 @@ type Tables = {
   owners: Map<string, string>;
   flycastSeq: Map<string, number>;
   peerSeq: Map<string, number>;
+  tokens: Map<string, Token>;
   /** Entries of the file that failed their check at load, by load order. */
   rejected: Map<number, Rejected>;
 };
@@ -182,6 +190,7 @@ export class MemoryStore implements CatalogStore {
     owners: new Map(),
     flycastSeq: new Map(),
     peerSeq: new Map(),
+    tokens: new Map(),
     rejected: new Map(),
   };
   private readonly listeners = new Set<StoreListener>();
@@ -230,7 +239,7 @@ export class MemoryStore implements CatalogStore {
       throw new StoreUnavailableError(`catalog file ${path} is corrupt (${why}); fix or move it away, sixpn will not start on an empty catalog in its place`, { cause: err });
     }
     const t = this.t;
-    const valid = <K extends EntityKind>(kind: K): StoredEntity<K>[] => {
+    const valid = <K extends StoredKind>(kind: K): StoredEntity<K>[] => {
       const out: StoredEntity<K>[] = [];
       for (const raw of data[SECTIONS[kind]]) {
         const r = checkStored(kind, raw);
@@ -259,6 +268,7 @@ export class MemoryStore implements CatalogStore {
       t.peers.set(peerKey(p.org, p.name), p);
       t.owners.set(p.address, `peer ${p.org}/${p.name}`);
     }
+    for (const tok of valid('token')) t.tokens.set(tok.id, tok);
     invalidEntries.set(t.rejected.size);
     for (const [k, v] of Object.entries(data.sequences.flycast)) t.flycastSeq.set(k, v);
     for (const [k, v] of Object.entries(data.sequences.peer)) t.peerSeq.set(k, v);
@@ -266,7 +276,7 @@ export class MemoryStore implements CatalogStore {
 
   private static serialize(d: Draft): string {
     const rejected = [...d.rejected.values()];
-    const kept = (kind: EntityKind): unknown[] => rejected.filter((r) => r.kind === kind).map((r) => r.raw);
+    const kept = (kind: StoredKind): unknown[] => rejected.filter((r) => r.kind === kind).map((r) => r.raw);
     return JSON.stringify({
       format: 'sixpn-catalog/1',
       orgs: [...d.orgs.values(), ...kept('org')],
@@ -274,6 +284,7 @@ export class MemoryStore implements CatalogStore {
       machines: [...d.machines.values(), ...kept('machine')],
       flycast: [...d.flycast.values(), ...kept('flycast')],
       peers: [...d.peers.values(), ...kept('peer')],
+      tokens: [...d.tokens.values(), ...kept('token')],
       sequences: { flycast: Object.fromEntries(d.flycastSeq.entries()), peer: Object.fromEntries(d.peerSeq.entries()) },
     });
   }
@@ -393,6 +404,7 @@ export class MemoryStore implements CatalogStore {
       d.orgs.delete(name);
       d.flycastSeq.delete(name);
       d.peerSeq.delete(name);
+      for (const id of tokensOfOrg(name, d.tokens.values())) d.tokens.delete(id);
       return { result: undefined, changes: [{ kind: 'org', op: 'del', key: name, at: this.now() }] };
     });
   }
@@ -549,6 +561,42 @@ export class MemoryStore implements CatalogStore {
       d.peers.delete(key);
       d.owners.delete(peer.address);
       return { result: undefined, changes: [{ kind: 'peer', op: 'del', key, at: this.now() }] };
+    });
+  }
+
+  createToken(input: Token): Promise<Token> {
+    return this.mutate((d) => {
+      const { token, prune } = validateToken(input, { orgByName: (n) => d.orgs.get(n), tokens: () => d.tokens.values() }, this.now());
+      for (const id of prune) d.tokens.delete(id);
+      d.tokens.set(token.id, token);
+      return { result: structuredClone(token), changes: [] };
+    });
+  }
+
+  async getToken(id: string): Promise<Token | undefined> {
+    if (this.closed) throw new StoreUnavailableError('catalog store is closed');
+    const t = this.t.tokens.get(id);
+    return t && structuredClone(t);
+  }
+
+  async listTokens(): Promise<Token[]> {
+    if (this.closed) throw new StoreUnavailableError('catalog store is closed');
+    const now = this.now();
+    return structuredClone([...this.t.tokens.values()].filter((t) => t.expires_at > now).sort((a, b) => a.created_at - b.created_at));
+  }
+
+  revokeToken(id: string): Promise<void> {
+    return this.mutate((d) => {
+      if (!d.tokens.delete(id)) throw new NotFoundError(`token ${id} not found`);
+      return { result: undefined, changes: [] };
+    });
+  }
+
+  revokeTokens(kind: TokenKind): Promise<number> {
+    return this.mutate((d) => {
+      let n = 0;
+      for (const t of [...d.tokens.values()]) if (t.kind === kind && d.tokens.delete(t.id)) n++;
+      return { result: n, changes: [] };
     });
   }
 

@@ -33,8 +33,11 @@ import {
   validatePeerInput,
   validateRelease,
   validateServices,
+  tokensOfOrg,
+  validateToken,
   type RejectedEntry,
   type StoredEntity,
+  type StoredKind,
 } from './rules.js';
 import { invalidEntries } from './metrics.js';
 import type { AllocationOptions, CatalogStore, PeerOptions, StoreEvent, StoreListener } from './store.js';
@@ -53,6 +56,8 @@ import {
   type Peer,
   type PeerInput,
   type Service,
+  type Token,
+  type TokenKind,
 } from './types.js';
 
 export interface RedisStoreOptions {
@@ -90,6 +95,8 @@ function keysOf(ns: string) {
     machine: `${ns}:machines`,
     flycast: `${ns}:flycast`,
     peer: `${ns}:peers`,
+    /** token id -> token record (hash of the secret only); not published to views */
+    token: `${ns}:tokens`,
     /** network id -> org name */
     networkIds: `${ns}:org-network-ids`,
     /** address -> who holds it (machine, Flycast ip, peer), for collision checks */
@@ -141,7 +148,7 @@ class NeedRead {
   constructor(
     readonly key: string,
     readonly field: string | null,
-    readonly kind: EntityKind | null = null,
+    readonly kind: StoredKind | null = null,
   ) {}
 }
 
@@ -220,7 +227,7 @@ class Attempt {
   }
 
   /** Every entity of a kind; the commit requires that no entity of that kind changed. */
-  all<T>(kind: EntityKind): T[] {
+  all<T>(kind: StoredKind): T[] {
     const key = this.k[kind];
     const hash = this.hashes.get(key);
     if (!hash) throw new NeedRead(key, null, kind);
@@ -242,12 +249,12 @@ class Attempt {
     return this.ids[i]!;
   }
 
-  put(kind: EntityKind, field: string, value: unknown): void {
+  put(kind: StoredKind, field: string, value: unknown): void {
     this.set(this.k[kind], field, JSON.stringify(value));
     this.writes.push(['incr', this.k.versions, kind]);
   }
 
-  remove(kind: EntityKind, field: string): void {
+  remove(kind: StoredKind, field: string): void {
     this.del(this.k[kind], field);
     this.writes.push(['incr', this.k.versions, kind]);
   }
@@ -631,6 +638,7 @@ export class RedisStore implements CatalogStore {
       if (!org) throw new NotFoundError(`org ${name} not found`);
       assertOrgUnused(name, tx.all<App>('app'), tx.all<Peer>('peer'), tx.all<FlycastIp>('flycast'));
       tx.remove('org', name);
+      for (const id of tokensOfOrg(name, tx.all<Token>('token'))) tx.remove('token', id);
       tx.del(this.k.networkIds, String(org.network_id));
       tx.del(this.k.flycastSeq, name);
       tx.del(this.k.peerSeq, name);
@@ -780,6 +788,59 @@ export class RedisStore implements CatalogStore {
       tx.remove('peer', key);
       tx.del(this.k.owners, peer.address);
       tx.change({ kind: 'peer', op: 'del', key, at: tx.now });
+    });
+  }
+
+  createToken(input: Token): Promise<Token> {
+    return this.mutate('create token', (tx) => {
+      const { token, prune } = validateToken(input, { orgByName: (n) => tx.get<Org>(this.k.org, n), tokens: () => tx.all<Token>('token') }, tx.now);
+      for (const id of prune) tx.remove('token', id);
+      tx.put('token', token.id, token);
+      return token;
+    });
+  }
+
+  /** A stored token, checked like every entry read back (a bad one is logged and taken as absent). */
+  private tokenOf(field: string, raw: string): Token | undefined {
+    let value: unknown;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      this.warnInvalid({ kind: 'token', key: field, reason: 'not JSON' });
+      return undefined;
+    }
+    const r = checkStored('token', value);
+    if ('value' in r) return r.value;
+    this.warnInvalid(r);
+    return undefined;
+  }
+
+  async getToken(id: string): Promise<Token | undefined> {
+    const raw = await this.call(() => this.cmd.hget(this.k.token, id));
+    return raw === null ? undefined : this.tokenOf(id, raw);
+  }
+
+  async listTokens(): Promise<Token[]> {
+    const all = await this.call(() => this.cmd.hgetall(this.k.token));
+    const now = this.now();
+    return Object.entries(all)
+      .map(([field, raw]) => this.tokenOf(field, raw))
+      .filter((t): t is Token => t !== undefined && t.expires_at > now)
+      .sort((a, b) => a.created_at - b.created_at);
+  }
+
+  revokeToken(id: string): Promise<void> {
+    return this.mutate('revoke token', (tx) => {
+      if (!tx.get<Token>(this.k.token, id)) throw new NotFoundError(`token ${id} not found`);
+      tx.remove('token', id);
+    });
+  }
+
+  revokeTokens(kind: TokenKind): Promise<number> {
+    return this.mutate('revoke tokens', (tx) => {
+      const ids = tx.all<Token>('token').filter((t) => t.kind === kind).map((t) => t.id);
+      for (const id of ids) tx.remove('token', id);
+      return ids.length;
     });
   }
 

@@ -28,6 +28,7 @@ import {
   peerInputSchema,
   peerSchema,
   serviceSchema,
+  tokenSchema,
   type App,
   type AppInput,
   type EntityKind,
@@ -39,6 +40,7 @@ import {
   type Peer,
   type PeerInput,
   type Service,
+  type Token,
 } from './types.js';
 
 /** Turns a zod failure into one ValidationError naming every bad field. */
@@ -198,13 +200,15 @@ export function validateRelease(address: string, orgName: string | undefined, lo
   return norm;
 }
 
-const STORED_SCHEMAS = { org: orgSchema, app: appSchema, machine: machineSchema, flycast: flycastIpSchema, peer: peerSchema } as const;
+const STORED_SCHEMAS = { org: orgSchema, app: appSchema, machine: machineSchema, flycast: flycastIpSchema, peer: peerSchema, token: tokenSchema } as const;
+/** What a store keeps: the catalog's entities, and tokens (which are not published to views). */
+export type StoredKind = EntityKind | 'token';
 /** The entity type of each kind. */
-export type StoredEntity<K extends EntityKind> = z.infer<(typeof STORED_SCHEMAS)[K]>;
+export type StoredEntity<K extends StoredKind> = z.infer<(typeof STORED_SCHEMAS)[K]>;
 
 /** What a store does with an entity it read back that fails its schema: skip it and say why. */
 export interface RejectedEntry {
-  kind: EntityKind;
+  kind: StoredKind;
   /** Its id, name or address, when the entry has one. */
   key: string;
   reason: string;
@@ -216,7 +220,7 @@ export interface RejectedEntry {
  * listener uses (upstream, addresses, ports, durations) is in range, so an entry written by an
  * older version or by hand can be skipped loudly instead of crashing the node when it is used.
  */
-export function checkStored<K extends EntityKind>(kind: K, raw: unknown): { value: StoredEntity<K> } | RejectedEntry {
+export function checkStored<K extends StoredKind>(kind: K, raw: unknown): { value: StoredEntity<K> } | RejectedEntry {
   const r = STORED_SCHEMAS[kind].safeParse(raw);
   if (r.success) return { value: r.data as StoredEntity<K> };
   const o = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
@@ -226,4 +230,36 @@ export function checkStored<K extends EntityKind>(kind: K, raw: unknown): { valu
     .map((i) => `${i.path.length ? i.path.join('.') : kind}: ${i.message}`)
     .join('; ');
   return { kind, key: typeof keyField === 'string' ? keyField : '?', reason };
+}
+
+/** Dashboard sessions kept at most; the oldest go first (a script logging in in a loop cannot fill the catalog). */
+export const MAX_DASHBOARD_SESSIONS = 1000;
+
+/**
+ * Validates a token record to store: the schema, a free id, orgs that exist. Returns the record
+ * and the ids of tokens to remove with it: expired ones, and the oldest dashboard sessions past
+ * MAX_DASHBOARD_SESSIONS, so that the table cleans itself as it is written.
+ */
+export function validateToken(input: unknown, lookup: { orgByName(n: string): Org | undefined; tokens(): Iterable<Token> }, now: number): { token: Token; prune: string[] } {
+  const token = parseOrThrow(tokenSchema, input, 'token');
+  for (const org of token.orgs) if (!lookup.orgByName(org)) throw new NotFoundError(`org ${org} not found`);
+  if (new Set(token.orgs).size !== token.orgs.length) throw new ValidationError('invalid token: orgs: names an org twice');
+  if (token.expires_at <= now) throw new ValidationError('invalid token: expires_at: is in the past');
+  const prune: string[] = [];
+  const sessions: Token[] = [];
+  for (const t of lookup.tokens()) {
+    if (t.id === token.id) throw new ConflictError(`token ${t.id} already exists`);
+    if (t.expires_at <= now) prune.push(t.id);
+    else if (t.kind === 'dashboard') sessions.push(t);
+  }
+  if (token.kind === 'dashboard' && sessions.length >= MAX_DASHBOARD_SESSIONS) {
+    sessions.sort((a, b) => a.created_at - b.created_at);
+    for (const t of sessions.slice(0, sessions.length - MAX_DASHBOARD_SESSIONS + 1)) prune.push(t.id);
+  }
+  return { token, prune };
+}
+
+/** Tokens that name a deleted org stop working with it: removed, not left to wake up if the name comes back. */
+export function tokensOfOrg(org: string, tokens: Iterable<Token>): string[] {
+  return [...tokens].filter((t) => t.orgs.includes(org)).map((t) => t.id);
 }

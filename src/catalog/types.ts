@@ -171,7 +171,33 @@ export const peerSchema = z
   })
   .strict();
 
+/**
+ * A token the platform issued: an org token (the control API, for its orgs only) or a dashboard
+ * session (the read-only status routes). Only the SHA-256 of the secret is stored; the secret
+ * is shown once, to whoever asked for it.
+ */
+export const tokenKindSchema = z.enum(['org', 'dashboard']);
+export const tokenIdSchema = z.string().regex(/^[0-9a-f]{16}$/, 'must be 16 lowercase hex digits');
+export const tokenNameSchema = z.string().min(1).max(64).regex(/^[\x21-\x7e]+(?: [\x21-\x7e]+)*$/, 'must be 1-64 printable ASCII characters');
+export const tokenSchema = z
+  .object({
+    id: tokenIdSchema,
+    kind: tokenKindSchema,
+    name: tokenNameSchema,
+    /** The orgs an org token may see and change (a dashboard session has none). */
+    orgs: z.array(nameSchema).max(16),
+    /** Lowercase hex SHA-256 of the whole token string. */
+    hash: z.string().regex(/^[0-9a-f]{64}$/),
+    created_at: z.number().int().nonnegative(),
+    /** Epoch milliseconds after which the token no longer works. */
+    expires_at: z.number().int().nonnegative(),
+  })
+  .strict()
+  .refine((t) => (t.kind === 'org') === (t.orgs.length > 0), { message: 'an org token names at least one org, a dashboard session none', path: ['orgs'] });
+
 export type Duration = number;
+export type TokenKind = z.infer<typeof tokenKindSchema>;
+export type Token = z.infer<typeof tokenSchema>;
 export type TcpCheck = z.infer<typeof tcpCheckSchema>;
 export type HttpCheck = z.infer<typeof httpCheckSchema>;
 export type Concurrency = z.infer<typeof concurrencySchema>;
