@@ -9,9 +9,10 @@ import { checkOptions, parseArgv, type CliIo, type Command } from './args.js';
 import { ApiClient, resolveEndpoint } from './client.js';
 import { catalogCommands } from './commands/catalog.js';
 import { nodeCommands } from './commands/node.js';
+import { tokenCommands } from './commands/tokens.js';
 import { wireguardCommands } from './commands/wireguard.js';
 
-const COMMANDS: Command[] = [...nodeCommands, ...catalogCommands, ...wireguardCommands];
+const COMMANDS: Command[] = [...nodeCommands, ...catalogCommands, ...wireguardCommands, ...tokenCommands];
 
 function helpText(cmds: Command[]): string {
   const width = Math.max(...cmds.map((c) => c.usage.length > 60 ? 0 : c.usage.length));

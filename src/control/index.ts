@@ -12,7 +12,8 @@ import { ConfigError } from '../errors.js';
 import { counter, histogram } from '../observe/metrics.js';
 import { observeRoutes } from './observe.js';
 import type { NodeContext, RunningRole } from '../role.js';
-import { bearerChecker, errorReply, HttpError, readJsonBody, sendJson } from './http.js';
+import { errorReply, HttpError, readJsonBody, sendJson } from './http.js';
+import { authenticator } from './tokens.js';
 import { buildRoutes } from './routes.js';
 import { gatewayInfoSource } from './wireguard.js';
 
@@ -45,7 +46,7 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
   if (gatewayHostId === null) throw new ConfigError('wireguard.host_id: must be two hex hextets like "a7b:d6b"');
   const log = ctx.log.child({ module: 'control' });
   if (config.control.demo_token) log.warn('control.demo_token: the admin token is the published demo token; use a long random one (SIXPN_TOKEN) for anything real');
-  const checkAuth = bearerChecker(config.control.token);
+  const authenticate = authenticator(config.control.token, ctx.store);
   const observe = observeRoutes(ctx);
   const router = buildRoutes({
     store: ctx.store,
@@ -61,9 +62,12 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
   async function handleApi(req: IncomingMessage, res: ServerResponse, id: string, started: number): Promise<void> {
     const method = req.method ?? 'GET';
     let route = 'unmatched';
+    /** Who acted, in every log line: `admin`, or the org token's id (never its secret). */
+    let as = 'anonymous';
     try {
       const url = new URL(req.url ?? '/', 'http://control');
-      checkAuth(req.headers.authorization);
+      const principal = await authenticate(req.headers.authorization);
+      as = principal.kind === 'admin' ? 'admin' : `token ${principal.id}`;
       const m = router.match(method, url.pathname);
       if (m.kind === 'none') throw new HttpError(404, 'SIXPN_NOT_FOUND', `no route ${method} ${url.pathname}`);
       route = m.route;
@@ -71,16 +75,16 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
         throw new HttpError(405, 'SIXPN_METHOD_NOT_ALLOWED', `${method} is not allowed on ${m.route} (allowed: ${m.allowed.join(', ')})`, { allow: m.allowed.join(', ') });
       }
       const body = METHODS_WITH_BODY.has(method) ? await readJsonBody(req) : undefined;
-      const out = await m.handler({ method, params: m.params, query: url.searchParams, body, id });
+      const out = await m.handler({ method, principal, params: m.params, query: url.searchParams, body, id });
       sendJson(res, out.status, out.body, { 'x-request-id': id });
       requestsTotal.inc({ route, method, status: `${Math.floor(out.status / 100)}xx` });
-      log.debug({ req_id: id, method, route, status: out.status, ms: Date.now() - started }, 'request');
+      log.debug({ req_id: id, as, method, route, status: out.status, ms: Date.now() - started }, 'request');
     } catch (err) {
       const e = errorReply(err, id);
       sendJson(res, e.status, { error: { code: e.code, message: e.message } }, { 'x-request-id': id, ...e.headers });
       requestsTotal.inc({ route, method, status: `${Math.floor(e.status / 100)}xx` });
-      if (e.internal) log.error({ err, req_id: id, method, route, status: e.status }, 'request failed');
-      else log.info({ req_id: id, method, route, status: e.status, code: e.code, reason: e.message }, 'request refused');
+      if (e.internal) log.error({ err, req_id: id, as, method, route, status: e.status }, 'request failed');
+      else log.info({ req_id: id, as, method, route, status: e.status, code: e.code, reason: e.message }, 'request refused');
     } finally {
       requestSeconds.observe({ method }, (Date.now() - started) / 1000);
     }
