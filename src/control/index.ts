@@ -7,7 +7,8 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseHostId } from '../addressing/index.js';
+import { isLoopbackHost, parseHostId } from '../addressing/index.js';
+import { hostProblem } from './auth.js';
 import { ConfigError } from '../errors.js';
 import { counter, histogram } from '../observe/metrics.js';
 import { observeRoutes } from './observe.js';
@@ -90,10 +91,17 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
     }
   }
 
+  const loopback = isLoopbackHost(config.control.listen.host);
   const server = createServer((req, res) => {
     const started = Date.now();
     const given = req.headers['x-request-id'];
     const id = typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomBytes(8).toString('hex');
+    const misdirected = loopback ? hostProblem(req, config.control.allowed_hosts) : null;
+    if (misdirected !== null) {
+      log.info({ req_id: id, host: req.headers.host, url: req.url }, 'request refused: not addressed to this loopback listener');
+      sendJson(res, 403, { error: { code: 'SIXPN_FORBIDDEN', message: misdirected } }, { 'x-request-id': id, connection: 'close' });
+      return;
+    }
     try {
       if (observe(req, res)) return;
     } catch (err) {

@@ -19,7 +19,6 @@ import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { CatalogStore } from '../catalog/store.js';
 import type { Token, TokenKind } from '../catalog/types.js';
 import { UnauthorizedError, ValidationError } from '../errors.js';
-import { secretEquals } from './auth.js';
 
 /** Who a request acts for: the admin token (everything), or an org token (its orgs only). */
 export type Principal = { kind: 'admin' } | { kind: 'org'; id: string; name: string; orgs: ReadonlySet<string> };
@@ -30,6 +29,11 @@ const PREFIX: Record<TokenKind, string> = { org: 'sixpn_org_', dashboard: 'sixpn
 const TOKEN_RE = /^sixpn_(org|dash)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 
 const sha256 = (s: string): Buffer => createHash('sha256').update(s).digest();
+
+/** Compares secrets in constant time (hashing first so lengths never leak either). */
+export function secretEquals(given: string, expected: string): boolean {
+  return timingSafeEqual(sha256(given), sha256(expected));
+}
 
 /** A new token of `kind`: the string to hand out once, and the record to store. */
 export function issueToken(kind: TokenKind, orgs: string[], name: string, expiresAt: number, now = Date.now()): { token: string; record: Token } {
