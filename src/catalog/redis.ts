@@ -430,6 +430,25 @@ export class RedisStore implements CatalogStore {
     }
   }
 
+  /**
+   * An entry read back from Redis, or undefined when it is not JSON or fails its check (an older
+   * version, a hand edit): skipped and logged, never fatal, so one bad machine cannot keep every
+   * node from starting.
+   */
+  private checked<K extends StoredKind>(kind: K, field: string, raw: string): StoredEntity<K> | undefined {
+    let value: unknown;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      this.warnInvalid({ kind, key: field, reason: 'not JSON' });
+      return undefined;
+    }
+    const r = checkStored(kind, value);
+    if ('value' in r) return r.value;
+    this.warnInvalid(r);
+    return undefined;
+  }
+
   /** Logs a skipped entry once per entry and reason (snapshots repeat; the log should not). */
   private warnInvalid(e: RejectedEntry): void {
     const id = `${e.kind}\0${e.key}\0${e.reason}`;
@@ -580,25 +599,12 @@ export class RedisStore implements CatalogStore {
     const res = await this.call(() => this.cmd.multi().hgetall(k.org).hgetall(k.app).hgetall(k.machine).hgetall(k.flycast).hgetall(k.peer).exec());
     const [orgs, apps, machines, flycast, peers] = execResults(res) as Record<string, string>[];
     let skipped = 0;
-    // An entry that is not JSON or fails its check (an older version, a hand edit) is skipped
-    // and logged, never fatal: one bad machine must not keep every node from starting.
     const list = <K extends EntityKind>(kind: K, hash: Record<string, string> | undefined): StoredEntity<K>[] => {
       const out: StoredEntity<K>[] = [];
       for (const [field, raw] of Object.entries(hash ?? {})) {
-        let value: unknown;
-        try {
-          value = JSON.parse(raw);
-        } catch {
-          skipped++;
-          this.warnInvalid({ kind, key: field, reason: 'not JSON' });
-          continue;
-        }
-        const r = checkStored(kind, value);
-        if ('value' in r) out.push(r.value);
-        else {
-          skipped++;
-          this.warnInvalid(r);
-        }
+        const v = this.checked(kind, field, raw);
+        if (v === undefined) skipped++;
+        else out.push(v);
       }
       return out;
     };
@@ -800,31 +806,16 @@ export class RedisStore implements CatalogStore {
     });
   }
 
-  /** A stored token, checked like every entry read back (a bad one is logged and taken as absent). */
-  private tokenOf(field: string, raw: string): Token | undefined {
-    let value: unknown;
-    try {
-      value = JSON.parse(raw);
-    } catch {
-      this.warnInvalid({ kind: 'token', key: field, reason: 'not JSON' });
-      return undefined;
-    }
-    const r = checkStored('token', value);
-    if ('value' in r) return r.value;
-    this.warnInvalid(r);
-    return undefined;
-  }
-
   async getToken(id: string): Promise<Token | undefined> {
     const raw = await this.call(() => this.cmd.hget(this.k.token, id));
-    return raw === null ? undefined : this.tokenOf(id, raw);
+    return raw === null ? undefined : this.checked('token', id, raw);
   }
 
   async listTokens(): Promise<Token[]> {
     const all = await this.call(() => this.cmd.hgetall(this.k.token));
     const now = this.now();
     return Object.entries(all)
-      .map(([field, raw]) => this.tokenOf(field, raw))
+      .map(([field, raw]) => this.checked('token', field, raw))
       .filter((t): t is Token => t !== undefined && t.expires_at > now)
       .sort((a, b) => a.created_at - b.created_at);
   }
