@@ -28,6 +28,7 @@ import {
   peerInputSchema,
   peerSchema,
   serviceSchema,
+  storedTokenSchema,
   tokenSchema,
   type App,
   type AppInput,
@@ -200,7 +201,16 @@ export function validateRelease(address: string, orgName: string | undefined, lo
   return norm;
 }
 
-const STORED_SCHEMAS = { org: orgSchema, app: appSchema, machine: machineSchema, flycast: flycastIpSchema, peer: peerSchema, token: tokenSchema } as const;
+// Read back, an entity may carry top-level fields a newer version added (a cluster being
+// upgraded node by node): those pass; every field this version uses is checked.
+const STORED_SCHEMAS = {
+  org: orgSchema.passthrough(),
+  app: appSchema.passthrough(),
+  machine: machineSchema.passthrough(),
+  flycast: flycastIpSchema.passthrough(),
+  peer: peerSchema.passthrough(),
+  token: storedTokenSchema,
+} as const;
 /** What a store keeps: the catalog's entities, and tokens (which are not published to views). */
 export type StoredKind = EntityKind | 'token';
 /** The entity type of each kind. */

@@ -179,7 +179,7 @@ export const peerSchema = z
 export const tokenKindSchema = z.enum(['org', 'dashboard']);
 export const tokenIdSchema = z.string().regex(/^[0-9a-f]{16}$/, 'must be 16 lowercase hex digits');
 export const tokenNameSchema = z.string().min(1).max(64).regex(/^[\x21-\x7e]+(?: [\x21-\x7e]+)*$/, 'must be 1-64 printable ASCII characters');
-export const tokenSchema = z
+export const tokenObjectSchema = z
   .object({
     id: tokenIdSchema,
     kind: tokenKindSchema,
@@ -192,8 +192,12 @@ export const tokenSchema = z
     /** Epoch milliseconds after which the token no longer works. */
     expires_at: z.number().int().nonnegative(),
   })
-  .strict()
-  .refine((t) => (t.kind === 'org') === (t.orgs.length > 0), { message: 'an org token names at least one org, a dashboard session none', path: ['orgs'] });
+  .strict();
+const orgsFitKind = (t: { kind: TokenKind; orgs: string[] }): boolean => (t.kind === 'org') === (t.orgs.length > 0);
+const ORGS_FIT_KIND = { message: 'an org token names at least one org, a dashboard session none', path: ['orgs'] };
+export const tokenSchema = tokenObjectSchema.refine(orgsFitKind, ORGS_FIT_KIND);
+/** The same check for a token read back from storage, where a newer version may have added fields. */
+export const storedTokenSchema = tokenObjectSchema.passthrough().refine(orgsFitKind, ORGS_FIT_KIND);
 
 export type Duration = number;
 export type TokenKind = z.infer<typeof tokenKindSchema>;

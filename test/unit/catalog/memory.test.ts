@@ -91,6 +91,8 @@ describe('embedded store file: bad stored entries (issue 11 item 4)', () => {
   const good = { id: 'aaaaaaaa0001', app: 'web', region: 'ewr', address: 'fdaa:0:18:a7b:7d:aaaa:aaaa:2', state: 'started', health: { status: 'unknown', reason: '', changed_at: 1 }, upstream: '127.0.0.1:9001', created_at: 1, updated_at: 1 };
   const badPort = { ...good, id: 'bbbbbbbb0002', address: 'fdaa:0:18:a7b:7d:bbbb:bbbb:2', upstream: '127.0.0.1:99999' };
   const badAddress = { ...good, id: 'cccccccc0003', address: 'not-an-address', upstream: undefined };
+  // Written by a newer version: a field this one does not know is no reason to skip the machine.
+  const newer = { ...good, id: 'dddddddd0004', address: 'fdaa:0:18:a7b:7d:dddd:dddd:2', host: 'h1' };
   const file = (machines: unknown[]) =>
     JSON.stringify({
       format: 'sixpn-catalog/1',
@@ -105,11 +107,11 @@ describe('embedded store file: bad stored entries (issue 11 item 4)', () => {
   it('skips each invalid entry loudly at load, serves the rest, and keeps the entry in the file', async () => {
     const d = mkdtempSync(join(tmpdir(), 'sixpn-cat-'));
     const path = join(d, 'catalog.json');
-    writeFileSync(path, file([good, badPort, badAddress]));
+    writeFileSync(path, file([good, badPort, badAddress, newer]));
     const log = captureLog();
     const s = await MemoryStore.open({ regions, path, log });
     const snap = await s.snapshot();
-    expect(snap.machines.map((m) => m.id)).toEqual(['aaaaaaaa0001']);
+    expect(snap.machines.map((m) => m.id)).toEqual(['aaaaaaaa0001', 'dddddddd0004']);
     expect(snap.apps.map((a) => a.name)).toEqual(['web']);
     expect(snap.flycast.map((f) => f.address)).toEqual(['fdaa:0:18:0:1::3']);
     const said = log.lines.map((l) => `${l.obj.kind} ${l.obj.key}: ${l.obj.reason}`);
@@ -123,13 +125,13 @@ describe('embedded store file: bad stored entries (issue 11 item 4)', () => {
     // A later write keeps the skipped entries as they were: nothing vanishes from the file.
     await s.createOrg({ name: 'globex', network_id: 0x22b7 });
     const onDisk = JSON.parse(readFileSync(path, 'utf8'));
-    expect(onDisk.machines).toEqual([good, badPort, { ...badAddress, upstream: undefined }].map((m) => JSON.parse(JSON.stringify(m))));
+    expect(onDisk.machines).toEqual([good, newer, badPort, badAddress].map((m) => JSON.parse(JSON.stringify(m))));
     expect(onDisk.apps).toHaveLength(2);
     expect(onDisk.flycast).toHaveLength(2);
     // A skipped machine's id is not handed out again; removing it cleans the file.
     await expect(s.registerMachine({ id: 'bbbbbbbb0002', app: 'web', region: 'ewr' }, { hostId: 0x0a7b007d })).rejects.toMatchObject({ code: 'SIXPN_CONFLICT' });
     await s.removeMachine('bbbbbbbb0002');
-    expect(JSON.parse(readFileSync(path, 'utf8')).machines.map((m: { id: string }) => m.id)).toEqual(['aaaaaaaa0001', 'cccccccc0003']);
+    expect(JSON.parse(readFileSync(path, 'utf8')).machines.map((m: { id: string }) => m.id)).toEqual(['aaaaaaaa0001', 'dddddddd0004', 'cccccccc0003']);
     await s.close();
     rmSync(d, { recursive: true, force: true });
   });
