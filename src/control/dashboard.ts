@@ -184,20 +184,21 @@ function merge(doc){
   return true;
 }
 function lastOf(a){if(!a)return null;for(var i=a.length-1;i>=0;i--)if(a[i]!==null)return a[i];return null;}
+function newest(a){return a&&a.length?a[a.length-1]:null;}
 function meanOver(a,ms){if(!a||!S.times.length)return null;var from=S.times[S.times.length-1]-ms,sum=0,n=0;for(var i=a.length-1;i>=0&&S.times[i]>from;i--){if(a[i]!==null){sum+=a[i];n++;}}return n?sum/n:null;}
 function col(key,c){var h=S.h[key];return h&&h.s[c];}
-// Live figures: the newest point (rates, shares), 5xx over the last 10 s (so one error stays visible).
+// Live figures: the newest point (rates, shares: no traffic now is no share, not the last one), 5xx over the last 10 s (so one error stays visible).
 function liveValue(kind,key){
   switch(kind){
-    case 'app-rate':return lastOf(col('a:'+key,'rate'));
+    case 'app-rate':return newest(col('a:'+key,'rate'));
     case 'app-err':return meanOver(col('a:'+key,'errors_5xx'),ERR_WINDOW_MS);
-    case 'app-active':return lastOf(col('a:'+key,'active'));
-    case 'm-rate':return lastOf(col('m:'+key,'rate'));
-    case 'm-active':return lastOf(col('m:'+key,'active'));
-    case 'r-share':return lastOf(col('r:'+key,'share'));
-    case 'g-share':return lastOf(col('g:'+key,'share'));
-    case 'g-rate':return lastOf(col('g:'+key,'rate'));
-    case 'node-rate':return lastOf(col('n','rate'));
+    case 'app-active':return newest(col('a:'+key,'active'));
+    case 'm-rate':return newest(col('m:'+key,'rate'));
+    case 'm-active':return newest(col('m:'+key,'active'));
+    case 'r-share':return newest(col('r:'+key,'share'));
+    case 'g-share':return newest(col('g:'+key,'share'));
+    case 'g-rate':return newest(col('g:'+key,'rate'));
+    case 'node-rate':return newest(col('n','rate'));
   }
   return null;
 }
