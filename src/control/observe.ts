@@ -13,6 +13,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NodeContext } from '../role.js';
 import { CLEAR_COOKIE, grantCookie, hasToken, isLoopbackHost, mayReadStatus, secretEquals, type Access } from './auth.js';
 import { watchCatalog } from '../catalog/watch.js';
+import { exportCatalogGauges } from '../catalog/gauges.js';
 import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard.js';
 import { enableDefaultMetrics, registry } from '../observe/metrics.js';
 import { SixpnError, ValidationError } from '../errors.js';
@@ -74,6 +75,7 @@ const PAGE_HEADERS = {
 export function observeRoutes(ctx: NodeContext): ObserveHandler {
   enableDefaultMetrics();
   watchCatalog(ctx.view, ctx.log);
+  exportCatalogGauges(ctx.view);
   const log = ctx.log.child({ module: 'observe' });
   const access: Access = { token: ctx.config.control.token };
   const metricsOpen = isLoopbackHost(ctx.config.control.listen.host);
