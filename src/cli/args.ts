@@ -25,6 +25,9 @@ export const OPTIONS = {
   'network-id': { type: 'string' },
   services: { type: 'string' },
   yes: { type: 'boolean', short: 'y' },
+  watch: { type: 'boolean', short: 'w' },
+  follow: { type: 'boolean', short: 'f' },
+  kind: { type: 'string' },
 } as const;
 
 export type OptionName = keyof typeof OPTIONS;

@@ -174,7 +174,9 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
         if (!mayReadStatus(req, access)) return unauthorized(res);
         const filter = parseFeedFilter(query);
         const lastId = req.headers['last-event-id'];
-        const since = typeof lastId === 'string' && /^\d+$/.test(lastId) ? Number(lastId) : optionalInt(query, 'since');
+        let since = typeof lastId === 'string' && /^\d+$/.test(lastId) ? Number(lastId) : optionalInt(query, 'since');
+        // Ahead of this feed: the node restarted and its sequence began again, so all of it is new.
+        if (since !== undefined && since > hub.feed.lastSeq) since = 0;
         const limit = Math.min(optionalInt(query, 'limit') ?? 100, hub.feed.capacity);
         const follow = ['1', 'true'].includes(query.get('follow') ?? '') || (req.headers.accept ?? '').includes('text/event-stream');
         const events = hub.feed.since(since ?? 0, filter, since === undefined ? limit : hub.feed.capacity);
