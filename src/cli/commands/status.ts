@@ -57,6 +57,12 @@ function appJson(a: AppStatus): unknown {
 
 const CLEAR = '\x1b[H\x1b[2J';
 
+/** What a reader of a pipe wants to see again: the catalog facts, not the clock or the traffic. */
+function changeKey(a: AppStatus): string {
+  const ms = machinesOf(a).map((m) => [m.id, m.region, m.state, m.health.status, m.health.reason, m.host, m.checks.status]);
+  return JSON.stringify([a.services, a.flycast, ms]);
+}
+
 async function watchStatus(ctx: CommandContext, client: ApiClient, app: string): Promise<number> {
   const tty = process.stdout.isTTY === true;
   let shown = '';
@@ -69,10 +75,11 @@ async function watchStatus(ctx: CommandContext, client: ApiClient, app: string):
         connected = true;
         const a = findApp(JSON.parse(e.data) as NodeStatus, app);
         const text = ctx.values.json ? JSON.stringify(appJson(a)) + '\n' : renderAppStatus(a);
-        // A terminal is redrawn in place; a pipe gets each change once (updates come every 2 s).
+        // A terminal is redrawn in place at every update (~2 s); a pipe gets each change once.
+        const key = changeKey(a);
         if (tty) ctx.io.out(`${CLEAR}${text}`);
-        else if (text !== shown) ctx.io.out(shown === '' || ctx.values.json ? text : `\n${text}`);
-        shown = text;
+        else if (key !== shown) ctx.io.out(shown === '' || ctx.values.json ? text : `\n${text}`);
+        shown = key;
       })
       .catch((err: unknown) => {
         failure = err;

@@ -129,6 +129,9 @@ describe('/v1/events', () => {
     const resumed = await follow(url, { ...auth, 'last-event-id': '1' }, 2);
     expect(resumed.map((f) => f.id)).toEqual([2, 3]);
     expect(resumed[1]!.data).toMatchObject({ kind: 'machine', machine: 'e286d4c2a17d89', data: { from: 'stopped', to: 'started' } });
+    // An id ahead of the feed means the node restarted (its sequence began again): all of it is new.
+    const restarted = await follow(url, { ...auth, 'last-event-id': '999' }, 3);
+    expect(restarted.map((f) => f.id)).toEqual([1, 2, 3]);
   });
 });
 
