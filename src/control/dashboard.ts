@@ -133,7 +133,7 @@ const SCRIPT = `
 (function(){
 'use strict';
 var WINDOW_MS=900000,ERR_WINDOW_MS=10000;
-var state={status:null,filter:'',es:null,events:[],lastSeq:0,open:{},pid:null};
+var state={status:null,filter:'',es:null,events:[],lastSeq:0,open:{},pid:null,history:{}};
 // The series of the last 15 minutes: times, and per holder (app, machine, app region, region, node) its columns.
 var S={times:[],xs:[],h:{},regions:[]};
 var charts={};
@@ -182,6 +182,28 @@ function merge(doc){
   });
   S.xs=S.times.map(function(t){return t/1000;});
   return true;
+}
+// One app's whole history with its machines, fetched when its charts are first shown: each
+// point goes where its time is in S (the page's own points win where both have one).
+function backfill(doc){
+  var idx={};doc.times.forEach(function(t,i){idx[t]=i;});
+  var pos=S.times.map(function(t){return idx[t];}),newest=S.times[S.times.length-1];
+  doc.apps.forEach(function(a){
+    a.machines.forEach(function(m){
+      if(!m.series)return;
+      var key='m:'+a.name+'/'+m.id,h=S.h[key]||(S.h[key]={s:{}});h.region=m.region;h.seen=newest;
+      Object.keys(m.series).forEach(function(c){
+        var src=m.series[c],cur=h.s[c]||nulls(S.times.length);
+        h.s[c]=pos.map(function(p,i){var v=cur[i];return v!==null&&v!==undefined?v:(p===undefined?null:src[p]);});
+      });
+    });
+    var ah=S.h['a:'+a.name];if(ah)ah.machines=a.machines.map(function(m){return m.id;});
+  });
+}
+function ensureHistory(app,grid){
+  if(state.history[app])return;
+  state.history[app]='loading';
+  getJSON('/v1/status/series?app='+encodeURIComponent(app)).then(function(doc){state.history[app]='done';backfill(doc);fillCharts(app,grid);applyLive();},function(){state.history[app]=null;});
 }
 function lastOf(a){if(!a)return null;for(var i=a.length-1;i>=0;i--)if(a[i]!==null)return a[i];return null;}
 function newest(a){return a&&a.length?a[a.length-1]:null;}
@@ -273,7 +295,7 @@ function chartEl(key,spec){
   c.lg.replaceChildren.apply(c.lg,items);
   return c.el;
 }
-function fillCharts(app,grid){grid.replaceChildren.apply(grid,appSpecs(app).map(function(sp){return chartEl(app+' '+sp.id,sp);}));}
+function fillCharts(app,grid){ensureHistory(app,grid);grid.replaceChildren.apply(grid,appSpecs(app).map(function(sp){return chartEl(app+' '+sp.id,sp);}));}
 function updateCharts(){
   var grids=document.querySelectorAll('details.charts[open] .chartgrid');
   for(var i=0;i<grids.length;i++)fillCharts(grids[i].dataset.app,grids[i]);
@@ -414,11 +436,12 @@ function renderRegionCounts(){
   for(var i=0;i<rows.length;i++){var h=S.h['g:'+rows[i].dataset.regionRow];if(!h)continue;var tds=rows[i].children;tds[1].textContent=h.started+'/'+h.machines;tds[2].textContent=h.healthy;tds[2].className='num healthy'+(h.healthy<h.started?' warnc':'');}
   applyLive(byId('regionrows'));
 }
-function resetLive(){S={times:[],xs:[],h:{},regions:[]};state.events=[];state.lastSeq=0;}
+function resetLive(){S={times:[],xs:[],h:{},regions:[]};state.events=[];state.lastSeq=0;state.history={};}
 function loadLive(){
   var since=S.times.length?S.times[S.times.length-1]:0;
   return Promise.all([
-    getJSON('/v1/status/series'+(since?'?since='+since:'')).then(onPoints,function(){}),
+    // Apps and regions first; an app's machines when its charts are shown (a big fleet stays light).
+    getJSON('/v1/status/series?machines=0'+(since?'&since='+since:'')).then(onPoints,function(){}),
     getJSON('/v1/events?limit=100'+(state.lastSeq?'&since='+state.lastSeq:'')).then(function(r){r.events.forEach(addEvent);renderFeed();},function(){})
   ]);
 }

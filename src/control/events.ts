@@ -203,7 +203,8 @@ export class FeedWatcher {
       const m = c.op === 'put' ? c.value : undefined;
       this.diffMachine(c.key, before, m);
       // A stop or a health flip moves traffic: end the current chart point there.
-      if (!before || !m || before.state !== m.state || before.health !== m.health.status) this.sampler.cut();
+      const app = m?.app ?? before?.app;
+      if (!before || !m || before.state !== m.state || before.health !== m.health.status) this.sampler.cut(app === undefined ? [] : [`${app}/${c.key}`]);
       return;
     }
     const what = c.op === 'put' ? 'put' : 'deleted';

@@ -163,7 +163,9 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
         if (!mayReadStatus(req, access)) return unauthorized(res);
         const since = optionalInt(query, 'since');
         const app = query.get('app') || undefined;
-        const body = JSON.stringify(hub.series({ app, since }));
+        const machines = query.get('machines');
+        if (machines !== null && machines !== '0' && machines !== '1') throw new ValidationError(`machines: must be 0 or 1, got ${JSON.stringify(machines)}`);
+        const body = JSON.stringify(hub.series({ app, since, machines: machines !== '0' }));
         res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
         res.end(req.method === 'HEAD' ? undefined : body);
       },

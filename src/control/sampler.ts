@@ -16,8 +16,10 @@ import { SeriesStore, WINDOW_POINTS } from './series.js';
 
 /** The point interval. */
 export const SAMPLE_MS = 1000;
-/** A routing change closes the current point this long after it, so work in flight lands first... */
+/** A routing change closes the current point this long after it at the soonest... */
 export const CUT_DELAY_MS = 100;
+/** ...once the machines it concerns have no work in flight, or this long after it at the latest... */
+const CUT_DRAIN_MS = 1_000;
 /** ...unless the current point is younger than this (a deploy of 50 machines is not 50 points). */
 const MIN_POINT_MS = 250;
 
@@ -86,55 +88,102 @@ export function bucketQuantile(q: number, les: readonly number[], cumulative: re
   return les[les.length - 1] === Infinity ? (les[les.length - 2] ?? NaN) : les[les.length - 1]!;
 }
 
-/** Counter readings of the previous point, turned into per-second rates or plain deltas. */
-class Deltas {
-  private prev = new Map<string, number>();
-  private next = new Map<string, number>();
+/** What the sampler keeps per registry series: its labels, parsed once, and its last value. */
+interface Slot {
+  app: string;
+  /** `app/machine`, or '' when the series names no machine. */
+  machine: string;
+  cls: string;
+  prev: number;
+}
+
+/**
+ * Counter readings between points, without building a string per series per second.
+ * prom-client's get() hands out its own series objects (counters and gauges), so each gets a
+ * slot once; a series seen for the first time after priming started from zero.
+ */
+class Readings {
+  private readonly slots = new WeakMap<object, Slot>();
+  private readonly named = new Map<string, number>();
+  /** Cumulative bucket counts per app at the previous point. */
+  private readonly buckets = new Map<string, number[]>();
   primed = false;
 
+  slot(s: Sample): Slot {
+    let x = this.slots.get(s);
+    if (!x) {
+      const app = s.labels.app === undefined ? '' : String(s.labels.app);
+      const m = s.labels.machine;
+      x = { app, machine: m === undefined || m === '' ? '' : `${app}/${m}`, cls: String(s.labels.status_class ?? ''), prev: this.primed ? 0 : s.value };
+      this.slots.set(s, x);
+    }
+    return x;
+  }
+
   /** Increase since the previous point; a counter that went down restarted from zero. */
-  delta(key: string, value: number): number {
-    this.next.set(key, value);
-    if (!this.primed) return NaN;
-    const old = this.prev.get(key) ?? 0;
+  delta(s: Sample): number {
+    const x = this.slot(s);
+    const d = s.value >= x.prev ? s.value - x.prev : s.value;
+    x.prev = s.value;
+    return d;
+  }
+
+  /** The same for a value kept by name (a sum over series). */
+  deltaOf(key: string, value: number): number {
+    const old = this.named.get(key) ?? (this.primed ? 0 : value);
+    this.named.set(key, value);
     return value >= old ? value - old : value;
   }
 
-  commit(): void {
-    this.prev = this.next;
-    this.next = new Map();
-    this.primed = true;
+  /** Per-bucket increases of an app's histogram (cumulative in, cumulative out). */
+  bucketDeltas(app: string, cumulative: number[]): number[] {
+    const old = this.buckets.get(app);
+    this.buckets.set(app, cumulative);
+    if (!old || old.length !== cumulative.length) return this.primed ? cumulative : cumulative.map(() => 0);
+    // The +Inf bucket went down: the series was reset, count it from zero.
+    if (cumulative[cumulative.length - 1]! < old[old.length - 1]!) return cumulative;
+    return cumulative.map((v, i) => v - old[i]!);
   }
 }
 
-const add = (map: Map<string, number>, key: string, v: number): void => {
-  map.set(key, (map.get(key) ?? 0) + v);
-};
-
-interface HistogramReading {
-  les: number[];
-  cumulative: number[];
+/** Per-app sums of one point. */
+interface AppAcc {
+  req: number;
+  e4: number;
+  e5: number;
+  conn: number;
+  connErr: number;
+  active: number;
+  /** Some request of it named its machine: per-machine rates are real. */
+  perMachine: boolean;
+  http: boolean;
 }
 
-/** `_bucket` samples of a histogram grouped by app, les ascending. */
-function bucketsByApp(values: Sample[]): Map<string, HistogramReading> {
-  const tmp = new Map<string, Map<number, number>>();
+/** Per-machine sums of one point. */
+interface MachineAcc {
+  req: number;
+  e4: number;
+  e5: number;
+  active: number;
+}
+
+/** `_bucket` samples of a histogram as cumulative counts per app, les ascending (prom-client lists them in order). */
+function bucketsByApp(values: Sample[]): { les: number[]; byApp: Map<string, number[]> } {
+  const byApp = new Map<string, number[]>();
+  let les: number[] | null = null;
+  const first: number[] = [];
   for (const s of values) {
     if (s.metricName !== undefined && !s.metricName.endsWith('_bucket')) continue;
     const app = s.labels.app;
     const le = s.labels.le;
     if (app === undefined || le === undefined) continue;
-    let m = tmp.get(String(app));
-    if (!m) tmp.set(String(app), (m = new Map()));
-    const bound = le === '+Inf' ? Infinity : Number(le);
-    m.set(bound, (m.get(bound) ?? 0) + s.value);
+    let list = byApp.get(String(app));
+    if (!list) byApp.set(String(app), (list = []));
+    list.push(s.value);
+    if (les === null && byApp.size === 1) first.push(le === '+Inf' ? Infinity : Number(le));
+    else if (les === null) les = first;
   }
-  const out = new Map<string, HistogramReading>();
-  for (const [app, m] of tmp) {
-    const les = [...m.keys()].sort((a, b) => a - b);
-    out.set(app, { les, cumulative: les.map((l) => m.get(l)!) });
-  }
-  return out;
+  return { les: les ?? first, byApp };
 }
 
 export interface SamplerEvents {
@@ -154,10 +203,15 @@ export class LiveSampler extends EventEmitter<SamplerEvents> {
   /** Milliseconds the last sample took (reported in /v1/status/series). */
   lastCostMs = 0;
 
-  private readonly counters = new Deltas();
+  private readonly readings = new Readings();
+  /** `app/machine` of each catalog machine, kept while the machine object is current. */
+  private readonly machineKeys = new WeakMap<object, string>();
+  /** `app/region` keys. */
+  private readonly regionKeys = new Map<string, Map<string, string>>();
   private lastAt = 0;
   private timer: NodeJS.Timeout | null = null;
   private cutTimer: NodeJS.Timeout | null = null;
+  private readonly draining = new Set<string>();
   private busy = false;
   private closed = false;
 
@@ -171,15 +225,40 @@ export class LiveSampler extends EventEmitter<SamplerEvents> {
     this.run();
   }
 
-  /** Closes the current point soon (after a routing change) and restarts the clock from it. */
-  cut(): void {
+  /**
+   * Closes the current point after a routing change and restarts the clock from it. The point
+   * ends when the machines concerned (`app/machine` keys) have finished what was in flight on
+   * them, so the next one holds only traffic routed the new way: a stopped machine's next
+   * point is zero.
+   */
+  cut(machines: readonly string[] = []): void {
+    for (const m of machines) this.draining.add(m);
     if (this.cutTimer || this.closed || !this.timer) return;
-    this.cutTimer = setTimeout(() => {
+    const since = Date.now();
+    const check = (): void => {
       this.cutTimer = null;
-      if (Date.now() - this.lastAt < MIN_POINT_MS) return;
-      this.run();
-    }, CUT_DELAY_MS);
+      void this.inFlight().then((busy) => {
+        if (this.closed) return;
+        if (busy && Date.now() - since < CUT_DRAIN_MS) {
+          this.cutTimer = setTimeout(check, 25);
+          this.cutTimer.unref();
+          return;
+        }
+        this.draining.clear();
+        if (Date.now() - this.lastAt >= MIN_POINT_MS) this.run();
+      });
+    };
+    this.cutTimer = setTimeout(check, CUT_DELAY_MS);
     this.cutTimer.unref();
+  }
+
+  /** Whether a machine being cut still holds connections or requests. */
+  private async inFlight(): Promise<boolean> {
+    if (this.draining.size === 0) return false;
+    for (const s of await readMetric(METRIC.activeConnections)) {
+      if (s.value > 0 && this.draining.has(`${s.labels.app}/${s.labels.machine}`)) return true;
+    }
+    return false;
   }
 
   private run(): void {
@@ -196,6 +275,20 @@ export class LiveSampler extends EventEmitter<SamplerEvents> {
       });
   }
 
+  private machineKey(m: { id: string; app: string }): string {
+    let k = this.machineKeys.get(m);
+    if (k === undefined) this.machineKeys.set(m, (k = `${m.app}/${m.id}`));
+    return k;
+  }
+
+  private regionKey(app: string, region: string): string {
+    let byRegion = this.regionKeys.get(app);
+    if (!byRegion) this.regionKeys.set(app, (byRegion = new Map()));
+    let k = byRegion.get(region);
+    if (k === undefined) byRegion.set(region, (k = `${app}/${region}`));
+    return k;
+  }
+
   /** Reads the registry and writes one point at `now` (the first call only primes the counters). */
   async sample(now = Date.now()): Promise<void> {
     const t0 = performance.now();
@@ -209,119 +302,106 @@ export class LiveSampler extends EventEmitter<SamplerEvents> {
       readMetric(METRIC.deniedByOrg),
       readMetric(METRIC.redisConnected),
     ]);
+    const r = this.readings;
     const dt = (now - this.lastAt) / 1000;
-    const c = this.counters;
-    const primed = c.primed && dt > 0;
-    const rate = (key: string, v: number): number => {
-      const d = c.delta(key, v);
-      return primed ? d / dt : NaN;
-    };
+    const primed = r.primed && dt > 0;
 
-    // Requests by app and machine, and by status class.
-    const appReq = new Map<string, number>();
-    const app4 = new Map<string, number>();
-    const app5 = new Map<string, number>();
-    const mReq = new Map<string, number>();
-    const m4 = new Map<string, number>();
-    const m5 = new Map<string, number>();
+    // Increases since the previous point, summed per app and per machine.
+    const apps = new Map<string, AppAcc>();
+    const machines = new Map<string, MachineAcc>();
+    const app = (name: string): AppAcc => {
+      let a = apps.get(name);
+      if (!a) apps.set(name, (a = { req: 0, e4: 0, e5: 0, conn: 0, connErr: 0, active: 0, perMachine: false, http: false }));
+      return a;
+    };
+    const machine = (key: string): MachineAcc => {
+      let m = machines.get(key);
+      if (!m) machines.set(key, (m = { req: 0, e4: 0, e5: 0, active: 0 }));
+      return m;
+    };
     for (const s of reqs) {
-      if (s.labels.app === undefined) continue;
-      const app = String(s.labels.app);
-      const machine = s.labels.machine === undefined || s.labels.machine === '' ? '' : `${app}/${s.labels.machine}`;
-      const cls = s.labels.status_class;
-      add(appReq, app, s.value);
-      if (machine) add(mReq, machine, s.value);
-      if (cls === '4xx') {
-        add(app4, app, s.value);
-        if (machine) add(m4, machine, s.value);
-      } else if (cls === '5xx') {
-        add(app5, app, s.value);
-        if (machine) add(m5, machine, s.value);
-      }
+      const x = r.slot(s);
+      if (x.app === '') continue;
+      const d = r.delta(s);
+      const a = app(x.app);
+      a.http = true;
+      a.req += d;
+      if (x.cls === '4xx') a.e4 += d;
+      else if (x.cls === '5xx') a.e5 += d;
+      if (x.machine === '') continue;
+      a.perMachine = true;
+      const m = machine(x.machine);
+      m.req += d;
+      if (x.cls === '4xx') m.e4 += d;
+      else if (x.cls === '5xx') m.e5 += d;
     }
-    const byApp = (values: Sample[]): Map<string, number> => {
-      const out = new Map<string, number>();
-      for (const s of values) if (s.labels.app !== undefined) add(out, String(s.labels.app), s.value);
-      return out;
-    };
-    const appConn = byApp(conns);
-    const appConnErr = byApp(connErrs);
-    const appActive = byApp(active);
-    const mActive = new Map<string, number>();
-    for (const s of active) if (s.labels.app !== undefined && s.labels.machine) add(mActive, `${s.labels.app}/${s.labels.machine}`, s.value);
-    const buckets = bucketsByApp(hist);
-
-    if (primed) this.store.begin(now);
-    const apps = new Set([...appReq.keys(), ...appConn.keys(), ...appActive.keys()]);
-    let nodeRate = 0;
-    for (const app of apps) {
-      const http = appReq.has(app);
-      if (http) this.httpApps.add(app);
-      const reqRate = rate(`r ${app}`, appReq.get(app) ?? 0);
-      const connRate = rate(`c ${app}`, appConn.get(app) ?? 0);
-      const e4 = rate(`4 ${app}`, app4.get(app) ?? 0);
-      const e5 = rate(`5 ${app}`, app5.get(app) ?? 0);
-      const ec = rate(`x ${app}`, appConnErr.get(app) ?? 0);
-      let p50 = NaN;
-      let p99 = NaN;
-      const h = buckets.get(app);
-      if (h) {
-        const d = h.les.map((le, i) => c.delta(`h ${app} ${le}`, h.cumulative[i]!));
-        if (primed) {
-          p50 = bucketQuantile(0.5, h.les, d) * 1000;
-          p99 = bucketQuantile(0.99, h.les, d) * 1000;
-        }
-      }
-      const r = http ? reqRate : connRate;
-      if (!Number.isNaN(r)) nodeRate += r;
-      if (primed) this.apps.set(app, [r, http ? e4 : NaN, http ? e5 : NaN, ec, p50, p99, appActive.get(app) ?? 0]);
+    for (const s of conns) {
+      const x = r.slot(s);
+      if (x.app !== '') app(x.app).conn += r.delta(s);
     }
-
-    // Machines, and their sums per region of the app (the catalog says where each one is).
-    // Every machine the catalog gives a served app, so one that gets nothing shows 0, not a gap.
-    const machineKeys = new Set([...mReq.keys(), ...mActive.keys()]);
-    for (const app of apps) for (const m of this.view.machinesOf(app)) machineKeys.add(`${app}/${m.id}`);
-    // Only apps whose requests carry the machine have per-machine rates (no made-up zeros).
-    const perMachine = new Set([...mReq.keys()].map((k) => k.slice(0, k.indexOf('/'))));
-    const machineRate = new Map<string, number>();
-    for (const key of machineKeys) {
-      const app = key.slice(0, key.indexOf('/'));
-      const http = perMachine.has(app);
-      const r = http ? rate(`mr ${key}`, mReq.get(key) ?? 0) : NaN;
-      const e4 = http ? rate(`m4 ${key}`, m4.get(key) ?? 0) : NaN;
-      const e5 = http ? rate(`m5 ${key}`, m5.get(key) ?? 0) : NaN;
-      machineRate.set(key, r);
-      if (primed) this.machines.set(key, [r, e4, e5, mActive.get(key) ?? 0]);
+    for (const s of connErrs) {
+      const x = r.slot(s);
+      if (x.app !== '') app(x.app).connErr += r.delta(s);
     }
-    if (primed) {
-      for (const app of apps) {
-        const perRegion = new Map<string, [number, number]>();
-        for (const m of this.view.machinesOf(app)) {
-          const key = `${app}/${m.id}`;
-          let agg = perRegion.get(m.region);
-          if (!agg) perRegion.set(m.region, (agg = [perMachine.has(app) ? 0 : NaN, 0]));
-          const r = machineRate.get(key);
-          if (r !== undefined && !Number.isNaN(r)) agg[0] += r;
-          agg[1] += mActive.get(key) ?? 0;
-        }
-        for (const [region, v] of perRegion) this.regions.set(`${app}/${region}`, v);
-      }
-      const deniedTotal = denied.reduce((n, s) => n + s.value, 0);
-      this.node.set('node', [nodeRate, rate('denied', deniedTotal)]);
-    } else {
-      c.delta('denied', denied.reduce((n, s) => n + s.value, 0));
+    for (const s of active) {
+      const x = r.slot(s);
+      if (x.app === '') continue;
+      app(x.app).active += s.value;
+      if (x.machine !== '') machine(x.machine).active += s.value;
     }
-
+    const { les, byApp: buckets } = bucketsByApp(hist);
+    const deniedTotal = r.deltaOf('denied', denied.reduce((n, s) => n + s.value, 0));
     const denials: DenialCount[] = [];
     for (const s of deniedByOrg) {
-      const org = String(s.labels.org ?? '');
-      const callerOrg = String(s.labels.caller_org ?? '');
-      const d = c.delta(`d ${org} ${callerOrg}`, s.value);
-      if (d > 0) denials.push({ org, caller_org: callerOrg, count: d });
+      const d = r.delta(s);
+      if (d > 0) denials.push({ org: String(s.labels.org ?? ''), caller_org: String(s.labels.caller_org ?? ''), count: d });
     }
-    const storeConnected = redis.length ? (redis[0]!.value ?? null) : null;
 
-    c.commit();
+    if (primed) {
+      this.store.begin(now);
+      let nodeRate = 0;
+      const written = new Set<string>();
+      for (const [name, a] of apps) {
+        if (a.http) this.httpApps.add(name);
+        let p50 = NaN;
+        let p99 = NaN;
+        const cum = buckets.get(name);
+        if (cum) {
+          const d = r.bucketDeltas(name, cum);
+          p50 = bucketQuantile(0.5, les, d) * 1000;
+          p99 = bucketQuantile(0.99, les, d) * 1000;
+        }
+        const rate = (a.http ? a.req : a.conn) / dt;
+        nodeRate += rate;
+        this.apps.set(name, [rate, a.http ? a.e4 / dt : NaN, a.http ? a.e5 / dt : NaN, a.connErr / dt, p50, p99, a.active]);
+        // Every machine the catalog gives a served app, so one that gets nothing shows 0, not a gap,
+        // and its region's sums (the catalog says where each machine is).
+        const perRegion = new Map<string, [number, number]>();
+        for (const m of this.view.machinesOf(name)) {
+          const key = this.machineKey(m);
+          const acc = machines.get(key);
+          const mRate = a.perMachine ? (acc?.req ?? 0) / dt : NaN;
+          this.machines.set(key, [mRate, a.perMachine ? (acc?.e4 ?? 0) / dt : NaN, a.perMachine ? (acc?.e5 ?? 0) / dt : NaN, acc?.active ?? 0]);
+          written.add(key);
+          let agg = perRegion.get(m.region);
+          if (!agg) perRegion.set(m.region, (agg = [a.perMachine ? 0 : NaN, 0]));
+          if (!Number.isNaN(mRate)) agg[0] += mRate;
+          agg[1] += acc?.active ?? 0;
+        }
+        for (const [region, v] of perRegion) this.regions.set(this.regionKey(name, region), v);
+      }
+      // Machines the proxy still reports that the catalog no longer has: their last traffic.
+      for (const [key, m] of machines) {
+        if (written.has(key)) continue;
+        const a = apps.get(key.slice(0, key.indexOf('/')));
+        const per = a?.perMachine ?? false;
+        this.machines.set(key, [per ? m.req / dt : NaN, per ? m.e4 / dt : NaN, per ? m.e5 / dt : NaN, m.active]);
+      }
+      this.node.set('node', [nodeRate, deniedTotal / dt]);
+    } else for (const [name, cum] of buckets) r.bucketDeltas(name, cum);
+
+    const storeConnected = redis.length ? (redis[0]!.value ?? null) : null;
+    r.primed = true;
     this.lastAt = now;
     this.lastCostMs = performance.now() - t0;
     if (primed) this.emit('tick', { at: now, denied: denials, storeConnected });

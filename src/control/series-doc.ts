@@ -21,7 +21,7 @@ export interface MachineSeries {
   region: string | null;
   state: string | null;
   health: string | null;
-  /** null: this node's proxy has not served it in the window. */
+  /** null: this node's proxy has not served it in the window (or `machines=0` was asked). */
   series: Columns<(typeof MACHINE_COLUMNS)[number]> | null;
 }
 
@@ -80,6 +80,8 @@ export interface SeriesQuery {
   app?: string | undefined;
   /** Only points newer than this (epoch ms). */
   since?: number | undefined;
+  /** false: list each app's machines without their series (a dashboard's first load of a big fleet). */
+  machines?: boolean | undefined;
 }
 
 const isHttpApp = (app: App | undefined): boolean =>
@@ -150,7 +152,7 @@ export function buildSeries(src: SeriesSource, q: SeriesQuery = {}, now = Date.n
         region: m?.region ?? null,
         state: m?.state ?? null,
         health: m?.health.status ?? null,
-        series: sampler.machines.read(`${name}/${id}`, since),
+        series: q.machines === false ? null : sampler.machines.read(`${name}/${id}`, since),
       };
     });
     const regionNames = [...new Set([...(regionKeys.get(name) ?? []), ...[...view.machinesOf(name)].map((m) => m.region)])].sort(byRank);

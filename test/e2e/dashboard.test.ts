@@ -127,9 +127,9 @@ describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
     } finally {
       running = false;
       await Promise.all(workers);
+      const back = await fetch(`${api}/v1/machines/${MACHINE}/start`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+      expect(back.status).toBe(200);
     }
-    const back = await fetch(`${api}/v1/machines/${MACHINE}/start`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
-    expect(back.status).toBe(200);
     await page.locator(`[data-machine-id="${MACHINE}"][data-state="started"]`).waitFor({ timeout: 2000 });
     expect(problems).toEqual([]);
     await page.close();

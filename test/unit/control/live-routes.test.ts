@@ -81,6 +81,11 @@ describe('/v1/status/series', () => {
     expect(hello.regions[0].series.share.filter((v: number | null) => v !== null).at(-1)).toBe(1);
     expect(doc.regions.map((r: any) => r.region)).toEqual(['ewr', 'lhr']);
     expect(doc.regions[0]).toMatchObject({ machines: 1, started: 1 });
+    // A first load of a big fleet: machines listed, their series left for later.
+    const light = await (await fetch(`${node.url}/v1/status/series?machines=0`, { headers: auth })).json();
+    const lightHello = light.apps.find((a: any) => a.name === 'hello');
+    expect(lightHello.machines.map((x: any) => [x.id, x.series])).toContainEqual(['e286d4c2a17d89', null]);
+    expect(total(lightHello.series.rate)).toBeGreaterThan(20);
     // Only what is newer than `since`.
     const last = doc.times.at(-1);
     const inc = await (await fetch(`${node.url}/v1/status/series?since=${last}`, { headers: auth })).json();
@@ -95,6 +100,8 @@ describe('/v1/status/series', () => {
     const bad = await fetch(`${node.url}/v1/status/series?since=yesterday`, { headers: auth });
     expect(bad.status).toBe(400);
     expect((await bad.json()).error.message).toBe('since: must be a non-negative integer, got "yesterday"');
+    const badMachines = await fetch(`${node.url}/v1/status/series?machines=yes`, { headers: auth });
+    expect(badMachines.status).toBe(400);
   });
 });
 
