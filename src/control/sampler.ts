@@ -51,6 +51,8 @@ export async function readMetric(name: MetricName): Promise<Sample[]> {
   return (await m.get()).values as Sample[];
 }
 
+const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
 /** Caller denials by the org that owns the address and the caller's org ("" outside every org). */
 export interface DenialCount {
   org: string;
@@ -349,6 +351,8 @@ export class LiveSampler extends EventEmitter<SamplerEvents> {
       app(x.app).active += s.value;
       if (x.machine !== '') machine(x.machine).active += s.value;
     }
+    // A big fleet's sample takes tens of ms: let the proxy's sockets in between its phases.
+    await yieldToLoop();
     const { les, byApp: buckets } = bucketsByApp(hist);
     const deniedTotal = r.deltaOf('denied', denied.reduce((n, s) => n + s.value, 0));
     const denials: DenialCount[] = [];
@@ -390,6 +394,7 @@ export class LiveSampler extends EventEmitter<SamplerEvents> {
         }
         for (const [region, v] of perRegion) this.regions.set(this.regionKey(name, region), v);
       }
+      await yieldToLoop();
       // Machines the proxy still reports that the catalog no longer has: their last traffic.
       for (const [key, m] of machines) {
         if (written.has(key)) continue;

@@ -66,6 +66,8 @@ export interface SeriesDoc {
   limits: Record<'apps' | 'machines' | 'regions', { kept: number; max: number; refused: number }>;
   /** How long the last sample of the registry took, in ms. */
   sample_ms: number;
+  /** Memory held by every series of this node, in bytes. */
+  series_bytes: number;
 }
 
 export interface SeriesSource {
@@ -208,5 +210,6 @@ export function buildSeries(src: SeriesSource, q: SeriesQuery = {}, now = Date.n
     regions,
     limits: { apps: limit(sampler.apps), machines: limit(sampler.machines), regions: limit(sampler.regions) },
     sample_ms: Math.round(sampler.lastCostMs * 100) / 100,
+    series_bytes: sampler.store.bytes,
   };
 }

@@ -33,6 +33,13 @@ export class SeriesFamily<C extends string> {
     return this.rows.size;
   }
 
+  /** Bytes held by this family's points. */
+  get bytes(): number {
+    let n = 0;
+    for (const row of this.rows.values()) n += row.data.byteLength;
+    return n;
+  }
+
   keys(): IterableIterator<string> {
     return this.rows.keys();
   }
@@ -137,6 +144,11 @@ export class SeriesStore {
     const f = new SeriesFamily<C>(this, columns, maxSeries);
     this.families.push(f as unknown as SeriesFamily<string>);
     return f;
+  }
+
+  /** Bytes held by every family's points (the ring of times included). */
+  get bytes(): number {
+    return this.ring.byteLength + this.families.reduce((n, f) => n + f.bytes, 0);
   }
 
   /** Starts the point of time `t` (epoch ms, increasing); every series is empty in it until set. */

@@ -197,7 +197,7 @@ export const CHECKS: readonly DoctorCheck[] = [
     async run() {
       const r = await exec('ip', ['-6', 'route', 'get', PROBE_FLYCAST]);
       if (r.code === 127) return fail('the ip command (iproute2) is not installed', 'apt-get install iproute2');
-      if (r.code === 0 && /^local\s/.test(r.out)) return ok(`${PROBE_FLYCAST} is delivered locally (${r.out.split('\n')[0]!.replace(/\s+/g, ' ').slice(0, 60)})`);
+      if (r.code === 0 && /^local\s/.test(r.out)) return ok(`${PROBE_FLYCAST} is delivered locally (${r.out.split('\n')[0]!.replace(/\s+/g, ' ').replace(/ (src|metric|pref|proto) .*$/, '')})`);
       return fail(`${PROBE_FLYCAST} is not routed to this host (${r.out.split('\n')[0] || `ip exited ${r.code}`})`, 'ip -6 route add local fdaa::/16 dev lo (and add it to the network config so it survives a reboot)');
     },
   },
