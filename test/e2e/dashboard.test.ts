@@ -11,7 +11,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type BrowserContext } from 'playwright-core';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { startControlRole, type ControlRole } from '../../src/control/index.js';
@@ -29,6 +29,16 @@ const MACHINE = 'e286d4c2a17d89';
 const SHOTS = process.env.SIXPN_SCREENSHOTS ?? join(ROOT, 'test/out');
 /** The hello machine in the next region (iad) after ewr. */
 const NEXT = '1781973f22d958';
+
+/** Console errors and uncaught exceptions of a page (a CSP violation is one). */
+function watchProblems(page: Page): string[] {
+  const problems: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(m.text());
+  });
+  page.on('pageerror', (e) => problems.push(e.message));
+  return problems;
+}
 
 describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
   let dir: string;
@@ -77,11 +87,7 @@ describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
 
   it('charts a machine stopped under load: its rate falls to zero and its region\'s share moves within 2 s', async () => {
     const page = await ctx.newPage();
-    const problems: string[] = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(m.text());
-    });
-    page.on('pageerror', (e) => problems.push(e.message));
+    const problems = watchProblems(page);
     // Steady load: four callers back to back through the Flycast address.
     let running = true;
     let served = 0;
@@ -137,11 +143,7 @@ describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
 
   it('shows a machine, then shows it stopped within 2 s of the API stopping it', async () => {
     const page = await ctx.newPage();
-    const problems: string[] = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(m.text());
-    });
-    page.on('pageerror', (e) => problems.push(e.message));
+    const problems = watchProblems(page);
     await page.goto(`${api}/dashboard?token=${TOKEN}`);
     expect(new URL(page.url()).search).toBe(''); // the token left the address bar
     const row = page.locator(`[data-machine-id="${MACHINE}"]`);

@@ -4,9 +4,9 @@
  * chart library the page loads.
  */
 import { createHash } from 'node:crypto';
-import { request } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { httpRequests } from '../../../src/proxy/metrics.js';
+import { readSse } from '../../harness/sse.js';
 import { startTestNode, TOKEN, type TestNode } from '../../harness/test-node.js';
 
 let node: TestNode | null = null;
@@ -18,41 +18,23 @@ afterEach(async () => {
 const auth = { authorization: `Bearer ${TOKEN}` };
 
 /** Follows /v1/events until `n` feed frames arrived; returns them with their SSE ids. */
-function follow(url: string, headers: Record<string, string>, n: number, onOpen: () => void = () => undefined, timeoutMs = 3000): Promise<{ id: number; data: any }[]> {
-  return new Promise((resolve, reject) => {
-    const got: { id: number; data: any }[] = [];
-    const req = request(url, { headers }, (res) => {
-      if (res.statusCode !== 200) return reject(new Error(`status ${res.statusCode}`));
-      expect(res.headers['content-type']).toContain('text/event-stream');
-      onOpen();
-      let buf = '';
-      res.on('data', (b: Buffer) => {
-        buf += b.toString();
-        let i: number;
-        while ((i = buf.indexOf('\n\n')) >= 0) {
-          const frame = buf.slice(0, i);
-          buf = buf.slice(i + 2);
-          const id = /^id: (\d+)$/m.exec(frame);
-          const data = /^data: (.*)$/m.exec(frame);
-          if (!frame.includes('event: feed') || !id || !data) continue;
-          got.push({ id: Number(id[1]), data: JSON.parse(data[1]!) });
-          if (got.length === n) {
-            clearTimeout(t);
-            req.destroy();
-            resolve(got);
-          }
-        }
-      });
-    });
-    const t = setTimeout(() => {
-      req.destroy();
-      reject(new Error(`got ${got.length} of ${n} events in ${timeoutMs} ms`));
-    }, timeoutMs);
-    req.on('error', (err) => {
-      if (!req.destroyed) reject(err);
-    });
-    req.end();
-  });
+async function follow(url: string, headers: Record<string, string>, n: number, onOpen: () => void = () => undefined): Promise<{ id: number; data: any }[]> {
+  const got: { id: number; data: any }[] = [];
+  await readSse(
+    url,
+    headers,
+    (f) => {
+      if (f.event === 'feed' && f.id !== undefined) got.push({ id: Number(f.id), data: JSON.parse(f.data) });
+      return got.length === n;
+    },
+    {
+      onOpen: (res) => {
+        expect(res.headers['content-type']).toContain('text/event-stream');
+        onOpen();
+      },
+    },
+  );
+  return got;
 }
 
 describe('/v1/status/series', () => {
