@@ -141,6 +141,28 @@ describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
     await page.close();
   });
 
+  it('shows a passive ejection by the proxy in the event feed', async () => {
+    const page = await ctx.newPage();
+    await page.goto(`${api}/dashboard`);
+    await page.locator(`[data-machine-id="${MACHINE}"]`).waitFor({ timeout: 5000 });
+    const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
+    const before = (await (await fetch(`${api}/v1/machines/${MACHINE}`, { headers })).json()) as { upstream: string };
+    const dead = await freePort(); // nothing listens there
+    try {
+      const r = await fetch(`${api}/v1/machines/${MACHINE}`, { method: 'PATCH', headers, body: JSON.stringify({ upstream: `127.0.0.1:${dead}` }) });
+      expect(r.status).toBe(200);
+      // Callers still get answers (the proxy tries the next machine); the failed connects eject it.
+      for (let i = 0; i < 10; i++) expect((await fetch(helloUrl)).status).toBe(200);
+      await page.locator(`#feed li[data-kind="ejection"][data-machine="${MACHINE}"]`).waitFor({ timeout: 3000 });
+      const feed = await (await fetch(`${api}/v1/events?kind=ejection&machine=${MACHINE}`, { headers })).json();
+      expect(feed.events[0]).toMatchObject({ kind: 'ejection', level: 'warn', app: 'hello', org: 'demo', region: 'ewr', data: { ejected: true } });
+      expect(feed.events[0].message).toMatch(/^machine e286d4c2a17d89 of hello ejected from this node's rotation for [\d.]+s after failed connects$/);
+    } finally {
+      await fetch(`${api}/v1/machines/${MACHINE}`, { method: 'PATCH', headers, body: JSON.stringify({ upstream: before.upstream }) });
+    }
+    await page.close();
+  });
+
   it('shows a machine, then shows it stopped within 2 s of the API stopping it', async () => {
     const page = await ctx.newPage();
     const problems = watchProblems(page);
