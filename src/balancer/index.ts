@@ -361,6 +361,14 @@ export class Balancer {
     this.ejector.success(s.machine.id);
   }
 
+  /** Machines passive ejection keeps out right now, with when each comes back (for the dashboard's event feed). */
+  ejectedMachines(): { app: string; machine: string; until: number }[] {
+    const now = this.now();
+    const out: { app: string; machine: string; until: number }[] = [];
+    for (const [app, a] of this.apps) for (const s of a.ejected) if (s.ejectedUntil > now) out.push({ app, machine: s.machine.id, until: s.ejectedUntil });
+    return out;
+  }
+
   /** Machines of an app with their counters (for metrics and the dashboard). */
   *slotsOf(app: string): Iterable<Slot> {
     const a = this.apps.get(app);

@@ -28,6 +28,9 @@ export const OPTIONS = {
   expiry: { type: 'string' },
   name: { type: 'string' },
   'all-sessions': { type: 'boolean' },
+  watch: { type: 'boolean', short: 'w' },
+  follow: { type: 'boolean', short: 'f' },
+  kind: { type: 'string' },
 } as const;
 
 export type OptionName = keyof typeof OPTIONS;

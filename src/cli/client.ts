@@ -2,6 +2,7 @@
  * The CLI's client for the control API (undici). It finds the endpoint and token (flags, then
  * SIXPN_API_URL / SIXPN_TOKEN, then `--config FILE`'s [control] section), and turns API error
  * bodies back into errors that carry the server's code, so exit codes follow exitCodeFor().
+ * It also follows server-sent event streams (`--follow`, `--watch`).
  */
 import { Agent, request } from 'undici';
 import { SixpnError, StoreUnavailableError, UnauthorizedError, ValidationError } from '../errors.js';
@@ -98,9 +99,86 @@ export class ApiClient {
     return parsed as T;
   }
 
+  /**
+   * Follows a server-sent event stream (`/v1/events?follow=1`, `/v1/status/events`) and calls
+   * `onEvent` per frame until the server ends it, the connection drops (both resolve) or
+   * `signal` aborts. Throws like call() when the API cannot be reached or refuses.
+   */
+  async stream(path: string, onEvent: (e: StreamEvent) => void, opts: { lastEventId?: string | undefined; signal?: AbortSignal } = {}): Promise<void> {
+    const headers: Record<string, string> = { authorization: `Bearer ${this.endpoint.token}`, accept: 'text/event-stream' };
+    if (opts.lastEventId !== undefined) headers['last-event-id'] = opts.lastEventId;
+    let res;
+    try {
+      // The server writes at least every 15 s (a keep-alive comment): a minute of silence is a dead link.
+      res = await request(this.endpoint.url + path, { method: 'GET', headers, dispatcher: this.agent, bodyTimeout: 60_000, ...(opts.signal ? { signal: opts.signal } : {}) });
+    } catch (err) {
+      if (opts.signal?.aborted) return;
+      const e = err as NodeJS.ErrnoException;
+      throw new StoreUnavailableError(`cannot reach the sixpn control API at ${this.endpoint.url}: ${e.code ?? e.message}`, { cause: err });
+    }
+    if (res.statusCode >= 400) {
+      const text = await res.body.text();
+      let e: { code?: unknown; message?: unknown } | undefined;
+      try {
+        e = (JSON.parse(text) as { error?: typeof e }).error;
+      } catch {
+        e = undefined;
+      }
+      throw new ApiError(typeof e?.code === 'string' ? e.code : 'SIXPN_INTERNAL', res.statusCode, typeof e?.message === 'string' ? e.message : `HTTP ${res.statusCode} from GET ${path}`);
+    }
+    const chunks = res.body[Symbol.asyncIterator]();
+    let buf = '';
+    try {
+      for (;;) {
+        let next: IteratorResult<unknown>;
+        try {
+          next = await chunks.next();
+        } catch {
+          // A dropped connection ends the stream; the caller decides whether to reconnect.
+          return;
+        }
+        if (next.done) return;
+        buf += (next.value as Buffer).toString('utf8');
+        let i: number;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const frame = parseFrame(buf.slice(0, i));
+          buf = buf.slice(i + 2);
+          // What onEvent throws ends the stream and reaches the caller.
+          if (frame) onEvent(frame);
+        }
+      }
+    } finally {
+      res.body.destroy();
+    }
+  }
+
   close(): Promise<void> {
     return this.agent.close();
   }
+}
+
+export interface StreamEvent {
+  event: string;
+  id?: string;
+  data: string;
+}
+
+/** One server-sent event frame; null for comments and frames without data. */
+export function parseFrame(text: string): StreamEvent | null {
+  let event = 'message';
+  let id: string | undefined;
+  const data: string[] = [];
+  for (const line of text.split('\n')) {
+    if (line === '' || line.startsWith(':')) continue;
+    const colon = line.indexOf(':');
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+    if (field === 'event') event = value;
+    else if (field === 'id') id = value;
+    else if (field === 'data') data.push(value);
+  }
+  if (data.length === 0) return null;
+  return id === undefined ? { event, data: data.join('\n') } : { event, id, data: data.join('\n') };
 }
 
 /** Percent-encodes one path segment. */

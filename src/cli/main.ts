@@ -8,11 +8,13 @@ import { exitCodeFor, ValidationError } from '../errors.js';
 import { checkOptions, parseArgv, type CliIo, type Command } from './args.js';
 import { ApiClient, resolveEndpoint } from './client.js';
 import { catalogCommands } from './commands/catalog.js';
+import { doctorCommands } from './commands/doctor.js';
 import { nodeCommands } from './commands/node.js';
+import { statusCommands } from './commands/status.js';
 import { tokenCommands } from './commands/tokens.js';
 import { wireguardCommands } from './commands/wireguard.js';
 
-const COMMANDS: Command[] = [...nodeCommands, ...catalogCommands, ...wireguardCommands, ...tokenCommands];
+const COMMANDS: Command[] = [...nodeCommands, ...catalogCommands, ...wireguardCommands, ...tokenCommands, ...statusCommands, ...doctorCommands];
 
 function helpText(cmds: Command[]): string {
   const width = Math.max(...cmds.map((c) => c.usage.length > 60 ? 0 : c.usage.length));

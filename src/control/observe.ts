@@ -1,12 +1,13 @@
 /**
  * Routes the admin listener serves besides the /v1 API: /healthz, /metrics, the dashboard
- * (`/`, `/dashboard`), /v1/status and its server-sent event stream /v1/status/events.
+ * (`/`, `/dashboard`, its chart library), /v1/status and its server-sent event stream
+ * /v1/status/events, the 1-second series /v1/status/series and the event feed /v1/events.
  *
  * The control server calls the handler first for every request; it answers and returns true,
  * or returns false to pass the request on. Access (see ./auth.ts and src/observe/README.md, which documents the admin listener):
  * /healthz is open and says only "ok"; /metrics is open when the admin listener binds a
  * loopback address and needs the bearer token otherwise (labels name apps and machines);
- * /v1/status and its events need the bearer token or the dashboard cookie.
+ * /v1/status, its events, series and the feed need the bearer token or the dashboard cookie.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NodeContext } from '../role.js';
@@ -14,128 +15,20 @@ import { CLEAR_COOKIE, closeSession, hasToken, isLoopbackHost, mayReadStatus, op
 import { errorReply } from './http.js';
 import { secretEquals } from './tokens.js';
 import { watchCatalog } from '../catalog/watch.js';
+import { exportCatalogGauges } from '../catalog/gauges.js';
 import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard.js';
-import { enableDefaultMetrics, gauge, registry } from '../observe/metrics.js';
-import { buildStatus, RateSampler, readActive, type NodeStatus, type StatusSource } from './status.js';
+import { enableDefaultMetrics, registry } from '../observe/metrics.js';
+import { SixpnError, ValidationError } from '../errors.js';
+import { UPLOT_JS, UPLOT_PATH } from './assets.js';
+import { parseFeedFilter } from './events.js';
+import { StatusHub } from './hub.js';
 
 export type ObserveHandler = ((req: IncomingMessage, res: ServerResponse) => boolean) & {
-  /** Ends the event streams and stops the rate sampler (call before closing the server). */
+  /** Ends the event streams and stops the sampler (call before closing the server). */
   close(): void;
 };
 
-/** How often rates are sampled and pushed to open dashboards. */
-export const TICK_MS = 2_000;
-/** View changes are batched this long before a push, so a deploy of 50 machines is one push. */
-export const DEBOUNCE_MS = 100;
-/** Unsent bytes after which an event stream's reader is taken to be gone. */
-const MAX_BUFFERED = 4 * 1024 * 1024;
-
-const dashboardClients = gauge({ name: 'sixpn_dashboard_streams', help: 'Open /v1/status/events streams.' });
-
-interface ServerLike {
-  listening: boolean;
-}
-
-/** Status document, live rates and the open event streams of one node. */
-class StatusHub {
-  private readonly sampler = new RateSampler();
-  /** Open event streams, each with the server it came in on. */
-  private readonly clients = new Map<ServerResponse, ServerLike | undefined>();
-  private tick: NodeJS.Timeout | null = null;
-  private watch: NodeJS.Timeout | null = null;
-  private debounce: NodeJS.Timeout | null = null;
-  private closed = false;
-
-  constructor(private readonly src: StatusSource) {
-    src.view.on('change', () => this.schedule());
-    src.view.on('reset', () => this.schedule());
-  }
-
-  /** Starts sampling on first use: rates need two samples, so the first read primes it. */
-  private ensureTicking(): void {
-    if (this.tick || this.closed) return;
-    void this.sampler.sample();
-    this.tick = setInterval(() => {
-      void this.sampler.sample().then(() => this.push());
-    }, TICK_MS);
-    this.tick.unref();
-  }
-
-  /** Rates come from the last tick; active connections are read fresh. */
-  async status(): Promise<NodeStatus> {
-    this.ensureTicking();
-    return buildStatus(this.src, { ...this.sampler.current(), ...(await readActive()) });
-  }
-
-  private schedule(): void {
-    if (this.debounce || this.clients.size === 0) return;
-    this.debounce = setTimeout(() => {
-      this.debounce = null;
-      this.push();
-    }, DEBOUNCE_MS);
-    this.debounce.unref();
-  }
-
-  private push(): void {
-    if (this.clients.size === 0) return;
-    void this.status().then((s) => {
-      const frame = `event: status\ndata: ${JSON.stringify(s)}\n\n`;
-      for (const res of this.clients.keys()) {
-        // A client that stopped reading (a phone asleep) must not grow our memory: cut it;
-        // EventSource reconnects when it wakes up.
-        if (res.writableLength > MAX_BUFFERED) res.destroy();
-        else res.write(frame);
-      }
-    });
-  }
-
-  async stream(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const first = await this.status();
-    if (res.destroyed) return;
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-store',
-      'x-accel-buffering': 'no',
-      'x-content-type-options': 'nosniff',
-    });
-    res.write(`retry: 2000\nevent: status\ndata: ${JSON.stringify(first)}\n\n`);
-    // The control server may close without ending long-lived responses: notice it stopped
-    // listening and end its streams, so shutdown is not held up by an open dashboard.
-    this.clients.set(res, (req.socket as unknown as { server?: ServerLike }).server);
-    dashboardClients.set(this.clients.size);
-    if (!this.watch) {
-      this.watch = setInterval(() => {
-        for (const [r, server] of this.clients) if (server && !server.listening) r.end();
-      }, 250);
-      this.watch.unref();
-    }
-    const drop = (): void => {
-      this.clients.delete(res);
-      dashboardClients.set(this.clients.size);
-      if (this.clients.size === 0 && this.watch) {
-        clearInterval(this.watch);
-        this.watch = null;
-      }
-    };
-    req.on('close', drop);
-    res.on('close', drop);
-  }
-
-  private endStreams(): void {
-    for (const res of [...this.clients.keys()]) res.end();
-    this.clients.clear();
-    dashboardClients.set(0);
-  }
-
-  close(): void {
-    this.closed = true;
-    if (this.tick) clearInterval(this.tick);
-    if (this.watch) clearInterval(this.watch);
-    if (this.debounce) clearTimeout(this.debounce);
-    this.tick = this.watch = this.debounce = null;
-    this.endStreams();
-  }
-}
+export { DEBOUNCE_MS, TICK_MS } from './hub.js';
 
 function sendError(res: ServerResponse, status: number, code: string, message: string, headers: Record<string, string> = {}): void {
   const body = JSON.stringify({ error: { code, message } });
@@ -147,6 +40,14 @@ const unauthorized = (res: ServerResponse): void =>
   sendError(res, 401, 'SIXPN_UNAUTHORIZED', 'missing or wrong token: send "Authorization: Bearer <token>" or open /dashboard?token=<token>', {
     'www-authenticate': 'Bearer realm="sixpn"',
   });
+
+/** A non-negative integer query parameter, or undefined when absent; anything else is bad input. */
+function optionalInt(query: URLSearchParams, key: string): number | undefined {
+  const v = query.get(key);
+  if (v === null || v === '') return undefined;
+  if (!/^\d{1,16}$/.test(v)) throw new ValidationError(`${key}: must be a non-negative integer, got ${JSON.stringify(v)}`);
+  return Number(v);
+}
 
 function readBody(req: IncomingMessage, limit: number): Promise<string | null> {
   return new Promise((resolve) => {
@@ -187,6 +88,7 @@ const PAGE_HEADERS = {
 export function observeRoutes(ctx: NodeContext): ObserveHandler {
   enableDefaultMetrics();
   watchCatalog(ctx.view, ctx.log);
+  exportCatalogGauges(ctx.view);
   const log = ctx.log.child({ module: 'observe' });
   const access: Access = { token: ctx.config.control.token, store: ctx.store, sessionMs: ctx.config.control.dashboard_session };
   const metricsOpen = isLoopbackHost(ctx.config.control.listen.host);
@@ -196,6 +98,7 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
     node: { name: ctx.config.node.name, region: ctx.config.node.region },
     store: ctx.store.kind,
     startedAt: Date.now(),
+    proxy: () => ctx.roles.get('proxy'),
   });
 
   const routes: Record<string, { methods: string[]; handle(req: IncomingMessage, res: ServerResponse, query: URLSearchParams): void | Promise<void> }> = {
@@ -266,7 +169,46 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
       methods: ['GET'],
       async handle(req, res) {
         if (!(await mayReadStatus(req, access))) return unauthorized(res);
-        return hub.stream(req, res);
+        return hub.streamStatus(req, res);
+      },
+    },
+    '/v1/status/series': {
+      methods: ['GET', 'HEAD'],
+      async handle(req, res, query) {
+        if (!(await mayReadStatus(req, access))) return unauthorized(res);
+        const since = optionalInt(query, 'since');
+        const app = query.get('app') || undefined;
+        const machines = query.get('machines');
+        if (machines !== null && machines !== '0' && machines !== '1') throw new ValidationError(`machines: must be 0 or 1, got ${JSON.stringify(machines)}`);
+        const body = JSON.stringify(hub.series({ app, since, machines: machines !== '0' }));
+        res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+        res.end(req.method === 'HEAD' ? undefined : body);
+      },
+    },
+    '/v1/events': {
+      methods: ['GET'],
+      async handle(req, res, query) {
+        if (!(await mayReadStatus(req, access))) return unauthorized(res);
+        const filter = parseFeedFilter(query);
+        const lastId = req.headers['last-event-id'];
+        let since = typeof lastId === 'string' && /^\d+$/.test(lastId) ? Number(lastId) : optionalInt(query, 'since');
+        // Ahead of this feed: the node restarted and its sequence began again, so all of it is new.
+        if (since !== undefined && since > hub.feed.lastSeq) since = 0;
+        const limit = Math.min(optionalInt(query, 'limit') ?? 100, hub.feed.capacity);
+        const follow = ['1', 'true'].includes(query.get('follow') ?? '') || (req.headers.accept ?? '').includes('text/event-stream');
+        const events = hub.feed.since(since ?? 0, filter, since === undefined ? limit : hub.feed.capacity);
+        if (follow) return hub.streamEvents(req, res, filter, events);
+        res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
+        res.end(JSON.stringify({ events, last_seq: hub.feed.lastSeq }));
+      },
+    },
+    [UPLOT_PATH]: {
+      methods: ['GET', 'HEAD'],
+      handle(req, res) {
+        // The chart library holds no data: open, like the page. Versioned URL, so cache it long.
+        if (UPLOT_JS === null) return sendError(res, 404, 'SIXPN_NOT_FOUND', 'the uplot package is not installed (npm install)');
+        res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'public, max-age=31536000, immutable', 'x-content-type-options': 'nosniff' });
+        res.end(req.method === 'HEAD' ? undefined : UPLOT_JS);
       },
     },
   };

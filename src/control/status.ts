@@ -1,13 +1,15 @@
 /**
  * The node status document behind /v1/status and the dashboard: orgs -> apps -> regions ->
  * machines from the catalog view, with live traffic read back from the proxy's own metrics
- * in the process registry (active connections, request and connection rates).
+ * in the process registry (active connections now; request and connection rates from the
+ * sampler's newest 1-second point).
  */
 import { orgPrefixCidr } from '../addressing/index.js';
 import type { CatalogView } from '../catalog/view.js';
 import type { App, Machine } from '../catalog/types.js';
 import type { RegionTable } from '../regions/index.js';
-import { registry } from '../observe/metrics.js';
+import { METRIC } from './metric-names.js';
+import { readMetric, type LiveSampler, type Sample } from './sampler.js';
 
 export interface MachineStatus {
   id: string;
@@ -17,6 +19,13 @@ export interface MachineStatus {
   state: Machine['state'];
   health: { status: Machine['health']['status']; reason: string; changed_at: number };
   upstream: string | null;
+  /** The host that runs it; null until machines carry one. */
+  host: string | null;
+  /**
+   * The app's active checks for this machine, as flyctl counts them. The catalog keeps the
+   * checker's verdict, not each check: `passing` means all pass, `critical` at least one fails.
+   */
+  checks: { total: number; status: 'passing' | 'critical' | 'pending' };
   /** null: the proxy on this node has not reported on this machine. */
   active_connections: number | null;
   /** HTTP requests (http services) or connections (tcp) per second over the last sample. */
@@ -72,30 +81,13 @@ export interface Traffic {
 
 export const emptyTraffic = (): Traffic => ({ activeByApp: new Map(), activeByMachine: new Map(), rateByApp: new Map(), rateByMachine: new Map(), errorRateByApp: new Map() });
 
-interface Sample {
-  labels: Record<string, string | number | undefined>;
-  value: number;
-}
-
-/** Names the proxy registers (src/proxy); absent metrics simply leave the figures null. */
-export const ACTIVE_METRIC = 'sixpn_proxy_active_connections';
-export const RATE_METRICS = ['sixpn_proxy_http_requests_total', 'sixpn_proxy_connections_accepted_total'] as const;
-
-async function samples(name: string): Promise<Sample[]> {
-  const m = registry.getSingleMetric(name);
-  if (!m) return [];
-  const got = await m.get();
-  return got.values as Sample[];
-}
-
-const add = (map: Map<string, number>, key: string, v: number): void => {
-  map.set(key, (map.get(key) ?? 0) + v);
-};
-
 /** Sums samples by app and by `app/machine` (when the metric has a machine label). */
 export function sumByAppAndMachine(values: Sample[]): { byApp: Map<string, number>; byMachine: Map<string, number> } {
   const byApp = new Map<string, number>();
   const byMachine = new Map<string, number>();
+  const add = (map: Map<string, number>, key: string, v: number): void => {
+    map.set(key, (map.get(key) ?? 0) + v);
+  };
   for (const s of values) {
     const app = s.labels.app;
     if (app === undefined || !Number.isFinite(s.value)) continue;
@@ -108,53 +100,28 @@ export function sumByAppAndMachine(values: Sample[]): { byApp: Map<string, numbe
 
 /** Connections held right now, by app and by `app/machine`. */
 export async function readActive(): Promise<Pick<Traffic, 'activeByApp' | 'activeByMachine'>> {
-  const active = sumByAppAndMachine(await samples(ACTIVE_METRIC));
+  const active = sumByAppAndMachine(await readMetric(METRIC.activeConnections));
   return { activeByApp: active.byApp, activeByMachine: active.byMachine };
 }
 
 /**
- * Turns monotonically growing request/connection counters into per-second rates between two
- * samples. A counter that went down (process metrics reset) counts as a fresh start.
+ * Rates over the sampler's points of the last `windowMs` (requests/s for HTTP apps,
+ * connections/s for TCP apps): the status is pushed every 2 s, so each push covers the
+ * traffic since the one before.
  */
-export class RateSampler {
-  private prev: { at: number; byApp: Map<string, number>; byMachine: Map<string, number>; errors: Map<string, number> } | null = null;
-  private traffic = emptyTraffic();
-
-  current(): Traffic {
-    return this.traffic;
+export function latestRates(sampler: LiveSampler, windowMs = 2_000): Pick<Traffic, 'rateByApp' | 'rateByMachine' | 'errorRateByApp'> {
+  const rateByApp = new Map<string, number>();
+  const rateByMachine = new Map<string, number>();
+  const errorRateByApp = new Map<string, number>();
+  const put = (map: Map<string, number>, key: string, v: number): void => {
+    if (!Number.isNaN(v)) map.set(key, v);
+  };
+  for (const app of sampler.apps.keys()) {
+    put(rateByApp, app, sampler.apps.mean(app, 'rate', windowMs));
+    put(errorRateByApp, app, sampler.apps.mean(app, 'errors_5xx', windowMs));
   }
-
-  async sample(now = Date.now()): Promise<Traffic> {
-    const active = await readActive();
-    // An http service counts requests, a tcp service connections: an app with request
-    // samples is measured in requests so its keep-alive connections are not counted twice.
-    const reqSamples = await samples(RATE_METRICS[0]);
-    const req = sumByAppAndMachine(reqSamples);
-    const errors = sumByAppAndMachine(reqSamples.filter((x) => x.labels.status_class === '5xx')).byApp;
-    const con = sumByAppAndMachine(await samples(RATE_METRICS[1]));
-    const byApp = new Map([...con.byApp, ...req.byApp]);
-    const byMachine = new Map([...con.byMachine].filter(([k]) => !req.byApp.has(k.slice(0, k.indexOf('/')))));
-    for (const [k, v] of req.byMachine) byMachine.set(k, v);
-    const rateByApp = new Map<string, number>();
-    const rateByMachine = new Map<string, number>();
-    const errorRateByApp = new Map<string, number>();
-    const prev = this.prev;
-    if (prev && now > prev.at) {
-      const dt = (now - prev.at) / 1000;
-      const rates = (cur: Map<string, number>, old: Map<string, number>, out: Map<string, number>): void => {
-        for (const [k, v] of cur) {
-          const o = old.get(k) ?? 0;
-          out.set(k, v >= o ? (v - o) / dt : v / dt);
-        }
-      };
-      rates(byApp, prev.byApp, rateByApp);
-      rates(byMachine, prev.byMachine, rateByMachine);
-      rates(errors, prev.errors, errorRateByApp);
-    }
-    this.prev = { at: now, byApp, byMachine, errors };
-    this.traffic = { ...active, rateByApp, rateByMachine, errorRateByApp };
-    return this.traffic;
-  }
+  for (const key of sampler.machines.keys()) put(rateByMachine, key, sampler.machines.mean(key, 'rate', windowMs));
+  return { rateByApp, rateByMachine, errorRateByApp };
 }
 
 function serviceLine(s: App['services'][number]): string {
@@ -191,6 +158,7 @@ export function buildStatus(src: StatusSource, traffic: Traffic, now = Date.now(
     const apps: AppStatus[] = [];
     for (const app of view.appsOfOrg(orgName).sort((a, b) => (a.name < b.name ? -1 : 1))) {
       const byRegion = new Map<string, MachineStatus[]>();
+      const checkTotal = app.services.reduce((n, s) => n + s.tcp_checks.length + s.http_checks.length, 0);
       const counts = { machines: 0, started: 0, healthy: 0, unhealthy: 0 };
       for (const m of view.machinesOf(app.name)) {
         const key = `${app.name}/${m.id}`;
@@ -202,6 +170,8 @@ export function buildStatus(src: StatusSource, traffic: Traffic, now = Date.now(
           state: m.state,
           health: { status: m.health.status, reason: m.health.reason, changed_at: m.health.changed_at },
           upstream: m.upstream ?? null,
+          host: (m as Machine & { host?: string }).host ?? null,
+          checks: { total: checkTotal, status: m.health.status === 'healthy' ? 'passing' : m.health.status === 'unhealthy' ? 'critical' : 'pending' },
           active_connections: traffic.activeByMachine.get(key) ?? (traffic.activeByApp.has(app.name) ? 0 : null),
           // Only when the proxy counts per machine; an app-level counter says nothing per machine.
           request_rate: round(traffic.rateByMachine.get(key)) ?? (hasMachineRates.has(app.name) ? 0 : null),

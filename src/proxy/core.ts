@@ -10,7 +10,7 @@ import type { App, FlycastIp, Machine, Service, ServicePort } from '../catalog/t
 import type { CatalogView } from '../catalog/view.js';
 import type { ProxyConfig } from './config.js';
 import { CallerAcl } from './acl.js';
-import { appMetrics, selected } from './metrics.js';
+import { appMetrics, deniedByOrg, selected } from './metrics.js';
 
 /** What a caller reached: a Flycast address and port, and the app and service behind it. */
 export interface Target {
@@ -163,6 +163,12 @@ export class ProxyCore {
   release(s: Slot): void {
     appMetrics(s.machine.app).activeOn(s.machine.id).dec();
     this.balancer.release(s);
+  }
+
+  /** Counts a refused caller by org pair (the denial path only: allowed callers never get here). */
+  countDenied(info: ConnInfo): void {
+    const callerOrg = this.view.orgByNetworkId(this.acl.callerNetwork(info.caller, this.view))?.name ?? '';
+    deniedByOrg.inc({ org: info.target.ip.org, caller_org: callerOrg });
   }
 
   /** A connect to the machine failed: count it, tell passive ejection, give the slot back. */

@@ -201,6 +201,7 @@ export class HttpProxy {
 
   private deny(res: ServerResponse, info: ConnInfo, id: string): void {
     deniedTotal.inc({ proto: 'http' });
+    this.core.countDenied(info);
     this.core.log.warn({ caller: info.caller, flycast: info.flycast, port: info.port, app: info.target.app.name, request_id: id, reason: info.denied }, 'caller denied');
     res.shouldKeepAlive = false;
     this.reply(res, info.target.app.name, 403, `forbidden: ${info.denied}`, id);
@@ -305,6 +306,7 @@ export class HttpProxy {
     const app = info.target.app.name;
     if (info.denied) {
       deniedTotal.inc({ proto: 'http' });
+      this.core.countDenied(info);
       this.core.log.warn({ caller: info.caller, flycast: info.flycast, app, request_id: id, reason: info.denied }, 'caller denied');
       return refuse('403 Forbidden', `forbidden: ${info.denied}`);
     }

@@ -15,12 +15,18 @@ import { appMetrics } from './metrics.js';
 
 export { findTarget, dialTarget } from './core.js';
 
-export async function startProxyRole(ctx: NodeContext): Promise<RunningRole> {
+/** The proxy's role handle: the control role reads passive ejections from it for the event feed. */
+export interface ProxyRole extends RunningRole {
+  /** Machines this node's passive ejection keeps out right now. */
+  ejections(): { app: string; machine: string; until: number }[];
+}
+
+export async function startProxyRole(ctx: NodeContext): Promise<ProxyRole> {
   const cfg = ctx.config.proxy;
   const log = ctx.log.child({ module: 'proxy' });
   if (!cfg.enabled) {
     log.info('proxy disabled by config');
-    return { name: 'proxy', describe: () => ['proxy: disabled'], close: async () => undefined };
+    return { name: 'proxy', describe: () => ['proxy: disabled'], ejections: () => [], close: async () => undefined };
   }
   const hc = ctx.config.health;
   const balancer = new Balancer({
@@ -71,6 +77,7 @@ export async function startProxyRole(ctx: NodeContext): Promise<RunningRole> {
   return {
     name: 'proxy',
     describe: () => listeners.describe(),
+    ejections: () => balancer.ejectedMachines(),
     async drain(deadline: number) {
       stopAccepting();
       log.info({ in_flight: core.inFlight, deadline: new Date(deadline).toISOString() }, 'proxy draining');

@@ -10,6 +10,13 @@ export const deniedTotal = counter({
   labelNames: ['proto'] as const,
 });
 
+/** Who knocks on whose door: the dashboard's denial events and the per-org denial alert read it. */
+export const deniedByOrg = counter({
+  name: 'sixpn_proxy_denied_by_org_total',
+  help: 'Callers refused by the org ACL, by the org that holds the Flycast address and the caller\'s org ("" outside every org)',
+  labelNames: ['org', 'caller_org'] as const,
+});
+
 export const connectionsAccepted = counter({
   name: 'sixpn_proxy_connections_accepted_total',
   help: 'Caller connections accepted on a Flycast address (after the ACL)',

@@ -66,6 +66,7 @@ export async function proxyTcp(core: ProxyCore, socket: net.Socket, info: ConnIn
   const { target } = info;
   if (info.denied) {
     deniedTotal.inc({ proto: 'tcp' });
+    core.countDenied(info);
     core.log.warn({ caller: info.caller, flycast: info.flycast, port: info.port, app: target.app.name, reason: info.denied }, 'caller denied');
     caller.destroy();
     return;

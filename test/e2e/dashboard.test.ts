@@ -1,14 +1,17 @@
 /**
  * The health dashboard in real headless Chromium (Debian's, driven by playwright-core): a
  * node with the demo machines, the control API and the health checker; the page shows a
- * machine, the machine is stopped through the API, the page shows it stopped within 2 s.
+ * machine, the machine is stopped through the API, the page shows it stopped within 2 s; under
+ * steady load through the Flycast proxy, a stopped machine's request rate falls to zero and
+ * its region's share of the app's traffic moves to the next region within 2 s.
  * Also: catalog strings are shown as text (no script from a hostile reason), the sign-in form
- * works without a link, and screenshots on a laptop and a phone viewport land in /tmp.
+ * works without a link, and screenshots on a laptop and a phone viewport land in test/out/
+ * (or $SIXPN_SCREENSHOTS).
  */
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type BrowserContext } from 'playwright-core';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { startControlRole, type ControlRole } from '../../src/control/index.js';
@@ -23,7 +26,19 @@ const CHROMIUM = '/usr/bin/chromium';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const TOKEN = 'dashboard-e2e-token';
 const MACHINE = 'e286d4c2a17d89';
-const SHOTS = process.env.SIXPN_SCREENSHOTS ?? tmpdir();
+const SHOTS = process.env.SIXPN_SCREENSHOTS ?? join(ROOT, 'test/out');
+/** The hello machine in the next region (iad) after ewr. */
+const NEXT = '1781973f22d958';
+
+/** Console errors and uncaught exceptions of a page (a CSP violation is one). */
+function watchProblems(page: Page): string[] {
+  const problems: string[] = [];
+  page.on('console', (m) => {
+    if (m.type() === 'error') problems.push(m.text());
+  });
+  page.on('pageerror', (e) => problems.push(e.message));
+  return problems;
+}
 
 describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
   let dir: string;
@@ -33,6 +48,7 @@ describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
   let helloUrl: string;
 
   beforeAll(async () => {
+    mkdirSync(SHOTS, { recursive: true });
     dir = mkdtempSync(join(tmpdir(), 'sixpn-dash-'));
     // The demo config, on free ports with an in-memory catalog.
     const [hello, echo, billing] = [await freePort(), await freePort(), await freePort()];
@@ -69,13 +85,87 @@ describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  it('charts a machine stopped under load: its rate falls to zero and its region\'s share moves within 2 s', async () => {
+    const page = await ctx.newPage();
+    const problems = watchProblems(page);
+    // Steady load: four callers back to back through the Flycast address.
+    let running = true;
+    let served = 0;
+    const worker = async (): Promise<void> => {
+      while (running) {
+        const r = await fetch(helloUrl).catch(() => null);
+        if (r) {
+          await r.arrayBuffer();
+          if (r.status === 200) served++;
+        }
+      }
+    };
+    const workers = [worker(), worker(), worker(), worker()];
+    try {
+      await page.goto(`${api}/dashboard?token=${TOKEN}`);
+      const rate = page.locator(`[data-machine-id="${MACHINE}"] .rate .v`);
+      const ewrShare = page.locator('[data-app="hello"] [data-region="ewr"] .share');
+      const iadShare = page.locator('[data-app="hello"] [data-region="iad"] .share');
+      await expect.poll(async () => Number(await rate.textContent()), { timeout: 8000 }).toBeGreaterThan(5);
+      await expect.poll(() => ewrShare.textContent(), { timeout: 3000 }).toBe('100%');
+      // The charts are drawn by the node's own uPlot.
+      expect(await page.locator('[data-app="hello"] [data-chart="rate"] canvas').count()).toBe(1);
+      expect(await page.locator('[data-app="hello"] [data-chart="share"] canvas').count()).toBe(1);
+
+      const t0 = Date.now();
+      const r = await fetch(`${api}/v1/machines/${MACHINE}/stop`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+      expect(r.status).toBe(200);
+      await expect.poll(() => rate.textContent(), { timeout: 3000, intervals: [20] }).toBe('0');
+      const rateZeroAfter = Date.now() - t0;
+      await expect.poll(() => ewrShare.textContent(), { timeout: 3000, intervals: [20] }).toBe('0%');
+      const shareMovedAfter = Date.now() - t0;
+      expect(await iadShare.textContent()).toBe('100%');
+      expect(Number(await page.locator(`[data-machine-id="${NEXT}"] .rate .v`).textContent())).toBeGreaterThan(5);
+      // The node-wide region view moved too (ewr has no other HTTP traffic).
+      expect(await page.locator('[data-region-row="ewr"] .share').textContent()).toBe('0%');
+      console.log(`dashboard: stopped machine's rate shown 0 after ${rateZeroAfter} ms, ewr share 0% after ${shareMovedAfter} ms (${served} requests served)`);
+      expect(rateZeroAfter).toBeLessThan(2000);
+      expect(shareMovedAfter).toBeLessThan(2000);
+      // The event feed says what happened.
+      await page.locator(`#feed li[data-kind="machine"][data-machine="${MACHINE}"]`).waitFor({ timeout: 2000 });
+      await page.waitForTimeout(1500); // a little history after the step, for the screenshot
+      await page.screenshot({ path: join(SHOTS, 'sixpn-dashboard-failover.png'), fullPage: true });
+    } finally {
+      running = false;
+      await Promise.all(workers);
+      const back = await fetch(`${api}/v1/machines/${MACHINE}/start`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
+      expect(back.status).toBe(200);
+    }
+    await page.locator(`[data-machine-id="${MACHINE}"][data-state="started"]`).waitFor({ timeout: 2000 });
+    expect(problems).toEqual([]);
+    await page.close();
+  });
+
+  it('shows a passive ejection by the proxy in the event feed', async () => {
+    const page = await ctx.newPage();
+    await page.goto(`${api}/dashboard`);
+    await page.locator(`[data-machine-id="${MACHINE}"]`).waitFor({ timeout: 5000 });
+    const headers = { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' };
+    const before = (await (await fetch(`${api}/v1/machines/${MACHINE}`, { headers })).json()) as { upstream: string };
+    const dead = await freePort(); // nothing listens there
+    try {
+      const r = await fetch(`${api}/v1/machines/${MACHINE}`, { method: 'PATCH', headers, body: JSON.stringify({ upstream: `127.0.0.1:${dead}` }) });
+      expect(r.status).toBe(200);
+      // Callers still get answers (the proxy tries the next machine); the failed connects eject it.
+      for (let i = 0; i < 10; i++) expect((await fetch(helloUrl)).status).toBe(200);
+      await page.locator(`#feed li[data-kind="ejection"][data-machine="${MACHINE}"]`).waitFor({ timeout: 3000 });
+      const feed = await (await fetch(`${api}/v1/events?kind=ejection&machine=${MACHINE}`, { headers })).json();
+      expect(feed.events[0]).toMatchObject({ kind: 'ejection', level: 'warn', app: 'hello', org: 'demo', region: 'ewr', data: { ejected: true } });
+      expect(feed.events[0].message).toMatch(/^machine e286d4c2a17d89 of hello ejected from this node's rotation for [\d.]+s after failed connects$/);
+    } finally {
+      await fetch(`${api}/v1/machines/${MACHINE}`, { method: 'PATCH', headers, body: JSON.stringify({ upstream: before.upstream }) });
+    }
+    await page.close();
+  });
+
   it('shows a machine, then shows it stopped within 2 s of the API stopping it', async () => {
     const page = await ctx.newPage();
-    const problems: string[] = [];
-    page.on('console', (m) => {
-      if (m.type() === 'error') problems.push(m.text());
-    });
-    page.on('pageerror', (e) => problems.push(e.message));
+    const problems = watchProblems(page);
     await page.goto(`${api}/dashboard?token=${TOKEN}`);
     expect(new URL(page.url()).search).toBe(''); // the token left the address bar
     const row = page.locator(`[data-machine-id="${MACHINE}"]`);

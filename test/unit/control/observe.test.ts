@@ -3,6 +3,7 @@ import { request } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { activeConnections, httpRequests } from '../../../src/proxy/metrics.js';
 import { DASHBOARD_COOKIE } from '../../../src/control/auth.js';
+import { readSse } from '../../harness/sse.js';
 import { startTestNode, TOKEN, type TestNode } from '../../harness/test-node.js';
 
 let node: TestNode | null = null;
@@ -14,39 +15,20 @@ afterEach(async () => {
 const auth = { authorization: `Bearer ${TOKEN}` };
 
 /** Reads server-sent `status` events from /v1/status/events until `until` returns true. */
-function readEvents(url: string, headers: Record<string, string>, until: (status: any, n: number) => boolean, timeoutMs = 3000): Promise<any[]> {
-  return new Promise((resolve, reject) => {
-    const got: any[] = [];
-    const req = request(`${url}/v1/status/events`, { headers }, (res) => {
-      if (res.statusCode !== 200) return reject(new Error(`status ${res.statusCode}`));
-      let buf = '';
-      res.on('data', (b: Buffer) => {
-        buf += b.toString();
-        let i: number;
-        while ((i = buf.indexOf('\n\n')) >= 0) {
-          const frame = buf.slice(0, i);
-          buf = buf.slice(i + 2);
-          const data = frame.split('\n').find((l) => l.startsWith('data: '));
-          if (!frame.includes('event: status') || !data) continue;
-          const s = JSON.parse(data.slice(6));
-          got.push(s);
-          if (until(s, got.length)) {
-            clearTimeout(t);
-            req.destroy();
-            resolve(got);
-          }
-        }
-      });
-    });
-    const t = setTimeout(() => {
-      req.destroy();
-      reject(new Error(`no matching event in ${timeoutMs} ms; got ${got.length}`));
-    }, timeoutMs);
-    req.on('error', (err) => {
-      if (!req.destroyed) reject(err);
-    });
-    req.end();
-  });
+async function readEvents(url: string, headers: Record<string, string>, until: (status: any, n: number) => boolean, timeoutMs = 3000): Promise<any[]> {
+  const got: any[] = [];
+  await readSse(
+    `${url}/v1/status/events`,
+    headers,
+    (f) => {
+      if (f.event !== 'status') return false;
+      const s = JSON.parse(f.data);
+      got.push(s);
+      return until(s, got.length);
+    },
+    { timeoutMs },
+  );
+  return got;
 }
 
 describe('observe routes', () => {

@@ -1,35 +1,8 @@
 import { describe, expect, it } from 'vitest';
-import { connectionsAccepted, httpRequests } from '../../../src/proxy/metrics.js';
-import { buildStatus, emptyTraffic, RateSampler, sumByAppAndMachine } from '../../../src/control/status.js';
+import { buildStatus, emptyTraffic, sumByAppAndMachine } from '../../../src/control/status.js';
 import { startTestNode } from '../../harness/test-node.js';
 
-describe('RateSampler', () => {
-  it('turns the proxy counters into per-second rates: requests for http apps, connections for tcp apps', async () => {
-    const s = new RateSampler();
-    const t0 = 1_000_000;
-    await s.sample(t0);
-    httpRequests.inc({ app: 'web', machine: 'm1', status_class: '2xx' }, 20);
-    httpRequests.inc({ app: 'web', machine: 'm2', status_class: '2xx' }, 10);
-    httpRequests.inc({ app: 'web', machine: 'm2', status_class: '5xx' }, 6);
-    httpRequests.inc({ app: 'web', machine: '', status_class: '5xx' }, 4); // the proxy's own 502s
-    connectionsAccepted.inc({ app: 'web', proto: 'http' }, 4); // keep-alive: not what an http app is measured in
-    connectionsAccepted.inc({ app: 'db', proto: 'tcp' }, 8);
-    const t = await s.sample(t0 + 2000);
-    expect(t.rateByApp.get('web')).toBe(20);
-    expect(t.rateByApp.get('db')).toBe(4);
-    expect(t.errorRateByApp.get('web')).toBe(5);
-    expect(t.rateByMachine.get('web/m1')).toBe(10);
-    expect(t.rateByMachine.get('web/m2')).toBe(8);
-    const t2 = await s.sample(t0 + 4000);
-    expect(t2.rateByApp.get('web')).toBe(0);
-  });
-
-  it('has no rates before the second sample', async () => {
-    const s = new RateSampler();
-    const t = await s.sample(5);
-    expect(t.rateByApp.size).toBe(0);
-  });
-
+describe('status traffic helpers', () => {
   it('sums samples by app and by app/machine, skipping unlabelled ones', () => {
     const r = sumByAppAndMachine([
       { labels: { app: 'a', machine: 'm1' }, value: 2 },
