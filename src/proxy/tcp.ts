@@ -130,6 +130,11 @@ function splice(core: ProxyCore, caller: Sock, up: Sock, slot: Slot, info: ConnI
   }
   caller.once('close', onCallerClose);
   up.once('close', onUpstreamClose);
+  // A FIN that came before the splice (the caller ended while a machine was being picked and
+  // dialed: `nc -z`, a port scanner, a probe) has already emitted its 'end' with nobody
+  // listening; pass it on now, or the machine never learns and the slot stays taken.
+  if (caller.readableEnded) up.end();
+  if (up.readableEnded) caller.end();
   // Every byte either way is read from or written to the caller's socket, so its timer alone
   // measures idleness in both directions.
   if (core.config.idle_timeout > 0) caller.setTimeout(core.config.idle_timeout, destroyBoth);

@@ -130,9 +130,41 @@ export async function rssOf(pid: number): Promise<number> {
   return m ? Number(m[1]) * 1024 : 0;
 }
 
-/** The head of a proxy-only node config (region ewr; no control API, health checker or DNS). */
-export function proxyNodeToml({ catalog = 'path = ""', proxy = '' }: { catalog?: string; proxy?: string } = {}): string {
-  return `[node]\nregion = "ewr"\n[catalog]\n${catalog}\n[control]\nenabled = false\n[health]\nenabled = false\n[dns]\nenabled = false\n[proxy]\n${proxy}\n`;
+/** Open sockets of a process (Linux /proc): what a caller that holds connections costs it. */
+export async function socketCount(pid: number): Promise<number> {
+  const { readdir, readlink } = await import('node:fs/promises');
+  const dir = `/proc/${pid}/fd`;
+  let n = 0;
+  for (const fd of await readdir(dir)) {
+    const target = await readlink(`${dir}/${fd}`).catch(() => '');
+    if (target.startsWith('socket:')) n++;
+  }
+  return n;
+}
+
+/**
+ * The head of a proxy-only node config (region ewr; no health checker or DNS). With `admin`, the
+ * control API listens on that loopback port (start the node with command `up` then) so that
+ * tests can read /metrics.
+ */
+export function proxyNodeToml({ catalog = 'path = ""', proxy = '', admin }: { catalog?: string; proxy?: string; admin?: number } = {}): string {
+  const control = admin === undefined ? 'enabled = false' : `enabled = true\nlisten = "127.0.0.1:${admin}"\ntoken = "${ADMIN_TOKEN}"\n[demo]\nenabled = false\n[wireguard]\nenabled = false`;
+  return `[node]\nregion = "ewr"\n[catalog]\n${catalog}\n[control]\n${control}\n[health]\nenabled = false\n[dns]\nenabled = false\n[proxy]\n${proxy}\n`;
+}
+
+export const ADMIN_TOKEN = 'proxy-test-admin-token-0123456789';
+
+/** Sum of a metric's samples on a node's /metrics whose labels include `labels`. */
+export async function metricSum(admin: number, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await (await request(`http://127.0.0.1:${admin}/metrics`)).body.text();
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const labelPart = line.slice(name.length, line.lastIndexOf(' '));
+    if (want.every((w) => labelPart.includes(w))) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
 }
 
 export interface AppSpec {
