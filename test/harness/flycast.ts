@@ -112,6 +112,59 @@ export function readLines(s: net.Socket, n: number, ms = 5_000): Promise<string[
   });
 }
 
+export interface RawResponse {
+  status: number;
+  /** Lower-cased names; repeated names joined with ", ". */
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** Bytes read past the end of a response, kept for the next `exchange` on that socket. */
+const leftovers = new WeakMap<net.Socket, Buffer>();
+
+/**
+ * Writes `bytes` on a caller connection that stays open (keep-alive) and resolves with the next
+ * response on it, read by its Content-Length (the proxy and the test machines always send one).
+ */
+export function exchange(s: net.Socket, bytes: string, ms = 5_000): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    let data: Buffer = leftovers.get(s) ?? Buffer.alloc(0);
+    leftovers.delete(s);
+    const done = (err: Error | null, r?: RawResponse): void => {
+      clearTimeout(t);
+      s.off('data', onData);
+      s.off('close', onClose);
+      if (err) reject(err);
+      else resolve(r!);
+    };
+    const t = setTimeout(() => done(new Error(`no whole response within ${ms} ms; got ${JSON.stringify(data.toString('latin1'))}`)), ms);
+    const onClose = (): void => done(new Error(`connection closed before a whole response; got ${JSON.stringify(data.toString('latin1'))}`));
+    const onData = (b: Buffer): void => {
+      data = Buffer.concat([data, b]);
+      const end = data.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const lines = data.subarray(0, end).toString('latin1').split('\r\n');
+      const headers: Record<string, string> = {};
+      for (const l of lines.slice(1)) {
+        const i = l.indexOf(':');
+        const name = l.slice(0, i).trim().toLowerCase();
+        const value = l.slice(i + 1).trim();
+        headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
+      }
+      const length = Number(headers['content-length'] ?? 0);
+      if (data.length - end - 4 < length) return;
+      const body = data.subarray(end + 4, end + 4 + length).toString();
+      const rest = data.subarray(end + 4 + length);
+      if (rest.length > 0) leftovers.set(s, rest);
+      done(null, { status: Number(lines[0]!.split(' ')[1]), headers, body });
+    };
+    s.on('data', onData);
+    s.once('close', onClose);
+    if (bytes) s.write(bytes);
+    if (data.length > 0) onData(Buffer.alloc(0));
+  });
+}
+
 /** Sends raw bytes from `from` and returns everything received until the server closes. */
 export async function rawHttp(from: string, host: string, port: number, bytes: string, ms = 3_000): Promise<string> {
   const s = await tcpFrom(from, host, port);
