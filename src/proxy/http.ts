@@ -170,8 +170,8 @@ export class HttpProxy {
   private readonly poolByMachine = new WeakMap<Machine, Pool>();
   private readonly region: string;
   private readonly caps: IdleCaps;
-  private refusedSince = 0;
-  private refusedLoggedAt = 0;
+  /** Per cap: refusals since the last log line about it, and when that was. */
+  private readonly refusals = { source: { n: 0, at: 0 }, org: { n: 0, at: 0 } };
 
   constructor(private readonly core: ProxyCore) {
     const c = core.config;
@@ -220,19 +220,20 @@ export class HttpProxy {
     this.server.emit('connection', socket);
   }
 
-  /** Over an idle cap: closed before a byte is read; logged at most once a second (it may be a flood). */
+  /** Over an idle cap: closed before a byte is read; logged at most once a second per cap (it may be a flood). */
   private refuseIdle(socket: net.Socket, info: ConnInfo, cap: Refusal): void {
     refusedConnections.inc({ cap });
     socket.destroy();
-    this.refusedSince++;
+    const r = this.refusals[cap];
+    r.n++;
     const now = Date.now();
-    if (now - this.refusedLoggedAt < 1_000) return;
+    if (now - r.at < 1_000) return;
     this.core.log.warn(
-      { caller: info.caller, flycast: info.flycast, cap, limit: cap === 'source' ? this.caps.perSource : this.caps.perOrg, refused: this.refusedSince },
+      { caller: info.caller, flycast: info.flycast, cap, limit: cap === 'source' ? this.caps.perSource : this.caps.perOrg, refused: r.n },
       `connection refused: its ${cap === 'source' ? 'source address' : 'org'} already holds max_idle_per_${cap} idle connections`,
     );
-    this.refusedSince = 0;
-    this.refusedLoggedAt = now;
+    r.n = 0;
+    r.at = now;
   }
 
   /**
@@ -410,7 +411,6 @@ export class HttpProxy {
       releaseGuard();
     };
     res.once('close', done);
-    if (upgrade) upgrade.socket.once('close', done);
     try {
       await this.forward(req, res, c, id, started, upgrade);
     } catch (err) {
@@ -456,7 +456,7 @@ export class HttpProxy {
         return;
       }
       const body = withBody ? new LazyBody(req) : null;
-      const a = new Attempt(this.core, c, req, res, slot, id, started, upgrade ? (up, status, h) => this.tunnel(c, upgrade, up, slot, status, h, id) : null);
+      const a = new Attempt(this.core, c, req, res, slot, id, started, upgrade ? (up, status, h) => this.tunnel(c, res, upgrade, up, slot, status, h, id) : null);
       let pool: Pool;
       try {
         pool = this.pool(slot, target.service);
@@ -514,10 +514,16 @@ export class HttpProxy {
     });
   }
 
-  /** The machine answered 101: pass its head on, then bytes flow raw both ways until either side closes. */
-  private tunnel(c: Caller, upgrade: UpgradeCtx, up: net.Socket, slot: Slot, status: number, headers: Record<string, string | string[] | undefined>, id: string): void {
+  /**
+   * The machine answered 101: pass its head on, then bytes flow raw both ways until either side
+   * closes. The unused ServerResponse is let go; its 'close' (the end of this exchange for the
+   * request's bookkeeping) comes with the caller socket's.
+   */
+  private tunnel(c: Caller, res: ServerResponse, upgrade: UpgradeCtx, up: net.Socket, slot: Slot, status: number, headers: Record<string, string | string[] | undefined>, id: string): void {
     const { socket, head } = upgrade;
     c.tunnel = true;
+    res.detachSocket(socket);
+    socket.once('close', () => res.emit('close'));
     socket.removeAllListeners('timeout');
     let text = `HTTP/1.1 ${status} Switching Protocols\r\n`;
     for (const name in headers) {
