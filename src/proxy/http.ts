@@ -134,6 +134,8 @@ interface Caller {
   revoked: boolean;
   /** After a 101: the connection is a raw tunnel to a machine. */
   tunnel: boolean;
+  /** The last request node parsed on it (the one whose body may still be arriving). */
+  current: IncomingMessage | null;
   denyTimer: NodeJS.Timeout | null;
 }
 type CallerSocket = net.Socket & { [CALLER]?: Caller };
@@ -210,7 +212,7 @@ export class HttpProxy {
     const source = socket.remoteAddress ?? info.caller;
     const refusal = this.caps.enter(source, org, true);
     if (refusal) return this.refuseIdle(socket, info, refusal);
-    const c: Caller = { info, caps: this.caps, source, org, idle: true, busy: 0, closeAfter: false, revoked: false, tunnel: false, denyTimer: null };
+    const c: Caller = { info, caps: this.caps, source, org, idle: true, busy: 0, closeAfter: false, revoked: false, tunnel: false, current: null, denyTimer: null };
     const s = socket as CallerSocket;
     s[CALLER] = c;
     s.once('close', onCallerClosed);
@@ -260,10 +262,11 @@ export class HttpProxy {
     this.core.log.info({ caller: c?.info.caller, flycast: c?.info.flycast, code: err.code }, 'malformed or slow HTTP request refused');
     const timeout = err.code === 'ERR_HTTP_REQUEST_TIMEOUT';
     if (c && c.busy > 0) {
-      // A request is being answered: a caller too slow with its body is cut off; unparsable bytes
-      // after it (a pipelined request after HTTP/1.0, garbage) only end the connection after it.
-      if (timeout || !socket.writable) socket.destroy();
-      else c.closeAfter = true;
+      // A request is being answered. Unparsable bytes after a complete request (a pipelined
+      // request after HTTP/1.0, garbage) only end the connection once it is answered; an error
+      // inside its body (bad chunks, the caller's FIN before the last byte, too slow) aborts it.
+      if (!timeout && socket.writable && c.current?.complete === true) c.closeAfter = true;
+      else socket.destroy();
       return;
     }
     if (!socket.writable) return void socket.destroy();
@@ -376,18 +379,25 @@ export class HttpProxy {
       c.caps.leave(c.source, c.org);
     }
     c.busy++;
+    c.current = req;
+    // One close handler per request: the connection's bookkeeping, and drain's once it is counted.
+    let counted = false;
     let settled = false;
-    const settle = (): void => {
+    res.once('close', () => {
       if (settled) return;
       settled = true;
+      if (c.current === req) c.current = null;
+      if (counted) {
+        this.core.inFlight--;
+        releaseGuard();
+      }
       if (--c.busy > 0 || c.tunnel) return;
       if (c.closeAfter) lingerClose(socket);
       else if (!socket.destroyed) {
         c.idle = true;
         c.caps.enter(c.source, c.org, false);
       }
-    };
-    res.once('close', settle);
+    });
     if (info.denied) return this.deny(res, info, id);
     if (c.revoked) {
       res.shouldKeepAlive = false;
@@ -403,14 +413,7 @@ export class HttpProxy {
     const started = performance.now();
     this.core.inFlight++;
     holdGuard();
-    let counted = false;
-    const done = (): void => {
-      if (counted) return;
-      counted = true;
-      this.core.inFlight--;
-      releaseGuard();
-    };
-    res.once('close', done);
+    counted = true;
     try {
       await this.forward(req, res, c, id, started, upgrade);
     } catch (err) {

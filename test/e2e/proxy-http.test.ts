@@ -242,6 +242,21 @@ describe.skipIf(!IN_NETNS)('flycast proxy: HTTP (e2e)', () => {
     }
   });
 
+  it('sends a whole POST body that a caller half-closes behind, and aborts one it ends in the middle of', async () => {
+    const whole = await tcpFrom(INSIDER, WEB_IP, 80);
+    const got = readAll(whole);
+    whole.end('POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello');
+    expect((await got).data).toMatch(/^HTTP\/1\.1 200 [\s\S]*\{"bytes":5\}$/);
+    await web.resetStats();
+    const cut = await tcpFrom(INSIDER, WEB_IP, 80);
+    const gone = readAll(cut, 5_000);
+    cut.write('POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789');
+    await waitFor(async () => (await web.stats()).activeRequests === 1, { what: 'request at the machine' });
+    cut.end();
+    expect((await gone).closed).toBe(true);
+    await waitFor(async () => (await web.stats()).activeRequests === 0, { timeoutMs: 2_000, what: 'request aborted at the machine' });
+  });
+
   it.each([
     ['a second Host header', 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', 400],
     ['OPTIONS *', 'OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n', 400],
