@@ -284,6 +284,7 @@ describe.skipIf(!IN_NETNS)('flycast proxy: HTTP (e2e)', () => {
     expect(r.status).toBe(504);
     expect(r.text).toMatch(/^504 machine did not answer in time \(request id [0-9a-f]{16}-ewr\)\n$/);
     expect(r.headers['fly-request-id']).toBe(/request id (\S+)\)/.exec(r.text)![1]);
+    await failureLogged(r.headers['fly-request-id'] as string, 'SIXPN_UPSTREAM_TIMEOUT');
   });
 
   it('answers 502 when no machine can be reached, and logs the request id', async () => {
@@ -292,5 +293,15 @@ describe.skipIf(!IN_NETNS)('flycast proxy: HTTP (e2e)', () => {
     expect(r.text).toMatch(/^502 no machine reachable \(request id \S+\)\n$/);
     const id = r.headers['fly-request-id'] as string;
     await waitFor(() => proxy.proc.output().includes(`"request_id":"${id}"`), { what: 'log line with the request id' });
+    await failureLogged(id, 'SIXPN_UPSTREAM_UNREACHABLE');
   });
+
+  /** The edge logs a failed request once, with its error code (src/errors.ts). */
+  async function failureLogged(id: string, code: string): Promise<void> {
+    const lines = (): string[] => proxy.proc.output().split('\n').filter((l) => l.includes(`"request_id":"${id}"`) && l.includes('"code":'));
+    await waitFor(() => lines().length > 0, { what: `failure line for ${id}` });
+    expect(lines()).toHaveLength(1);
+    expect(lines()[0]).toContain(`"code":"${code}"`);
+    expect(lines()[0]).toContain('"msg":"request failed: ');
+  }
 });

@@ -10,9 +10,9 @@ import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { RedisStore } from '../../src/catalog/redis.js';
 import type { Machine } from '../../src/catalog/types.js';
 import { IN_NETNS } from '../harness/env.js';
-import { appToml, closeCallerAgents, exchange, httpFrom, orgsToml, proxyNodeToml, rawHttp, readAll, readLines, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
+import { appToml, closeCallerAgents, exchange, httpFrom, metricSum, orgsToml, proxyNodeToml, rawHttp, readAll, readLines, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
 import { startHttpMachine, startTcpMachine, stopMachines, type TestMachine } from '../harness/machines.js';
-import { waitFor } from '../harness/net.js';
+import { freePort, waitFor } from '../harness/net.js';
 import { startRedis, type TestRedis } from '../harness/redis.js';
 
 const HOST = parseHostId('a7b:7d')!;
@@ -38,19 +38,21 @@ describe.skipIf(!IN_NETNS)('flycast proxy: catalog changes under open connection
   let proxy: ProxyNode;
   let web: TestMachine;
   let echo: TestMachine;
+  let admin: number;
   const namespace = `proxy-live-${process.pid}`;
 
   beforeAll(async () => {
     redis = await startRedis();
     [web, echo] = await Promise.all([startHttpMachine({ id: WEB_ID, host: addr(WEB_ID), port: 8080 }), startTcpMachine({ id: ECHO_ID, host: addr(ECHO_ID), port: 7000, greet: true })]);
     const catalog = `store = "redis"\nredis_url = "${redis.url}"\nnamespace = "${namespace}"`;
-    proxy = await startProxyNode(`${proxyNodeToml({ catalog, proxy: 'connect_timeout = "500ms"' })}
+    admin = await freePort();
+    proxy = await startProxyNode(`${proxyNodeToml({ catalog, admin, proxy: 'connect_timeout = "500ms"' })}
 ${orgsToml({ owner: OWNER, partner: PARTNER })}
 ${appToml({ name: 'web', org: 'owner', protocol: 'http', internalPort: 8080, ports: [80], machines: [{ id: WEB_ID }] })}
 ${appToml({ name: 'echo', org: 'owner', protocol: 'tcp', internalPort: 7000, ports: [7000], machines: [{ id: ECHO_ID }] })}
 ${appToml({ name: 'badtcp', org: 'owner', protocol: 'tcp', internalPort: 7000, ports: [7001], machines: [] })}
 ${appToml({ name: 'badhttp', org: 'owner', protocol: 'http', internalPort: 8080, ports: [81], machines: [] })}
-`);
+`, {}, 'up');
     store = await RedisStore.open({ url: redis.url, namespace, regions: ['ewr', 'iad'] });
   });
 
@@ -145,6 +147,8 @@ ${appToml({ name: 'badhttp', org: 'owner', protocol: 'http', internalPort: 8080,
     });
 
     it('is a connect failure for TCP, HTTP and Upgrade callers, and the node keeps serving everyone else', async () => {
+      const errors = (proto: string): Promise<number> => metricSum(admin, 'sixpn_proxy_errors_total', { proto, code: 'SIXPN_UPSTREAM_UNREACHABLE' });
+      const [tcpBefore, httpBefore] = [await errors('tcp'), await errors('http')];
       const s = await tcpFrom(INSIDER, badTcpIp, 7001);
       s.write('hello');
       expect(await readAll(s)).toEqual({ data: '', closed: true });
@@ -163,6 +167,9 @@ ${appToml({ name: 'badhttp', org: 'owner', protocol: 'http', internalPort: 8080,
       expect(await readLines(t, 1)).toEqual([ECHO_ID]);
       t.destroy();
       alive();
+      // Each failed caller was counted once at the edge under its error code.
+      expect(await errors('tcp')).toBe(tcpBefore + 1);
+      expect(await errors('http')).toBe(httpBefore + 2);
     });
   });
 });
