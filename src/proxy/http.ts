@@ -499,12 +499,19 @@ export class HttpProxy {
    * with the bytes the caller sent after the request head put back in front.
    */
   private onUpgrade(req: IncomingMessage, socket: net.Socket, head: Buffer): void {
+    const c = (socket as CallerSocket)[CALLER];
+    if (c && c.busy > 0) {
+      // Pipelined behind a request still being answered: an answer now would interleave with
+      // that one, so it is dropped and the connection closes once that answer is out.
+      this.core.log.info({ caller: c.info.caller, flycast: c.info.flycast }, 'upgrade request pipelined behind another request dropped; closing after the answer in flight');
+      c.closeAfter = true;
+      return;
+    }
     const res = new http.ServerResponse(req);
     res.assignSocket(socket);
     if (connectionTokens(req.headers.connection)?.has('close')) res.shouldKeepAlive = false;
     res.once('finish', () => {
       res.detachSocket(socket);
-      const c = (socket as CallerSocket)[CALLER];
       const keep = res.shouldKeepAlive && c !== undefined && !c.closeAfter && !this.core.draining && !socket.destroyed;
       res.emit('close');
       if (!keep) return lingerClose(socket);

@@ -204,6 +204,19 @@ describe.skipIf(!IN_NETNS)('flycast proxy: HTTP (e2e)', () => {
     s.destroy();
   });
 
+  it('answers a request in flight and then closes when an Upgrade is pipelined behind it (never a raw pipe)', async () => {
+    await web.resetStats();
+    const s = await tcpFrom(INSIDER, WEB_IP, 80);
+    const got = readAll(s, 5_000);
+    s.write(`GET /sleep?ms=200 HTTP/1.1\r\nHost: a\r\n\r\nGET /ws HTTP/1.1\r\nHost: a\r\n${UPGRADE}\r\nGET /headers HTTP/1.1\r\nHost: a\r\n\r\n`);
+    const { data, closed } = await got;
+    expect(closed).toBe(true);
+    expect(data).toMatch(/^HTTP\/1\.1 200 /);
+    expect(data.endsWith(`\r\n\r\n${WEB_ID}\n`)).toBe(true);
+    expect(data.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+    expect((await web.stats()).requests).toBe(1);
+  });
+
   it('refuses a request with more header fields than max_headers (400) and never forwards it', async () => {
     await web.resetStats();
     const many = 'a: b\r\n'.repeat(1_100); // 6.6 KB: under max_header_size, far over max_headers
