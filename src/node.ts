@@ -85,11 +85,19 @@ export function exitOnSignals(node: RunningNode): void {
     if (signals > 1 && sig === 'SIGINT' && Date.now() - firstAt > 1000) process.exit(130);
     if (signals > 1) return;
     firstAt = Date.now();
-    node.ctx.log.info({ signal: sig }, 'draining and shutting down');
+    // Shutdown must not depend on logging: a log call that throws (stdout gone) is skipped.
+    const say = (fn: () => void): void => {
+      try {
+        fn();
+      } catch {
+        // nothing to tell anyone
+      }
+    };
+    say(() => node.ctx.log.info({ signal: sig }, 'draining and shutting down'));
     node.stop().then(
       () => process.exit(0),
       (err: unknown) => {
-        node.ctx.log.error({ err }, 'shutdown failed');
+        say(() => node.ctx.log.error({ err }, 'shutdown failed'));
         flushLogs();
         process.exit(1);
       },

@@ -12,5 +12,5 @@ export async function openStore(config: Readonly<CatalogConfig>, regionCodes: It
     const { RedisStore } = await import('./redis.js');
     return RedisStore.open({ url: config.redis_url, namespace: config.namespace, regions: regionCodes, ...(log ? { log } : {}) });
   }
-  return MemoryStore.open({ regions: regionCodes, ...(config.path ? { path: config.path } : {}) });
+  return MemoryStore.open({ regions: regionCodes, ...(config.path ? { path: config.path } : {}), ...(log ? { log } : {}) });
 }

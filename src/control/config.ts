@@ -3,7 +3,7 @@
  * src/control/README.md.
  */
 import { z } from 'zod';
-import { listenSchema } from '../config/common.js';
+import { durationSchema, listenSchema } from '../config/common.js';
 
 export const controlConfigSchema = z
   .object({
@@ -11,6 +11,18 @@ export const controlConfigSchema = z
     listen: listenSchema.default('127.0.0.1:4280'),
     /** Bearer token for /v1; SIXPN_TOKEN overrides. Empty: the API refuses to start. */
     token: z.string().default(''),
+    /**
+     * The token is a published demo token (config/demo.toml): accepted although shorter than
+     * 16 characters, and only while the admin listener is a loopback address.
+     */
+    demo_token: z.boolean().default(false),
+    /** How long a dashboard session (the cookie /dashboard?token= gives) lasts. */
+    dashboard_session: durationSchema.default(12 * 3_600_000),
+    /**
+     * Host names a loopback listener answers besides loopback ones (a reverse proxy in front
+     * that keeps its own Host header); any other Host is refused (DNS-rebinding guard).
+     */
+    allowed_hosts: z.array(z.string().min(1).transform((s) => s.toLowerCase())).default([]),
   })
   .strict();
 
