@@ -54,7 +54,7 @@ describe.skipIf(!IN_NETNS)('flycast proxy: idle and denied callers holding conne
 
   beforeAll(async () => {
     web = await startHttpMachine({ id: WEB_ID, host: machineAddress(OWNER, HOST, WEB_ID), port: 8080 });
-    const toml = `${proxyNodeToml({ proxy: `header_timeout = "4s"\nmax_idle_per_source = ${PER_SOURCE}\nmax_idle_per_org = ${PER_ORG}` })}
+    const toml = `${proxyNodeToml({ proxy: `header_timeout = "6s"\nmax_idle_per_source = ${PER_SOURCE}\nmax_idle_per_org = ${PER_ORG}` })}
 ${orgsToml({ owner: OWNER, evil: EVIL })}
 ${appToml({ name: 'web', org: 'owner', protocol: 'http', internalPort: 8080, ports: [80], machines: [{ id: WEB_ID }] })}`;
     proxy = await startProxyNode(toml);
@@ -84,12 +84,12 @@ ${appToml({ name: 'web', org: 'owner', protocol: 'http', internalPort: 8080, por
     }
     await waitFor(() => open(bad) === 0, { timeoutMs: 2_000, what: 'every malformed request answered and closed' });
     for (const b of bad) expect(b.data()).toMatch(/^HTTP\/1\.1 400 /);
-    await waitFor(() => open(slow) === 0, { timeoutMs: 8_000, what: 'every slow caller answered 408 and closed' });
+    await waitFor(() => open(slow) === 0, { timeoutMs: 10_000, what: 'every slow caller answered 408 and closed' });
     for (const s of slow) expect(s.data()).toMatch(/^HTTP\/1\.1 408 /);
     const last = Math.max(...slow.map((s) => s.closedAt!));
     // The proxy keeps a closed connection for reading at most 1 s (a lingering close), not until the caller goes.
-    await waitFor(async () => (await socketCount(pid)) <= baseline + 2, { timeoutMs: 2_500, what: `proxy sockets back to ${baseline}` });
-    expect(Date.now() - last).toBeLessThan(2_500);
+    await waitFor(async () => (await socketCount(pid)) <= baseline + 2, { timeoutMs: 3_000, what: `proxy sockets back to ${baseline}` });
+    expect(Date.now() - last).toBeLessThan(3_000);
     for (const h of [...slow, ...bad]) h.socket.destroy();
   });
 
@@ -111,16 +111,16 @@ ${appToml({ name: 'web', org: 'owner', protocol: 'http', internalPort: 8080, por
     const many = await Promise.all(Array.from({ length: 300 }, (_, i) => hold(outsider(0x10 + (i % 30)))));
     const opened = Date.now() - t0;
     const all = [...one, ...many];
-    // Refused ones are closed at once, the admitted (denied) ones only after a few seconds: within
-    // a second of opening, no more than the caps are left, and the proxy holds no more sockets.
-    await waitFor(() => open(one) <= PER_SOURCE && open(all) <= PER_ORG, { timeoutMs: 1_000, what: `at most ${PER_SOURCE} from one address and ${PER_ORG} in all left open` });
+    // Refused ones are closed as soon as the proxy accepts them, the admitted (denied) ones 2 s
+    // later: once the proxy has caught up, no more than the caps are left (well before the 6 s
+    // header_timeout, the only thing that closed them before), and it holds no more sockets.
+    await waitFor(() => open(one) <= PER_SOURCE && open(all) <= PER_ORG, { timeoutMs: 3_000, what: `at most ${PER_SOURCE} from one address and ${PER_ORG} in all left open` });
     const sockets = await socketCount(pid);
     console.log(`opened 600 outsider connections in ${opened} ms; then open: ${open(one)} from one address, ${open(all)} in all; proxy sockets ${sockets} (baseline ${baseline})`);
     // Insiders on keep-alive connections plus at most the org's cap of outsiders.
     expect(sockets).toBeLessThanOrEqual(baseline + PER_ORG + 10);
-    // Denied callers never hold a connection for more than a few seconds (here header_timeout is 4 s).
-    await waitFor(() => open(all) === 0, { timeoutMs: 3_500, what: 'every outsider connection closed by the proxy' });
-    for (const h of all) expect(h.closedAt! - t0).toBeLessThan(opened + 3_500);
+    // Denied callers never hold a connection for more than a few seconds (header_timeout is 6 s).
+    await waitFor(() => open(all) === 0, { timeoutMs: 5_000, what: 'every outsider connection closed by the proxy' });
     running = false;
     await insiders;
     expect(failed).toBe(0);
@@ -132,7 +132,8 @@ ${appToml({ name: 'web', org: 'owner', protocol: 'http', internalPort: 8080, por
 
   it('caps one insider address the same way without harming the other callers of its org', async () => {
     const mine = await Promise.all(Array.from({ length: 100 }, () => hold(insider(0x400))));
-    await sleep(300);
+    // The admitted ones stay until header_timeout (6 s); the others are closed once accepted.
+    await waitFor(() => open(mine) <= PER_SOURCE, { timeoutMs: 3_000, what: `at most ${PER_SOURCE} left open` });
     expect(open(mine)).toBe(PER_SOURCE);
     for (let i = 0; i < 10; i++) expect((await httpFrom(insider(0x401), `http://[${WEB_IP}]/`)).status).toBe(200);
     // A held connection that finally asks something is served like any other.
