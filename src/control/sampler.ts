@@ -11,7 +11,7 @@
 import { EventEmitter } from 'node:events';
 import type { CatalogView } from '../catalog/view.js';
 import { registry } from '../observe/metrics.js';
-import { LEGACY_NAMES, METRIC, type MetricName } from './metric-names.js';
+import { METRIC, type MetricName } from './metric-names.js';
 import { SeriesStore, WINDOW_POINTS } from './series.js';
 
 /** The point interval. */
@@ -43,10 +43,9 @@ export interface Sample {
   metricName?: string;
 }
 
-/** The samples of one metric, under its name or the name it had before a rename; [] when absent. */
+/** The samples of one metric; [] when absent. */
 export async function readMetric(name: MetricName): Promise<Sample[]> {
-  const legacy = LEGACY_NAMES[name];
-  const m = registry.getSingleMetric(name) ?? (legacy === undefined ? undefined : registry.getSingleMetric(legacy));
+  const m = registry.getSingleMetric(name);
   if (!m) return [];
   return (await m.get()).values as Sample[];
 }

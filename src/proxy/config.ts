@@ -40,6 +40,15 @@ export const proxyConfigSchema = z
     header_timeout: durationSchema.default(10_000),
     /** HTTP: largest request head accepted from a caller (bytes); larger heads get 400. */
     max_header_size: z.number().int().min(1024).max(1024 * 1024).default(16 * 1024),
+    /** HTTP: most header fields in a request head; more get 400 (the proxy adds its own six). */
+    max_headers: z.number().int().min(16).max(1000).default(100),
+    /**
+     * HTTP: caller connections with no request in flight that one source address, and one org
+     * (all its addresses; callers outside every org share one count), may hold open; a new
+     * connection over either is closed at once (src/proxy/admission.ts).
+     */
+    max_idle_per_source: z.number().int().min(1).max(1_000_000).default(256),
+    max_idle_per_org: z.number().int().min(1).max(1_000_000).default(2048),
     request_timeout: durationSchema.default(300_000),
     drain_timeout: durationSchema.default(10_000),
     /** IPv4 (or other non-6PN) callers admitted as members of an org: `{ cidr, org }`. */
@@ -51,6 +60,10 @@ export const proxyConfigSchema = z
      */
     gc_after_bytes: z.number().int().nonnegative().default(8 * 1024 * 1024),
   })
-  .strict();
+  .strict()
+  .refine((c) => c.max_idle_per_source <= c.max_idle_per_org, {
+    message: 'must not exceed max_idle_per_org (one source is part of one org)',
+    path: ['max_idle_per_source'],
+  });
 
 export type ProxyConfig = z.output<typeof proxyConfigSchema>;

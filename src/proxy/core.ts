@@ -1,16 +1,18 @@
 /**
  * What the TCP and HTTP paths of the proxy share: the target lookup (Flycast address + port ->
  * app and service), the ACL, machine acquisition with a bounded wait queue, dialing a machine
- * with connect retries, and the bookkeeping that drain needs (live caller sockets, work in flight).
+ * with connect retries, and the bookkeeping that drain and catalog changes need (live caller
+ * sockets with what they reached, work in flight).
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
 import { Balancer, type Limits, type Slot } from '../balancer/index.js';
 import type { App, FlycastIp, Machine, Service, ServicePort } from '../catalog/types.js';
 import type { CatalogView } from '../catalog/view.js';
+import { SixpnError } from '../errors.js';
 import type { ProxyConfig } from './config.js';
 import { CallerAcl } from './acl.js';
-import { appMetrics, deniedByOrg, selected } from './metrics.js';
+import { appMetrics, callerErrors, deniedByOrg, selected } from './metrics.js';
 
 /** What a caller reached: a Flycast address and port, and the app and service behind it. */
 export interface Target {
@@ -30,6 +32,7 @@ export interface ConnInfo {
   callerPort: number;
   /** Null when allowed, else why not. */
   denied: string | null;
+  /** Refreshed on catalog changes while the connection may stay (see `ProxyCore.lost`). */
   target: Target;
 }
 
@@ -47,6 +50,14 @@ export function findTarget(view: CatalogView, flycast: string, port: number): Ta
   return null;
 }
 
+/** The code of a dial target no socket can use (see `badUpstream`). */
+export const BAD_UPSTREAM = 'SIXPN_BAD_UPSTREAM';
+
+/** Wraps whatever building a dial to `m` threw: a connect failure of that machine. */
+export function badUpstream(m: Machine, err: unknown): Error {
+  return Object.assign(new Error(`machine ${m.id}: cannot dial ${m.upstream ?? m.address}: ${(err as Error).message}`, { cause: err }), { code: BAD_UPSTREAM });
+}
+
 /** Where to dial a machine: its `upstream` override, else its 6PN address and the service's internal port. */
 export function dialTarget(m: Machine, service: Service): { host: string; port: number } {
   if (m.upstream) {
@@ -58,7 +69,24 @@ export function dialTarget(m: Machine, service: Service): { host: string; port: 
   return { host: m.address, port: service.internal_port };
 }
 
-const CONNECT_ERRORS = new Set(['ECONNREFUSED', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'ECONNRESET_BEFORE_CONNECT']);
+/**
+ * Failures before anything reached a machine. Besides the network ones: a name that does not
+ * resolve, and an `upstream` no dial can use (a port out of range, a malformed origin), which a
+ * catalog entry stored before validation got stricter may still carry: a connect failure of
+ * that machine, never an exception on the data path.
+ */
+const CONNECT_ERRORS = new Set([
+  'ECONNREFUSED',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EADDRNOTAVAIL',
+  'ETIMEDOUT',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'ECONNRESET_BEFORE_CONNECT',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  BAD_UPSTREAM,
+]);
 /** True for failures that happen before anything was sent: safe to try another machine. */
 export function isConnectError(err: unknown): boolean {
   const code = (err as { code?: string } | null)?.code;
@@ -68,7 +96,8 @@ export function isConnectError(err: unknown): boolean {
 export type Acquired = Slot | 'none' | 'full';
 
 const TRACKER = Symbol('sixpn.tracker');
-type TrackedSocket = net.Socket & { [TRACKER]?: Set<net.Socket> };
+const INFO = Symbol('sixpn.conn-info');
+type TrackedSocket = net.Socket & { [TRACKER]?: Set<net.Socket>; [INFO]?: ConnInfo };
 /** Shared 'close' handler (no closure per connection). */
 function untrack(this: TrackedSocket): void {
   this[TRACKER]?.delete(this);
@@ -182,12 +211,31 @@ export class ProxyCore {
     this.release(s);
   }
 
-  /** Opens a TCP connection to the machine; resolves with the socket or the error. */
+  /**
+   * Where a caller's failure meets the edge: the error (a SixpnError, or anything else as
+   * SIXPN_INTERNAL) is logged once with its code and counted in sixpn_proxy_errors_total. The
+   * caller of this maps it to the wire: its status for HTTP, a close for TCP.
+   */
+  callerFailed(proto: 'tcp' | 'http', err: unknown, info: ConnInfo, fields: Record<string, unknown> = {}): SixpnError {
+    const e = err instanceof SixpnError ? err : new SixpnError('proxy error', { cause: err });
+    callerErrors.inc({ proto, code: e.code });
+    const line = { ...fields, code: e.code, app: info.target.app.name, caller: info.caller, flycast: info.flycast, port: info.port, ...(e.cause ? { err: (e.cause as Error).message ?? String(e.cause) } : {}) };
+    if (e.code === 'SIXPN_INTERNAL') this.log.error({ ...line, err: e.cause }, `${proto === 'http' ? 'request' : 'connection'} failed: ${e.message}`);
+    else this.log.warn(line, `${proto === 'http' ? 'request' : 'connection'} failed: ${e.message}`);
+    return e;
+  }
+
+  /** Opens a TCP connection to the machine; resolves with the socket or the error (never rejects). */
   dial(s: Slot, service: Service): Promise<net.Socket | Error> {
     const { host, port } = dialTarget(s.machine, service);
     const started = performance.now();
+    let up: net.Socket;
+    try {
+      up = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+    } catch (err) {
+      return Promise.resolve(badUpstream(s.machine, err));
+    }
     return new Promise((resolve) => {
-      const up = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
       const timer = setTimeout(() => {
         const err = Object.assign(new Error(`connect to ${host}:${port} timed out after ${this.config.connect_timeout} ms`), { code: 'ETIMEDOUT' });
         up.destroy();
@@ -207,11 +255,34 @@ export class ProxyCore {
     });
   }
 
-  track(socket: net.Socket): void {
-    this.sockets.add(socket);
-    (socket as TrackedSocket)[TRACKER] = this.sockets;
-    socket.once('close', untrack);
+  /** Remembers a caller connection (and what it reached) until it closes. */
+  track(socket: net.Socket, info: ConnInfo): void {
+    const s = socket as TrackedSocket;
+    this.sockets.add(s);
+    s[TRACKER] = this.sockets;
+    s[INFO] = info;
+    s.once('close', untrack);
   }
+
+  /**
+   * After a catalog change: the admitted connections that may no longer be served (their
+   * Flycast address released, the app behind it gone or changed, the address moved to an org the
+   * caller is not in). The others keep going with their target refreshed.
+   */
+  *lost(): Generator<[net.Socket, ConnInfo]> {
+    for (const socket of this.sockets) {
+      const info = (socket as TrackedSocket)[INFO];
+      if (!info || info.denied) continue; // denied ones are on their way out already
+      const t = findTarget(this.view, info.flycast, info.port);
+      if (t && t.app.name === info.target.app.name && t.http === info.target.http && this.acl.check(info.caller, t.ip.org, this.view) === null) info.target = t;
+      else yield [socket, info];
+    }
+  }
+}
+
+/** What a tracked caller connection reached. */
+export function connInfo(socket: net.Socket): ConnInfo | undefined {
+  return (socket as TrackedSocket)[INFO];
 }
 
 function countLive(tried: Set<Slot>): number {

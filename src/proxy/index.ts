@@ -12,6 +12,7 @@ import { HttpProxy } from './http.js';
 import { Listeners } from './listeners.js';
 import { startMemoryGuard } from './memory.js';
 import { appMetrics } from './metrics.js';
+import { closeTcp } from './tcp.js';
 
 export { findTarget, dialTarget } from './core.js';
 
@@ -46,11 +47,23 @@ export async function startProxyRole(ctx: NodeContext): Promise<ProxyRole> {
   const http = new HttpProxy(core);
   const listeners = new Listeners(core, http);
 
+  // Access taken away (an address released, an exposure removed, an app deleted) ends the
+  // connections that used it, not only new ones: HTTP once their requests end, TCP at once.
+  const revalidate = (): void => {
+    let n = 0;
+    for (const [socket, info] of core.lost()) {
+      n++;
+      if (info.target.http) http.revoke(socket);
+      else closeTcp(socket);
+    }
+    if (n > 0) log.info({ connections: n }, 'closing connections whose Flycast access was removed');
+  };
   const refresh = (): void => {
     listeners.reconcile().catch((err: unknown) => log.error({ err }, 'updating flycast listeners failed'));
+    revalidate();
   };
   const onChange = (c: CatalogChange): void => {
-    if (c.kind === 'flycast' || c.kind === 'app') refresh();
+    if (c.kind === 'flycast' || c.kind === 'app' || c.kind === 'org') refresh();
     // Pools are keyed by machine and origin, so a changed upstream gets a fresh pool by itself.
     else if (c.kind === 'machine' && c.op === 'del') {
       http.forgetMachine(c.key);

@@ -153,7 +153,6 @@ export class Listeners {
       socket.destroy();
       return;
     }
-    core.track(socket);
     socket.on('error', destroyOnError);
     const flycast = spec.flycast ?? normalizeAddress(socket.localAddress ?? '');
     const port = spec.flycast ? spec.flycastPort : (socket.localPort ?? 0);
@@ -166,8 +165,15 @@ export class Listeners {
     const caller = spec.asCaller !== undefined ? spec.asCaller : (socket.remoteAddress ?? null);
     const denied = caller === null ? 'development mapping without as_caller: callers have no 6PN identity' : core.acl.check(caller, target.ip.org, core.view);
     const info: ConnInfo = { flycast, port, caller: caller ?? socket.remoteAddress ?? '?', callerPort: socket.remotePort ?? 0, denied, target };
+    core.track(socket, info);
     if (target.http) this.http.accept(socket, info);
-    else void proxyTcp(core, socket, info);
+    else {
+      // No exception on the data path may end the process: whatever escapes ends this caller only.
+      proxyTcp(core, socket, info).catch((err: unknown) => {
+        core.log.error({ err, caller: info.caller, flycast: info.flycast }, 'tcp connection failed unexpectedly');
+        socket.destroy();
+      });
+    }
   }
 
   /** Banner lines: what is served where. */

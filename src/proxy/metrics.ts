@@ -5,7 +5,7 @@
 import { counter, gauge, histogram } from '../observe/metrics.js';
 
 export const deniedTotal = counter({
-  name: 'sixpn_denied_total',
+  name: 'sixpn_proxy_denied_total',
   help: 'Callers refused by the org ACL (source outside the Flycast address owner org)',
   labelNames: ['proto'] as const,
 });
@@ -36,9 +36,21 @@ export const httpRequests = counter({
 });
 
 export const upstreamConnectErrors = counter({
-  name: 'sixpn_upstream_connect_errors_total',
+  name: 'sixpn_proxy_upstream_connect_errors_total',
   help: 'Failed connects to machines (refused, unreachable, connect timeout)',
   labelNames: ['app'] as const,
+});
+
+export const callerErrors = counter({
+  name: 'sixpn_proxy_errors_total',
+  help: 'Callers the proxy could not serve, by error code (SIXPN_NO_CAPACITY, SIXPN_UPSTREAM_UNREACHABLE, SIXPN_UPSTREAM_TIMEOUT, SIXPN_INTERNAL)',
+  labelNames: ['proto', 'code'] as const,
+});
+
+export const refusedConnections = counter({
+  name: 'sixpn_proxy_refused_connections_total',
+  help: 'Caller connections closed at once because their source or org already holds its cap of idle connections',
+  labelNames: ['cap'] as const,
 });
 
 export const selectionTotal = counter({

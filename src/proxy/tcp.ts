@@ -6,9 +6,11 @@
  * The splice uses module-level handlers that find their partner socket through a property on
  * the socket, instead of stream.pipe() and per-connection closures: an idle proxied connection
  * then costs two sockets and little else (measured with 10,000 idle connections in bench/).
+ * The same splice carries an HTTP connection once a machine answered an Upgrade with 101.
  */
 import type net from 'node:net';
 import type { Slot } from '../balancer/index.js';
+import { NoCapacityError, UpstreamUnreachableError } from '../errors.js';
 import type { ConnInfo, ProxyCore } from './core.js';
 import { appMetrics, deniedTotal } from './metrics.js';
 import { proxyHeader } from './proxyproto.js';
@@ -78,35 +80,54 @@ export async function proxyTcp(core: ProxyCore, socket: net.Socket, info: ConnIn
   caller.once('close', leaveInFlight);
   // Until a machine is connected, errors only end the caller.
   caller.on('error', destroySelf);
+  let conn: { slot: Slot; up: Sock } | null;
+  try {
+    conn = await connect(core, caller, info);
+  } catch (err) {
+    // The edge of a TCP caller: the error is logged and counted once here, then the caller closed.
+    if (!caller.destroyed) core.callerFailed('tcp', err, info);
+    caller.destroy();
+    return;
+  }
+  if (!conn) return;
+  caller.off('error', destroySelf);
+  splice(core, caller, conn.up, conn.slot, info);
+}
+
+/**
+ * A connected machine for the caller, trying up to connect_tries machines; null when the caller
+ * left meanwhile. Throws NoCapacityError (all at hard limit after the queue wait) or
+ * UpstreamUnreachableError (no candidate left).
+ */
+async function connect(core: ProxyCore, caller: Sock, info: ConnInfo): Promise<{ slot: Slot; up: Sock } | null> {
+  const { target } = info;
   const gone = (): boolean => caller.destroyed;
   const tried = new Set<Slot>();
-  const limits = target.service.concurrency;
   for (let attempt = 0; attempt < core.config.connect_tries; attempt++) {
-    const slot = await core.acquire(target.app.name, limits, tried, gone);
-    if (typeof slot === 'string') {
-      core.log.warn({ caller: info.caller, flycast: info.flycast, port: info.port, app: target.app.name, reason: slot === 'full' ? 'all machines at hard limit' : 'no machine available' }, 'connection refused');
-      caller.destroy();
-      return;
-    }
+    const slot = await core.acquire(target.app.name, target.service.concurrency, tried, gone);
+    if (slot === 'full') throw new NoCapacityError('all machines are at their hard limit');
+    if (slot === 'none') break;
     const up = await core.dial(slot, target.service);
     if (up instanceof Error) {
       core.connectFailed(slot, up);
       tried.add(slot);
-      if (gone()) return;
+      if (gone()) return null;
       continue;
     }
     core.balancer.reportSuccess(slot);
     if (gone()) {
       up.destroy();
       core.release(slot);
-      return;
+      return null;
     }
-    caller.off('error', destroySelf);
-    splice(core, caller, up as Sock, slot, info);
-    return;
+    return { slot, up: up as Sock };
   }
-  core.log.warn({ caller: info.caller, flycast: info.flycast, port: info.port, app: target.app.name, tries: tried.size }, 'no machine reachable');
-  caller.destroy();
+  throw new UpstreamUnreachableError(tried.size === 0 ? 'no machine available' : 'no machine reachable');
+}
+
+/** Closes a spliced (or still connecting) TCP caller connection and its machine side at once. */
+export function closeTcp(socket: net.Socket): void {
+  destroyBoth.call(socket as Sock);
 }
 
 function splice(core: ProxyCore, caller: Sock, up: Sock, slot: Slot, info: ConnInfo): void {
@@ -120,6 +141,16 @@ function splice(core: ProxyCore, caller: Sock, up: Sock, slot: Slot, info: ConnI
       }),
     );
   }
+  pipeTunnel(core, caller, up, slot);
+}
+
+/**
+ * Bytes both ways between a caller and a machine until either closes (also an HTTP connection
+ * after a 101); the machine's slot is given back when its side closes.
+ */
+export function pipeTunnel(core: ProxyCore, callerSocket: net.Socket, upSocket: net.Socket, slot: Slot): void {
+  const caller = callerSocket as Sock;
+  const up = upSocket as Sock;
   caller[PEER] = up;
   up[PEER] = caller;
   up[SPLICE] = { core, slot, released: false };
@@ -131,6 +162,11 @@ function splice(core: ProxyCore, caller: Sock, up: Sock, slot: Slot, info: ConnI
   }
   caller.once('close', onCallerClose);
   up.once('close', onUpstreamClose);
+  // A FIN that came before the splice (the caller ended while a machine was being picked and
+  // dialed: `nc -z`, a port scanner, a probe) has already emitted its 'end' with nobody
+  // listening; pass it on now, or the machine never learns and the slot stays taken.
+  if (caller.readableEnded) up.end();
+  if (up.readableEnded) caller.end();
   // Every byte either way is read from or written to the caller's socket, so its timer alone
   // measures idleness in both directions.
   if (core.config.idle_timeout > 0) caller.setTimeout(core.config.idle_timeout, destroyBoth);

@@ -5,9 +5,11 @@ import { request } from 'undici';
 import { Readable } from 'node:stream';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { IN_NETNS } from '../harness/env.js';
-import { appToml, callerAgent, closeCallerAgents, httpFrom, orgsToml, proxyNodeToml, rawHttp, readAll, readLines, rssOf, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
+import { appToml, callerAgent, closeCallerAgents, exchange, httpFrom, orgsToml, proxyNodeToml, rawHttp, readAll, readLines, rssOf, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
+import { hasCommand } from '../harness/env.js';
 import { startHttpMachine, stopMachines, type TestMachine } from '../harness/machines.js';
 import { waitFor } from '../harness/net.js';
+import { run } from '../harness/procs.js';
 
 const HOST = parseHostId('a7b:7d')!;
 const ACME = 0x1a;
@@ -166,11 +168,136 @@ describe.skipIf(!IN_NETNS)('flycast proxy: HTTP (e2e)', () => {
     s.destroy();
   });
 
+  const UPGRADE = 'Connection: Upgrade\r\nUpgrade: websocket\r\n';
+  const FORGED = 'Fly-Client-IP: 203.0.113.66\r\nX-Forwarded-For: 203.0.113.66\r\nFly-Request-Id: forged\r\n';
+  const expectProxied = (h: Record<string, string>): void => {
+    expect(h['fly-client-ip']).toBe(INSIDER);
+    expect(h['x-forwarded-for']).toBe(`203.0.113.66, ${INSIDER}`);
+    expect(h['fly-request-id']).toMatch(/^[0-9a-f]{16}-ewr$/);
+    expect(h['fly-region']).toBe('ewr');
+    expect(h.via).toBe('1.1 sixpn');
+  };
+
+  it('answers an Upgrade the machine turns down (200, not 101) as an ordinary response, then parses the next request as HTTP', async () => {
+    await web.resetStats();
+    const s = await tcpFrom(INSIDER, WEB_IP, 80);
+    const first = await exchange(s, `GET /no-upgrade HTTP/1.1\r\nHost: a\r\n${UPGRADE}\r\n`);
+    expect(first.status).toBe(200);
+    expect(first.body).toBe(`${WEB_ID}\n`);
+    expect(first.headers.via).toBe('1.1 sixpn');
+    expect(first.headers['fly-request-id']).toMatch(/^[0-9a-f]{16}-ewr$/);
+    const second = await exchange(s, `GET /headers HTTP/1.1\r\nHost: a\r\n${FORGED}\r\n`);
+    expect(second.status).toBe(200);
+    expect(second.headers.via).toBe('1.1 sixpn');
+    expectProxied((JSON.parse(second.body) as { headers: Record<string, string> }).headers);
+    expect((await web.stats()).requests).toBe(2);
+    s.destroy();
+  });
+
+  it('parses a request pipelined right behind a turned-down Upgrade as HTTP too', async () => {
+    const s = await tcpFrom(INSIDER, WEB_IP, 80);
+    const first = exchange(s, `GET /no-upgrade HTTP/1.1\r\nHost: a\r\n${UPGRADE}\r\nGET /headers HTTP/1.1\r\nHost: a\r\n${FORGED}\r\n`);
+    expect((await first).status).toBe(200);
+    const second = await exchange(s, '');
+    expect(second.status).toBe(200);
+    expectProxied((JSON.parse(second.body) as { headers: Record<string, string> }).headers);
+    s.destroy();
+  });
+
+  it('answers a request in flight and then closes when an Upgrade is pipelined behind it (never a raw pipe)', async () => {
+    await web.resetStats();
+    const s = await tcpFrom(INSIDER, WEB_IP, 80);
+    const got = readAll(s, 5_000);
+    s.write(`GET /sleep?ms=200 HTTP/1.1\r\nHost: a\r\n\r\nGET /ws HTTP/1.1\r\nHost: a\r\n${UPGRADE}\r\nGET /headers HTTP/1.1\r\nHost: a\r\n\r\n`);
+    const { data, closed } = await got;
+    expect(closed).toBe(true);
+    expect(data).toMatch(/^HTTP\/1\.1 200 /);
+    expect(data.endsWith(`\r\n\r\n${WEB_ID}\n`)).toBe(true);
+    expect(data.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+    expect((await web.stats()).requests).toBe(1);
+  });
+
+  it('refuses a request with more header fields than max_headers (400) and never forwards it', async () => {
+    await web.resetStats();
+    const many = 'a: b\r\n'.repeat(1_100); // 6.6 KB: under max_header_size, far over max_headers
+    const out = await rawHttp(INSIDER, WEB_IP, 80, `GET /headers HTTP/1.1\r\nHost: a\r\n${many}\r\n`);
+    expect(out).toMatch(/^HTTP\/1\.1 400 /);
+    expect(out).toContain('too many header fields');
+    expect((await web.stats()).requests).toBe(0);
+  });
+
+  it('puts its identity headers before all of the caller\'s, and drops Forwarded, X-Real-IP and Fly-Forwarded-Proto/-Ssl', async () => {
+    const filler = Array.from({ length: 90 }, (_, i) => `X-F${i}: v\r\n`).join('');
+    const forged = 'Forwarded: for=203.0.113.66;proto=https\r\nX-Real-IP: 203.0.113.66\r\nFly-Forwarded-Proto: https\r\nFly-Forwarded-Ssl: on\r\n';
+    const out = await rawHttp(INSIDER, WEB_IP, 80, `GET /headers HTTP/1.1\r\nHost: a\r\nConnection: close\r\n${filler}${forged}${FORGED}\r\n`);
+    expect(out).toMatch(/^HTTP\/1\.1 200 /);
+    const got = JSON.parse(out.slice(out.indexOf('\r\n\r\n') + 4)) as { headers: Record<string, string>; rawHeaders: string[] };
+    expectProxied(got.headers);
+    for (const name of ['forwarded', 'x-real-ip', 'fly-forwarded-proto', 'fly-forwarded-ssl']) expect(got.headers[name]).toBeUndefined();
+    const names = got.rawHeaders.filter((_, i) => i % 2 === 0).map((n) => n.toLowerCase());
+    const own = ['fly-client-ip', 'fly-forwarded-port', 'fly-region', 'fly-request-id', 'x-forwarded-for', 'via'];
+    const firstCallerHeader = names.indexOf('x-f0');
+    for (const name of own) expect(names.indexOf(name), name).toBeLessThan(firstCallerHeader);
+  });
+
+  it('answers a caller that half-closes right after its request (nc -N)', async () => {
+    const s = await tcpFrom(INSIDER, WEB_IP, 80);
+    const got = readAll(s);
+    s.end('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+    const { data, closed } = await got;
+    expect(closed).toBe(true);
+    expect(data).toMatch(/^HTTP\/1\.1 200 /);
+    expect(data.endsWith(`${WEB_ID}\n`)).toBe(true);
+    if (hasCommand('nc')) {
+      const r = await run('nc', ['-N', '-s', INSIDER, WEB_IP, '80'], { input: 'GET / HTTP/1.1\r\nHost: a\r\n\r\n', timeoutMs: 10_000 });
+      expect(r.stdout).toMatch(/^HTTP\/1\.1 200 /);
+      expect(r.stdout.endsWith(`${WEB_ID}\n`)).toBe(true);
+    }
+  });
+
+  it('sends a whole POST body that a caller half-closes behind, and aborts one it ends in the middle of', async () => {
+    const whole = await tcpFrom(INSIDER, WEB_IP, 80);
+    const got = readAll(whole);
+    whole.end('POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello');
+    expect((await got).data).toMatch(/^HTTP\/1\.1 200 [\s\S]*\{"bytes":5\}$/);
+    await web.resetStats();
+    const cut = await tcpFrom(INSIDER, WEB_IP, 80);
+    const gone = readAll(cut, 5_000);
+    cut.write('POST /sink HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n\r\n0123456789');
+    await waitFor(async () => (await web.stats()).activeRequests === 1, { what: 'request at the machine' });
+    cut.end();
+    expect((await gone).closed).toBe(true);
+    await waitFor(async () => (await web.stats()).activeRequests === 0, { timeoutMs: 2_000, what: 'request aborted at the machine' });
+  });
+
+  it.each([
+    ['a second Host header', 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', 400],
+    ['OPTIONS *', 'OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n', 400],
+    ['an HTTP/0.9 request line', 'GET /\r\n\r\n', 400],
+    ['an HTTP/2.0 request line', 'GET / HTTP/2.0\r\nHost: a\r\n\r\n', 505],
+  ])('refuses %s itself (%s) and never forwards it', async (_name, bytes, status) => {
+    await web.resetStats();
+    const out = await rawHttp(INSIDER, WEB_IP, 80, bytes);
+    expect(out).toMatch(new RegExp(`^HTTP/1\\.1 ${status} `));
+    expect((await web.stats()).requests).toBe(0);
+  });
+
+  it.each([
+    ['a second request', 'GET / HTTP/1.0\r\n\r\nGET / HTTP/1.0\r\n\r\n'],
+    ['stray bytes', 'GET / HTTP/1.0\r\n\r\nxyz'],
+  ])('keeps the response to an HTTP/1.0 request followed by %s', async (_name, bytes) => {
+    const out = await rawHttp(INSIDER, WEB_IP, 80, bytes);
+    expect(out).toMatch(/^HTTP\/1\.1 200 /);
+    expect(out.endsWith(`${WEB_ID}\n`)).toBe(true);
+    expect(out.match(/HTTP\/1\.1 /g)).toHaveLength(1);
+  });
+
   it('answers 504 with the request id when the machine is too slow', async () => {
     const r = await httpFrom(INSIDER, `http://[${SLOW_IP}]/sleep?ms=3000`);
     expect(r.status).toBe(504);
     expect(r.text).toMatch(/^504 machine did not answer in time \(request id [0-9a-f]{16}-ewr\)\n$/);
     expect(r.headers['fly-request-id']).toBe(/request id (\S+)\)/.exec(r.text)![1]);
+    await failureLogged(r.headers['fly-request-id'] as string, 'SIXPN_UPSTREAM_TIMEOUT');
   });
 
   it('answers 502 when no machine can be reached, and logs the request id', async () => {
@@ -179,5 +306,15 @@ describe.skipIf(!IN_NETNS)('flycast proxy: HTTP (e2e)', () => {
     expect(r.text).toMatch(/^502 no machine reachable \(request id \S+\)\n$/);
     const id = r.headers['fly-request-id'] as string;
     await waitFor(() => proxy.proc.output().includes(`"request_id":"${id}"`), { what: 'log line with the request id' });
+    await failureLogged(id, 'SIXPN_UPSTREAM_UNREACHABLE');
   });
+
+  /** The edge logs a failed request once, with its error code (src/errors.ts). */
+  async function failureLogged(id: string, code: string): Promise<void> {
+    const lines = (): string[] => proxy.proc.output().split('\n').filter((l) => l.includes(`"request_id":"${id}"`) && l.includes('"code":'));
+    await waitFor(() => lines().length > 0, { what: `failure line for ${id}` });
+    expect(lines()).toHaveLength(1);
+    expect(lines()[0]).toContain(`"code":"${code}"`);
+    expect(lines()[0]).toContain('"msg":"request failed: ');
+  }
 });

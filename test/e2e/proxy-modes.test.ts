@@ -122,7 +122,7 @@ describe.skipIf(!IN_NETNS)('flycast proxy: metrics on the admin listener (e2e)',
     expect((await httpFrom(INSIDER, `http://[${WEB_IP}]:${P1}/`)).status).toBe(200);
     expect((await httpFrom(OUTSIDER, `http://[${WEB_IP}]:${P1}/`)).status).toBe(403);
     const text = await (await request(`http://127.0.0.1:${admin}/metrics`)).body.text();
-    expect(text).toContain('sixpn_denied_total{proto="http"} 1');
+    expect(text).toContain('sixpn_proxy_denied_total{proto="http"} 1');
     expect(text).toContain('sixpn_proxy_connections_accepted_total{app="web",proto="http"} 1');
     expect(text).toContain(`sixpn_proxy_http_requests_total{app="web",machine="${WEB_ID}",status_class="2xx"} 1`);
     // the 403 was the proxy's own answer: no machine

@@ -150,6 +150,7 @@ describe.skipIf(!IN_NETNS)('flycast proxy (e2e)', () => {
     const refused = await httpFrom(INSIDER, `http://[${WEB_IP}]/`);
     expect(refused.status).toBe(503);
     expect(refused.text).toMatch(/^503 all machines are at their hard limit \(request id \S+\)/);
+    await waitFor(() => proxy.proc.output().split('\n').some((l) => l.includes(`"request_id":"${refused.headers['fly-request-id'] as string}"`) && l.includes('"code":"SIXPN_NO_CAPACITY"')), { what: 'the 503 logged with its code' });
     const results = await Promise.all(held);
     expect(results.every((r) => r.status === 200)).toBe(true);
     for (const m of web.values()) expect((await m.stats()).maxActiveRequests).toBeLessThanOrEqual(3);

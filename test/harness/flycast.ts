@@ -112,6 +112,59 @@ export function readLines(s: net.Socket, n: number, ms = 5_000): Promise<string[
   });
 }
 
+export interface RawResponse {
+  status: number;
+  /** Lower-cased names; repeated names joined with ", ". */
+  headers: Record<string, string>;
+  body: string;
+}
+
+/** Bytes read past the end of a response, kept for the next `exchange` on that socket. */
+const leftovers = new WeakMap<net.Socket, Buffer>();
+
+/**
+ * Writes `bytes` on a caller connection that stays open (keep-alive) and resolves with the next
+ * response on it, read by its Content-Length (the proxy and the test machines always send one).
+ */
+export function exchange(s: net.Socket, bytes: string, ms = 5_000): Promise<RawResponse> {
+  return new Promise((resolve, reject) => {
+    let data: Buffer = leftovers.get(s) ?? Buffer.alloc(0);
+    leftovers.delete(s);
+    const done = (err: Error | null, r?: RawResponse): void => {
+      clearTimeout(t);
+      s.off('data', onData);
+      s.off('close', onClose);
+      if (err) reject(err);
+      else resolve(r!);
+    };
+    const t = setTimeout(() => done(new Error(`no whole response within ${ms} ms; got ${JSON.stringify(data.toString('latin1'))}`)), ms);
+    const onClose = (): void => done(new Error(`connection closed before a whole response; got ${JSON.stringify(data.toString('latin1'))}`));
+    const onData = (b: Buffer): void => {
+      data = Buffer.concat([data, b]);
+      const end = data.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const lines = data.subarray(0, end).toString('latin1').split('\r\n');
+      const headers: Record<string, string> = {};
+      for (const l of lines.slice(1)) {
+        const i = l.indexOf(':');
+        const name = l.slice(0, i).trim().toLowerCase();
+        const value = l.slice(i + 1).trim();
+        headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
+      }
+      const length = Number(headers['content-length'] ?? 0);
+      if (data.length - end - 4 < length) return;
+      const body = data.subarray(end + 4, end + 4 + length).toString();
+      const rest = data.subarray(end + 4 + length);
+      if (rest.length > 0) leftovers.set(s, rest);
+      done(null, { status: Number(lines[0]!.split(' ')[1]), headers, body });
+    };
+    s.on('data', onData);
+    s.once('close', onClose);
+    if (bytes) s.write(bytes);
+    if (data.length > 0) onData(Buffer.alloc(0));
+  });
+}
+
 /** Sends raw bytes from `from` and returns everything received until the server closes. */
 export async function rawHttp(from: string, host: string, port: number, bytes: string, ms = 3_000): Promise<string> {
   const s = await tcpFrom(from, host, port);
@@ -130,9 +183,41 @@ export async function rssOf(pid: number): Promise<number> {
   return m ? Number(m[1]) * 1024 : 0;
 }
 
-/** The head of a proxy-only node config (region ewr; no control API, health checker or DNS). */
-export function proxyNodeToml({ catalog = 'path = ""', proxy = '' }: { catalog?: string; proxy?: string } = {}): string {
-  return `[node]\nregion = "ewr"\n[catalog]\n${catalog}\n[control]\nenabled = false\n[health]\nenabled = false\n[dns]\nenabled = false\n[proxy]\n${proxy}\n`;
+/** Open sockets of a process (Linux /proc): what a caller that holds connections costs it. */
+export async function socketCount(pid: number): Promise<number> {
+  const { readdir, readlink } = await import('node:fs/promises');
+  const dir = `/proc/${pid}/fd`;
+  let n = 0;
+  for (const fd of await readdir(dir)) {
+    const target = await readlink(`${dir}/${fd}`).catch(() => '');
+    if (target.startsWith('socket:')) n++;
+  }
+  return n;
+}
+
+/**
+ * The head of a proxy-only node config (region ewr; no health checker or DNS). With `admin`, the
+ * control API listens on that loopback port (start the node with command `up` then) so that
+ * tests can read /metrics.
+ */
+export function proxyNodeToml({ catalog = 'path = ""', proxy = '', admin }: { catalog?: string; proxy?: string; admin?: number } = {}): string {
+  const control = admin === undefined ? 'enabled = false' : `enabled = true\nlisten = "127.0.0.1:${admin}"\ntoken = "${ADMIN_TOKEN}"\n[demo]\nenabled = false\n[wireguard]\nenabled = false`;
+  return `[node]\nregion = "ewr"\n[catalog]\n${catalog}\n[control]\n${control}\n[health]\nenabled = false\n[dns]\nenabled = false\n[proxy]\n${proxy}\n`;
+}
+
+export const ADMIN_TOKEN = 'proxy-test-admin-token-0123456789';
+
+/** Sum of a metric's samples on a node's /metrics whose labels include `labels`. */
+export async function metricSum(admin: number, name: string, labels: Record<string, string> = {}): Promise<number> {
+  const text = await (await request(`http://127.0.0.1:${admin}/metrics`)).body.text();
+  const want = Object.entries(labels).map(([k, v]) => `${k}="${v}"`);
+  let sum = 0;
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const labelPart = line.slice(name.length, line.lastIndexOf(' '));
+    if (want.every((w) => labelPart.includes(w))) sum += Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return sum;
 }
 
 export interface AppSpec {

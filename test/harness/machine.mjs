@@ -9,10 +9,15 @@
 //   /sleep?ms=N  -> "<id>\n" after N ms (holds a request in flight)
 //   /bytes?n=N   -> N bytes streamed in 64 KiB chunks
 //   POST /sink   -> reads the body, answers {"bytes":N}
-//   Upgrade      -> 101, then echoes raw bytes (a WebSocket-like tunnel)
-// tcp: echoes bytes back; with --greet first writes "<id>\n".
+//   Upgrade      -> 101, then echoes raw bytes (a WebSocket-like tunnel); on /no-upgrade a plain
+//                   200 "<id>\n" instead, and the connection goes on serving HTTP requests
+//                   (what a server that ignores Upgrade does)
+// tcp: echoes bytes back and ends its side when the caller ends; with --greet first writes
+//   "<id>\n"; with --fin-first writes "<id>\n" and ends its side at once, then only counts
+//   what it receives.
 // Stats (never through the proxy): GET http://127.0.0.1:<statsPort>/stats, POST /reset.
-// {connections, active, maxActive, requests, activeRequests, maxActiveRequests, remotes{addr:n}}
+// {connections, active, maxActive, requests, activeRequests, maxActiveRequests, remotes{addr:n},
+//  bytesIn, eofs (callers whose end of stream arrived)}
 import http from 'node:http';
 import net from 'node:net';
 
@@ -26,14 +31,19 @@ const id = opt('id', 'machine');
 const host = opt('host', '127.0.0.1');
 const port = Number(opt('port', '0'));
 const greet = args.includes('--greet');
+const finFirst = args.includes('--fin-first');
 
 let stats;
 const resetStats = () => {
-  stats = { id, connections: 0, active: 0, maxActive: 0, requests: 0, activeRequests: 0, maxActiveRequests: 0, remotes: {} };
+  stats = { id, connections: 0, active: 0, maxActive: 0, requests: 0, activeRequests: 0, maxActiveRequests: 0, remotes: {}, bytesIn: 0, eofs: 0 };
 };
 resetStats();
 
+/** Marks a connection handed back to HTTP parsing after a refused upgrade (counted once). */
+const REATTACHED = Symbol('reattached');
+
 function onSocket(socket) {
+  if (socket[REATTACHED]) return;
   stats.connections++;
   stats.active++;
   stats.maxActive = Math.max(stats.maxActive, stats.active);
@@ -47,6 +57,9 @@ if (kind === 'tcp') {
   server = net.createServer({ allowHalfOpen: true }, (socket) => {
     onSocket(socket);
     socket.on('error', () => socket.destroy());
+    socket.on('data', (c) => (stats.bytesIn += c.length));
+    socket.once('end', () => stats.eofs++);
+    if (finFirst) return void socket.end(`${id}\n`);
     if (greet) socket.write(`${id}\n`);
     socket.pipe(socket);
   });
@@ -98,6 +111,12 @@ if (kind === 'tcp') {
   server.on('connection', onSocket);
   server.on('upgrade', (req, socket, head) => {
     stats.requests++;
+    if (req.url?.startsWith('/no-upgrade')) {
+      socket.write(`HTTP/1.1 200 OK\r\nx-machine-id: ${id}\r\ncontent-length: ${id.length + 1}\r\n\r\n${id}\n`);
+      if (head.length) socket.unshift(head);
+      socket[REATTACHED] = true;
+      return void server.emit('connection', socket);
+    }
     socket.write(`HTTP/1.1 101 Switching Protocols\r\nUpgrade: ${req.headers.upgrade ?? 'websocket'}\r\nConnection: Upgrade\r\nX-Machine-Id: ${id}\r\n\r\n`);
     if (head.length) socket.write(head);
     socket.on('error', () => socket.destroy());

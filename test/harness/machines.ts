@@ -17,6 +17,9 @@ export interface MachineStats {
   maxActiveRequests: number;
   /** Source address -> connections from it. */
   remotes: Record<string, number>;
+  /** TCP: bytes received, and connections whose caller ended its side (a FIN arrived). */
+  bytesIn: number;
+  eofs: number;
 }
 
 export interface TestMachine {
@@ -38,6 +41,8 @@ export interface MachineOptions {
   port?: number;
   /** TCP machines: write "<id>\n" on connect before echoing. */
   greet?: boolean;
+  /** TCP machines: write "<id>\n" and end their side at once (a half-close from the machine). */
+  finFirst?: boolean;
 }
 
 const SCRIPT = resolve(ROOT, 'test/harness/machine.mjs');
@@ -45,6 +50,7 @@ const SCRIPT = resolve(ROOT, 'test/harness/machine.mjs');
 async function startMachine(kind: 'http' | 'tcp', o: MachineOptions): Promise<TestMachine> {
   const args = [SCRIPT, '--kind', kind, '--id', o.id, '--host', o.host, '--port', String(o.port ?? 0)];
   if (o.greet) args.push('--greet');
+  if (o.finFirst) args.push('--fin-first');
   const proc = start(process.execPath, args);
   const line = await proc.waitForLine(/^ready /, 10_000);
   const ready = JSON.parse(line.slice('ready '.length)) as { port: number; statsPort: number };

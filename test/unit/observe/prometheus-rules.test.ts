@@ -1,13 +1,11 @@
 /**
  * The Prometheus rules and the Grafana dashboard in config/: promtool checks the rules and
  * runs their unit tests (config/prometheus/sixpn.rules.test.yml); every raw metric the rules
- * read is one the code registers (under its name, or the name it has until a pending rename
- * lands: src/control/metric-names.ts); the dashboard reads only series the rules record.
+ * read is one the code registers; the dashboard reads only series the rules record.
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { LEGACY_NAMES, type MetricName } from '../../../src/control/metric-names.js';
 import { hasCommand, ROOT } from '../../harness/env.js';
 import { run } from '../../harness/procs.js';
 
@@ -70,7 +68,7 @@ describe('rules and dashboard read real series', () => {
 
   it('name only metrics the code registers, raw names only in the recording rules', () => {
     const names = registeredNames();
-    const known = (n: string): boolean => names.has(n) || (LEGACY_NAMES[n as MetricName] !== undefined && names.has(LEGACY_NAMES[n as MetricName]!));
+    const known = (n: string): boolean => names.has(n);
     const recordingPart = yaml.slice(0, yaml.indexOf('- name: sixpn-alerts'));
     const alertPart = yaml.slice(yaml.indexOf('- name: sixpn-alerts'));
     const raw = rawNames(ruleExprs(recordingPart).join('\n'));

@@ -3,7 +3,8 @@ import { MemoryStore } from '../../../src/catalog/memory.js';
 import { CatalogView } from '../../../src/catalog/view.js';
 import type { Machine, Service } from '../../../src/catalog/types.js';
 import { CallerAcl } from '../../../src/proxy/acl.js';
-import { dialTarget, findTarget, isConnectError } from '../../../src/proxy/core.js';
+import { BAD_UPSTREAM, dialTarget, findTarget, isConnectError } from '../../../src/proxy/core.js';
+import { requestProblem } from '../../../src/proxy/http.js';
 import { proxyHeaderV1, proxyHeaderV2 } from '../../../src/proxy/proxyproto.js';
 import { statusClass } from '../../../src/proxy/metrics.js';
 
@@ -77,6 +78,8 @@ describe('proxy targets', () => {
     ['ECONNREFUSED', true],
     ['UND_ERR_CONNECT_TIMEOUT', true],
     ['ETIMEDOUT', true],
+    ['ENOTFOUND', true],
+    [BAD_UPSTREAM, true],
     ['ECONNRESET', false],
     ['UND_ERR_HEADERS_TIMEOUT', false],
     [undefined, false],
@@ -92,6 +95,23 @@ describe('proxy targets', () => {
     [504, '5xx'],
     [999, '5xx'],
   ])('status %s is class %s', (s, c) => expect(statusClass(s)).toBe(c));
+});
+
+describe('requests the proxy answers itself', () => {
+  const head = (over: Partial<{ httpVersionMajor: number; url: string; rawHeaders: string[] }> = {}) => ({ httpVersionMajor: 1, url: '/', rawHeaders: ['Host', 'a'], ...over });
+  it.each([
+    ['a plain request', head(), null],
+    ['an absolute URL', head({ url: 'http://a/x' }), null],
+    ['HTTP/0.9', head({ httpVersionMajor: 0 }), 400],
+    ['HTTP/2.0', head({ httpVersionMajor: 2 }), 505],
+    ['OPTIONS *', head({ url: '*' }), 400],
+    ['an authority target', head({ url: 'a:80' }), 400],
+    ['two Host headers', head({ rawHeaders: ['Host', 'a', 'host', 'b'] }), 400],
+    ['as many fields as allowed', head({ rawHeaders: Array.from({ length: 20 }, (_, i) => (i % 2 ? 'v' : `x-${i}`)) }), null],
+    ['one field too many', head({ rawHeaders: Array.from({ length: 22 }, (_, i) => (i % 2 ? 'v' : `x-${i}`)) }), 400],
+  ])('%s -> %s', (_name, req, status) => {
+    expect(requestProblem(req, 10)?.status ?? null).toBe(status);
+  });
 });
 
 describe('PROXY protocol headers', () => {
