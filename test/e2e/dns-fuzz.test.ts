@@ -67,19 +67,27 @@ describe.skipIf(!IN_NETNS)('dns: fuzzing the real server', () => {
     const t0 = Date.now();
     while (sent < TOTAL_UDP) {
       const batch: Promise<void>[] = [];
-      for (let i = 0; i < 250 && sent < TOTAL_UDP; i++, sent++) {
+      for (let i = 0; i < 500 && sent < TOTAL_UDP; i++, sent++) {
         const s = sockets[sent % sockets.length]!;
         batch.push(new Promise((res) => s.send(fuzzPacket(r, base), port, SERVER, () => res())));
       }
       await Promise.all(batch);
-      // pace at ~RATE/s so that the server handles them rather than the kernel dropping them
+      // Pace by the server's answers, not the clock: the next batch goes once this one's answers
+      // have stopped coming (no answer for 5 ms), so a loaded machine slows the test down
+      // instead of the kernel dropping datagrams; and never faster than RATE/s.
+      let seen = -1;
+      for (let waited = 0; seen !== answers && waited < 500; waited += 5) {
+        seen = answers;
+        await sleep(5);
+      }
       const ahead = sent / RATE - (Date.now() - t0) / 1000;
       if (ahead > 0) await sleep(ahead * 1000);
     }
     await sleep(500);
     for (const s of sockets) s.close();
     // most messages have a readable id and get an rcode (responses and runts are dropped)
-    expect(answers).toBeGreaterThan(TOTAL_UDP * 0.6);
+    console.log(`dns-fuzz: ${answers} answers to ${TOTAL_UDP} messages in ${Date.now() - t0} ms`);
+    expect(answers).toBeGreaterThan(TOTAL_UDP * 0.8);
     await expectHealthy();
   }, 60_000);
 
