@@ -11,12 +11,16 @@ import { mkdir, open, readFile, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { NotFoundError, StoreUnavailableError } from '../errors.js';
 import {
+  applyHostPatch,
   applyMachinePatch,
+  assertHostUnused,
   assertOrgUnused,
   buildFlycast,
+  buildHost,
   buildMachine,
   buildPeer,
   FIRST_FLYCAST_SEQUENCE,
+  randomHostId,
   randomMachineId,
   validateApp,
   validateOrg,
@@ -24,10 +28,11 @@ import {
   validateRelease,
   validateServices,
 } from './rules.js';
-import type { AllocationOptions, CatalogStore, PeerOptions, StoreListener } from './store.js';
+import type { AllocationOptions, CatalogStore, HostOptions, HostUpdateOptions, MachineUpdateOptions, PeerOptions, StoreListener } from './store.js';
 import {
   appSchema,
   flycastIpSchema,
+  hostSchema,
   machineSchema,
   orgSchema,
   peerKey,
@@ -37,6 +42,9 @@ import {
   type CatalogChange,
   type CatalogSnapshot,
   type FlycastIp,
+  type Host,
+  type HostInput,
+  type HostPatch,
   type Machine,
   type MachineInput,
   type MachinePatch,
@@ -55,6 +63,8 @@ const fileSchema = z
     machines: z.array(machineSchema),
     flycast: z.array(flycastIpSchema),
     peers: z.array(peerSchema),
+    /** Absent in files written before hosts existed. */
+    hosts: z.array(hostSchema).default([]),
     sequences: z.object({ flycast: z.record(z.number().int()), peer: z.record(z.number().int()) }),
   })
   .strict();
@@ -74,6 +84,7 @@ export class MemoryStore implements CatalogStore {
   private readonly machines = new Map<string, Machine>();
   private readonly flycast = new Map<string, FlycastIp>();
   private readonly peers = new Map<string, Peer>();
+  private readonly hosts = new Map<string, Host>();
   /** address -> who holds it, across machines, peers and Flycast. */
   private readonly owners = new Map<string, string>();
   private readonly flycastSeq = new Map<string, number>();
@@ -128,6 +139,7 @@ export class MemoryStore implements CatalogStore {
       this.peers.set(peerKey(p.org, p.name), p);
       this.owners.set(p.address, `peer ${p.org}/${p.name}`);
     }
+    for (const h of data.hosts) this.hosts.set(h.name, h);
     for (const [k, v] of Object.entries(data.sequences.flycast)) this.flycastSeq.set(k, v);
     for (const [k, v] of Object.entries(data.sequences.peer)) this.peerSeq.set(k, v);
   }
@@ -140,6 +152,7 @@ export class MemoryStore implements CatalogStore {
       machines: [...this.machines.values()],
       flycast: [...this.flycast.values()],
       peers: [...this.peers.values()],
+      hosts: [...this.hosts.values()],
       sequences: { flycast: Object.fromEntries(this.flycastSeq), peer: Object.fromEntries(this.peerSeq) },
     });
   }
@@ -208,6 +221,7 @@ export class MemoryStore implements CatalogStore {
       machines: [...this.machines.values()],
       flycast: [...this.flycast.values()],
       peers: [...this.peers.values()],
+      hosts: [...this.hosts.values()],
     });
   }
 
@@ -280,6 +294,7 @@ export class MemoryStore implements CatalogStore {
         machineById: (id) => this.machines.get(id),
         addressOwner: (a) => this.owners.get(a),
         regionExists: this.regionExists,
+        hostByName: (n) => this.hosts.get(n),
       },
       this.now(),
       () => {
@@ -294,11 +309,11 @@ export class MemoryStore implements CatalogStore {
     return structuredClone(machine);
   }
 
-  async updateMachine(id: string, patch: MachinePatch): Promise<Machine> {
+  async updateMachine(id: string, patch: MachinePatch, opts?: MachineUpdateOptions): Promise<Machine> {
     this.assertOpen();
     const machine = this.machines.get(id);
     if (!machine) throw new NotFoundError(`machine ${id} not found`);
-    const next = applyMachinePatch(machine, patch, this.now(), this.regionExists);
+    const next = applyMachinePatch(machine, patch, this.now(), this.regionExists, opts);
     this.machines.set(id, next);
     await this.commit([{ kind: 'machine', op: 'put', key: id, value: next, at: next.updated_at }]);
     return structuredClone(next);
@@ -370,6 +385,43 @@ export class MemoryStore implements CatalogStore {
     this.peers.delete(key);
     this.owners.delete(peer.address);
     await this.commit([{ kind: 'peer', op: 'del', key, at: this.now() }]);
+  }
+
+  async registerHost(input: HostInput, opts: HostOptions): Promise<Host> {
+    this.assertOpen();
+    const host = buildHost(
+      input,
+      {
+        hostByName: (n) => this.hosts.get(n),
+        hostNameById: (id) => [...this.hosts.values()].find((h) => h.host_id === id)?.name,
+        regionExists: this.regionExists,
+        machinesOnHost: (n) => [...this.machines.values()].filter((m) => m.host === n).length,
+      },
+      opts,
+      this.now(),
+      () => randomHostId(),
+    );
+    this.hosts.set(host.name, host);
+    await this.commit([{ kind: 'host', op: 'put', key: host.name, value: host, at: host.updated_at }]);
+    return structuredClone(host);
+  }
+
+  async updateHost(name: string, patch: HostPatch, opts?: HostUpdateOptions): Promise<Host> {
+    this.assertOpen();
+    const host = this.hosts.get(name);
+    if (!host) throw new NotFoundError(`host ${name} not found`);
+    const next = applyHostPatch(host, patch, this.now(), opts);
+    this.hosts.set(name, next);
+    await this.commit([{ kind: 'host', op: 'put', key: name, value: next, at: next.updated_at }]);
+    return structuredClone(next);
+  }
+
+  async removeHost(name: string): Promise<void> {
+    this.assertOpen();
+    if (!this.hosts.has(name)) throw new NotFoundError(`host ${name} not found`);
+    assertHostUnused(name, this.machines.values());
+    this.hosts.delete(name);
+    await this.commit([{ kind: 'host', op: 'del', key: name, at: this.now() }]);
   }
 
   subscribe(listener: StoreListener): () => void {

@@ -20,9 +20,12 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { NotFoundError, SixpnError, StoreUnavailableError } from '../errors.js';
 import { counter, gauge } from '../observe/metrics.js';
 import {
+  applyHostPatch,
   applyMachinePatch,
+  assertHostUnused,
   assertOrgUnused,
   buildFlycast,
+  buildHost,
   buildMachine,
   buildPeer,
   FIRST_FLYCAST_SEQUENCE,
@@ -33,7 +36,7 @@ import {
   validateRelease,
   validateServices,
 } from './rules.js';
-import type { AllocationOptions, CatalogStore, PeerOptions, StoreEvent, StoreListener } from './store.js';
+import type { AllocationOptions, CatalogStore, HostOptions, HostUpdateOptions, MachineUpdateOptions, PeerOptions, StoreEvent, StoreListener } from './store.js';
 import {
   peerKey,
   type App,
@@ -42,6 +45,9 @@ import {
   type CatalogSnapshot,
   type EntityKind,
   type FlycastIp,
+  type Host,
+  type HostInput,
+  type HostPatch,
   type Machine,
   type MachineInput,
   type MachinePatch,
@@ -86,6 +92,9 @@ function keysOf(ns: string) {
     machine: `${ns}:machines`,
     flycast: `${ns}:flycast`,
     peer: `${ns}:peers`,
+    host: `${ns}:hosts`,
+    /** host id (decimal) -> host name (uniqueness of host ids) */
+    hostIds: `${ns}:host-ids`,
     /** network id -> org name */
     networkIds: `${ns}:org-network-ids`,
     /** address -> who holds it (machine, Flycast ip, peer), for collision checks */
@@ -545,8 +554,8 @@ export class RedisStore implements CatalogStore {
 
   async snapshot(): Promise<CatalogSnapshot> {
     const k = this.k;
-    const res = await this.call(() => this.cmd.multi().hgetall(k.org).hgetall(k.app).hgetall(k.machine).hgetall(k.flycast).hgetall(k.peer).exec());
-    const [orgs, apps, machines, flycast, peers] = execResults(res) as Record<string, string>[];
+    const res = await this.call(() => this.cmd.multi().hgetall(k.org).hgetall(k.app).hgetall(k.machine).hgetall(k.flycast).hgetall(k.peer).hgetall(k.host).exec());
+    const [orgs, apps, machines, flycast, peers, hosts] = execResults(res) as Record<string, string>[];
     const list = <T>(hash: Record<string, string> | undefined, key: string): T[] => Object.entries(hash ?? {}).map(([f, v]) => parseStored<T>(v, key, f));
     const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
     const byCreated = (a: { created_at: number }, b: { created_at: number }) => a.created_at - b.created_at;
@@ -556,6 +565,7 @@ export class RedisStore implements CatalogStore {
       machines: list<Machine>(machines, k.machine).sort(byCreated),
       flycast: list<FlycastIp>(flycast, k.flycast).sort(byCreated),
       peers: list<Peer>(peers, k.peer).sort(byCreated),
+      hosts: list<Host>(hosts, k.host).sort(byName),
     };
   }
 
@@ -640,6 +650,7 @@ export class RedisStore implements CatalogStore {
           machineById: (id) => tx.get<Machine>(this.k.machine, id),
           addressOwner: (a) => tx.raw(this.k.owners, a) ?? undefined,
           regionExists: this.regionExists,
+          hostByName: (n) => tx.get<Host>(this.k.host, n),
         },
         tx.now,
         () => {
@@ -656,11 +667,11 @@ export class RedisStore implements CatalogStore {
     });
   }
 
-  updateMachine(id: string, patch: MachinePatch): Promise<Machine> {
+  updateMachine(id: string, patch: MachinePatch, opts?: MachineUpdateOptions): Promise<Machine> {
     return this.mutate('update machine', (tx) => {
       const machine = tx.get<Machine>(this.k.machine, id);
       if (!machine) throw new NotFoundError(`machine ${id} not found`);
-      const next = applyMachinePatch(machine, patch, tx.now, this.regionExists);
+      const next = applyMachinePatch(machine, patch, tx.now, this.regionExists, opts);
       tx.put('machine', id, next);
       tx.change({ kind: 'machine', op: 'put', key: id, value: next, at: next.updated_at });
       return next;
@@ -734,6 +745,49 @@ export class RedisStore implements CatalogStore {
     });
   }
 
+  registerHost(input: HostInput, opts: HostOptions): Promise<Host> {
+    return this.mutate('register host', (tx) => {
+      const host = buildHost(
+        input,
+        {
+          hostByName: (n) => tx.get<Host>(this.k.host, n),
+          hostNameById: (id) => tx.raw(this.k.hostIds, String(id)) ?? undefined,
+          regionExists: this.regionExists,
+          machinesOnHost: (n) => tx.all<Machine>('machine').filter((m) => m.host === n).length,
+        },
+        opts,
+        tx.now,
+        (i) => parseInt(tx.randomId(i).slice(0, 8), 16),
+      );
+      tx.put('host', host.name, host);
+      tx.set(this.k.hostIds, String(host.host_id), host.name);
+      tx.change({ kind: 'host', op: 'put', key: host.name, value: host, at: host.updated_at });
+      return host;
+    });
+  }
+
+  updateHost(name: string, patch: HostPatch, opts?: HostUpdateOptions): Promise<Host> {
+    return this.mutate('update host', (tx) => {
+      const host = tx.get<Host>(this.k.host, name);
+      if (!host) throw new NotFoundError(`host ${name} not found`);
+      const next = applyHostPatch(host, patch, tx.now, opts);
+      tx.put('host', name, next);
+      tx.change({ kind: 'host', op: 'put', key: name, value: next, at: next.updated_at });
+      return next;
+    });
+  }
+
+  removeHost(name: string): Promise<void> {
+    return this.mutate('remove host', (tx) => {
+      const host = tx.get<Host>(this.k.host, name);
+      if (!host) throw new NotFoundError(`host ${name} not found`);
+      assertHostUnused(name, tx.all<Machine>('machine'));
+      tx.remove('host', name);
+      tx.del(this.k.hostIds, String(host.host_id));
+      tx.change({ kind: 'host', op: 'del', key: name, at: tx.now });
+    });
+  }
+
   subscribe(listener: StoreListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
@@ -760,7 +814,7 @@ export class RedisStore implements CatalogStore {
   }
 }
 
-const KINDS = new Set<unknown>(['org', 'app', 'machine', 'flycast', 'peer']);
+const KINDS = new Set<unknown>(['org', 'app', 'machine', 'flycast', 'peer', 'host']);
 
 /** Enough of a CatalogChange's shape that a listener can apply it (only sixpn writes the channel). */
 function isChange(c: unknown): c is CatalogChange {

@@ -12,6 +12,9 @@ import type {
   CatalogChange,
   CatalogSnapshot,
   FlycastIp,
+  Host,
+  HostInput,
+  HostPatch,
   Machine,
   MachineInput,
   MachinePatch,
@@ -20,6 +23,9 @@ import type {
   PeerInput,
   Service,
 } from './types.js';
+import type { HostOptions, HostUpdateOptions, MachineUpdateOptions } from './rules.js';
+
+export type { HostOptions, HostUpdateOptions, MachineUpdateOptions } from './rules.js';
 
 /** `reset`: events may have been missed (reconnect); reload the snapshot. */
 export type StoreEvent = CatalogChange | { kind: 'reset'; at: number };
@@ -52,7 +58,8 @@ export interface CatalogStore {
   deleteApp(name: string): Promise<void>;
 
   registerMachine(input: MachineInput, opts: AllocationOptions): Promise<Machine>;
-  updateMachine(id: string, patch: MachinePatch): Promise<Machine>;
+  /** With `ifState`, a compare-and-set on the state (ConflictError when it is another). */
+  updateMachine(id: string, patch: MachinePatch, opts?: MachineUpdateOptions): Promise<Machine>;
   removeMachine(id: string): Promise<void>;
 
   /** Allocates the next unused Flycast address of `org` (default: the app's org) for `app`. */
@@ -62,6 +69,17 @@ export interface CatalogStore {
 
   createPeer(input: PeerInput, opts: PeerOptions): Promise<Peer>;
   removePeer(org: string, name: string): Promise<void>;
+
+  /**
+   * Registers a host agent, or the same name again (a restart): a new host gets the configured
+   * host id or a free one; a known one keeps its own. Conflict on a host id clash, or while
+   * another agent still heartbeats under that name.
+   */
+  registerHost(input: HostInput, opts: HostOptions): Promise<Host>;
+  /** Heartbeats, state and WireGuard key; with `ifSession`, only while that agent runs the host. */
+  updateHost(name: string, patch: HostPatch, opts?: HostUpdateOptions): Promise<Host>;
+  /** Conflict while machines are placed on it. */
+  removeHost(name: string): Promise<void>;
 
   /** Returns an unsubscribe function. */
   subscribe(listener: StoreListener): () => void;

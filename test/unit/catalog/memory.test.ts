@@ -50,6 +50,20 @@ describe('embedded store file', () => {
     rmSync(d, { recursive: true, force: true });
   });
 
+  it('loads a file written before hosts existed, and keeps hosts across a restart', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'sixpn-cat-'));
+    const path = join(d, 'catalog.json');
+    writeFileSync(path, JSON.stringify({ format: 'sixpn-catalog/1', orgs: [{ name: 'acme', network_id: 24 }], apps: [], machines: [], flycast: [], peers: [], sequences: { flycast: {}, peer: {} } }));
+    const a = await MemoryStore.open({ regions, path });
+    expect((await a.snapshot()).hosts).toEqual([]);
+    const h = await a.registerHost({ name: 'ewr-1', region: 'ewr', driver: 'netns', session: 'x' }, { reservedHostIds: [], staleAfterMs: 1000 });
+    await a.close();
+    const b = await MemoryStore.open({ regions, path });
+    expect((await b.snapshot()).hosts).toEqual([h]);
+    await b.close();
+    rmSync(d, { recursive: true, force: true });
+  });
+
   it('coalesces a burst of changes into few writes and loses none', async () => {
     const d = mkdtempSync(join(tmpdir(), 'sixpn-cat-'));
     const path = join(d, 'catalog.json');
