@@ -1,7 +1,7 @@
 /**
  * Wires a node together for `sixpn up` (and the single-role commands): loads the region
  * table, opens the store, seeds it from config, opens the read view, then starts the roles in
- * order: demo, control, health, proxy, dns, gateway. SIGTERM drains (stop accepting, let in-flight
+ * order: demo, control, health, proxy, dns, host, gateway. SIGTERM drains (stop accepting, let in-flight
  * work finish up to the proxy's drain_timeout) and exits 0; SIGINT does the same, a second
  * SIGINT exits at once.
  */
@@ -58,7 +58,7 @@ export async function startNode(loaded: LoadedConfig, wanted: RoleName[], starte
   // Every role, not only the admin listener, logs and counts the catalog changes it sees.
   watchCatalog(view, log);
   const ctx: NodeContext = { config, baseDir: loaded.baseDir, store, view, regions, log, hostId, roles: new Map() };
-  const order: RoleName[] = ['demo', 'control', 'health', 'proxy', 'dns', 'gateway'];
+  const order: RoleName[] = ['demo', 'control', 'health', 'proxy', 'dns', 'host', 'gateway'];
   const started: RunningRole[] = [];
   try {
     for (const name of order) {

@@ -9,13 +9,14 @@ import type { Command, CommandContext } from '../args.js';
 
 /** Role code is loaded only by node commands, so API commands start fast. */
 async function starters(): Promise<Record<RoleName, RoleStarter>> {
-  const [control, demo, dns, gateway, health, proxy] = await Promise.all([
+  const [control, demo, dns, gateway, health, proxy, host] = await Promise.all([
     import('../../control/index.js'),
     import('../../demo/index.js'),
     import('../../dns/index.js'),
     import('../../gateway/index.js'),
     import('../../health/index.js'),
     import('../../proxy/index.js'),
+    import('../../host/index.js'),
   ]);
   return {
     demo: demo.startDemoRole,
@@ -24,6 +25,7 @@ async function starters(): Promise<Record<RoleName, RoleStarter>> {
     proxy: proxy.startProxyRole,
     dns: dns.startDnsRole,
     gateway: gateway.startGatewayRole,
+    host: host.startHostRole,
   };
 }
 
@@ -35,6 +37,7 @@ export function enabledRoles(c: Readonly<Config>): RoleName[] {
     ['health', c.health.enabled],
     ['proxy', c.proxy.enabled],
     ['dns', c.dns.enabled],
+    ['host', c.host.enabled],
     ['gateway', c.wireguard.enabled],
   ];
   return on.filter(([, yes]) => yes).map(([name]) => name);
@@ -59,7 +62,7 @@ export const nodeCommands: Command[] = [
   {
     words: ['up'],
     usage: 'sixpn up [--config FILE]',
-    summary: 'Run every role the config enables (demo, control, health, proxy, dns, gateway)',
+    summary: 'Run every role the config enables (demo, control, health, proxy, dns, host, gateway)',
     options: nodeOptions,
     maxArgs: 0,
     run: (ctx) => runNode(ctx, enabledRoles),
