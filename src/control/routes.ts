@@ -22,8 +22,10 @@ import {
 } from '../catalog/types.js';
 import { ConflictError, NotFoundError, ValidationError } from '../errors.js';
 import { defaultPeerName } from '../gateway/keys.js';
+import type { CatalogView } from '../catalog/view.js';
 import type { RunningRole } from '../role.js';
 import { Router, type ApiRequest, type ApiResponse } from './http.js';
+import { addMachineRoutes } from './machines.js';
 import { withPeerStatus, type GatewayInfo } from './wireguard.js';
 
 export interface RouteDeps {
@@ -33,6 +35,10 @@ export interface RouteDeps {
   gatewayInfo(): Promise<GatewayInfo>;
   /** The local gateway role, looked up per request (it starts after the control role). */
   gatewayRole(): RunningRole | undefined;
+  /** For machines run by hosts: waits on this node's view, and the local host role (logs). */
+  view: CatalogView;
+  hostStaleAfterMs: number;
+  hostRole(): RunningRole | undefined;
 }
 
 /** An org as the API shows it: with its /48 and resolver, which clients need for configs. */
@@ -41,7 +47,9 @@ export function orgView(o: Org): Org & { prefix: string; dns: string } {
 }
 
 const orgCreateSchema = orgSchema.partial({ network_id: true });
-const machineCreateSchema = machineInputSchema.omit({ app: true });
+const machineCreateSchema = machineInputSchema.omit({ app: true, host: true, config: true });
+/** What PATCH may change; a machine that a host runs changes state only through its verbs. */
+const machineUpdateSchema = z.object({ state: z.enum(['started', 'stopped']).optional() }).passthrough();
 const ipCreateSchema = z
   .object({
     type: z.literal('private_v6', { errorMap: () => ({ message: 'must be "private_v6" (a Flycast address; public IPs are not part of sixpn)' }) }),
@@ -82,6 +90,7 @@ function freeNetworkId(snap: CatalogSnapshot): number {
 export function buildRoutes(d: RouteDeps): Router {
   const { store } = d;
   const r = new Router();
+  const run = addMachineRoutes(r, { store, view: d.view, staleAfterMs: d.hostStaleAfterMs, hostRole: d.hostRole });
 
   const findOrg = (snap: CatalogSnapshot, name: string): Org => {
     const org = snap.orgs.find((o) => o.name === name);
@@ -148,17 +157,35 @@ export function buildRoutes(d: RouteDeps): Router {
     return ok(snap.machines.filter((m) => m.app === req.params.app));
   });
   r.add('POST', '/v1/apps/:app/machines', async (req) => {
-    const input = parseOrThrow(machineCreateSchema, objectBody(req, 'machine'), 'machine');
+    const body = objectBody(req, 'machine');
+    // With a config, a host runs it (`machines run`); without, it is registered by hand.
+    if ('config' in body) return run.run(req.params.app!, body, req);
+    const input = parseOrThrow(machineCreateSchema, body, 'machine');
     return ok(await store.registerMachine({ ...input, app: req.params.app! }, { hostId: d.hostId }), 201);
   });
   r.add('GET', '/v1/machines/:id', async (req) => ok(findMachine(await store.snapshot(), req.params.id!)));
-  r.add('PATCH', '/v1/machines/:id', async (req) => ok(await store.updateMachine(req.params.id!, objectBody(req, 'machine update'))));
+  r.add('PATCH', '/v1/machines/:id', async (req) => {
+    const body = objectBody(req, 'machine update');
+    if ('state' in body) {
+      parseOrThrow(machineUpdateSchema, body, 'machine update');
+      if (await run.findRun(req.params.id!)) throw new ValidationError(`machine ${req.params.id} is run by a host: change its state with /start, /stop, /restart or DELETE`);
+    }
+    return ok(await store.updateMachine(req.params.id!, body));
+  });
   r.add('DELETE', '/v1/machines/:id', async (req) => {
+    const m = await run.findRun(req.params.id!);
+    if (m) return ok(await run.destroy(m, req));
     await store.removeMachine(req.params.id!);
     return NO_CONTENT;
   });
-  r.add('POST', '/v1/machines/:id/stop', async (req) => ok(await store.updateMachine(req.params.id!, { state: 'stopped' })));
-  r.add('POST', '/v1/machines/:id/start', async (req) => ok(await store.updateMachine(req.params.id!, { state: 'started' })));
+  r.add('POST', '/v1/machines/:id/stop', async (req) => {
+    const m = await run.findRun(req.params.id!);
+    return ok(m ? await run.stop(m, req) : await store.updateMachine(req.params.id!, { state: 'stopped' }));
+  });
+  r.add('POST', '/v1/machines/:id/start', async (req) => {
+    const m = await run.findRun(req.params.id!);
+    return ok(m ? await run.start(m, req) : await store.updateMachine(req.params.id!, { state: 'started' }));
+  });
 
   // Flycast IPs
   r.add('GET', '/v1/apps/:app/ips', async (req) => {

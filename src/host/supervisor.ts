@@ -14,7 +14,7 @@
  * namespaces): none orphaned, none started twice. A full reconcile runs every
  * `resync_interval`, so a change missed while the store was down is acted on later.
  */
-import { readdirSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { CatalogStore } from '../catalog/store.js';
 import type { CatalogChange, Machine, MachinePatch, MachineState } from '../catalog/types.js';
@@ -268,6 +268,7 @@ export class Supervisor {
       const cwd = this.d.workdir;
       const path = process.env.PATH ?? '';
       resolveCommand(config.cmd[0]!, machineEnv(m, path).PATH!, cwd);
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
       const prep = await this.d.driver.prepare(m, net, dir);
       this.d.logs.attach(dir, this.meta(m));
       if (this.d.driver.kind === 'local') {
@@ -321,7 +322,7 @@ export class Supervisor {
     const d = decideOnExit(m.config.restart, exit, m.restarts ?? 0, upForMs, this.backoff);
     const last_exit = { ...exit, requested: false, at: Date.now() };
     this.d.log.warn({ machine: m.id, app: m.app, ...exit, decision: d.action, reason: d.reason }, 'machine process exited');
-    await this.note(m, `process ${describeExit(exit)}: ${d.action === 'restart' ? `restarting in ${d.delayMs} ms` : d.action === 'fail' ? 'giving up' : 'not restarting'} (${d.reason})`);
+    await this.note(m, `process ${d.reason}`);
     if (d.action === 'restart') {
       const moved = await this.cas(m.id, ['started', 'starting'], { state: 'starting', last_exit, restarts: d.restarts, state_reason: d.reason });
       if (!moved) return;
