@@ -1,0 +1,23 @@
+// What a machine's process gets: Fly's variables, its own env, nothing of the agent's.
+import { describe, expect, it } from 'vitest';
+import { machineEnv, resolveCommand } from '../../../src/host/env.js';
+
+const m = { id: 'a1000000000001', app: 'web', region: 'ewr', address: 'fdaa:0:18:b00:1:a100:0:2', config: { cmd: ['x'], env: { A: '1' }, restart: { policy: 'always' as const, max_retries: 10 }, kill_signal: 'SIGINT' as const, kill_timeout: 5000 } };
+
+describe('machineEnv', () => {
+  it('sets the FLY_* variables last, so they cannot be overridden', () => {
+    const env = machineEnv(m, '/usr/bin', { PORT: '9000', FLY_REGION: 'zzz' });
+    expect(env).toMatchObject({ A: '1', PORT: '9000', FLY_APP_NAME: 'web', FLY_MACHINE_ID: m.id, FLY_REGION: 'ewr', FLY_PRIVATE_IP: m.address, PATH: '/usr/bin' });
+    expect(Object.keys(env)).not.toContain('SIXPN_TOKEN');
+  });
+});
+
+describe('resolveCommand', () => {
+  it('finds programs on PATH or by path, and refuses what cannot run', () => {
+    expect(resolveCommand('sh', '/nonexistent:/bin', '/')).toBe('/bin/sh');
+    expect(resolveCommand('/bin/sh', '', '/')).toBe('/bin/sh');
+    expect(resolveCommand('./bin/sh', '', '/')).toBe('/bin/sh');
+    expect(() => resolveCommand('no-such-program-xyz', '/bin:/usr/bin', '/')).toThrow(/command not found: no-such-program-xyz/);
+    expect(() => resolveCommand('/etc/passwd', '', '/')).toThrow(/not executable/);
+  });
+});
