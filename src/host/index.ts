@@ -168,7 +168,7 @@ export async function startHostRole(ctx: NodeContext): Promise<HostRole> {
 
   const logs = new LogHub(cfg.log_max_bytes);
   const supervisor = new Supervisor({ hostName, cfg, store: ctx.store, view, driver, logs, log, workdir: cfg.workdir || process.cwd() });
-  await supervisor.start();
+  await supervisor.start(existing !== undefined);
 
   machinesGauge.reset();
   const countStates = (): void => {

@@ -71,6 +71,12 @@ export class Supervisor {
   private readonly backoff: Backoff;
   private resyncTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  /**
+   * Machines found on this host at start while the catalog did not know the host at all (a new
+   * or wiped catalog): never killed on its word. The operator removes them, or they are adopted
+   * when a catalog that has them comes back.
+   */
+  private readonly unknownAtStart = new Set<string>();
   private readonly onChange = (c: CatalogChange): void => {
     if (c.kind !== 'machine' || this.closed) return;
     if ((c.op === 'put' && c.value.host === this.d.hostName) || this.slots.has(c.key)) this.schedule(c.key);
@@ -117,8 +123,22 @@ export class Supervisor {
     return org ? { id: m.id, address: m.address, networkId: org.network_id } : null;
   }
 
-  /** Adopts what runs, then reconciles every machine of this host and every leftover. */
-  async start(): Promise<void> {
+  /**
+   * Adopts what runs, then reconciles every machine of this host and every leftover.
+   * `hostWasKnown`: the catalog had this host before it registered (else leftovers are kept).
+   */
+  async start(hostWasKnown: boolean): Promise<void> {
+    if (!hostWasKnown) {
+      for (const id of [...this.localIds(), ...(await this.d.driver.existing().catch(() => []))]) {
+        if (!this.d.view.machines.has(id)) this.unknownAtStart.add(id);
+      }
+      if (this.unknownAtStart.size) {
+        this.d.log.error(
+          { machines: [...this.unknownAtStart] },
+          `the catalog did not know host ${this.d.hostName}, but machines of an earlier run are here; they are left running and untouched (destroy them by hand, or point the host at the catalog that has them)`,
+        );
+      }
+    }
     for (const id of this.localIds()) {
       const proc = MachineProcess.adopt(this.dirOf(id));
       if (!proc) continue;
@@ -189,6 +209,7 @@ export class Supervisor {
     const m = this.d.view.machines.get(id);
     const slot = this.slot(id);
     if (!m || m.host !== this.d.hostName) {
+      if (this.unknownAtStart.has(id)) return;
       // A catalog without this host was wiped or replaced: never kill machines on its word.
       if (!this.d.view.hosts.has(this.d.hostName)) {
         this.d.log.error({ machine: id }, `host ${this.d.hostName} is not in the catalog: leaving machine ${id} as it is`);
