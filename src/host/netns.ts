@@ -5,11 +5,12 @@
  *   veth pair  host side `sxm<first 8 hex digits>` with fe80::1, machine side `eth0` with fe80::2
  *              and the machine's 6PN address /128 (no DAD: usable at once)
  *   routes     machine: default via fe80::1; host: `<address>/128 via fe80::2` in `route_table`
+ *   ports      net.ipv4.ip_unprivileged_port_start = 0 inside (it covers IPv6 too): any port, no root
  *   resolver   /etc/netns/<namespace>/resolv.conf = `nameserver fdaa::3` (what `ip netns exec`
  *              puts over /etc/resolv.conf for the machine's processes)
  *   filter     the machine's entries in the host's nftables table (./firewall.ts)
  *
- * Three `ip` processes make a machine (`ip netns add`, then one `-batch` on each side). A prepare
+ * Four processes make a machine (`ip netns add`, one `ip -batch` on each side, one `sysctl`). A prepare
  * that fails half way removes what it made. Machine processes run as `machine_user` through
  * `setpriv` (no root inside: root could leave its namespace or rewrite the filter).
  */
@@ -143,6 +144,9 @@ export class NetnsDriver implements Driver {
             `route add ::/0 via ${HOST_LL} dev eth0`,
           ].join('\n') + '\n',
         });
+        // As in a VM, the machine may listen on any port of its own address (port 7, 80, 443...)
+        // although its processes do not run as root. The setting belongs to its namespace.
+        await runTool(this.cfg.ip, ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.ip_unprivileged_port_start=0']);
       }
       await runTool(this.cfg.ip, ['-6', 'route', 'replace', `${net.address}/128`, 'via', MACHINE_LL, 'dev', veth, 'table', this.cfg.route_table]);
       const etc = join(ETC_NETNS, ns);
