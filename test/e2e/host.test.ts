@@ -43,6 +43,8 @@ describe.skipIf(!ready)('host: machines in their own network namespaces', () => 
     return line ? Number(line.split(' ').at(-1)) : 0;
   };
   const curl = (from: keyof typeof IDS, url: string, extra: string[] = []) => host.inMachine(IDS[from], 'curl', ['-sS', '-g', '-m', '2', ...extra, url]);
+  /** For what must not connect: a short timeout, it only has to fail. */
+  const curlRefused = (from: keyof typeof IDS, url: string, extra: string[] = []) => host.inMachine(IDS[from], 'curl', ['-sS', '-g', '-m', '1', ...extra, url]);
   const startNode = async () => {
     const p = host.startNode(cfg);
     await p.waitForLine(/sixpn ready/, 20_000);
@@ -99,10 +101,13 @@ describe.skipIf(!ready)('host: machines in their own network namespaces', () => 
       expect(r.code, r.stderr).toBe(0);
       expect(r.stdout).toMatch(new RegExp(`^Machine ${id} of ${app} is started on host ewr-1 in ewr at fdaa:0:`));
     };
-    await runOne('web', IDS.web1, 'http', 8080, 'web1');
-    await runOne('web', IDS.web2, 'http', 8080, 'web2');
-    await runOne('echo', IDS.echo1, 'tcp', 7, 'echo1');
-    await runOne('intranet', IDS.intra1, 'http', 8080, 'intra1');
+    // at once: the host sets up four namespaces and filter entries side by side
+    await Promise.all([
+      runOne('web', IDS.web1, 'http', 8080, 'web1'),
+      runOne('web', IDS.web2, 'http', 8080, 'web2'),
+      runOne('echo', IDS.echo1, 'tcp', 7, 'echo1'),
+      runOne('intranet', IDS.intra1, 'http', 8080, 'intra1'),
+    ]);
     for (const [name, id] of Object.entries(IDS)) {
       const app = name.startsWith('web') ? 'web' : name === 'echo1' ? 'echo' : 'intranet';
       m[name as keyof typeof IDS] = (await machines(app)).find((x) => x.id === id)!;
@@ -143,15 +148,18 @@ describe.skipIf(!ready)('host: machines in their own network namespaces', () => 
 
   it('other org: zero bytes reach its machine (its own log proves it), the drop counter moves and is logged', async () => {
     const before = await dropped('acme');
-    const direct = await curl('web2', `http://[${m.intra1.address}]:8080/`);
+    const [direct, fly, udp, dig] = await Promise.all([
+      curlRefused('web2', `http://[${m.intra1.address}]:8080/`),
+      curlRefused('web2', `http://[${INTRA_FLYCAST}]/`),
+      host.inMachine(IDS.web2, 'nc', ['-u', '-w', '1', m.intra1.address, '8080'], { input: 'x' }),
+      // the globex resolver address is another org's too
+      host.inMachine(IDS.web2, 'dig', ['@fdaa:0:30::3', '+time=1', '+tries=1', 'intranet.internal']),
+    ]);
     expect(direct.code).not.toBe(0);
     expect(direct.stdout).toBe('');
-    const fly = await curl('web2', `http://[${INTRA_FLYCAST}]/`);
     expect(fly.code).not.toBe(0);
-    const udp = await host.inMachine(IDS.web2, 'nc', ['-u', '-w', '1', m.intra1.address, '8080'], { input: 'x' });
     expect(udp.stdout).toBe('');
-    // the globex resolver address is another org's too
-    expect((await host.inMachine(IDS.web2, 'dig', ['@fdaa:0:30::3', '+time=1', '+tries=1', 'intranet.internal'])).stdout).toMatch(/timed out|no servers/);
+    expect(dig.stdout).toMatch(/timed out|no servers/);
     await waitFor(async () => (await dropped('acme')) > before, { what: 'acme drops counted', timeoutMs: 5_000 });
     const logs = await cli(['logs', '--app', 'intranet']);
     expect(logs.code, logs.stderr).toBe(0);
@@ -161,14 +169,17 @@ describe.skipIf(!ready)('host: machines in their own network namespaces', () => 
 
   it('a forged source never arrives', async () => {
     const before = await dropped('acme');
-    for (const forged of ['fdaa:0:18::99', 'fdaa:0:30::99']) {
-      await host.inMachine(IDS.web2, 'ip', ['-6', 'addr', 'add', `${forged}/128`, 'dev', 'eth0', 'nodad']);
-      const r = await curl('web2', `http://[${m.web1.address}]:8080/`, ['--interface', forged]);
-      expect(r.stdout).toBe('');
-      const u = await host.inMachine(IDS.web2, 'nc', ['-u', '-w', '1', '-s', forged, m.echo1.address, '7'], { input: 'forged' });
-      expect(u.stdout).toBe('');
-      await host.inMachine(IDS.web2, 'ip', ['-6', 'addr', 'del', `${forged}/128`, 'dev', 'eth0']);
-    }
+    const forged = ['fdaa:0:18::99', 'fdaa:0:30::99'];
+    for (const f of forged) await host.inMachine(IDS.web2, 'ip', ['-6', 'addr', 'add', `${f}/128`, 'dev', 'eth0', 'nodad']);
+    const tries = await Promise.all(
+      forged.flatMap((f) => [
+        curlRefused('web2', `http://[${m.web1.address}]:8080/`, ['--interface', f]),
+        curlRefused('web2', `http://[${WEB_FLYCAST}]/`, ['--interface', f]),
+        host.inMachine(IDS.web2, 'nc', ['-u', '-w', '1', '-s', f, m.echo1.address, '7'], { input: 'forged' }),
+      ]),
+    );
+    for (const t of tries) expect(t.stdout).toBe('');
+    for (const f of forged) await host.inMachine(IDS.web2, 'ip', ['-6', 'addr', 'del', `${f}/128`, 'dev', 'eth0']);
     const logs = (await cli(['logs', '--app', 'web', '--machine', IDS.web1])).stdout;
     expect(logs).not.toMatch(/connection from fdaa:0:(18|30)::99/);
     await waitFor(async () => (await dropped('acme')) > before, { what: 'forged packets counted', timeoutMs: 5_000 });
@@ -252,12 +263,13 @@ describe.skipIf(!ready)('host: machines in their own network namespaces', () => 
       [['--app', 'web', '--region', 'ewr'], 2, /needs the command after --/],
       [['--app', 'web', '--region', 'ewr', '--id', 'c0ffee00000001', '--', 'no-such-program-xyz'], 1, /machine c0ffee00000001 could not start on host ewr-1: command not found: no-such-program-xyz .*it was not kept/],
     ];
-    for (const [args, code, msg] of cases) {
-      const r = await cli(['machines', 'run', ...args]);
+    const results = await Promise.all(cases.map(([args]) => cli(['machines', 'run', ...args])));
+    cases.forEach(([args, code, msg], i) => {
+      const r = results[i]!;
       expect(r.code, `${args.join(' ')}: ${r.stderr}`).toBe(code);
       expect(r.stderr).toMatch(msg);
       expect(r.stderr.split('\n').filter(Boolean)).toHaveLength(1);
-    }
+    });
     expect(await count()).toBe(before);
     expect(host.machineNamespaces().sort()).toEqual(nsBefore);
     expect(existsSync(join(dir, 'state/machines/c0ffee00000001'))).toBe(false);
