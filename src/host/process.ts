@@ -1,10 +1,10 @@
 /**
  * A machine's process, kept by a small shell shim so that it outlives the agent.
  *
- * The agent starts `sh -c SHIM <dir> <argv...>` detached (its own session): the shim starts the
+ * The agent starts `sh -c SHIM <dir> <argv...>` detached (its own session): the shim runs the
  * machine's process in a session of its own (`setsid`, so signals reach the process group and
- * never the shim), with stdout/stderr appended to files in the machine's folder, writes its pid,
- * waits for it and writes the exit status. The shim is ~1.6 MB of RSS. When the agent restarts
+ * never the shim), with stdout/stderr appended to files in the machine's folder and its pid
+ * written there, waits for it and writes the exit status. The shim is ~1.6 MB of RSS. When the agent restarts
  * it finds the shim again by pid and by its command line naming the folder: a machine is
  * adopted, never started twice, and an exit that happened while no agent ran is read from the
  * `exit` file. `wait` reports a signal as 128+n, so an exit code above 128 is read as a signal.
@@ -16,10 +16,10 @@ import { join } from 'node:path';
 
 const SHIM = [
   'dir=$1; shift',
-  'setsid "$@" >>"$dir/stdout" 2>>"$dir/stderr" </dev/null &',
-  'pid=$!',
-  'echo "$pid" >"$dir/pid.tmp" && mv "$dir/pid.tmp" "$dir/pid"',
-  'wait "$pid"',
+  // In the foreground, not with `&`: a non-interactive shell starts background jobs with SIGINT
+  // and SIGQUIT ignored, and SIGINT is Fly's default kill_signal. The inner sh writes its own
+  // pid, then becomes the machine's process (exec), in a session of its own.
+  'setsid sh -c \'echo $$ >"$0/pid"; exec "$@"\' "$dir" "$@" >>"$dir/stdout" 2>>"$dir/stderr" </dev/null',
   'code=$?',
   'echo "$code" >"$dir/exit.tmp" && mv "$dir/exit.tmp" "$dir/exit"',
 ].join('\n');

@@ -96,3 +96,18 @@ describe('MachineProcess', () => {
     expect(readFileSync(join(dir, 'stderr'), 'utf8')).toMatch(/nonexistent/);
   });
 });
+
+describe('MachineProcess signals', () => {
+  it('leaves SIGINT and SIGQUIT to the process (a shell would start a background job with them ignored)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sixpn-proc-'));
+    try {
+      const p = await MachineProcess.launch(dir, { argv: ['sleep', '30'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' }, cwd: '/' });
+      const ignored = BigInt(`0x${/^SigIgn:\s+([0-9a-f]+)/m.exec(readFileSync(`/proc/${p.pid}/status`, 'utf8'))![1]}`);
+      expect(ignored & (1n << 1n)).toBe(0n); // SIGINT is signal 2: bit 1
+      p.signal('SIGINT');
+      expect(await p.exited).toEqual({ exit_code: null, signal: 'SIGINT' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
