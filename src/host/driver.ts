@@ -29,6 +29,8 @@ export interface PreparedLaunch {
 
 export interface Driver {
   readonly kind: 'netns' | 'local';
+  /** Who machine processes run as (null: the agent's own user). */
+  runAs(): { uid: number; gid: number } | null;
   /** Checks that this host can run machines; installs what is shared (the isolation filter, holding `machines`). */
   init(machines: MachineNetwork[]): Promise<void>;
   /** Makes the machine's network (idempotent: a second call re-checks it); `dir` is its folder. */
@@ -77,6 +79,9 @@ function portFree(port: number): Promise<boolean> {
 export class LocalDriver implements Driver {
   readonly kind = 'local' as const;
   async init(): Promise<void> {}
+  runAs(): null {
+    return null;
+  }
 
   async prepare(_m: Machine, _net: MachineNetwork, dir: string): Promise<PreparedLaunch> {
     const file = join(dir, 'port');

@@ -5,8 +5,8 @@
  * The agent's own environment never leaks in (it may hold SIXPN_TOKEN): only PATH is carried
  * over, so that the machine finds the same programs the host has.
  */
-import { accessSync, constants, statSync } from 'node:fs';
-import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import { accessSync, constants, realpathSync, statSync, type Stats } from 'node:fs';
+import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 import type { Machine } from '../catalog/types.js';
 import { ValidationError } from '../errors.js';
 
@@ -30,20 +30,50 @@ export function machineEnv(m: Pick<Machine, 'id' | 'app' | 'region' | 'address' 
 /** Thrown when a machine's command cannot be started (not found, not executable). */
 export class LaunchError extends ValidationError {}
 
+export interface RunAs {
+  uid: number;
+  gid: number;
+}
+
+/** The execute/search bit of `st` for a user with only its primary group (supplementary ones are cleared). */
+function permits(st: Stats, as: RunAs): boolean {
+  if (st.uid === as.uid) return (st.mode & 0o100) !== 0;
+  if (st.gid === as.gid) return (st.mode & 0o010) !== 0;
+  return (st.mode & 0o001) !== 0;
+}
+
+/** Whether `as` may search every folder above `file` and execute it (symlinks followed). */
+function executableBy(file: string, as: RunAs): boolean {
+  for (const path of new Set([file, realpathSync(file)])) {
+    for (let dir = dirname(path); ; dir = dirname(dir)) {
+      if (!permits(statSync(dir), as)) return false;
+      if (dir === dirname(dir)) break;
+    }
+  }
+  return permits(statSync(file), as);
+}
+
 /**
  * Resolves the program the way execvp would (a name with a slash is a path, relative to `cwd`;
  * otherwise each PATH entry), so that "command not found" is an error before anything is made.
+ * With `as`, the program must be executable by that user (the machine's, not the agent's root).
  */
-export function resolveCommand(cmd: string, path: string, cwd: string): string {
+export function resolveCommand(cmd: string, path: string, cwd: string, as?: RunAs | null): string {
   const candidates = cmd.includes('/') ? [isAbsolute(cmd) ? cmd : resolve(cwd, cmd)] : path.split(delimiter).filter(Boolean).map((d) => join(d, cmd));
+  let hidden: string | null = null;
   for (const file of candidates) {
     try {
       if (!statSync(file).isFile()) continue;
       accessSync(file, constants.X_OK);
+      if (as && as.uid !== 0 && !executableBy(file, as)) {
+        hidden ??= file;
+        continue;
+      }
       return file;
     } catch {
       // next candidate
     }
   }
+  if (hidden) throw new LaunchError(`command ${hidden} is not executable by the machine's user (uid ${as!.uid}): it or a folder above it is closed to others`);
   throw new LaunchError(cmd.includes('/') ? `command ${cmd} does not exist or is not executable` : `command not found: ${cmd} (searched PATH ${path})`);
 }

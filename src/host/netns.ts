@@ -58,6 +58,10 @@ export class NetnsDriver implements Driver {
     this.firewall = cfg.isolation === 'nftables' ? new HostFirewall(cfg.nft) : null;
   }
 
+  runAs(): { uid: number; gid: number } | null {
+    return this.user;
+  }
+
   nsName(id: string): string {
     return `${this.cfg.netns_prefix}${id}`;
   }

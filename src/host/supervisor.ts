@@ -219,13 +219,17 @@ export class Supervisor {
       return;
     }
     slot.config = m.config;
+    // The process ended and its onExit is queued right behind this: it applies the policy.
+    const exitQueued = slot.proc !== null && !slot.proc.running;
     switch (m.state) {
       case 'created':
       case 'starting':
+        if (exitQueued) return;
         if (slot.proc?.running) await this.cas(id, ['created', 'starting'], { state: 'started', state_reason: null });
         else if (!slot.timer) await this.launch(m, slot);
         return;
       case 'started':
+        if (exitQueued) return;
         if (slot.proc?.running) {
           this.d.logs.attach(this.dirOf(id), this.meta(m));
           return;
@@ -288,7 +292,7 @@ export class Supervisor {
       if (!net) throw new LaunchError(`app ${m.app} or its org is gone`);
       const cwd = this.d.workdir;
       const path = process.env.PATH ?? '';
-      resolveCommand(config.cmd[0]!, machineEnv(m, path).PATH!, cwd);
+      resolveCommand(config.cmd[0]!, machineEnv(m, path).PATH!, cwd, this.d.driver.runAs());
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       const prep = await this.d.driver.prepare(m, net, dir);
       this.d.logs.attach(dir, this.meta(m));

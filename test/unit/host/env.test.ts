@@ -1,4 +1,7 @@
 // What a machine's process gets: Fly's variables, its own env, nothing of the agent's.
+import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { machineEnv, resolveCommand } from '../../../src/host/env.js';
 
@@ -19,5 +22,25 @@ describe('resolveCommand', () => {
     expect(resolveCommand('./bin/sh', '', '/')).toBe('/bin/sh');
     expect(() => resolveCommand('no-such-program-xyz', '/bin:/usr/bin', '/')).toThrow(/command not found: no-such-program-xyz/);
     expect(() => resolveCommand('/etc/passwd', '', '/')).toThrow(/not executable/);
+  });
+
+  it('checks the program as the machine\'s user: a folder closed to others hides it', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'sixpn-env-'));
+    try {
+      const bin = join(dir, 'bin');
+      mkdirSync(bin);
+      writeFileSync(join(bin, 'tool'), '#!/bin/sh\n', { mode: 0o755 });
+      chmodSync(dir, 0o700);
+      const nobody = { uid: 65534, gid: 65534 };
+      expect(resolveCommand('tool', bin, '/')).toBe(join(bin, 'tool')); // the agent (root) may
+      expect(() => resolveCommand('tool', bin, '/', nobody)).toThrow(/tool is not executable by the machine's user \(uid 65534\)/);
+      chmodSync(dir, 0o711);
+      expect(resolveCommand('tool', bin, '/', nobody)).toBe(join(bin, 'tool'));
+      chmodSync(join(bin, 'tool'), 0o744);
+      expect(() => resolveCommand('tool', bin, '/', nobody)).toThrow(/not executable by the machine's user/);
+      expect(resolveCommand('sh', '/bin', '/', nobody)).toBe('/bin/sh');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

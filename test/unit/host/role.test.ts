@@ -133,6 +133,10 @@ describe('host role (local driver)', () => {
     const failed = await waitState(n, 'c2000000000001', 'failed');
     expect(failed).toMatchObject({ restarts: 2, last_exit: { exit_code: 3, signal: null } });
     expect(failed.state_reason).toMatch(/gave up after 2 restarts in a row/);
+    // one decision per exit: a process that dies at once is started exactly 1 + max_retries times
+    const notes = (n.roles[0] as HostRole).recentLogs({ app: 'web', machine: 'c2000000000001' }, 100).map((l) => l.message);
+    expect(notes.filter((l) => l.startsWith('machine started:'))).toHaveLength(3);
+    expect(notes.filter((l) => l.startsWith('process exited with code 3'))).toHaveLength(3);
     await n.ctx.store.registerMachine({ id: 'c3000000000001', app: 'web', region: 'ewr', host: 'h3', config: { cmd: ['sh', '-c', 'exit 0'], restart: { policy: 'no' } } }, { hostId: 0 });
     expect((await waitState(n, 'c3000000000001', 'stopped')).last_exit).toMatchObject({ exit_code: 0 });
     const stubborn = await run(n, 'c4000000000001', { cmd: ['sh', '-c', "trap '' INT; while :; do sleep 0.05; done"], kill_timeout: '300ms' });
