@@ -5,7 +5,7 @@
  * The agent's own environment never leaks in (it may hold SIXPN_TOKEN): only PATH is carried
  * over, so that the machine finds the same programs the host has.
  */
-import { accessSync, constants, realpathSync, statSync, type Stats } from 'node:fs';
+import { accessSync, closeSync, constants, openSync, readSync, realpathSync, statSync, type Stats } from 'node:fs';
 import { delimiter, dirname, isAbsolute, join, resolve } from 'node:path';
 import type { Machine } from '../catalog/types.js';
 import { ValidationError } from '../errors.js';
@@ -35,14 +35,24 @@ export interface RunAs {
   gid: number;
 }
 
-/** The execute/search bit of `st` for a user with only its primary group (supplementary ones are cleared). */
-function permits(st: Stats, as: RunAs): boolean {
-  if (st.uid === as.uid) return (st.mode & 0o100) !== 0;
-  if (st.gid === as.gid) return (st.mode & 0o010) !== 0;
-  return (st.mode & 0o001) !== 0;
+/** A permission bit of `st` (1 execute/search, 4 read) for a user with only its primary group (supplementary ones are cleared). */
+function permits(st: Stats, as: RunAs, bit: 1 | 4 = 1): boolean {
+  if (st.uid === as.uid) return (st.mode & (bit << 6)) !== 0;
+  if (st.gid === as.gid) return (st.mode & (bit << 3)) !== 0;
+  return (st.mode & bit) !== 0;
 }
 
-/** Whether `as` may search every folder above `file` and execute it (symlinks followed). */
+function isScript(file: string): boolean {
+  const fd = openSync(file, 'r');
+  try {
+    const b = Buffer.alloc(2);
+    return readSync(fd, b, 0, 2, 0) === 2 && b.toString() === '#!';
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Whether `as` may search every folder above `file` and execute it (and read it, for a script), symlinks followed. */
 function executableBy(file: string, as: RunAs): boolean {
   for (const path of new Set([file, realpathSync(file)])) {
     for (let dir = dirname(path); ; dir = dirname(dir)) {
@@ -50,13 +60,16 @@ function executableBy(file: string, as: RunAs): boolean {
       if (dir === dirname(dir)) break;
     }
   }
-  return permits(statSync(file), as);
+  const st = statSync(file);
+  return permits(st, as) && (!isScript(file) || permits(st, as, 4));
 }
 
 /**
  * Resolves the program the way execvp would (a name with a slash is a path, relative to `cwd`;
  * otherwise each PATH entry), so that "command not found" is an error before anything is made.
  * With `as`, the program must be executable by that user (the machine's, not the agent's root).
+ * The machine is started with the path found here: `setpriv` would search PATH still holding
+ * root's capabilities and pick a program its user cannot run.
  */
 export function resolveCommand(cmd: string, path: string, cwd: string, as?: RunAs | null): string {
   const candidates = cmd.includes('/') ? [isAbsolute(cmd) ? cmd : resolve(cwd, cmd)] : path.split(delimiter).filter(Boolean).map((d) => join(d, cmd));

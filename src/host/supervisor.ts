@@ -292,14 +292,14 @@ export class Supervisor {
       if (!net) throw new LaunchError(`app ${m.app} or its org is gone`);
       const cwd = this.d.workdir;
       const path = process.env.PATH ?? '';
-      resolveCommand(config.cmd[0]!, machineEnv(m, path).PATH!, cwd, this.d.driver.runAs());
+      const program = resolveCommand(config.cmd[0]!, machineEnv(m, path).PATH!, cwd, this.d.driver.runAs());
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       const prep = await this.d.driver.prepare(m, net, dir);
       this.d.logs.attach(dir, this.meta(m));
       if (this.d.driver.kind === 'local') {
         await this.note(m, `LOCAL DRIVER: no network isolation; this machine is a plain process of the host's user on ${prep.upstream} (PORT=${prep.env.PORT}); its 6PN address ${m.address} is not bound`);
       }
-      const proc = await MachineProcess.launch(dir, { argv: [...prep.wrap, ...config.cmd], env: machineEnv(m, path, prep.env), cwd });
+      const proc = await MachineProcess.launch(dir, { argv: [...prep.wrap, program, ...config.cmd.slice(1)], env: machineEnv(m, path, prep.env), cwd });
       slot.proc = proc;
       slot.requested = false;
       this.watchExit(m.id, proc);

@@ -39,6 +39,15 @@ describe('resolveCommand', () => {
       chmodSync(join(bin, 'tool'), 0o744);
       expect(() => resolveCommand('tool', bin, '/', nobody)).toThrow(/not executable by the machine's user/);
       expect(resolveCommand('sh', '/bin', '/', nobody)).toBe('/bin/sh');
+      // a script must be readable too (its interpreter opens it); a binary need not be
+      chmodSync(join(bin, 'tool'), 0o711);
+      expect(() => resolveCommand('tool', bin, '/', nobody)).toThrow(/not executable by the machine's user/);
+      // the first program on PATH that user can run wins (its full path is what gets started)
+      const open = mkdtempSync(join(tmpdir(), 'sixpn-env-open-'));
+      chmodSync(open, 0o755);
+      writeFileSync(join(open, 'tool'), '#!/bin/sh\n', { mode: 0o755 });
+      expect(resolveCommand('tool', `${bin}:${open}`, '/', nobody)).toBe(join(open, 'tool'));
+      rmSync(open, { recursive: true, force: true });
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
