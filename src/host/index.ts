@@ -16,19 +16,20 @@
  * A second agent under a live host's name is refused; an agent of the same boot whose process is
  * gone (killed, crashed) is taken over at once.
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { formatHostId, parseHostId } from '../addressing/index.js';
 import { nameSchema, type Host } from '../catalog/types.js';
 import { ConfigError, ConflictError, NotFoundError } from '../errors.js';
 import { loadOrCreateGatewayKeys } from '../gateway/keys.js';
-import type { Logger } from '../observe/log.js';
+import { DropLog } from '../observe/drops.js';
 import { counter, gauge } from '../observe/metrics.js';
 import type { NodeContext, RunningRole } from '../role.js';
 import { LocalDriver, type Driver } from './driver.js';
 import { counterName, OTHER_COUNTER } from './firewall.js';
 import { LogHub, type LogFilter, type LogLine } from './logs.js';
 import { NetnsDriver } from './netns.js';
+import { alive, readText } from './process.js';
 import { Supervisor } from './supervisor.js';
 
 export type { LogLine, LogFilter } from './logs.js';
@@ -48,61 +49,15 @@ const droppedCounter = counter({
   labelNames: ['org'] as const,
 });
 const machinesGauge = gauge({ name: 'sixpn_host_machines', help: 'Machines placed on this host, by state', labelNames: ['state'] as const });
-const DROP_LOG_EVERY_MS = 60_000;
-
-function readText(file: string): string | null {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch {
-    return null;
-  }
-}
 
 function bootId(): string {
   return readText('/proc/sys/kernel/random/boot_id')?.trim() || 'unknown-boot';
 }
 
-function pidAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
-
 /** An earlier agent of this boot whose process is gone may be replaced without waiting for its heartbeat to age. */
 function replaceable(session: string, boot: string): boolean {
   const [b, pid] = session.split('/');
-  return b === boot && pid !== undefined && /^\d+$/.test(pid) && Number(pid) !== process.pid && !pidAlive(Number(pid));
-}
-
-class DropAccounting {
-  private seen = new Map<string, number>();
-  private logged = new Map<string, { at: number; unlogged: number }>();
-  constructor(private readonly log: Logger) {}
-
-  /** Turns cumulative counters into metric increments and once-a-minute log lines per machine. */
-  account(counters: Map<string, number>, who: Map<string, { machine: string; app: string; org: string }>, now = Date.now()): void {
-    for (const [name, packets] of counters) {
-      const w = name === OTHER_COUNTER ? { machine: 'unknown', app: 'unknown', org: 'unknown' } : who.get(name);
-      if (!w) continue;
-      const prev = this.seen.get(name) ?? 0;
-      const delta = packets >= prev ? packets - prev : packets;
-      this.seen.set(name, packets);
-      let e = this.logged.get(name);
-      if (!e) this.logged.set(name, (e = { at: 0, unlogged: 0 }));
-      if (delta > 0) {
-        droppedCounter.inc({ org: w.org }, delta);
-        e.unlogged += delta;
-      }
-      if (e.unlogged > 0 && now - e.at >= DROP_LOG_EVERY_MS) {
-        this.log.warn({ machine: w.machine, app: w.app, org: w.org, dropped: e.unlogged }, 'dropped packets from a machine: forged source or outside its org');
-        e.at = now;
-        e.unlogged = 0;
-      }
-    }
-  }
+  return b === boot && pid !== undefined && /^\d+$/.test(pid) && Number(pid) !== process.pid && !alive(Number(pid));
 }
 
 export async function startHostRole(ctx: NodeContext): Promise<HostRole> {
@@ -178,7 +133,7 @@ export async function startHostRole(ctx: NodeContext): Promise<HostRole> {
 
   let fenced = false;
   let closing = false;
-  const drops = new DropAccounting(log);
+  const drops = new DropLog<{ machine: string; app: string; org: string }>(droppedCounter, log, 'dropped packets from a machine: forged source or outside its org');
   let beating = false;
   const beat = async (): Promise<void> => {
     if (closing || fenced || beating) return;
@@ -205,7 +160,7 @@ export async function startHostRole(ctx: NodeContext): Promise<HostRole> {
     if (counters) {
       const who = new Map<string, { machine: string; app: string; org: string }>();
       for (const m of view.machinesOnHost(hostName)) who.set(counterName(m.id), { machine: m.id, app: m.app, org: view.apps.get(m.app)?.org ?? 'unknown' });
-      drops.account(counters, who);
+      drops.account(counters, (name) => (name === OTHER_COUNTER ? { machine: 'unknown', app: 'unknown', org: 'unknown' } : who.get(name)));
     }
   };
   const timer = setInterval(() => void beat(), cfg.heartbeat_interval);

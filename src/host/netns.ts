@@ -14,7 +14,7 @@
  * that fails half way removes what it made. Machine processes run as `machine_user` through
  * `setpriv` (no root inside: root could leave its namespace or rewrite the filter).
  */
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Machine } from '../catalog/types.js';
 import { ConfigError } from '../errors.js';
@@ -23,19 +23,12 @@ import type { Logger } from '../observe/log.js';
 import type { HostConfig } from './config.js';
 import type { Driver, MachineNetwork, PreparedLaunch } from './driver.js';
 import { counterName, HostFirewall, vethName } from './firewall.js';
+import { readText } from './process.js';
 
 const NETNS_DIR = '/run/netns';
 const ETC_NETNS = '/etc/netns';
 const HOST_LL = 'fe80::1';
 const MACHINE_LL = 'fe80::2';
-
-function readText(file: string): string | null {
-  try {
-    return readFileSync(file, 'utf8');
-  } catch {
-    return null;
-  }
-}
 
 /** uid and gid of a user from /etc/passwd. */
 function lookupUser(name: string): { uid: number; gid: number } | null {

@@ -47,7 +47,8 @@ export function parseExitStatus(text: string): ProcessExit | null {
   return { exit_code: code, signal: null };
 }
 
-function readText(file: string): string | null {
+/** A small file's text, or null when it cannot be read. */
+export function readText(file: string): string | null {
   try {
     return readFileSync(file, 'utf8');
   } catch {
@@ -55,7 +56,8 @@ function readText(file: string): string | null {
   }
 }
 
-function alive(pid: number): boolean {
+/** True while `pid` exists (EPERM: it exists, owned by someone else). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
