@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
-import { freePort, rssBytes, sleep, startProc, waitFor } from './lib/procs.mjs';
+import { freePort, rssBytes, sleep, start } from '../test/harness/spawn.mjs';
 import { machineLine, median, writeSection } from './lib/results.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -120,7 +120,7 @@ const pss = (pid) => {
   }
 };
 
-const node = startProc(process.execPath, [CLI, 'up', '--config', join(dir, 'sixpn.toml')], { env: { ...process.env, LOG_LEVEL: 'warn' } });
+const node = start(process.execPath, [CLI, 'up', '--config', join(dir, 'sixpn.toml')], { env: { ...process.env, LOG_LEVEL: 'warn' } });
 try {
   await node.waitForLine(/sixpn ready/, 30_000);
   const config = (name) => ({ cmd: [process.execPath, MACHINE, '--kind', 'http', '--id', name, '--host', '::', '--port', '8080'] });

@@ -13,6 +13,8 @@ import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
 import { parseHostId } from '../addressing/index.js';
 import { appSchema, machineInputSchema, orgSchema, regionCodeSchema } from '../catalog/types.js';
+import { catalogConfigSchema } from '../catalog/config.js';
+import { controlConfigSchema } from '../control/config.js';
 import { ConfigError } from '../errors.js';
 import { demoConfigSchema } from '../demo/config.js';
 import { dnsConfigSchema } from '../dns/config.js';
@@ -20,7 +22,6 @@ import { wireguardConfigSchema } from '../gateway/config.js';
 import { healthConfigSchema } from '../health/config.js';
 import { hostConfigSchema } from '../host/config.js';
 import { proxyConfigSchema } from '../proxy/config.js';
-import { listenSchema } from './common.js';
 
 /** The package's own config/ folder (bundled region table, demo config). */
 export const PACKAGE_CONFIG_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../config');
@@ -47,25 +48,8 @@ export const configSchema = z
       })
       .strict()
       .default({}),
-    catalog: z
-      .object({
-        store: z.enum(['embedded', 'redis']).default('embedded'),
-        /** Embedded store file; empty keeps the catalog in memory only. */
-        path: z.string().default('data/catalog.json'),
-        redis_url: z.string().default('redis://127.0.0.1:6379'),
-        namespace: z.string().regex(/^[a-zA-Z0-9_.-]+$/).default('sixpn'),
-      })
-      .strict()
-      .default({}),
-    control: z
-      .object({
-        enabled: z.boolean().default(true),
-        listen: listenSchema.default('127.0.0.1:4280'),
-        /** Bearer token for /v1; SIXPN_TOKEN overrides. Empty: the API refuses to start. */
-        token: z.string().default(''),
-      })
-      .strict()
-      .default({}),
+    catalog: catalogConfigSchema.default({}),
+    control: controlConfigSchema.default({}),
     log: z
       .object({
         level: logLevelSchema.default('info'),

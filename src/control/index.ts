@@ -10,7 +10,7 @@ import type { AddressInfo } from 'node:net';
 import { parseHostId } from '../addressing/index.js';
 import { ConfigError } from '../errors.js';
 import { counter, histogram } from '../observe/metrics.js';
-import { observeRoutes } from '../observe/http.js';
+import { observeRoutes } from './observe.js';
 import type { NodeContext, RunningRole } from '../role.js';
 import { bearerChecker, errorReply, HttpError, readJsonBody, sendJson } from './http.js';
 import { buildRoutes } from './routes.js';

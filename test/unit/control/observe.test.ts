@@ -1,8 +1,8 @@
 import { request } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { activeConnections, httpRequests } from '../../../src/proxy/metrics.js';
-import { DASHBOARD_COOKIE } from '../../../src/observe/auth.js';
-import { startTestNode, TOKEN, type TestNode } from './node.js';
+import { DASHBOARD_COOKIE } from '../../../src/control/auth.js';
+import { startTestNode, TOKEN, type TestNode } from '../../harness/test-node.js';
 
 let node: TestNode | null = null;
 afterEach(async () => {

@@ -3,7 +3,7 @@
  * (`/`, `/dashboard`), /v1/status and its server-sent event stream /v1/status/events.
  *
  * The control server calls the handler first for every request; it answers and returns true,
- * or returns false to pass the request on. Access (see ./auth.ts and src/observe/README.md):
+ * or returns false to pass the request on. Access (see ./auth.ts and src/observe/README.md, which documents the admin listener):
  * /healthz is open and says only "ok"; /metrics is open when the admin listener binds a
  * loopback address and needs the bearer token otherwise (labels name apps and machines);
  * /v1/status and its events need the bearer token or the dashboard cookie.
@@ -11,9 +11,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NodeContext } from '../role.js';
 import { CLEAR_COOKIE, grantCookie, hasToken, isLoopbackHost, mayReadStatus, secretEquals, type Access } from './auth.js';
-import { watchCatalog } from './catalog-watch.js';
+import { watchCatalog } from '../catalog/watch.js';
 import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard.js';
-import { enableDefaultMetrics, gauge, registry } from './metrics.js';
+import { enableDefaultMetrics, gauge, registry } from '../observe/metrics.js';
 import { buildStatus, RateSampler, readActive, type NodeStatus, type StatusSource } from './status.js';
 
 export type ObserveHandler = ((req: IncomingMessage, res: ServerResponse) => boolean) & {

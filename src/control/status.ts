@@ -8,7 +8,7 @@ import { hostStatus, type HostStatus } from '../host/placement.js';
 import type { CatalogView } from '../catalog/view.js';
 import type { App, Machine } from '../catalog/types.js';
 import type { RegionTable } from '../regions/index.js';
-import { registry } from './metrics.js';
+import { registry } from '../observe/metrics.js';
 
 export interface MachineStatus {
   id: string;
