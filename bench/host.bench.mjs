@@ -12,7 +12,7 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import os, { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
@@ -218,6 +218,41 @@ try {
     await sleep(500);
     console.error(`host bench: ${MANY} machines, round ${round + 1}/${ROUNDS}: run ${(rounds.runMs.at(-1) / 1000).toFixed(1)} s, kernel ${kib(rounds.kernel.at(-1))} KiB per machine`);
   }
+  // 3. Where the host's own time goes: the steps of one machine's network, alone (median of 10).
+  await node.stop('SIGTERM');
+  const { renderChanges, renderRuleset } = await import('../dist/host/firewall.js');
+  const steps = {
+    'ip netns add': [],
+    'ip -batch (host side: veth, address, up)': [],
+    'ip -n <ns> -batch (machine side: addresses, up, route)': [],
+    'ip netns exec <ns> sysctl': [],
+    'nft -f: one machine into a filter holding 100 (what a run does)': [],
+    'nft -f: one machine out of 101 (what a destroy does)': [],
+    'nft -f: whole refill at 100 machines (agent start, or a refused change)': [],
+    'teardown (link del, netns del)': [],
+  };
+  const timed = (name, fn) => {
+    const t = performance.now();
+    fn();
+    steps[name].push(performance.now() - t);
+  };
+  const many = Array.from({ length: 100 }, (_, i) => ({ id: `${(0xc0000000 + i).toString(16)}000000`, address: `fdaa:0:18:b00:1:${(0xc000 + i).toString(16)}:0:2`, networkId: 0x18 }));
+  for (let i = 0; i < 10; i++) {
+    const ns = `${prefix}step${i}`;
+    const veth = `sxmstep${i}`;
+    timed('ip netns add', () => sh('ip', ['netns', 'add', ns]));
+    timed('ip -batch (host side: veth, address, up)', () => sh('ip', ['-batch', '-'], `link add ${veth} type veth peer name eth0 netns ${ns}\nlink set dev ${veth} addrgenmode none\naddr add fe80::1/64 dev ${veth} nodad\nlink set dev ${veth} up\n`));
+    timed('ip -n <ns> -batch (machine side: addresses, up, route)', () => sh('ip', ['-n', ns, '-batch', '-'], `link set dev lo up\nlink set dev eth0 addrgenmode none\naddr add fe80::2/64 dev eth0 nodad\naddr add fdaa:0:18:b00:1:abcd:${i}:2/128 dev eth0 nodad\nlink set dev eth0 up\nroute add ::/0 via fe80::1 dev eth0\n`));
+    timed('ip netns exec <ns> sysctl', () => sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', 'net.ipv4.ip_unprivileged_port_start=0']));
+    timed('nft -f: whole refill at 100 machines (agent start, or a refused change)', () => sh('nft', ['-f', '-'], renderRuleset(many)));
+    const extra = { id: `d${i}00000000000`, address: `fdaa:0:18:b00:1:d00${i}:0:2`, networkId: 0x18 };
+    timed('nft -f: one machine into a filter holding 100 (what a run does)', () => sh('nft', ['-f', '-'], renderChanges([extra], [])));
+    timed('nft -f: one machine out of 101 (what a destroy does)', () => sh('nft', ['-f', '-'], renderChanges([], [extra])));
+    timed('teardown (link del, netns del)', () => (sh('ip', ['link', 'del', 'dev', veth]), sh('ip', ['netns', 'del', ns])));
+  }
+  sh('nft', ['delete', 'table', 'inet', 'sixpn_host']);
+  const stepRows = Object.entries(steps).map(([k, v]) => `| ${k} | ${median(v).toFixed(1)} ms |`).join('\n');
+
   const fm = median(sixpn.first);
   const rm = median(ref);
   const md = `## Hosts: machines run by sixpn (\`bench/host.bench.mjs\`)
@@ -248,12 +283,19 @@ try {
 | agent RSS growth per machine | ${kib(median(rounds.agent))} KiB | |
 | time to destroy all ${MANY} | ${(median(rounds.destroyMs) / 1000).toFixed(1)} s; namespaces left: ${leftNs} | |
 
-What the time goes to: a run is two catalog writes by the API (created) and the host (starting,
-started), four processes to make the network (\`ip netns add\`, one \`ip -batch\` on each side of the
-veth, one \`sysctl\`), one \`nft -f\` refill of the filter and the shim; the rest of the first byte is
-the machine's own start (Node loading the server, the reference row) and the proxy noticing it
-listens. Memory figures are system-wide (\`/proc/meminfo\`) on a shared machine: read them as
-orders of magnitude, not to the kilobyte.
+### Where the host's own time goes (one machine's network, each step alone; median of 10)
+
+| step | median |
+|---|---|
+${stepRows}
+
+A run is three catalog writes (the API's \`created\`, the host's \`starting\` and \`started\`),
+the four processes above, one filter refill and the shim (a \`sh\` that starts the program with
+\`setsid\`, \`ip netns exec\` and \`setpriv\`); the rest of the first byte is the machine's own
+start (Node loading the server: the reference row) and the proxy's first connect. The steps are
+process starts on a busy 2-core machine: fewer processes (netlink from the agent itself) would
+be the next saving. Memory figures are system-wide (\`/proc/meminfo\`) on a shared machine: read
+them as orders of magnitude, not to the kilobyte. Load average while this ran: ${os.loadavg().map((x) => x.toFixed(1)).join(', ')}.
 `;
   writeSection('host', md);
   console.log(md);
@@ -262,7 +304,7 @@ orders of magnitude, not to the kilobyte.
   console.error(node.output().slice(-3000));
   process.exitCode = 1;
 } finally {
-  await node.stop?.('SIGTERM');
+  await node.stop('SIGTERM');
   rmSync(dir, { recursive: true, force: true });
 }
 process.exit();

@@ -2,7 +2,7 @@
 // that real nft loads it, keeps per-machine counters across refills and deletes stale ones.
 import { execFileSync } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
-import { counterName, flycastRange, HostFirewall, OTHER_COUNTER, renderRuleset, TABLE, vethName } from '../../../src/host/firewall.js';
+import { counterName, flycastRange, HostFirewall, OTHER_COUNTER, renderChanges, renderRuleset, TABLE, vethName } from '../../../src/host/firewall.js';
 import { hasCommand, IN_NETNS } from '../../harness/env.js';
 
 const a = { id: 'a1000000000001', address: 'fdaa:0:18:b00:1:a100:0:2', networkId: 0x18 };
@@ -23,6 +23,16 @@ describe('host renderRuleset', () => {
     expect(chain('from_machine')[0]).toContain('meta nfproto ipv4');
     expect(chain('machine_forward')[0]).toContain('ip6 saddr . ip6 daddr @orgs accept');
     expect(chain('to_machine')[0]).toContain('ip6 daddr . ip6 saddr @orgs accept');
+  });
+
+  it('changes one machine\'s elements only, taking out before putting in', () => {
+    const t = renderChanges([a], [b]).trim().split('\n');
+    expect(t[0]).toBe(`delete element inet ${TABLE} drops { "sxmb2000000" }`);
+    expect(t).toContain(`delete element inet ${TABLE} orgs { ${b.address} . fdaa:0:30::/48 }`);
+    expect(t).toContain(`delete counter inet ${TABLE} ${counterName(b.id)}`);
+    expect(t.indexOf(`add counter inet ${TABLE} ${counterName(a.id)}`)).toBeGreaterThan(t.indexOf(`delete counter inet ${TABLE} ${counterName(b.id)}`));
+    expect(t.at(-1)).toBe(`add element inet ${TABLE} drops { "sxma1000000" : "${counterName(a.id)}" }`);
+    expect(renderChanges([], [])).toBe('');
   });
 
   it('renders an empty filter and deletes counters of machines that are gone', () => {
@@ -51,6 +61,15 @@ describe.runIf(IN_NETNS && hasCommand('nft'))('HostFirewall with real nft', () =
     expect([...(await fw.readCounters()).keys()].sort()).toEqual([counterName(a.id), counterName(b.id), OTHER_COUNTER].sort());
     await fw.remove(b.id);
     expect([...(await fw.readCounters()).keys()].sort()).toEqual([counterName(a.id), OTHER_COUNTER].sort());
+    expect(execFileSync('nft', ['list', 'set', 'inet', TABLE, 'orgs']).toString()).not.toContain(b.address);
+    await fw.add(b);
+    expect(execFileSync('nft', ['list', 'set', 'inet', TABLE, 'orgs']).toString()).toContain(`${b.address} . fdaa:0:30::/48`);
+    // changed behind its back: the next change is refused by nft, and the table is refilled whole
+    execFileSync('nft', ['delete', 'element', 'inet', TABLE, 'sources', `{ "sxmb2000000" . ${b.address} }`]);
+    await fw.remove(b.id);
+    const sources = execFileSync('nft', ['list', 'set', 'inet', TABLE, 'sources']).toString();
+    expect(sources).toContain(a.address);
+    expect(sources).not.toContain(b.address);
     // a second agent takes the table over in one transaction
     const next = new HostFirewall('nft');
     await next.init([a]);
