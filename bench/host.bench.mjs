@@ -290,11 +290,15 @@ try {
 ${stepRows}
 
 A run is three catalog writes (the API's \`created\`, the host's \`starting\` and \`started\`),
-the four processes above, one filter refill and the shim (a \`sh\` that starts the program with
-\`setsid\`, \`ip netns exec\` and \`setpriv\`); the rest of the first byte is the machine's own
-start (Node loading the server: the reference row) and the proxy's first connect. The steps are
-process starts on a busy 2-core machine: fewer processes (netlink from the agent itself) would
-be the next saving. Memory figures are system-wide (\`/proc/meminfo\`) on a shared machine: read
+the four processes above, one \`nft -f\` change and the shim (a \`sh\` that starts the program with
+\`setsid\`, \`ip netns exec\` and \`setpriv\`); the rest of the first byte is the machine's own start
+(Node loading the server) and the proxy's first connect. The reference starts the same program
+from the bench process itself, and its start-up varies run to run by more than the host's own
+~100 ms, so the ratio is within noise: read sixpn's cost from "the host agent's own work" row.
+What limits that work is process starts (each step above is one or two \`fork\`+\`exec\` on a busy
+2-core machine); doing the network through netlink from the agent, instead of \`ip\`, \`sysctl\`
+and \`nft\` processes, would be the next saving. Filter changes are per machine (a whole refill at
+100 machines would cost ~170 ms a run). Memory figures are system-wide (\`/proc/meminfo\`) on a shared machine: read
 them as orders of magnitude, not to the kilobyte. Load average while this ran: ${os.loadavg().map((x) => x.toFixed(1)).join(', ')}.
 `;
   writeSection('host', md);
