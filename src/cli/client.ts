@@ -98,6 +98,42 @@ export class ApiClient {
     return parsed as T;
   }
 
+  /** GETs a newline-delimited JSON stream (logs --follow), calling `onItem` per line until it ends. */
+  async stream<T = unknown>(path: string, onItem: (item: T) => void): Promise<void> {
+    let res;
+    try {
+      res = await request(this.endpoint.url + path, {
+        method: 'GET',
+        headers: { authorization: `Bearer ${this.endpoint.token}`, accept: 'application/x-ndjson' },
+        dispatcher: this.agent,
+        bodyTimeout: 0,
+      });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      throw new StoreUnavailableError(`cannot reach the sixpn control API at ${this.endpoint.url}: ${e.code ?? e.message}`, { cause: err });
+    }
+    if (res.statusCode >= 400) {
+      const text = await res.body.text();
+      let e: { code?: unknown; message?: unknown } | undefined;
+      try {
+        e = (JSON.parse(text) as { error?: typeof e }).error;
+      } catch {
+        // not JSON
+      }
+      throw new ApiError(typeof e?.code === 'string' ? e.code : 'SIXPN_INTERNAL', res.statusCode, typeof e?.message === 'string' ? e.message : `HTTP ${res.statusCode} from GET ${path}`);
+    }
+    let buf = '';
+    for await (const chunk of res.body) {
+      buf += (chunk as Buffer).toString('utf8');
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.trim()) onItem(JSON.parse(line) as T);
+      }
+    }
+  }
+
   close(): Promise<void> {
     return this.agent.close();
   }

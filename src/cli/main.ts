@@ -8,11 +8,12 @@ import { exitCodeFor, ValidationError } from '../errors.js';
 import { checkOptions, parseArgv, type CliIo, type Command } from './args.js';
 import { ApiClient, resolveEndpoint } from './client.js';
 import { catalogCommands } from './commands/catalog.js';
+import { hostCommands } from './commands/hosts.js';
 import { nodeCommands } from './commands/node.js';
 import { tokenCommands } from './commands/tokens.js';
 import { wireguardCommands } from './commands/wireguard.js';
 
-const COMMANDS: Command[] = [...nodeCommands, ...catalogCommands, ...wireguardCommands, ...tokenCommands];
+const COMMANDS: Command[] = [...nodeCommands, ...catalogCommands, ...hostCommands, ...wireguardCommands, ...tokenCommands];
 
 function helpText(cmds: Command[]): string {
   const width = Math.max(...cmds.map((c) => c.usage.length > 60 ? 0 : c.usage.length));
@@ -42,7 +43,7 @@ function findCommand(words: string[]): { cmd: Command; args: string[] } | { grou
 export async function main(argv: string[], io: CliIo): Promise<number> {
   let client: ApiClient | null = null;
   try {
-    const { words, values } = parseArgv(argv);
+    const { words, values, rest } = parseArgv(argv);
     if (words[0] === 'help') {
       words.shift();
       values.help = true;
@@ -68,10 +69,11 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
       io.out(`usage: ${cmd.usage}\n\n${cmd.summary}\n`);
       return 0;
     }
-    checkOptions(cmd, values, args);
+    checkOptions(cmd, values, args, rest);
     const code = await cmd.run({
       values,
       args,
+      rest,
       io,
       client: async () => (client ??= new ApiClient(await resolveEndpoint({ api: values.api, token: values.token, config: values.config }))),
     });

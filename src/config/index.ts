@@ -19,6 +19,7 @@ import { demoConfigSchema } from '../demo/config.js';
 import { dnsConfigSchema } from '../dns/config.js';
 import { wireguardConfigSchema } from '../gateway/config.js';
 import { healthConfigSchema } from '../health/config.js';
+import { hostConfigSchema } from '../host/config.js';
 import { proxyConfigSchema } from '../proxy/config.js';
 import { isLoopbackHost } from '../addressing/index.js';
 import { hostIdSchema } from './common.js';
@@ -63,6 +64,7 @@ export const configSchema = z
     dns: dnsConfigSchema.default({}),
     health: healthConfigSchema.default({}),
     wireguard: wireguardConfigSchema.default({}),
+    host: hostConfigSchema.default({}),
     demo: demoConfigSchema.default({}),
     /** Inline catalog seed: created at start when missing (idempotent). */
     orgs: z.array(orgSchema).default([]),
@@ -171,5 +173,7 @@ function resolvePaths(c: Config, baseDir: string): Config {
   c.catalog.path = at(c.catalog.path);
   c.regions.file = c.regions.file === '' ? resolve(PACKAGE_CONFIG_DIR, 'regions.csv') : at(c.regions.file);
   c.wireguard.state_file = at(c.wireguard.state_file);
+  c.host.state_dir = at(c.host.state_dir);
+  c.host.workdir = at(c.host.workdir);
   return c;
 }

@@ -196,6 +196,7 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
     node: { name: ctx.config.node.name, region: ctx.config.node.region },
     store: ctx.store.kind,
     startedAt: Date.now(),
+    hostStaleAfterMs: ctx.config.host.heartbeat_timeout,
   });
 
   const routes: Record<string, { methods: string[]; handle(req: IncomingMessage, res: ServerResponse, query: URLSearchParams): void | Promise<void> }> = {

@@ -3,7 +3,8 @@
  * machines from the catalog view, with live traffic read back from the proxy's own metrics
  * in the process registry (active connections, request and connection rates).
  */
-import { orgPrefixCidr } from '../addressing/index.js';
+import { formatHostId, orgPrefixCidr } from '../addressing/index.js';
+import { hostStatus, type HostStatus } from '../host/placement.js';
 import type { CatalogView } from '../catalog/view.js';
 import type { App, Machine } from '../catalog/types.js';
 import type { RegionTable } from '../regions/index.js';
@@ -17,6 +18,8 @@ export interface MachineStatus {
   state: Machine['state'];
   health: { status: Machine['health']['status']; reason: string; changed_at: number };
   upstream: string | null;
+  /** The host that runs it; null for a machine registered by hand. */
+  host: string | null;
   /** null: the proxy on this node has not reported on this machine. */
   active_connections: number | null;
   /** HTTP requests (http services) or connections (tcp) per second over the last sample. */
@@ -52,12 +55,25 @@ export interface OrgStatus {
   peers: { name: string; region: string; address: string; created_at: number }[];
 }
 
+export interface HostRow {
+  name: string;
+  region: string;
+  host_id: string;
+  status: HostStatus;
+  driver: string;
+  machines: number;
+  started: number;
+  heartbeat_at: number;
+}
+
 export interface NodeStatus {
   node: { name: string; region: string; uptime_s: number; pid: number };
   generated_at: number;
   catalog: { store: string; version: number; last_change_lag_ms: number };
   totals: { orgs: number; apps: number; machines: number; started: number; healthy: number; unhealthy: number; peers: number; flycast: number };
   orgs: OrgStatus[];
+  /** Host agents, by name. */
+  hosts: HostRow[];
 }
 
 /** Traffic figures per app and per machine (`app/machine`), merged from the proxy's metrics. */
@@ -170,6 +186,8 @@ export interface StatusSource {
   node: { name: string; region: string };
   store: string;
   startedAt: number;
+  /** A host silent for longer than this shows as unreachable (default 6 s). */
+  hostStaleAfterMs?: number;
 }
 
 /** Builds the status document; regions are ordered nearest to this node first. */
@@ -202,6 +220,7 @@ export function buildStatus(src: StatusSource, traffic: Traffic, now = Date.now(
           state: m.state,
           health: { status: m.health.status, reason: m.health.reason, changed_at: m.health.changed_at },
           upstream: m.upstream ?? null,
+          host: m.host ?? null,
           active_connections: traffic.activeByMachine.get(key) ?? (traffic.activeByApp.has(app.name) ? 0 : null),
           // Only when the proxy counts per machine; an app-level counter says nothing per machine.
           request_rate: round(traffic.rateByMachine.get(key)) ?? (hasMachineRates.has(app.name) ? 0 : null),
@@ -243,11 +262,27 @@ export function buildStatus(src: StatusSource, traffic: Traffic, now = Date.now(
       .sort((a, b) => (a.name < b.name ? -1 : 1));
     orgs.push({ name: org.name, network_id: org.network_id, prefix: orgPrefixCidr(org.network_id), apps, peers });
   }
+  const hosts: HostRow[] = [...view.hosts.values()]
+    .sort((a, b) => (a.name < b.name ? -1 : 1))
+    .map((h) => {
+      const ms = [...view.machinesOnHost(h.name)];
+      return {
+        name: h.name,
+        region: h.region,
+        host_id: formatHostId(h.host_id),
+        status: hostStatus(h, now, src.hostStaleAfterMs ?? 6_000),
+        driver: h.driver,
+        machines: ms.length,
+        started: ms.filter((m) => m.state === 'started').length,
+        heartbeat_at: h.heartbeat_at,
+      };
+    });
   return {
     node: { name: src.node.name, region: src.node.region, uptime_s: Math.round((now - src.startedAt) / 1000), pid: process.pid },
     generated_at: now,
     catalog: { store: src.store, version: view.version, last_change_lag_ms: view.lastChangeLagMs },
     totals,
     orgs,
+    hosts,
   };
 }
