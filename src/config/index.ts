@@ -79,6 +79,12 @@ export const configSchema = z
     if (parseHostIdLoose(c.node.host_id) === parseHostIdLoose(c.wireguard.host_id)) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['wireguard', 'host_id'], message: `must differ from node.host_id (${c.node.host_id}): machine and peer addresses would collide` });
     }
+    // A host's machines live under its host id: the node's (hand-registered machines) and the gateway's (peers) are taken.
+    for (const [other, key] of [[c.node.host_id, 'node.host_id'], [c.wireguard.host_id, 'wireguard.host_id']] as const) {
+      if (c.host.host_id !== '' && parseHostIdLoose(c.host.host_id) === parseHostIdLoose(other)) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['host', 'host_id'], message: `must differ from ${key} (${other}): machine addresses would collide` });
+      }
+    }
     if (c.control.demo_token && !isLoopbackHost(c.control.listen.host)) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['control', 'demo_token'], message: `a demo token is only accepted on a loopback listener, not ${c.control.listen.host}; set a real token (openssl rand -hex 24)` });
     }
