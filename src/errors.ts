@@ -79,6 +79,12 @@ export class UpstreamTimeoutError extends SixpnError {
   override readonly status = 504;
 }
 
+/** A machine run by a host did not reach `started` (its command failed, the host could not set it up or did not answer). */
+export class MachineFailedError extends SixpnError {
+  override readonly code = 'SIXPN_MACHINE_FAILED';
+  override readonly status = 502;
+}
+
 /** Every error class with its code and status: the README table is checked against this list. */
 export const ERROR_CLASSES = [
   ValidationError,
@@ -92,6 +98,7 @@ export const ERROR_CLASSES = [
   NoCapacityError,
   UpstreamUnreachableError,
   UpstreamTimeoutError,
+  MachineFailedError,
 ] as const;
 
 /** Process exit codes for the CLI, by error code (sysexits-like). */

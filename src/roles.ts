@@ -57,6 +57,14 @@ export const ROLES: readonly RoleSpec[] = [
     load: async () => (await import('./dns/index.js')).startDnsRole,
   },
   {
+    name: 'host',
+    summary: 'the host agent: runs the machines placed on this server',
+    enabled: (c) => c.host.enabled,
+    command: false,
+    companions: [],
+    load: async () => (await import('./host/index.js')).startHostRole,
+  },
+  {
     name: 'gateway',
     summary: 'the WireGuard gateway',
     enabled: (c) => c.wireguard.enabled,

@@ -16,13 +16,17 @@ import { ConflictError, NotFoundError, StoreUnavailableError } from '../errors.j
 import { invalidEntries } from './metrics.js';
 import { applyLayers, layersOver, type Layers } from './draft.js';
 import {
+  applyHostPatch,
   applyMachinePatch,
+  assertHostUnused,
   assertOrgUnused,
   buildFlycast,
+  buildHost,
   buildMachine,
   buildPeer,
   checkStored,
   FIRST_FLYCAST_SEQUENCE,
+  randomHostId,
   randomMachineId,
   validateApp,
   validateOrg,
@@ -35,7 +39,7 @@ import {
   type StoredEntity,
   type StoredKind,
 } from './rules.js';
-import type { AllocationOptions, CatalogStore, PeerOptions, StoreListener } from './store.js';
+import type { AllocationOptions, CatalogStore, HostOptions, HostUpdateOptions, MachineUpdateOptions, PeerOptions, StoreListener } from './store.js';
 import {
   peerKey,
   type App,
@@ -44,6 +48,9 @@ import {
   type CatalogSnapshot,
   type EntityKind,
   type FlycastIp,
+  type Host,
+  type HostInput,
+  type HostPatch,
   type Machine,
   type MachineInput,
   type MachinePatch,
@@ -65,6 +72,8 @@ const fileSchema = z
     machines: z.array(z.unknown()),
     flycast: z.array(z.unknown()),
     peers: z.array(z.unknown()),
+    /** Absent in files written before hosts existed. */
+    hosts: z.array(z.unknown()).default([]),
     /** Absent in files written before tokens existed. */
     tokens: z.array(z.unknown()).default([]),
     sequences: z.object({ flycast: z.record(z.number().int()), peer: z.record(z.number().int()) }),
@@ -72,7 +81,7 @@ const fileSchema = z
   .strict();
 
 /** The file's array for each entity kind. */
-const SECTIONS = { org: 'orgs', app: 'apps', machine: 'machines', flycast: 'flycast', peer: 'peers', token: 'tokens' } as const satisfies Record<StoredKind, string>;
+const SECTIONS = { org: 'orgs', app: 'apps', machine: 'machines', flycast: 'flycast', peer: 'peers', host: 'hosts', token: 'tokens' } as const satisfies Record<StoredKind, string>;
 
 /** An entry of the file that failed its check at load: not served, but written back as it was. */
 interface Rejected extends RejectedEntry {
@@ -151,6 +160,7 @@ type Tables = {
   machines: Map<string, Machine>;
   flycast: Map<string, FlycastIp>;
   peers: Map<string, Peer>;
+  hosts: Map<string, Host>;
   /** address -> who holds it, across machines, peers and Flycast. */
   owners: Map<string, string>;
   flycastSeq: Map<string, number>;
@@ -179,6 +189,24 @@ function rejectedMachine(d: Draft, id: string): [number, Rejected] | undefined {
   return undefined;
 }
 
+/** The entry of a host skipped at load with this name, if any. */
+function rejectedHost(d: Draft, name: string): [number, Rejected] | undefined {
+  for (const e of d.rejected.entries()) if (e[1].kind === 'host' && e[1].key === name) return e;
+  return undefined;
+}
+
+/**
+ * The name of the host holding this host id, also among hosts skipped at load: their machines'
+ * addresses may be made of it, so it is not handed out again while the entry is in the file.
+ */
+function hostNameById(d: Draft, hostId: number): string | undefined {
+  for (const h of d.hosts.values()) if (h.host_id === hostId) return h.name;
+  for (const r of d.rejected.values()) {
+    if (r.kind === 'host' && typeof r.raw === 'object' && r.raw !== null && (r.raw as { host_id?: unknown }).host_id === hostId) return r.key;
+  }
+  return undefined;
+}
+
 export class MemoryStore implements CatalogStore {
   readonly kind = 'embedded' as const;
   private readonly t: Tables = {
@@ -187,6 +215,7 @@ export class MemoryStore implements CatalogStore {
     machines: new Map(),
     flycast: new Map(),
     peers: new Map(),
+    hosts: new Map(),
     owners: new Map(),
     flycastSeq: new Map(),
     peerSeq: new Map(),
@@ -268,6 +297,7 @@ export class MemoryStore implements CatalogStore {
       t.peers.set(peerKey(p.org, p.name), p);
       t.owners.set(p.address, `peer ${p.org}/${p.name}`);
     }
+    for (const h of valid('host')) t.hosts.set(h.name, h);
     for (const tok of valid('token')) t.tokens.set(tok.id, tok);
     invalidEntries.set(t.rejected.size);
     for (const [k, v] of Object.entries(data.sequences.flycast)) t.flycastSeq.set(k, v);
@@ -284,6 +314,7 @@ export class MemoryStore implements CatalogStore {
       machines: [...d.machines.values(), ...kept('machine')],
       flycast: [...d.flycast.values(), ...kept('flycast')],
       peers: [...d.peers.values(), ...kept('peer')],
+      hosts: [...d.hosts.values(), ...kept('host')],
       tokens: [...d.tokens.values(), ...kept('token')],
       sequences: { flycast: Object.fromEntries(d.flycastSeq.entries()), peer: Object.fromEntries(d.peerSeq.entries()) },
     });
@@ -386,6 +417,7 @@ export class MemoryStore implements CatalogStore {
       machines: [...t.machines.values()],
       flycast: [...t.flycast.values()],
       peers: [...t.peers.values()],
+      hosts: [...t.hosts.values()],
     });
   }
 
@@ -461,6 +493,7 @@ export class MemoryStore implements CatalogStore {
           machineById: (id) => d.machines.get(id),
           addressOwner: (a) => d.owners.get(a),
           regionExists: this.regionExists,
+          hostByName: (n) => d.hosts.get(n),
         },
         this.now(),
         () => {
@@ -477,11 +510,11 @@ export class MemoryStore implements CatalogStore {
     });
   }
 
-  updateMachine(id: string, patch: MachinePatch): Promise<Machine> {
+  updateMachine(id: string, patch: MachinePatch, opts?: MachineUpdateOptions): Promise<Machine> {
     return this.mutate((d) => {
       const machine = d.machines.get(id);
       if (!machine) throw new NotFoundError(`machine ${id} not found`);
-      const next = applyMachinePatch(machine, patch, this.now(), this.regionExists);
+      const next = applyMachinePatch(machine, patch, this.now(), this.regionExists, opts);
       d.machines.set(id, next);
       return { result: structuredClone(next), changes: [{ kind: 'machine', op: 'put', key: id, value: next, at: next.updated_at }] };
     });
@@ -561,6 +594,57 @@ export class MemoryStore implements CatalogStore {
       d.peers.delete(key);
       d.owners.delete(peer.address);
       return { result: undefined, changes: [{ kind: 'peer', op: 'del', key, at: this.now() }] };
+    });
+  }
+
+  registerHost(input: HostInput, opts: HostOptions): Promise<Host> {
+    return this.mutate((d) => {
+      const name = (input as { name?: unknown }).name;
+      const bad = typeof name === 'string' ? rejectedHost(d, name) : undefined;
+      if (bad) throw new ConflictError(`host ${name} already exists in the catalog file but is invalid (${bad[1].reason}); fix the entry, or remove the host first`);
+      const host = buildHost(
+        input,
+        {
+          hostByName: (n) => d.hosts.get(n),
+          hostNameById: (id) => hostNameById(d, id),
+          regionExists: this.regionExists,
+          machinesOnHost: (n) => {
+            let count = 0;
+            for (const m of d.machines.values()) if (m.host === n) count++;
+            return count;
+          },
+        },
+        opts,
+        this.now(),
+        () => randomHostId(),
+      );
+      d.hosts.set(host.name, host);
+      return { result: structuredClone(host), changes: [{ kind: 'host', op: 'put', key: host.name, value: host, at: host.updated_at }] };
+    });
+  }
+
+  updateHost(name: string, patch: HostPatch, opts?: HostUpdateOptions): Promise<Host> {
+    return this.mutate((d) => {
+      const host = d.hosts.get(name);
+      if (!host) throw new NotFoundError(`host ${name} not found`);
+      const next = applyHostPatch(host, patch, this.now(), opts);
+      d.hosts.set(name, next);
+      return { result: structuredClone(next), changes: [{ kind: 'host', op: 'put', key: name, value: next, at: next.updated_at }] };
+    });
+  }
+
+  removeHost(name: string): Promise<void> {
+    return this.mutate((d) => {
+      const bad = d.hosts.has(name) ? undefined : rejectedHost(d, name);
+      if (!bad && !d.hosts.has(name)) throw new NotFoundError(`host ${name} not found`);
+      assertHostUnused(name, d.machines.values());
+      // A host skipped at load was never published: removing it is a file change only.
+      if (bad) {
+        d.rejected.delete(bad[0]);
+        return { result: undefined, changes: [] };
+      }
+      d.hosts.delete(name);
+      return { result: undefined, changes: [{ kind: 'host', op: 'del', key: name, at: this.now() }] };
     });
   }
 

@@ -20,9 +20,12 @@ import { Redis, type RedisOptions } from 'ioredis';
 import { NotFoundError, SixpnError, StoreUnavailableError } from '../errors.js';
 import { counter, gauge } from '../observe/metrics.js';
 import {
+  applyHostPatch,
   applyMachinePatch,
+  assertHostUnused,
   assertOrgUnused,
   buildFlycast,
+  buildHost,
   buildMachine,
   buildPeer,
   checkStored,
@@ -40,7 +43,7 @@ import {
   type StoredKind,
 } from './rules.js';
 import { invalidEntries } from './metrics.js';
-import type { AllocationOptions, CatalogStore, PeerOptions, StoreEvent, StoreListener } from './store.js';
+import type { AllocationOptions, CatalogStore, HostOptions, HostUpdateOptions, MachineUpdateOptions, PeerOptions, StoreEvent, StoreListener } from './store.js';
 import {
   peerKey,
   type App,
@@ -49,6 +52,9 @@ import {
   type CatalogSnapshot,
   type EntityKind,
   type FlycastIp,
+  type Host,
+  type HostInput,
+  type HostPatch,
   type Machine,
   type MachineInput,
   type MachinePatch,
@@ -95,6 +101,9 @@ function keysOf(ns: string) {
     machine: `${ns}:machines`,
     flycast: `${ns}:flycast`,
     peer: `${ns}:peers`,
+    host: `${ns}:hosts`,
+    /** host id (decimal) -> host name (uniqueness of host ids) */
+    hostIds: `${ns}:host-ids`,
     /** token id -> token record (hash of the secret only); not published to views */
     token: `${ns}:tokens`,
     /** network id -> org name */
@@ -596,8 +605,8 @@ export class RedisStore implements CatalogStore {
 
   async snapshot(): Promise<CatalogSnapshot> {
     const k = this.k;
-    const res = await this.call(() => this.cmd.multi().hgetall(k.org).hgetall(k.app).hgetall(k.machine).hgetall(k.flycast).hgetall(k.peer).exec());
-    const [orgs, apps, machines, flycast, peers] = execResults(res) as Record<string, string>[];
+    const res = await this.call(() => this.cmd.multi().hgetall(k.org).hgetall(k.app).hgetall(k.machine).hgetall(k.flycast).hgetall(k.peer).hgetall(k.host).exec());
+    const [orgs, apps, machines, flycast, peers, hosts] = execResults(res) as Record<string, string>[];
     let skipped = 0;
     const list = <K extends EntityKind>(kind: K, hash: Record<string, string> | undefined): StoredEntity<K>[] => {
       const out: StoredEntity<K>[] = [];
@@ -616,6 +625,7 @@ export class RedisStore implements CatalogStore {
       machines: list('machine', machines).sort(byCreated),
       flycast: list('flycast', flycast).sort(byCreated),
       peers: list('peer', peers).sort(byCreated),
+      hosts: list('host', hosts).sort(byName),
     };
     invalidEntries.set(skipped);
     return snap;
@@ -703,6 +713,7 @@ export class RedisStore implements CatalogStore {
           machineById: (id) => tx.get<Machine>(this.k.machine, id),
           addressOwner: (a) => tx.raw(this.k.owners, a) ?? undefined,
           regionExists: this.regionExists,
+          hostByName: (n) => tx.get<Host>(this.k.host, n),
         },
         tx.now,
         () => {
@@ -719,11 +730,11 @@ export class RedisStore implements CatalogStore {
     });
   }
 
-  updateMachine(id: string, patch: MachinePatch): Promise<Machine> {
+  updateMachine(id: string, patch: MachinePatch, opts?: MachineUpdateOptions): Promise<Machine> {
     return this.mutate('update machine', (tx) => {
       const machine = tx.get<Machine>(this.k.machine, id);
       if (!machine) throw new NotFoundError(`machine ${id} not found`);
-      const next = applyMachinePatch(machine, patch, tx.now, this.regionExists);
+      const next = applyMachinePatch(machine, patch, tx.now, this.regionExists, opts);
       tx.put('machine', id, next);
       tx.change({ kind: 'machine', op: 'put', key: id, value: next, at: next.updated_at });
       return next;
@@ -835,6 +846,49 @@ export class RedisStore implements CatalogStore {
     });
   }
 
+  registerHost(input: HostInput, opts: HostOptions): Promise<Host> {
+    return this.mutate('register host', (tx) => {
+      const host = buildHost(
+        input,
+        {
+          hostByName: (n) => tx.get<Host>(this.k.host, n),
+          hostNameById: (id) => tx.raw(this.k.hostIds, String(id)) ?? undefined,
+          regionExists: this.regionExists,
+          machinesOnHost: (n) => tx.all<Machine>('machine').filter((m) => m.host === n).length,
+        },
+        opts,
+        tx.now,
+        (i) => parseInt(tx.randomId(i).slice(0, 8), 16),
+      );
+      tx.put('host', host.name, host);
+      tx.set(this.k.hostIds, String(host.host_id), host.name);
+      tx.change({ kind: 'host', op: 'put', key: host.name, value: host, at: host.updated_at });
+      return host;
+    });
+  }
+
+  updateHost(name: string, patch: HostPatch, opts?: HostUpdateOptions): Promise<Host> {
+    return this.mutate('update host', (tx) => {
+      const host = tx.get<Host>(this.k.host, name);
+      if (!host) throw new NotFoundError(`host ${name} not found`);
+      const next = applyHostPatch(host, patch, tx.now, opts);
+      tx.put('host', name, next);
+      tx.change({ kind: 'host', op: 'put', key: name, value: next, at: next.updated_at });
+      return next;
+    });
+  }
+
+  removeHost(name: string): Promise<void> {
+    return this.mutate('remove host', (tx) => {
+      const host = tx.get<Host>(this.k.host, name);
+      if (!host) throw new NotFoundError(`host ${name} not found`);
+      assertHostUnused(name, tx.all<Machine>('machine'));
+      tx.remove('host', name);
+      tx.del(this.k.hostIds, String(host.host_id));
+      tx.change({ kind: 'host', op: 'del', key: name, at: tx.now });
+    });
+  }
+
   subscribe(listener: StoreListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
@@ -861,7 +915,7 @@ export class RedisStore implements CatalogStore {
   }
 }
 
-const KINDS = new Set<unknown>(['org', 'app', 'machine', 'flycast', 'peer']);
+const KINDS = new Set<unknown>(['org', 'app', 'machine', 'flycast', 'peer', 'host']);
 
 /** Enough of a CatalogChange's shape that a listener can apply it (only sixpn writes the channel). */
 function isChange(c: unknown): c is CatalogChange {

@@ -21,6 +21,9 @@ import { ConflictError, ExhaustedError, ForbiddenError, NotFoundError, Validatio
 import {
   appSchema,
   flycastIpSchema,
+  hostInputSchema,
+  hostPatchSchema,
+  hostSchema,
   machineInputSchema,
   machineSchema,
   machinePatchSchema,
@@ -34,9 +37,13 @@ import {
   type AppInput,
   type EntityKind,
   type FlycastIp,
+  type Host,
+  type HostInput,
+  type HostPatch,
   type Machine,
   type MachineInput,
   type MachinePatch,
+  type MachineState,
   type Org,
   type Peer,
   type PeerInput,
@@ -86,6 +93,7 @@ export interface MachineLookup {
   /** Who holds this (normalized) address, if anyone: a machine id, peer key or Flycast ip. */
   addressOwner(address: string): string | undefined;
   regionExists(code: string): boolean;
+  hostByName(name: string): Host | undefined;
 }
 
 /** Builds a machine to register; `newId` is used when the input carries none. */
@@ -98,8 +106,24 @@ export function buildMachine(input: MachineInput, hostId: number, lookup: Machin
   if (!lookup.regionExists(m.region)) throw new ValidationError(`invalid machine: region: unknown region ${m.region}`);
   const id = m.id ?? newId();
   if (lookup.machineById(id)) throw new ConflictError(`machine ${id} already exists`);
+  if ((m.host === undefined) !== (m.config === undefined)) {
+    throw new ValidationError('invalid machine: host and config go together (a machine run by a host has both; one registered by hand neither)');
+  }
+  const host = m.host === undefined ? undefined : lookup.hostByName(m.host);
+  if (m.host !== undefined && !host) throw new NotFoundError(`host ${m.host} not found`);
+  const run = host !== undefined;
+  if (run && m.address !== undefined) throw new ValidationError('invalid machine: address: a machine run by a host takes its address from the host id');
+  if (run && m.upstream !== undefined) throw new ValidationError('invalid machine: upstream: a machine run by a host gets its upstream from the host');
+  if (run && m.state !== undefined && m.state !== 'created') throw new ValidationError(`invalid machine: state: a machine run by a host starts as created, not ${m.state}`);
+  if (!run && m.state !== undefined && m.state !== 'started' && m.state !== 'stopped') {
+    throw new ValidationError(`invalid machine: state: a machine registered by hand is started or stopped, not ${m.state}`);
+  }
+  if (host && host.region !== m.region) throw new ValidationError(`invalid machine: region: host ${host.name} is in region ${host.region}, not ${m.region}`);
+  if (host && isReservedHostId(host.host_id)) throw new ValidationError(`host id ${host.host_id} is reserved`);
   let address: string;
-  if (m.address !== undefined) {
+  if (host) {
+    address = machineAddress(org.network_id, host.host_id, id);
+  } else if (m.address !== undefined) {
     const norm = normalizeAddress(m.address);
     if (!norm) throw new ValidationError(`invalid machine: address: ${JSON.stringify(m.address)} is not an IPv6 address`);
     if (orgOf(norm) !== org.network_id) {
@@ -119,19 +143,33 @@ export function buildMachine(input: MachineInput, hostId: number, lookup: Machin
     app: app.name,
     region: m.region,
     address,
-    state: m.state,
+    state: m.state ?? (run ? 'created' : 'started'),
     health: { status: 'unknown', reason: 'no check has run yet', changed_at: now },
     ...(m.upstream !== undefined ? { upstream: m.upstream } : {}),
+    ...(host && m.config ? { host: host.name, config: m.config } : {}),
     created_at: now,
     updated_at: now,
   };
 }
 
-export function applyMachinePatch(machine: Machine, patch: MachinePatch, now: number, regionExists: (c: string) => boolean): Machine {
+export interface MachineUpdateOptions {
+  /** Apply only while the machine is in one of these states (else ConflictError): a compare-and-set. */
+  ifState?: readonly MachineState[];
+}
+
+export function applyMachinePatch(machine: Machine, patch: MachinePatch, now: number, regionExists: (c: string) => boolean, opts: MachineUpdateOptions = {}): Machine {
   const p = parseOrThrow(machinePatchSchema, patch, 'machine update');
   if (p.region !== undefined && !regionExists(p.region)) throw new ValidationError(`invalid machine update: region: unknown region ${p.region}`);
+  if (opts.ifState && !opts.ifState.includes(machine.state)) {
+    throw new ConflictError(`machine ${machine.id} is ${machine.state}, not ${opts.ifState.join(' or ')}`);
+  }
+  if (p.state === 'destroyed') throw new ValidationError('invalid machine update: state: a destroyed machine is removed from the catalog, not kept as destroyed');
   const next: Machine = { ...machine, updated_at: now };
   if (p.state !== undefined) next.state = p.state;
+  if (p.last_exit !== undefined) next.last_exit = p.last_exit;
+  if (p.restarts !== undefined) next.restarts = p.restarts;
+  if (p.state_reason === null) delete next.state_reason;
+  else if (p.state_reason !== undefined) next.state_reason = p.state_reason;
   if (p.region !== undefined) next.region = p.region;
   if (p.upstream === null) delete next.upstream;
   else if (p.upstream !== undefined) next.upstream = p.upstream;
@@ -144,6 +182,106 @@ export function applyMachinePatch(machine: Machine, patch: MachinePatch, now: nu
     };
   }
   return next;
+}
+
+export interface HostOptions {
+  /** Host ids this host may not take: the node's own for hand-registered machines, the WireGuard gateway's. */
+  reservedHostIds: readonly number[];
+  /** A host whose heartbeat is older than this counts as gone: another agent may take its name. */
+  staleAfterMs: number;
+  /** This session may be replaced even with a fresh heartbeat (an agent of this boot whose process is gone). */
+  replaceSession?: string;
+}
+
+export interface HostLookup {
+  hostByName(name: string): Host | undefined;
+  /** The name of the host holding this host id, if any. */
+  hostNameById(hostId: number): string | undefined;
+  regionExists(code: string): boolean;
+  /** Machines placed on the named host (only counted when its region would change). */
+  machinesOnHost(name: string): number;
+}
+
+const hostIdText = (id: number): string => `${Math.floor(id / 0x10000).toString(16)}:${(id & 0xffff).toString(16)}`;
+
+/**
+ * A host (re-)registering: a new name gets its configured host id, or a free one drawn with
+ * `randomHostId`; a known name keeps the host id it has (a configured one must match: machine
+ * addresses are made of it). A name whose agent still heartbeats under another session is
+ * refused, so two agents never run the same machines.
+ */
+export function buildHost(input: HostInput, lookup: HostLookup, opts: HostOptions, now: number, randomHostId: (attempt: number) => number): Host {
+  const h = parseOrThrow(hostInputSchema, input, 'host');
+  if (!lookup.regionExists(h.region)) throw new ValidationError(`invalid host: region: unknown region ${h.region}`);
+  const existing = lookup.hostByName(h.name);
+  if (existing) {
+    if (h.host_id !== undefined && h.host_id !== existing.host_id) {
+      throw new ConflictError(`host ${h.name} has host id ${hostIdText(existing.host_id)} in the catalog, not ${hostIdText(h.host_id)}: its machines' addresses are made of it (remove the host_id setting, or remove the host first)`);
+    }
+    const fresh = now - existing.heartbeat_at < opts.staleAfterMs;
+    if (existing.state === 'up' && fresh && existing.session !== h.session && existing.session !== opts.replaceSession) {
+      throw new ConflictError(`host ${h.name} is already run by another agent (session ${existing.session}, last heartbeat ${now - existing.heartbeat_at} ms ago); stop it first or give this one another [host] name`);
+    }
+    if (existing.region !== h.region && lookup.machinesOnHost(h.name) > 0) {
+      throw new ConflictError(`host ${h.name} is in region ${existing.region} and runs machines there; it cannot move to ${h.region}`);
+    }
+  }
+  let hostId: number;
+  if (existing) hostId = existing.host_id;
+  else if (h.host_id !== undefined) {
+    if (opts.reservedHostIds.includes(h.host_id)) throw new ConflictError(`host id ${hostIdText(h.host_id)} is reserved on this node (the node's or the WireGuard gateway's host id); choose another`);
+    const holder = lookup.hostNameById(h.host_id);
+    if (holder !== undefined) throw new ConflictError(`host id ${hostIdText(h.host_id)} is already used by host ${holder}`);
+    hostId = h.host_id;
+  } else {
+    for (let attempt = 0; ; attempt++) {
+      if (attempt >= 64) throw new ExhaustedError('no free host id found after 64 draws');
+      const id = randomHostId(attempt);
+      if (isReservedHostId(id) || opts.reservedHostIds.includes(id) || lookup.hostNameById(id) !== undefined) continue;
+      hostId = id;
+      break;
+    }
+  }
+  return {
+    name: h.name,
+    region: h.region,
+    host_id: hostId,
+    state: 'up',
+    driver: h.driver,
+    heartbeat_at: now,
+    session: h.session,
+    ...(h.wireguard ? { wireguard: h.wireguard } : {}),
+    created_at: existing?.created_at ?? now,
+    updated_at: now,
+  };
+}
+
+export interface HostUpdateOptions {
+  /** Apply only while this session runs the host (else ConflictError): a replaced agent stops writing. */
+  ifSession?: string;
+}
+
+export function applyHostPatch(host: Host, patch: HostPatch, now: number, opts: HostUpdateOptions = {}): Host {
+  const p = parseOrThrow(hostPatchSchema, patch, 'host update');
+  if (opts.ifSession !== undefined && host.session !== opts.ifSession) {
+    throw new ConflictError(`host ${host.name} is now run by another agent (session ${host.session})`);
+  }
+  const next: Host = { ...host, updated_at: now };
+  if (p.state !== undefined) next.state = p.state;
+  if (p.heartbeat_at !== undefined) next.heartbeat_at = p.heartbeat_at;
+  if (p.wireguard !== undefined) next.wireguard = p.wireguard;
+  return next;
+}
+
+/** Refuses to remove a host that still has machines placed on it. */
+export function assertHostUnused(name: string, machines: Iterable<Machine>): void {
+  const on = [...machines].filter((m) => m.host === name).map((m) => m.id);
+  if (on.length) throw new ConflictError(`host ${name} still runs machines ${on.slice(0, 3).join(', ')}${on.length > 3 ? ', ...' : ''}; destroy them first`);
+}
+
+/** A random 32-bit host id from 8 hex digits. */
+export function randomHostId(random: () => number = Math.random): number {
+  return Math.floor(random() * 0x1_0000_0000) >>> 0;
 }
 
 /** The Flycast address for sequence `seq` of `org`; throws when the range is used up. */
@@ -209,6 +347,7 @@ const STORED_SCHEMAS = {
   machine: machineSchema.passthrough(),
   flycast: flycastIpSchema.passthrough(),
   peer: peerSchema.passthrough(),
+  host: hostSchema.passthrough(),
   token: storedTokenSchema,
 } as const;
 /** What a store keeps: the catalog's entities, and tokens (which are not published to views). */

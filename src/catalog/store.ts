@@ -12,6 +12,9 @@ import type {
   CatalogChange,
   CatalogSnapshot,
   FlycastIp,
+  Host,
+  HostInput,
+  HostPatch,
   Machine,
   MachineInput,
   MachinePatch,
@@ -22,6 +25,9 @@ import type {
   Token,
   TokenKind,
 } from './types.js';
+import type { HostOptions, HostUpdateOptions, MachineUpdateOptions } from './rules.js';
+
+export type { HostOptions, HostUpdateOptions, MachineUpdateOptions } from './rules.js';
 
 /** `reset`: events may have been missed (reconnect); reload the snapshot. */
 export type StoreEvent = CatalogChange | { kind: 'reset'; at: number };
@@ -54,7 +60,8 @@ export interface CatalogStore {
   deleteApp(name: string): Promise<void>;
 
   registerMachine(input: MachineInput, opts: AllocationOptions): Promise<Machine>;
-  updateMachine(id: string, patch: MachinePatch): Promise<Machine>;
+  /** With `ifState`, a compare-and-set on the state (ConflictError when it is another). */
+  updateMachine(id: string, patch: MachinePatch, opts?: MachineUpdateOptions): Promise<Machine>;
   removeMachine(id: string): Promise<void>;
 
   /** Allocates the next unused Flycast address of `org` (default: the app's org) for `app`. */
@@ -78,6 +85,17 @@ export interface CatalogStore {
   revokeToken(id: string): Promise<void>;
   /** Revokes every token of a kind (all dashboard sessions, say); returns how many. */
   revokeTokens(kind: TokenKind): Promise<number>;
+
+  /**
+   * Registers a host agent, or the same name again (a restart): a new host gets the configured
+   * host id or a free one; a known one keeps its own. Conflict on a host id clash, or while
+   * another agent still heartbeats under that name.
+   */
+  registerHost(input: HostInput, opts: HostOptions): Promise<Host>;
+  /** Heartbeats, state and WireGuard key; with `ifSession`, only while that agent runs the host. */
+  updateHost(name: string, patch: HostPatch, opts?: HostUpdateOptions): Promise<Host>;
+  /** Conflict while machines are placed on it. */
+  removeHost(name: string): Promise<void>;
 
   /** Returns an unsubscribe function. */
   subscribe(listener: StoreListener): () => void;

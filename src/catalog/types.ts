@@ -119,7 +119,15 @@ export const appSchema = z
   })
   .strict();
 
-export const machineStateSchema = z.enum(['started', 'stopped']);
+/**
+ * A machine's lifecycle, in Fly's words. Machines registered by hand are only ever `started` or
+ * `stopped`. Machines a host agent runs (`config` set) move through the rest: the API writes the
+ * wish (`created`, `starting`, `stopping`, `destroying`), the host agent the outcome (`started`,
+ * `stopped`, `failed`) and removes a destroyed machine; `destroyed` is what the API answers then.
+ * Only `started` machines are dialed, answered in DNS and health-checked.
+ */
+export const MACHINE_STATES = ['created', 'starting', 'started', 'stopping', 'stopped', 'destroying', 'destroyed', 'failed'] as const;
+export const machineStateSchema = z.enum(MACHINE_STATES);
 export const healthStatusSchema = z.enum(['unknown', 'healthy', 'unhealthy']);
 
 export const machineHealthSchema = z
@@ -128,6 +136,53 @@ export const machineHealthSchema = z
     reason: z.string().max(500).default(''),
     /** Epoch milliseconds of the last status change. */
     changed_at: z.number().int().nonnegative(),
+  })
+  .strict();
+
+/** Environment variable names: a letter or `_`, then letters, digits or `_`. FLY_* are set by the host. */
+export const ENV_NAME_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+const noNul = (s: string): boolean => !s.includes('\0');
+export const envNameSchema = z
+  .string()
+  .regex(ENV_NAME_RE, 'must be a variable name (a letter or _, then letters, digits or _)')
+  .refine((k) => !k.startsWith('FLY_'), 'FLY_* variables are set by the host (FLY_APP_NAME, FLY_MACHINE_ID, FLY_REGION, FLY_PRIVATE_IP)');
+
+/** fly.toml's kill_signal values. */
+export const killSignalSchema = z.enum(['SIGINT', 'SIGTERM', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2', 'SIGKILL', 'SIGSTOP']);
+
+/** Fly's restart policy: `always` (the default of `fly machine run`), `on-failure` (up to max_retries, 10), `no`. */
+export const restartPolicySchema = z
+  .object({
+    policy: z.enum(['no', 'always', 'on-failure']).default('always'),
+    /** on-failure only: restarts in a row before the machine is left failed. */
+    max_retries: z.number().int().min(0).max(1000).default(10),
+  })
+  .strict();
+
+/** What a host agent runs: the machine `config` of Fly's Machines API, reduced to a process. */
+export const machineConfigSchema = z
+  .object({
+    cmd: z
+      .array(z.string().min(1, 'must not be empty').max(4096).refine(noNul, 'must not contain NUL'))
+      .min(1, 'must name the command to run')
+      .max(256),
+    env: z.record(envNameSchema, z.string().max(32_768).refine(noNul, 'must not contain NUL')).default({}),
+    restart: restartPolicySchema.default({}),
+    kill_signal: killSignalSchema.default('SIGINT'),
+    /** Time from kill_signal to SIGKILL (Fly's default 5 s, at most 5 min). */
+    kill_timeout: durationSchema.pipe(z.number().max(300_000, 'must be at most 5m')).default(5_000),
+  })
+  .strict();
+
+/** How the machine's process last ended. */
+export const machineExitSchema = z
+  .object({
+    /** null when it died of a signal. */
+    exit_code: z.number().int().nullable(),
+    signal: z.string().nullable(),
+    /** true when the exit followed a stop, restart or destroy request. */
+    requested: z.boolean(),
+    at: z.number().int().nonnegative(),
   })
   .strict();
 
@@ -142,6 +197,46 @@ export const machineSchema = z
     health: machineHealthSchema,
     /** Dial this instead of `[address]:internal_port` (loopback demos, benchmarks). */
     upstream: upstreamSchema.optional(),
+    /** The host that runs it (machines run by sixpn); absent for machines registered by hand. */
+    host: nameSchema.optional(),
+    /** What the host runs; absent for machines registered by hand. */
+    config: machineConfigSchema.optional(),
+    last_exit: machineExitSchema.optional(),
+    /** Automatic restarts since the last start request (restart policy). */
+    restarts: z.number().int().nonnegative().optional(),
+    /** Why it is in its state, in a few words ("exited with code 1", "command not found: x"). */
+    state_reason: z.string().max(500).optional(),
+    created_at: z.number().int().nonnegative(),
+    updated_at: z.number().int().nonnegative(),
+  })
+  .strict();
+
+/** `up` while its agent runs (heartbeat fresh), `down` after a clean shutdown. */
+export const hostStateSchema = z.enum(['up', 'down']);
+export const hostDriverSchema = z.enum(['netns', 'local']);
+/** Host ids 0 and 1 are infrastructure and Flycast; a host id fills hextets 4 and 5 of its machines' addresses. */
+export const hostIdSchema = z.number().int().min(2).max(0xffffffff);
+
+export const hostSchema = z
+  .object({
+    name: nameSchema,
+    region: regionCodeSchema,
+    host_id: hostIdSchema,
+    state: hostStateSchema,
+    driver: hostDriverSchema,
+    /** Epoch ms of the agent's last heartbeat. */
+    heartbeat_at: z.number().int().nonnegative(),
+    /** The running agent (`<boot id>/<pid>`): a second agent under the same name is refused. */
+    session: z.string().min(1).max(200),
+    /** For the mesh between hosts: only the public key, ever; the private key stays in the host's 0600 state file. */
+    wireguard: z
+      .object({
+        public_key: publicKeySchema,
+        /** `host:port` the other hosts dial: checked like an upstream, so no stored entry can make a dial throw. */
+        endpoint: z.string().max(300).pipe(upstreamSchema).optional(),
+      })
+      .strict()
+      .optional(),
     created_at: z.number().int().nonnegative(),
     updated_at: z.number().int().nonnegative(),
   })
@@ -215,6 +310,12 @@ export type MachineHealth = z.infer<typeof machineHealthSchema>;
 export type Machine = z.infer<typeof machineSchema>;
 export type FlycastIp = z.infer<typeof flycastIpSchema>;
 export type Peer = z.infer<typeof peerSchema>;
+export type MachineConfig = z.infer<typeof machineConfigSchema>;
+export type MachineConfigInput = z.input<typeof machineConfigSchema>;
+export type MachineExit = z.infer<typeof machineExitSchema>;
+export type Host = z.infer<typeof hostSchema>;
+export type HostState = z.infer<typeof hostStateSchema>;
+export type HostDriver = z.infer<typeof hostDriverSchema>;
 
 /** Input shapes accepted by the store (it fills ids, addresses and timestamps). */
 export const appInputSchema = appSchema;
@@ -227,8 +328,12 @@ export const machineInputSchema = z
     region: regionCodeSchema,
     /** Explicit 6PN address; derived from the host id and the machine id when absent. */
     address: z.string().optional(),
-    state: machineStateSchema.default('started'),
+    /** Hand-registered machines: `started` (default) or `stopped`; run machines start `created`. */
+    state: machineStateSchema.optional(),
     upstream: upstreamSchema.optional(),
+    /** Run by this host (with `config`): the address takes the host's host id. */
+    host: nameSchema.optional(),
+    config: machineConfigSchema.optional(),
   })
   .strict();
 export type MachineInput = z.input<typeof machineInputSchema>;
@@ -239,6 +344,9 @@ export const machinePatchSchema = z
     health: machineHealthSchema.partial({ reason: true, changed_at: true }).optional(),
     region: regionCodeSchema.optional(),
     upstream: upstreamSchema.nullable().optional(),
+    last_exit: machineExitSchema.optional(),
+    restarts: z.number().int().nonnegative().optional(),
+    state_reason: z.string().max(500).nullable().optional(),
   })
   .strict();
 export type MachinePatch = z.input<typeof machinePatchSchema>;
@@ -253,6 +361,28 @@ export const peerInputSchema = z
   .strict();
 export type PeerInput = z.infer<typeof peerInputSchema>;
 
+export const hostInputSchema = z
+  .object({
+    name: nameSchema,
+    region: regionCodeSchema,
+    /** Absent: the catalog keeps the one it has for this name, or allocates a free one. */
+    host_id: hostIdSchema.optional(),
+    driver: hostDriverSchema,
+    session: z.string().min(1).max(200),
+    wireguard: hostSchema.shape.wireguard,
+  })
+  .strict();
+export type HostInput = z.input<typeof hostInputSchema>;
+
+export const hostPatchSchema = z
+  .object({
+    state: hostStateSchema.optional(),
+    heartbeat_at: z.number().int().nonnegative().optional(),
+    wireguard: hostSchema.shape.wireguard,
+  })
+  .strict();
+export type HostPatch = z.input<typeof hostPatchSchema>;
+
 /** Everything in the catalog at one moment. */
 export interface CatalogSnapshot {
   orgs: Org[];
@@ -260,9 +390,10 @@ export interface CatalogSnapshot {
   machines: Machine[];
   flycast: FlycastIp[];
   peers: Peer[];
+  hosts: Host[];
 }
 
-export type EntityKind = 'org' | 'app' | 'machine' | 'flycast' | 'peer';
+export type EntityKind = 'org' | 'app' | 'machine' | 'flycast' | 'peer' | 'host';
 
 /**
  * One change, as published to every node. `value` is the entity after the change (absent on
@@ -274,6 +405,7 @@ export type CatalogChange =
   | { kind: 'machine'; op: 'put'; key: string; value: Machine; at: number }
   | { kind: 'flycast'; op: 'put'; key: string; value: FlycastIp; at: number }
   | { kind: 'peer'; op: 'put'; key: string; value: Peer; at: number }
+  | { kind: 'host'; op: 'put'; key: string; value: Host; at: number }
   | { kind: EntityKind; op: 'del'; key: string; at: number };
 
 /** Peers are keyed `<org>/<name>`: names are unique inside an org only. */

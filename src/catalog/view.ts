@@ -9,7 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { CatalogStore, StoreEvent } from './store.js';
-import { peerKey, type App, type CatalogChange, type CatalogSnapshot, type FlycastIp, type Machine, type Org, type Peer } from './types.js';
+import { peerKey, type App, type CatalogChange, type CatalogSnapshot, type FlycastIp, type Host, type Machine, type Org, type Peer } from './types.js';
 
 export interface CatalogViewEvents {
   change: [CatalogChange];
@@ -29,6 +29,10 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
   readonly flycast = new Map<string, FlycastIp>();
   /** `<org>/<name>` -> peer */
   readonly peers = new Map<string, Peer>();
+  /** Host agents by name. */
+  readonly hosts = new Map<string, Host>();
+  /** host name -> machine id -> machine (machines run by that host) */
+  readonly machinesByHost = new Map<string, Map<string, Machine>>();
   /** Changes applied since the view was opened; dashboards and tests use it to wait. */
   version = 0;
   /** Epoch ms of the last change's origin time: the lag a change took to arrive here. */
@@ -85,11 +89,14 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
     this.machinesByApp.clear();
     this.flycast.clear();
     this.peers.clear();
+    this.hosts.clear();
+    this.machinesByHost.clear();
     for (const o of s.orgs) this.putOrg(o);
     for (const a of s.apps) this.apps.set(a.name, a);
     for (const m of s.machines) this.putMachine(m);
     for (const f of s.flycast) this.flycast.set(f.address, f);
     for (const p of s.peers) this.peers.set(peerKey(p.org, p.name), p);
+    for (const h of s.hosts ?? []) this.hosts.set(h.name, h);
   }
 
   private putOrg(o: Org): void {
@@ -102,10 +109,16 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
   private putMachine(m: Machine): void {
     const old = this.machines.get(m.id);
     if (old && old.app !== m.app) this.machinesByApp.get(old.app)?.delete(m.id);
+    if (old?.host !== undefined && old.host !== m.host) this.machinesByHost.get(old.host)?.delete(m.id);
     this.machines.set(m.id, m);
     let byId = this.machinesByApp.get(m.app);
     if (!byId) this.machinesByApp.set(m.app, (byId = new Map()));
     byId.set(m.id, m);
+    if (m.host !== undefined) {
+      let onHost = this.machinesByHost.get(m.host);
+      if (!onHost) this.machinesByHost.set(m.host, (onHost = new Map()));
+      onHost.set(m.id, m);
+    }
   }
 
   private apply(c: CatalogChange): void {
@@ -126,6 +139,9 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
         case 'peer':
           this.peers.set(c.key, c.value);
           break;
+        case 'host':
+          this.hosts.set(c.key, c.value);
+          break;
       }
     } else {
       switch (c.kind) {
@@ -141,6 +157,7 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
         case 'machine': {
           const m = this.machines.get(c.key);
           if (m) this.machinesByApp.get(m.app)?.delete(m.id);
+          if (m?.host !== undefined) this.machinesByHost.get(m.host)?.delete(m.id);
           this.machines.delete(c.key);
           break;
         }
@@ -149,6 +166,9 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
           break;
         case 'peer':
           this.peers.delete(c.key);
+          break;
+        case 'host':
+          this.hosts.delete(c.key);
           break;
       }
     }
@@ -160,6 +180,11 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
   /** Machines of an app (empty when unknown). */
   machinesOf(app: string): Iterable<Machine> {
     return this.machinesByApp.get(app)?.values() ?? [];
+  }
+
+  /** Machines run by a host (empty when none). */
+  machinesOnHost(host: string): Iterable<Machine> {
+    return this.machinesByHost.get(host)?.values() ?? [];
   }
 
   /** The org that owns a network id, if any. */

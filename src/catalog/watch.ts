@@ -48,6 +48,11 @@ export function describeChange(c: CatalogChange): Record<string, unknown> {
     case 'org':
       line.network_id = c.value.network_id;
       break;
+    case 'host':
+      line.region = c.value.region;
+      line.state = c.value.state;
+      line.host_id = c.value.host_id;
+      break;
   }
   return line;
 }
@@ -57,10 +62,19 @@ export function watchCatalog(view: CatalogView, log: Logger): void {
   if (watched.has(view)) return;
   watched.add(view);
   const clog = log.child({ module: 'catalog' });
+  // A host heartbeats every few seconds: log a host only when its state or session changes.
+  const hostSeen = new Map<string, string>();
   view.on('change', (c) => {
     const lagMs = Math.max(0, Date.now() - c.at);
     catalogChanges.inc({ kind: c.kind, op: c.op });
     catalogChangeLag.observe(lagMs / 1000);
+    if (c.kind === 'host') {
+      const sig = c.op === 'put' ? `${c.value.state}/${c.value.session}` : 'del';
+      const same = hostSeen.get(c.key) === sig;
+      if (c.op === 'put') hostSeen.set(c.key, sig);
+      else hostSeen.delete(c.key);
+      if (same) return;
+    }
     clog.info({ ...describeChange(c), lag_ms: lagMs }, 'catalog change');
   });
   view.on('reset', () => clog.info({ version: view.version }, 'catalog view reloaded'));

@@ -31,10 +31,20 @@ export const OPTIONS = {
   watch: { type: 'boolean', short: 'w' },
   follow: { type: 'boolean', short: 'f' },
   kind: { type: 'string' },
+  host: { type: 'string' },
+  env: { type: 'string', short: 'e', multiple: true },
+  restart: { type: 'string' },
+  'kill-signal': { type: 'string' },
+  'kill-timeout': { type: 'string' },
+  machine: { type: 'string' },
+  force: { type: 'boolean' },
+  lines: { type: 'string', short: 'n' },
 } as const;
 
 export type OptionName = keyof typeof OPTIONS;
-export type Values = { [K in OptionName]?: (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
+export type Values = {
+  [K in OptionName]?: (typeof OPTIONS)[K] extends { multiple: true } ? string[] : (typeof OPTIONS)[K]['type'] extends 'boolean' ? boolean : string;
+};
 
 /** Options every API command accepts. */
 export const API_OPTIONS: OptionName[] = ['api', 'token', 'config', 'help'];
@@ -42,12 +52,16 @@ export const API_OPTIONS: OptionName[] = ['api', 'token', 'config', 'help'];
 export interface Parsed {
   words: string[];
   values: Values;
+  /** Everything after `--` (the command of `machines run`), untouched; undefined without `--`. */
+  rest?: string[];
 }
 
 export function parseArgv(argv: string[]): Parsed {
+  const dash = argv.indexOf('--');
+  const rest = dash >= 0 ? argv.slice(dash + 1) : undefined;
   try {
-    const { values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true });
-    return { words: positionals, values: values as Values };
+    const { values, positionals } = parseArgs({ args: dash >= 0 ? argv.slice(0, dash) : argv, options: OPTIONS, allowPositionals: true, strict: true });
+    return { words: positionals, values: values as Values, ...(rest ? { rest } : {}) };
   } catch (err) {
     // parseArgs explains itself ("Unknown option '--foo'"); keep its first sentence.
     throw new ValidationError(`${(err as Error).message.split('. ')[0]!.replace(/\.$/, '')} (see sixpn --help)`);
@@ -63,6 +77,8 @@ export interface CommandContext {
   values: Values;
   /** Positional arguments after the command words. */
   args: string[];
+  /** What came after `--`. */
+  rest?: string[] | undefined;
   io: CliIo;
   /** The API client (created on first use from --api/--token/--config/env). */
   client(): Promise<ApiClient>;
@@ -76,10 +92,13 @@ export interface Command {
   options: OptionName[];
   /** Most positional arguments it takes. */
   maxArgs: number;
+  /** Takes a command after `--` (`machines run ... -- CMD ARGS`). */
+  takesCommand?: boolean;
   run(ctx: CommandContext): Promise<number | void>;
 }
 
-export function checkOptions(cmd: Command, values: Values, args: string[]): void {
+export function checkOptions(cmd: Command, values: Values, args: string[], rest?: string[]): void {
+  if (rest !== undefined && !cmd.takesCommand) throw new ValidationError(`sixpn ${cmd.words.join(' ')} takes nothing after -- (usage: ${cmd.usage})`);
   const allowed = new Set<string>([...cmd.options, 'help']);
   for (const [k, v] of Object.entries(values)) {
     if (v !== undefined && !allowed.has(k)) throw new ValidationError(`sixpn ${cmd.words.join(' ')} does not take --${k} (usage: ${cmd.usage})`);

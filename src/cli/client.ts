@@ -4,7 +4,7 @@
  * bodies back into errors that carry the server's code, so exit codes follow exitCodeFor().
  * It also follows server-sent event streams (`--follow`, `--watch`).
  */
-import { Agent, request } from 'undici';
+import { Agent, request, type Dispatcher } from 'undici';
 import { SixpnError, StoreUnavailableError, UnauthorizedError, ValidationError } from '../errors.js';
 
 /** An error the API answered with; `code` is the server's, so exitCodeFor() maps it. */
@@ -99,20 +99,15 @@ export class ApiClient {
     return parsed as T;
   }
 
-  /**
-   * Follows a server-sent event stream (`/v1/events?follow=1`, `/v1/status/events`) and calls
-   * `onEvent` per frame until the server ends it, the connection drops (both resolve) or
-   * `signal` aborts. Throws like call() when the API cannot be reached or refuses.
-   */
-  async stream(path: string, onEvent: (e: StreamEvent) => void, opts: { lastEventId?: string | undefined; signal?: AbortSignal } = {}): Promise<void> {
-    const headers: Record<string, string> = { authorization: `Bearer ${this.endpoint.token}`, accept: 'text/event-stream' };
+  /** Opens a GET stream; throws like call() when the API cannot be reached or refuses. */
+  private async openStream(path: string, accept: string, opts: { lastEventId?: string | undefined; signal?: AbortSignal; bodyTimeout: number }): Promise<Dispatcher.ResponseData | null> {
+    const headers: Record<string, string> = { authorization: `Bearer ${this.endpoint.token}`, accept };
     if (opts.lastEventId !== undefined) headers['last-event-id'] = opts.lastEventId;
     let res;
     try {
-      // The server writes at least every 15 s (a keep-alive comment): a minute of silence is a dead link.
-      res = await request(this.endpoint.url + path, { method: 'GET', headers, dispatcher: this.agent, bodyTimeout: 60_000, ...(opts.signal ? { signal: opts.signal } : {}) });
+      res = await request(this.endpoint.url + path, { method: 'GET', headers, dispatcher: this.agent, bodyTimeout: opts.bodyTimeout, ...(opts.signal ? { signal: opts.signal } : {}) });
     } catch (err) {
-      if (opts.signal?.aborted) return;
+      if (opts.signal?.aborted) return null;
       const e = err as NodeJS.ErrnoException;
       throw new StoreUnavailableError(`cannot reach the sixpn control API at ${this.endpoint.url}: ${e.code ?? e.message}`, { cause: err });
     }
@@ -126,6 +121,11 @@ export class ApiClient {
       }
       throw new ApiError(typeof e?.code === 'string' ? e.code : 'SIXPN_INTERNAL', res.statusCode, typeof e?.message === 'string' ? e.message : `HTTP ${res.statusCode} from GET ${path}`);
     }
+    return res;
+  }
+
+  /** Reads a stream's body, handing each complete record (split at `sep`) to `onRecord`; a dropped connection just ends it. */
+  private static async readRecords(res: Dispatcher.ResponseData, sep: string, onRecord: (text: string) => void): Promise<void> {
     const chunks = res.body[Symbol.asyncIterator]();
     let buf = '';
     try {
@@ -134,22 +134,46 @@ export class ApiClient {
         try {
           next = await chunks.next();
         } catch {
-          // A dropped connection ends the stream; the caller decides whether to reconnect.
+          // The caller decides whether to reconnect.
           return;
         }
         if (next.done) return;
         buf += (next.value as Buffer).toString('utf8');
         let i: number;
-        while ((i = buf.indexOf('\n\n')) >= 0) {
-          const frame = parseFrame(buf.slice(0, i));
-          buf = buf.slice(i + 2);
-          // What onEvent throws ends the stream and reaches the caller.
-          if (frame) onEvent(frame);
+        while ((i = buf.indexOf(sep)) >= 0) {
+          const record = buf.slice(0, i);
+          buf = buf.slice(i + sep.length);
+          // What the callback throws ends the stream and reaches the caller.
+          onRecord(record);
         }
       }
     } finally {
       res.body.destroy();
     }
+  }
+
+  /**
+   * Follows a server-sent event stream (`/v1/events?follow=1`, `/v1/status/events`) and calls
+   * `onEvent` per frame until the server ends it, the connection drops (both resolve) or
+   * `signal` aborts. Throws like call() when the API cannot be reached or refuses.
+   */
+  async stream(path: string, onEvent: (e: StreamEvent) => void, opts: { lastEventId?: string | undefined; signal?: AbortSignal } = {}): Promise<void> {
+    // The server writes at least every 15 s (a keep-alive comment): a minute of silence is a dead link.
+    const res = await this.openStream(path, 'text/event-stream', { ...opts, bodyTimeout: 60_000 });
+    if (!res) return;
+    await ApiClient.readRecords(res, '\n\n', (text) => {
+      const frame = parseFrame(text);
+      if (frame) onEvent(frame);
+    });
+  }
+
+  /** GETs a newline-delimited JSON stream (logs --follow), calling `onItem` per line until it ends. */
+  async streamLines<T = unknown>(path: string, onItem: (item: T) => void): Promise<void> {
+    const res = await this.openStream(path, 'application/x-ndjson', { bodyTimeout: 0 });
+    if (!res) return;
+    await ApiClient.readRecords(res, '\n', (line) => {
+      if (line.trim()) onItem(JSON.parse(line) as T);
+    });
   }
 
   close(): Promise<void> {

@@ -9,12 +9,13 @@ import { checkOptions, parseArgv, type CliIo, type Command } from './args.js';
 import { ApiClient, resolveEndpoint } from './client.js';
 import { catalogCommands } from './commands/catalog.js';
 import { doctorCommands } from './commands/doctor.js';
+import { hostCommands } from './commands/hosts.js';
 import { nodeCommands } from './commands/node.js';
 import { statusCommands } from './commands/status.js';
 import { tokenCommands } from './commands/tokens.js';
 import { wireguardCommands } from './commands/wireguard.js';
 
-const COMMANDS: Command[] = [...nodeCommands, ...catalogCommands, ...wireguardCommands, ...tokenCommands, ...statusCommands, ...doctorCommands];
+const COMMANDS: Command[] = [...nodeCommands, ...catalogCommands, ...hostCommands, ...wireguardCommands, ...tokenCommands, ...statusCommands, ...doctorCommands];
 
 function helpText(cmds: Command[]): string {
   const width = Math.max(...cmds.map((c) => c.usage.length > 60 ? 0 : c.usage.length));
@@ -44,7 +45,7 @@ function findCommand(words: string[]): { cmd: Command; args: string[] } | { grou
 export async function main(argv: string[], io: CliIo): Promise<number> {
   let client: ApiClient | null = null;
   try {
-    const { words, values } = parseArgv(argv);
+    const { words, values, rest } = parseArgv(argv);
     if (words[0] === 'help') {
       words.shift();
       values.help = true;
@@ -70,10 +71,11 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
       io.out(`usage: ${cmd.usage}\n\n${cmd.summary}\n`);
       return 0;
     }
-    checkOptions(cmd, values, args);
+    checkOptions(cmd, values, args, rest);
     const code = await cmd.run({
       values,
       args,
+      rest,
       io,
       client: async () => (client ??= new ApiClient(await resolveEndpoint({ api: values.api, token: values.token, config: values.config }))),
     });

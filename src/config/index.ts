@@ -19,6 +19,7 @@ import { demoConfigSchema } from '../demo/config.js';
 import { dnsConfigSchema } from '../dns/config.js';
 import { wireguardConfigSchema } from '../gateway/config.js';
 import { healthConfigSchema } from '../health/config.js';
+import { hostConfigSchema } from '../host/config.js';
 import { proxyConfigSchema } from '../proxy/config.js';
 import { isLoopbackHost } from '../addressing/index.js';
 import { hostIdSchema } from './common.js';
@@ -63,6 +64,7 @@ export const configSchema = z
     dns: dnsConfigSchema.default({}),
     health: healthConfigSchema.default({}),
     wireguard: wireguardConfigSchema.default({}),
+    host: hostConfigSchema.default({}),
     demo: demoConfigSchema.default({}),
     /** Inline catalog seed: created at start when missing (idempotent). */
     orgs: z.array(orgSchema).default([]),
@@ -76,6 +78,12 @@ export const configSchema = z
     // Machines and peers under one host id would share one address range.
     if (parseHostIdLoose(c.node.host_id) === parseHostIdLoose(c.wireguard.host_id)) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['wireguard', 'host_id'], message: `must differ from node.host_id (${c.node.host_id}): machine and peer addresses would collide` });
+    }
+    // A host's machines live under its host id: the node's (hand-registered machines) and the gateway's (peers) are taken.
+    for (const [other, key] of [[c.node.host_id, 'node.host_id'], [c.wireguard.host_id, 'wireguard.host_id']] as const) {
+      if (c.host.host_id !== '' && parseHostIdLoose(c.host.host_id) === parseHostIdLoose(other)) {
+        ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['host', 'host_id'], message: `must differ from ${key} (${other}): machine addresses would collide` });
+      }
     }
     if (c.control.demo_token && !isLoopbackHost(c.control.listen.host)) {
       ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['control', 'demo_token'], message: `a demo token is only accepted on a loopback listener, not ${c.control.listen.host}; set a real token (openssl rand -hex 24)` });
@@ -171,5 +179,7 @@ function resolvePaths(c: Config, baseDir: string): Config {
   c.catalog.path = at(c.catalog.path);
   c.regions.file = c.regions.file === '' ? resolve(PACKAGE_CONFIG_DIR, 'regions.csv') : at(c.regions.file);
   c.wireguard.state_file = at(c.wireguard.state_file);
+  c.host.state_dir = at(c.host.state_dir);
+  c.host.workdir = at(c.host.workdir);
   return c;
 }

@@ -59,6 +59,10 @@ section.org{margin-bottom:1.6rem}
 .badge.stopped{color:var(--muted)}
 .badge.healthy{color:var(--ok)}.badge.unhealthy{color:var(--bad);border-color:color-mix(in srgb,var(--bad) 45%,transparent)}.badge.unknown{color:var(--warn)}
 .reason{color:var(--muted);font-size:.82rem;overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.hosts{display:flex;gap:.4rem;flex-wrap:wrap;margin-bottom:1rem;align-items:center}
+.host{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:.25rem .6rem;font-size:.82rem}
+.host.unreachable,.host.down{border-color:color-mix(in srgb,var(--bad) 45%,transparent);color:var(--bad)}
+.badge.failed{color:var(--bad);border-color:color-mix(in srgb,var(--bad) 45%,transparent)}
 .num{text-align:right;font-variant-numeric:tabular-nums;font-size:.85rem}
 .num small{color:var(--muted)}
 .mid{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
@@ -349,6 +353,8 @@ function render(){
   byId('nodeinfo').textContent=s.node.name+' \\u00b7 '+s.node.region+' \\u00b7 catalog v'+s.catalog.version;
   var t=s.totals,tot=byId('totals');
   tot.replaceChildren(total(t.orgs,'orgs'),total(t.apps,'apps'),total(t.started+'/'+t.machines,'started'),total(t.healthy,'healthy'),total(t.unhealthy,'unhealthy',t.unhealthy>0),total(t.flycast,'flycast'),total(t.peers,'peers'),total('\\u2013','req/s',false,'node-rate'));
+  var hs=byId('hosts');hs.replaceChildren();
+  (s.hosts||[]).forEach(function(h){var c=$('span','host '+h.status);c.dataset.host=h.name;c.appendChild($('b',null,h.name));c.appendChild(document.createTextNode(' '+h.region+' \u00b7 '+h.status+' \u00b7 '+h.started+'/'+h.machines+' started \u00b7 host id '+h.host_id));c.title='driver '+h.driver+', last heartbeat '+ago(h.heartbeat_at)+' ago';hs.appendChild(c);});
   var f=state.filter,root=byId('orgs'),out=[],phone=window.matchMedia('(max-width: 700px)').matches,first=true;
   s.orgs.forEach(function(o){
     var sec=$('section','org');sec.dataset.org=o.name;
@@ -383,7 +389,7 @@ function render(){
       }else if(hasCharts&&S.times.length)card.appendChild($('div','notraffic muted','No traffic through this node\u2019s proxy in the last 15 minutes.'));
       var rows=0;
       a.regions.forEach(function(r){
-        var ms=r.machines.filter(function(m){return appHit||matches(f,[m.id,m.region,m.state,m.health.status,m.address]);});
+        var ms=r.machines.filter(function(m){return appHit||matches(f,[m.id,m.region,m.state,m.health.status,m.address,m.host||'']);});
         if(ms.length===0)return;
         var rg=$('div','region');rg.dataset.region=r.region;
         var rh=$('div','rhead');rh.appendChild($('span','rcode',r.region));if(r.city)rh.appendChild($('span','muted',r.city));
@@ -391,9 +397,9 @@ function render(){
         rg.appendChild(rh);
         ms.forEach(function(m){
           var row=$('div','machine');row.dataset.machineId=m.id;row.dataset.state=m.state;row.dataset.health=m.health.status;
-          var cls=m.state==='stopped'?'stopped':m.health.status;
+          var cls=m.state==='started'?m.health.status:'stopped';if(m.host)row.dataset.host=m.host;
           var dot=$('span','dot '+cls);dot.title=m.state+', '+m.health.status;row.appendChild(dot);
-          var idc=$('div','mid');idc.appendChild($('span','mono',m.id));idc.appendChild($('span','addr mono',m.address+(m.upstream?'  \\u2192 '+m.upstream:'')));row.appendChild(idc);
+          var idc=$('div','mid');idc.appendChild($('span','mono',m.id));idc.appendChild($('span','addr mono',m.address+(m.upstream?'  \\u2192 '+m.upstream:'')+(m.host?'  on '+m.host:'')));row.appendChild(idc);
           row.appendChild($('span','badge state '+m.state,m.state));
           var hb=$('span','badge health '+m.health.status,m.health.status);hb.title='since '+ago(m.health.changed_at)+' ago';row.appendChild(hb);
           var rs=$('span','reason',m.health.reason||(m.health.changed_at?'for '+ago(m.health.changed_at):''));rs.title=m.health.reason;row.appendChild(rs);
@@ -519,6 +525,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 </div>
 <main id="app">
 <div class="totals" id="totals"></div>
+<div class="hosts" id="hosts"></div>
 <div class="tools"><input id="filter" type="search" placeholder="Filter by org, app, machine, region\u2026" aria-label="filter"></div>
 <div class="panels">
 <section class="panel" id="regions"><h2>Regions <span class="muted">nearest first</span></h2>

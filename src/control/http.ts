@@ -24,6 +24,8 @@ export interface ApiRequest {
 export interface ApiResponse {
   status: number;
   body?: unknown;
+  /** A streamed answer (`logs --follow`): writes the response itself instead of one JSON body. */
+  stream?: (res: ServerResponse) => void;
 }
 
 export type Handler = (req: ApiRequest) => Promise<ApiResponse>;

@@ -55,6 +55,9 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
     gatewayHostId,
     gatewayInfo: gatewayInfoSource(config.wireguard),
     gatewayRole: () => ctx.roles.get('gateway'),
+    view: ctx.view,
+    hostStaleAfterMs: config.host.heartbeat_timeout,
+    hostRole: () => ctx.roles.get('host'),
   });
 
   let inFlight = 0;
@@ -77,7 +80,8 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
       }
       const body = METHODS_WITH_BODY.has(method) ? await readJsonBody(req) : undefined;
       const out = await m.handler({ method, principal, params: m.params, query: url.searchParams, body, id });
-      sendJson(res, out.status, out.body, { 'x-request-id': id });
+      if (out.stream) out.stream(res);
+      else sendJson(res, out.status, out.body, { 'x-request-id': id });
       requestsTotal.inc({ route, method, status: `${Math.floor(out.status / 100)}xx` });
       log.debug({ req_id: id, as, method, route, status: out.status, ms: Date.now() - started }, 'request');
     } catch (err) {

@@ -99,6 +99,7 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
     store: ctx.store.kind,
     startedAt: Date.now(),
     proxy: () => ctx.roles.get('proxy'),
+    hostStaleAfterMs: ctx.config.host.heartbeat_timeout,
   });
 
   const routes: Record<string, { methods: string[]; handle(req: IncomingMessage, res: ServerResponse, query: URLSearchParams): void | Promise<void> }> = {

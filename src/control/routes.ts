@@ -30,9 +30,11 @@ import {
 } from '../catalog/types.js';
 import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
 import { defaultPeerName } from '../gateway/keys.js';
+import type { CatalogView } from '../catalog/view.js';
 import type { RunningRole } from '../role.js';
 import { Router, type ApiRequest, type ApiResponse } from './http.js';
-import { DEFAULT_EXPIRY, issueToken, parseExpiry, tokenView, type Principal } from './tokens.js';
+import { addMachineRoutes } from './machines.js';
+import { adminOnly, allow, DEFAULT_EXPIRY, issueToken, orgList, parseExpiry, tokenView, type Principal } from './tokens.js';
 import { withPeerStatus, type GatewayInfo } from './wireguard.js';
 
 export interface RouteDeps {
@@ -42,6 +44,10 @@ export interface RouteDeps {
   gatewayInfo(): Promise<GatewayInfo>;
   /** The local gateway role, looked up per request (it starts after the control role). */
   gatewayRole(): RunningRole | undefined;
+  /** For machines run by hosts: waits on this node's view, and the local host role (logs). */
+  view: CatalogView;
+  hostStaleAfterMs: number;
+  hostRole(): RunningRole | undefined;
 }
 
 /** An org as the API shows it: with its /48 and resolver, which clients need for configs. */
@@ -50,7 +56,9 @@ export function orgView(o: Org): Org & { prefix: string; dns: string } {
 }
 
 const orgCreateSchema = orgSchema.partial({ network_id: true });
-const machineCreateSchema = machineInputSchema.omit({ app: true });
+const machineCreateSchema = machineInputSchema.omit({ app: true, host: true, config: true });
+/** What PATCH may change; a machine that a host runs changes state only through its verbs. */
+const machineUpdateSchema = z.object({ state: z.enum(['started', 'stopped']).optional() }).passthrough();
 const ipCreateSchema = z
   .object({
     type: z.literal('private_v6', { errorMap: () => ({ message: 'must be "private_v6" (a Flycast address; public IPs are not part of sixpn)' }) }),
@@ -76,18 +84,6 @@ const tokenCreateSchema = z
 
 const ok = (body: unknown, status = 200): ApiResponse => ({ status, body });
 
-const orgList = (p: Principal): string => (p.kind === 'org' ? [...p.orgs].join(', ') : '');
-
-/** Throws 403 unless the caller may act on `org`'s things; `what` names the thing. */
-function allow(p: Principal, org: string | undefined, what: string): void {
-  if (p.kind === 'admin' || (org !== undefined && p.orgs.has(org))) return;
-  throw new ForbiddenError(`${what} belongs to ${org === undefined ? 'no org' : `org ${org}`}; this token is for org ${orgList(p)} only`);
-}
-
-/** Throws 403 for an org token: `what` is the platform's to do. */
-function adminOnly(p: Principal, what: string): void {
-  if (p.kind !== 'admin') throw new ForbiddenError(`${what} needs the admin token; this token is for org ${orgList(p)} only`);
-}
 const NO_CONTENT: ApiResponse = { status: 204 };
 
 /** The body as an object, or a ValidationError naming what was expected. */
@@ -113,6 +109,7 @@ function freeNetworkId(snap: CatalogSnapshot): number {
 export function buildRoutes(d: RouteDeps): Router {
   const { store } = d;
   const r = new Router();
+  const run = addMachineRoutes(r, { store, view: d.view, staleAfterMs: d.hostStaleAfterMs, hostRole: d.hostRole });
 
   const findOrg = (snap: CatalogSnapshot, name: string): Org => {
     const org = snap.orgs.find((o) => o.name === name);
@@ -214,27 +211,38 @@ export function buildRoutes(d: RouteDeps): Router {
     return ok(snap.machines.filter((m) => m.app === req.params.app));
   });
   r.add('POST', '/v1/apps/:app/machines', async (req) => {
-    const input = parseOrThrow(machineCreateSchema, objectBody(req, 'machine'), 'machine');
+    const body = objectBody(req, 'machine');
     await checkApp(req.principal, req.params.app!);
+    // With a config, a host runs it (`machines run`); without, it is registered by hand.
+    if ('config' in body) return run.run(req.params.app!, body, req);
+    const input = parseOrThrow(machineCreateSchema, body, 'machine');
     return ok(await store.registerMachine({ ...input, app: req.params.app! }, { hostId: d.hostId }), 201);
   });
   r.add('GET', '/v1/machines/:id', async (req) => ok(ownMachine(await store.snapshot(), req.params.id!, req.principal)));
   r.add('PATCH', '/v1/machines/:id', async (req) => {
-    const patch = objectBody(req, 'machine update');
+    const body = objectBody(req, 'machine update');
     await checkMachine(req.principal, req.params.id!);
-    return ok(await store.updateMachine(req.params.id!, patch));
+    if ('state' in body) {
+      parseOrThrow(machineUpdateSchema, body, 'machine update');
+      if (await run.findRun(req.params.id!, req.principal)) throw new ValidationError(`machine ${req.params.id} is run by a host: change its state with /start, /stop, /restart or DELETE`);
+    }
+    return ok(await store.updateMachine(req.params.id!, body));
   });
+  // A machine a host runs goes through the host (./machines.ts); one registered by hand changes at once.
   r.add('DELETE', '/v1/machines/:id', async (req) => {
-    await checkMachine(req.principal, req.params.id!);
+    const m = await run.findRun(req.params.id!, req.principal);
+    if (m) return ok(await run.destroy(m, req));
     await store.removeMachine(req.params.id!);
     return NO_CONTENT;
   });
-  for (const [verb, state] of [['stop', 'stopped'], ['start', 'started']] as const) {
-    r.add('POST', `/v1/machines/:id/${verb}`, async (req) => {
-      await checkMachine(req.principal, req.params.id!);
-      return ok(await store.updateMachine(req.params.id!, { state }));
-    });
-  }
+  r.add('POST', '/v1/machines/:id/stop', async (req) => {
+    const m = await run.findRun(req.params.id!, req.principal);
+    return ok(m ? await run.stop(m, req) : await store.updateMachine(req.params.id!, { state: 'stopped' }));
+  });
+  r.add('POST', '/v1/machines/:id/start', async (req) => {
+    const m = await run.findRun(req.params.id!, req.principal);
+    return ok(m ? await run.start(m, req) : await store.updateMachine(req.params.id!, { state: 'started' }));
+  });
 
   // Flycast IPs
   r.add('GET', '/v1/apps/:app/ips', async (req) => {

@@ -4,7 +4,8 @@
  * in the process registry (active connections now; request and connection rates from the
  * sampler's newest 1-second point).
  */
-import { orgPrefixCidr } from '../addressing/index.js';
+import { formatHostId, orgPrefixCidr } from '../addressing/index.js';
+import { hostStatus, type HostStatus } from '../host/placement.js';
 import type { CatalogView } from '../catalog/view.js';
 import type { App, Machine } from '../catalog/types.js';
 import type { RegionTable } from '../regions/index.js';
@@ -19,7 +20,7 @@ export interface MachineStatus {
   state: Machine['state'];
   health: { status: Machine['health']['status']; reason: string; changed_at: number };
   upstream: string | null;
-  /** The host that runs it; null until machines carry one. */
+  /** The host that runs it; null for a machine registered by hand. */
   host: string | null;
   /**
    * The app's active checks for this machine, as flyctl counts them. The catalog keeps the
@@ -61,12 +62,25 @@ export interface OrgStatus {
   peers: { name: string; region: string; address: string; created_at: number }[];
 }
 
+export interface HostRow {
+  name: string;
+  region: string;
+  host_id: string;
+  status: HostStatus;
+  driver: string;
+  machines: number;
+  started: number;
+  heartbeat_at: number;
+}
+
 export interface NodeStatus {
   node: { name: string; region: string; uptime_s: number; pid: number };
   generated_at: number;
   catalog: { store: string; version: number; last_change_lag_ms: number };
   totals: { orgs: number; apps: number; machines: number; started: number; healthy: number; unhealthy: number; peers: number; flycast: number };
   orgs: OrgStatus[];
+  /** Host agents, by name. */
+  hosts: HostRow[];
 }
 
 /** Traffic figures per app and per machine (`app/machine`), merged from the proxy's metrics. */
@@ -137,6 +151,8 @@ export interface StatusSource {
   node: { name: string; region: string };
   store: string;
   startedAt: number;
+  /** A host silent for longer than this shows as unreachable (default 6 s). */
+  hostStaleAfterMs?: number;
 }
 
 /** Builds the status document; regions are ordered nearest to this node first. */
@@ -170,7 +186,7 @@ export function buildStatus(src: StatusSource, traffic: Traffic, now = Date.now(
           state: m.state,
           health: { status: m.health.status, reason: m.health.reason, changed_at: m.health.changed_at },
           upstream: m.upstream ?? null,
-          host: (m as Machine & { host?: string }).host ?? null,
+          host: m.host ?? null,
           checks: { total: checkTotal, status: m.health.status === 'healthy' ? 'passing' : m.health.status === 'unhealthy' ? 'critical' : 'pending' },
           active_connections: traffic.activeByMachine.get(key) ?? (traffic.activeByApp.has(app.name) ? 0 : null),
           // Only when the proxy counts per machine; an app-level counter says nothing per machine.
@@ -213,11 +229,27 @@ export function buildStatus(src: StatusSource, traffic: Traffic, now = Date.now(
       .sort((a, b) => (a.name < b.name ? -1 : 1));
     orgs.push({ name: org.name, network_id: org.network_id, prefix: orgPrefixCidr(org.network_id), apps, peers });
   }
+  const hosts: HostRow[] = [...view.hosts.values()]
+    .sort((a, b) => (a.name < b.name ? -1 : 1))
+    .map((h) => {
+      const ms = [...view.machinesOnHost(h.name)];
+      return {
+        name: h.name,
+        region: h.region,
+        host_id: formatHostId(h.host_id),
+        status: hostStatus(h, now, src.hostStaleAfterMs ?? 6_000),
+        driver: h.driver,
+        machines: ms.length,
+        started: ms.filter((m) => m.state === 'started').length,
+        heartbeat_at: h.heartbeat_at,
+      };
+    });
   return {
     node: { name: src.node.name, region: src.node.region, uptime_s: Math.round((now - src.startedAt) / 1000), pid: process.pid },
     generated_at: now,
     catalog: { store: src.store, version: view.version, last_change_lag_ms: view.lastChangeLagMs },
     totals,
     orgs,
+    hosts,
   };
 }

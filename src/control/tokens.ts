@@ -6,6 +6,8 @@
  * - dashboard sessions, `sixpn_dash_<id>_<secret>` (the dashboard cookie): the read-only status
  *   routes, for 12 hours or until logged out or revoked.
  *
+ * `allow` and `adminOnly` are the checks every route makes with the principal a token stands for.
+ *
  * The secret is 32 random bytes; the catalog keeps the SHA-256 of the whole token string under
  * its id, so a stolen catalog holds no usable token, and a token is checked with one store read
  * by id (no scan) and a constant-time comparison of hashes. Revoking one is deleting its record:
@@ -18,12 +20,26 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { CatalogStore } from '../catalog/store.js';
 import type { Token, TokenKind } from '../catalog/types.js';
-import { UnauthorizedError, ValidationError } from '../errors.js';
+import { ForbiddenError, UnauthorizedError, ValidationError } from '../errors.js';
 
 /** Who a request acts for: the admin token (everything), or an org token (its orgs only). */
 export type Principal = { kind: 'admin' } | { kind: 'org'; id: string; name: string; orgs: ReadonlySet<string> };
 
 export const ADMIN: Principal = { kind: 'admin' };
+
+/** The orgs of an org token, for messages. */
+export const orgList = (p: Principal): string => (p.kind === 'org' ? [...p.orgs].join(', ') : '');
+
+/** Throws 403 unless the caller may act on `org`'s things; `what` names the thing. */
+export function allow(p: Principal, org: string | undefined, what: string): void {
+  if (p.kind === 'admin' || (org !== undefined && p.orgs.has(org))) return;
+  throw new ForbiddenError(`${what} belongs to ${org === undefined ? 'no org' : `org ${org}`}; this token is for org ${orgList(p)} only`);
+}
+
+/** Throws 403 for an org token: `what` is the platform's to do. */
+export function adminOnly(p: Principal, what: string): void {
+  if (p.kind !== 'admin') throw new ForbiddenError(`${what} needs the admin token; this token is for org ${orgList(p)} only`);
+}
 
 const PREFIX: Record<TokenKind, string> = { org: 'sixpn_org_', dashboard: 'sixpn_dash_' };
 const TOKEN_RE = /^sixpn_(org|dash)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;

@@ -66,11 +66,12 @@ export async function startDemoRole(ctx: NodeContext): Promise<DemoRole> {
       void retire(c.key);
       return;
     }
-    if (!wanted.has(c.value.app) || running.has(c.key) || starting.has(c.key)) return;
+    // Machines a host runs are the host's: the demo serves only those registered by hand.
+    if (!wanted.has(c.value.app) || c.value.host !== undefined || running.has(c.key) || starting.has(c.key)) return;
     serve(c.value).catch((err: unknown) => log.error({ err, machine: c.key }, 'cannot start demo machine'));
   };
 
-  const initial = [...wanted].flatMap((app) => [...view.machinesOf(app)]);
+  const initial = [...wanted].flatMap((app) => [...view.machinesOf(app)].filter((m) => m.host === undefined));
   try {
     await Promise.all(initial.map((m) => serve(m)));
     // The proxy starts right after this role and reads upstreams from the view: wait until

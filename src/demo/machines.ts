@@ -34,10 +34,10 @@ export function whoAmI({ machine, city }: DemoIdentity): string {
 
 const FAIL_FOR_MS = 60_000;
 
-function listen(server: HttpServer | TcpServer, host: string): Promise<number> {
+function listen(server: HttpServer | TcpServer, host: string, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, host, () => {
+    server.listen(port, host, () => {
       server.off('error', reject);
       resolve((server.address() as AddressInfo).port);
     });
@@ -54,13 +54,15 @@ function closeServer(server: HttpServer | TcpServer, cut: () => void): Promise<v
 
 const hostPort = (host: string, port: number): string => (host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`);
 
-export async function startDemoMachine(who: DemoIdentity, kind: DemoKind, host: string): Promise<DemoMachine> {
+/** `port` 0: a free one. */
+export async function startDemoMachine(who: DemoIdentity, kind: DemoKind, host: string, port = 0, log = false): Promise<DemoMachine> {
   const me = whoAmI(who);
   const { id, app } = who.machine;
   if (kind === 'http') {
     let failUntil = 0;
     const server = createHttpServer((req, res) => {
       const path = (req.url ?? '/').split('?')[0];
+      if (log) console.log(`${req.method} ${path} from ${req.socket.remoteAddress}`);
       if (path === '/_demo/fail') failUntil = Date.now() + FAIL_FOR_MS;
       if (path === '/_demo/recover') failUntil = 0;
       const failing = Date.now() < failUntil;
@@ -73,8 +75,8 @@ export async function startDemoMachine(who: DemoIdentity, kind: DemoKind, host: 
       res.end(body);
     });
     server.keepAliveTimeout = 5_000;
-    const port = await listen(server, host);
-    return { id, app, kind, port, upstream: hostPort(host, port), close: () => closeServer(server, () => server.closeAllConnections()) };
+    const bound = await listen(server, host, port);
+    return { id, app, kind, port: bound, upstream: hostPort(host, bound), close: () => closeServer(server, () => server.closeAllConnections()) };
   }
   const sockets = new Set<Socket>();
   const server = createTcpServer((socket) => {
@@ -84,6 +86,6 @@ export async function startDemoMachine(who: DemoIdentity, kind: DemoKind, host: 
     socket.write(`echo from ${me}\n`);
     socket.pipe(socket);
   });
-  const port = await listen(server, host);
-  return { id, app, kind, port, upstream: hostPort(host, port), close: () => closeServer(server, () => sockets.forEach((s) => s.destroy())) };
+  const bound = await listen(server, host, port);
+  return { id, app, kind, port: bound, upstream: hostPort(host, bound), close: () => closeServer(server, () => sockets.forEach((s) => s.destroy())) };
 }

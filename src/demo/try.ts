@@ -26,11 +26,16 @@ function hostForUrl(host: string): string {
   return host.includes(':') ? `[${host}]` : host;
 }
 
+/** A file of the package, relative to where the user is, or absolute when far away. */
+function packagePath(file: string, cwd: string): string {
+  const abs = resolve(PACKAGE_CONFIG_DIR, '..', file);
+  const rel = relative(cwd, abs);
+  return rel.startsWith('..') ? abs : rel;
+}
+
 /** `node dist/cli/main.js`, relative to where the user is, or absolute when far away. */
 export function cliCommand(cwd = process.cwd()): string {
-  const cli = resolve(PACKAGE_CONFIG_DIR, '../dist/cli/main.js');
-  const rel = relative(cwd, cli);
-  return `node ${rel.startsWith('..') ? cli : rel}`;
+  return `node ${packagePath('dist/cli/main.js', cwd)}`;
 }
 
 /** The started machine of `app` the proxy on this node prefers: the one nearest `region`. */
@@ -84,6 +89,16 @@ export function tryCommands(config: Readonly<Config>, view: CatalogView, regions
     if (failover && near) {
       out.push({ what: 'failover', run: `${cli} machines stop ${near.id} && curl -s ${failover.url}`, note: `stop the ${near.region} machine: the next nearest region answers (watch the dashboard)` });
       out.push({ what: 'restore', run: `${cli} machines start ${near.id}`, note: `start it again` });
+    }
+    const runApp = failover?.app ?? app;
+    if (config.host.enabled && runApp) {
+      const hostName = config.host.name || config.node.name;
+      const region = config.host.region || config.node.region;
+      const prog = packagePath('dist/demo/machine-main.js', cwd);
+      const how = config.host.driver === 'local' ? 'local driver: a process on a loopback port' : 'in its own network namespace';
+      out.push({ what: 'run', run: `${cli} machines run --app ${runApp} --region ${region} -- node ${prog}`, note: `host ${hostName} starts a machine of ${runApp} (${how}); the proxy sends it traffic at once` });
+      out.push({ what: 'hosts', run: `${cli} hosts list`, note: 'the hosts that run machines, with their host id and heartbeat' });
+      out.push({ what: 'logs', run: `${cli} logs --app ${runApp}`, note: 'what the machines hosts run print, tagged with machine, region and time (--follow to stream)' });
     }
     out.push({ what: 'metrics', run: `curl -s ${api}/metrics | grep '^sixpn_'`, note: 'Prometheus metrics' });
   }

@@ -14,6 +14,7 @@ import { chmod, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import { normalizeAddress } from '../addressing/index.js';
 import type { CatalogChange } from '../catalog/types.js';
 import { ConfigError } from '../errors.js';
+import { DropLog } from '../observe/drops.js';
 import { counter, gauge } from '../observe/metrics.js';
 import type { Logger } from '../observe/log.js';
 import type { NodeContext, RunningRole } from '../role.js';
@@ -46,8 +47,6 @@ const droppedCounter = counter({
 const syncErrors = counter({ name: 'sixpn_gateway_sync_errors_total', help: 'Failed reconciles of the WireGuard interface with the catalog' });
 const restarts = counter({ name: 'sixpn_gateway_wireguard_restarts_total', help: 'Times wireguard-go exited unexpectedly and was restarted' });
 
-/** Drops are logged once per peer and minute, with the count since the last line. */
-const DROP_LOG_EVERY_MS = 60_000;
 
 class WireguardGateway implements GatewayRole {
   readonly name = 'gateway' as const;
@@ -63,8 +62,7 @@ class WireguardGateway implements GatewayRole {
   private wanted = new Map<string, WantedPeer>();
   private filterKey = '';
   private warnedSkips = new Set<string>();
-  private dropSeen = new Map<string, number>();
-  private dropLog = new Map<string, { lastAt: number; unlogged: number }>();
+  private readonly drops: DropLog<{ peer: string; org: string; public_key: string | null }>;
   /** Where each peer last connected from, kept across restarts (see afterStatus). */
   private readonly endpointsFile: string;
   private endpoints = new Map<string, string>();
@@ -91,6 +89,7 @@ class WireguardGateway implements GatewayRole {
     this.listenPort = cfg.listen_port;
     this.firewall = cfg.isolation === 'nftables' ? new NftFirewall(cfg.nft, cfg.interface) : null;
     this.endpointsFile = `${cfg.state_file}.endpoints.json`;
+    this.drops = new DropLog(droppedCounter, log, 'dropped packets from a peer to addresses outside its org');
   }
 
   async start(): Promise<void> {
@@ -352,29 +351,10 @@ class WireguardGateway implements GatewayRole {
   }
 
   private accountDrops(counters: Map<string, number>): void {
-    const now = Date.now();
     const who = new Map<string, { org: string; peer: string; public_key: string | null }>();
     for (const p of this.wanted.values()) who.set(counterName(p.publicKey), { org: p.org, peer: p.name, public_key: p.publicKey });
     who.set(OTHER_COUNTER, { org: 'unknown', peer: 'unknown source', public_key: null });
-    for (const [name, packets] of counters) {
-      const w = who.get(name);
-      if (!w) continue;
-      const prev = this.dropSeen.get(name) ?? 0;
-      const delta = packets >= prev ? packets - prev : packets;
-      this.dropSeen.set(name, packets);
-      let entry = this.dropLog.get(name);
-      if (!entry) this.dropLog.set(name, (entry = { lastAt: 0, unlogged: 0 }));
-      if (delta > 0) {
-        droppedCounter.inc({ org: w.org }, delta);
-        entry.unlogged += delta;
-      }
-      if (entry.unlogged > 0 && now - entry.lastAt >= DROP_LOG_EVERY_MS) {
-        this.log.warn({ peer: w.peer, org: w.org, public_key: w.public_key, dropped: entry.unlogged }, 'dropped packets from a peer to addresses outside its org');
-        entry.lastAt = now;
-        entry.unlogged = 0;
-      }
-    }
-    for (const name of this.dropSeen.keys()) if (!counters.has(name)) this.dropSeen.delete(name);
+    this.drops.account(counters, (name) => who.get(name));
   }
 
   peerStatus(): Map<string, PeerStatus> {

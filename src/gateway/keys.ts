@@ -88,20 +88,20 @@ export function renderPeerConfig(c: PeerConfigInput): string {
 }
 
 /** Reads a gateway state file; throws ConfigError naming the file when it is unusable. */
-function parseGatewayKeys(text: string, path: string): KeyPair {
+function parseGatewayKeys(text: string, path: string, key = 'wireguard.state_file'): KeyPair {
   let raw: unknown;
   try {
     raw = JSON.parse(text);
   } catch {
-    throw new ConfigError(`wireguard.state_file: ${path} is not valid JSON; fix or move it away (a new key would break every peer config)`);
+    throw new ConfigError(`${key}: ${path} is not valid JSON; fix or move it away (a new key would break every peer config)`);
   }
   const r = raw as Partial<KeyPair> | null;
   if (!r || typeof r.private_key !== 'string' || !isWireguardKey(r.private_key)) {
-    throw new ConfigError(`wireguard.state_file: ${path} has no valid private_key`);
+    throw new ConfigError(`${key}: ${path} has no valid private_key`);
   }
   const pub = publicKeyOf(r.private_key);
   if (r.public_key !== undefined && r.public_key !== pub) {
-    throw new ConfigError(`wireguard.state_file: ${path} has a public_key that does not belong to its private_key`);
+    throw new ConfigError(`${key}: ${path} has a public_key that does not belong to its private_key`);
   }
   return { private_key: r.private_key, public_key: pub };
 }
@@ -111,13 +111,13 @@ function parseGatewayKeys(text: string, path: string): KeyPair {
  * file does not exist. Creation is exclusive, so a control API and a gateway starting together
  * on one node end up with the same key.
  */
-export async function loadOrCreateGatewayKeys(path: string): Promise<KeyPair> {
+export async function loadOrCreateGatewayKeys(path: string, key = 'wireguard.state_file'): Promise<KeyPair> {
   try {
-    return parseGatewayKeys(await readFile(path, 'utf8'), path);
+    return parseGatewayKeys(await readFile(path, 'utf8'), path, key);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
       if (err instanceof ConfigError) throw err;
-      throw new ConfigError(`wireguard.state_file: cannot read ${path}: ${(err as Error).message}`, { cause: err });
+      throw new ConfigError(`${key}: cannot read ${path}: ${(err as Error).message}`, { cause: err });
     }
   }
   const keys = generateKeyPair();
@@ -136,8 +136,8 @@ export async function loadOrCreateGatewayKeys(path: string): Promise<KeyPair> {
     return keys;
   } catch (err) {
     // Someone else created it between our read and our create: theirs wins.
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return parseGatewayKeys(await readFile(path, 'utf8'), path);
-    throw new ConfigError(`wireguard.state_file: cannot create ${path}: ${(err as Error).message}`, { cause: err });
+    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return parseGatewayKeys(await readFile(path, 'utf8'), path, key);
+    throw new ConfigError(`${key}: cannot create ${path}: ${(err as Error).message}`, { cause: err });
   } finally {
     await unlink(tmp).catch(() => undefined);
   }

@@ -83,8 +83,8 @@ describe('sixpn catalog commands', () => {
     expect(r.stdout).toContain('fdaa:0:18:a7b:7d:abcd:ef01:2');
     expect((await sixpn(['machines', 'stop', 'abcdef0123456789'])).stdout).toBe('Machine abcdef0123456789 is stopped\n');
     const t = await sixpn(['machines', 'list', '--app', 'web']);
-    expect(t.stdout.split('\n')[0]).toMatch(/^ID\s+APP\s+REGION\s+STATE\s+HEALTH\s+ADDRESS\s+UPSTREAM\s+UPDATED$/);
-    expect(t.stdout.split('\n')[1]).toMatch(/^abcdef0123456789\s+web\s+ams\s+stopped\s+unknown\s+fdaa:0:18:a7b:7d:abcd:ef01:2\s+127\.0\.0\.1:9\s+just now$/);
+    expect(t.stdout.split('\n')[0]).toMatch(/^ID\s+APP\s+REGION\s+HOST\s+STATE\s+HEALTH\s+ADDRESS\s+UPSTREAM\s+UPDATED$/);
+    expect(t.stdout.split('\n')[1]).toMatch(/^abcdef0123456789\s+web\s+ams\s+-\s+stopped\s+unknown\s+fdaa:0:18:a7b:7d:abcd:ef01:2\s+127\.0\.0\.1:9\s+just now$/);
     expect((await sixpn(['machines', 'start', '--id', 'abcdef0123456789'])).code).toBe(0);
     const j = JSON.parse((await sixpn(['machines', 'list', '--app', 'web', '--json'])).stdout);
     expect(j[0].state).toBe('started');

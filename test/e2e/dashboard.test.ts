@@ -236,6 +236,24 @@ describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
     expect(await peer.textContent()).toMatch(/alice-laptop.*ewr.*fdaa:0:18:/);
   });
 
+  it('shows the hosts and where each machine runs', async () => {
+    const page = await ctx.newPage();
+    await page.goto(`${api}/dashboard`);
+    await page.locator(`[data-machine-id="${MACHINE}"]`).waitFor({ timeout: 5000 });
+    await node.ctx.store.registerHost({ name: 'ewr-1', region: 'ewr', host_id: 0x0b000001, driver: 'netns', session: 'dash' }, { reservedHostIds: [], staleAfterMs: 6000 });
+    await node.ctx.store.registerMachine({ id: 'f1000000000001', app: 'hello', region: 'ewr', host: 'ewr-1', config: { cmd: ['true'] } }, { hostId: 0 });
+    const host = page.locator('#hosts [data-host="ewr-1"]');
+    await host.waitFor({ timeout: 2000 });
+    expect(await host.textContent()).toMatch(/ewr-1 ewr · up · 0\/1 started · host id b00:1/);
+    const row = page.locator('[data-machine-id="f1000000000001"]');
+    await row.waitFor({ timeout: 2000 });
+    expect(await row.getAttribute('data-host')).toBe('ewr-1');
+    expect(await row.getAttribute('data-state')).toBe('created');
+    expect(await row.locator('.addr').textContent()).toMatch(/fdaa:0:18:b00:1:f100:0:2 {2}on ewr-1$/);
+    await node.ctx.store.removeMachine('f1000000000001');
+    await node.ctx.store.removeHost('ewr-1');
+  });
+
   it('fits a phone screen, in the dark theme too', async () => {
     const page = await ctx.newPage();
     await page.setViewportSize({ width: 390, height: 844 });

@@ -114,7 +114,7 @@ describe.skipIf(!hasCommand('git') || !hasCommand('npm'))('newcomer: clone, npm 
     await app.waitForLine(/^\s+stop\s+Ctrl-C/, 30_000);
     const printed = parseTry(app.output());
     const kinds = printed.map((p) => p.what);
-    expect(kinds).toEqual(expect.arrayContaining(['dashboard', 'curl', 'tcp', 'refused', 'dns', 'cli', 'failover', 'restore', 'metrics']));
+    expect(kinds).toEqual(expect.arrayContaining(['dashboard', 'curl', 'tcp', 'refused', 'dns', 'cli', 'failover', 'restore', 'run', 'hosts', 'logs', 'metrics']));
 
     for (const p of printed) {
       switch (p.what) {
@@ -179,6 +179,26 @@ describe.skipIf(!hasCommand('git') || !hasCommand('npm'))('newcomer: clone, npm 
           const status = await (await fetch('http://127.0.0.1:4280/v1/status', { headers: { authorization: 'Bearer demo-token' } })).json();
           const started = status.orgs.flatMap((o: any) => o.apps).flatMap((a: any) => a.regions).flatMap((g: any) => g.machines).filter((m: any) => m.state === 'started');
           expect(started).toHaveLength(status.totals.machines);
+          break;
+        }
+        case 'run': {
+          // A host (the laptop, local driver) starts a machine of hello; it answers through Flycast.
+          const r = await sh(p.run, dir);
+          expect(r.code, `${p.run}: ${r.stdout}${r.stderr}`).toBe(0);
+          expect(r.stdout).toMatch(/^Machine [0-9a-f]+ of hello is started on host demo in ewr at fdaa:0:18:[0-9a-f:]+ \(upstream 127\.0\.0\.1:\d+\)$/m);
+          break;
+        }
+        case 'hosts': {
+          const r = await sh(p.run, dir);
+          expect(r.code, `${p.run}: ${r.stdout}${r.stderr}`).toBe(0);
+          expect(r.stdout).toMatch(/^demo\s+ewr\s+[0-9a-f]+:[0-9a-f]+\s+up\s+local\s+1\s/m);
+          break;
+        }
+        case 'logs': {
+          const r = await sh(p.run, dir);
+          expect(r.code, `${p.run}: ${r.stdout}${r.stderr}`).toBe(0);
+          expect(r.stdout).toMatch(/app\[[0-9a-f]+\] ewr \[sixpn\] LOCAL DRIVER: no network isolation/);
+          expect(r.stdout).toMatch(/app\[[0-9a-f]+\] ewr \[info\] demo machine [0-9a-f]+ of hello serving http on 127\.0\.0\.1:\d+/);
           break;
         }
         case 'metrics': {

@@ -3,8 +3,12 @@
  * called with a token of the org that owns the thing (it works, as with the admin token) and
  * with a token of another org (403 naming what the token lacks, and the catalog unchanged);
  * the platform's routes (orgs, tokens) refuse every org token; exposing an app into another
- * org needs a token of both. Then the CLI: `sixpn tokens create|list|revoke`.
+ * org needs a token of both. The node also runs a host (issue 14, local driver), so the routes of
+ * machines that hosts run (run, stop, start, restart, destroy, logs) and of hosts are in the
+ * table too; hosts are the platform's: an org token sees only those running its orgs' machines.
+ * Then the CLI: `sixpn tokens create|list|revoke`.
  */
+import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControl, type ApiResult, type TestControl } from '../harness/control.js';
 import { runSixpn } from '../harness/procs.js';
@@ -17,6 +21,8 @@ let acme = '';
 let globex = '';
 let both = '';
 let webMachine = '';
+/** A machine of web that the node's host runs. */
+let runMachine = '';
 let webIp = '';
 let n = 0;
 const uniq = (p: string): string => `${p}${++n}`;
@@ -39,14 +45,28 @@ async function everything(): Promise<unknown> {
   return { orgs: await get('/v1/orgs'), apps, perApp, peers: [await get('/v1/orgs/acme/wireguard'), await get('/v1/orgs/globex/wireguard')], tokens: await get('/v1/tokens') };
 }
 
+/** What a host runs: a small HTTP server on the PORT the local driver gives it, that logs. */
+const SERVER = `require('http').createServer((q,s)=>s.end('hi')).listen(process.env.PORT,'127.0.0.1',()=>console.log('listening'))`;
+const runConfig = { cmd: [process.execPath, '-e', SERVER] };
+/** The node's host: `[node] name`. */
+const HOST = 'sixpn';
+
 beforeAll(async () => {
-  c = await startControl({ extraToml: '[wireguard]\nstate_file = "gateway.json"\nendpoint = "gw.test:51820"' });
+  c = await startControl({
+    command: 'up',
+    extraToml: [
+      '[wireguard]\nstate_file = "gateway.json"\nendpoint = "gw.test:51820"',
+      '[proxy]\nenabled = false\n[dns]\nenabled = false\n[health]\nenabled = false',
+      '[host]\nenabled = true\ndriver = "local"\nstate_dir = "host"\nstop_on_exit = true',
+    ].join('\n'),
+  });
   await admin('POST', '/v1/orgs', { name: 'acme', network_id: 0x18 });
   await admin('POST', '/v1/orgs', { name: 'globex', network_id: 0x22b7 });
   await admin('POST', '/v1/apps', { name: 'web', org: 'acme', services: [{ protocol: 'http', internal_port: 8080, ports: [{ port: 80 }] }] });
   await admin('POST', '/v1/apps', { name: 'db', org: 'globex' });
   webMachine = (await admin('POST', '/v1/apps/web/machines', { region: 'ams' })).id;
   await admin('POST', '/v1/apps/db/machines', { region: 'ams' });
+  runMachine = (await admin('POST', '/v1/apps/web/machines', { region: 'ams', config: runConfig })).id;
   webIp = (await admin('POST', '/v1/apps/web/ips', { type: 'private_v6' })).address;
   await admin('POST', '/v1/apps/db/ips', { type: 'private_v6' });
   await admin('POST', '/v1/orgs/acme/wireguard', { name: 'laptop', region: 'ams', public_key: generateKeyPair().public_key });
@@ -70,6 +90,8 @@ interface Row {
   call: (v: Record<string, string>) => [string, string, unknown?];
   ok: number;
   platform?: boolean;
+  /** What the wrong org's 403 says, when not "belongs to org acme". */
+  denied?: RegExp;
 }
 
 const tmpApp = async () => {
@@ -78,6 +100,7 @@ const tmpApp = async () => {
   return { app };
 };
 const tmpMachine = async () => ({ id: (await admin('POST', '/v1/apps/web/machines', { region: 'ams' })).id as string });
+const tmpRun = async () => ({ id: (await admin('POST', '/v1/apps/web/machines', { region: 'ams', config: runConfig })).id as string });
 
 const rows: Row[] = [
   { route: 'GET /v1/orgs/:org', call: () => ['GET', '/v1/orgs/acme'], ok: 200 },
@@ -93,6 +116,18 @@ const rows: Row[] = [
   { route: 'POST /v1/machines/:id/stop', call: () => ['POST', `/v1/machines/${webMachine}/stop`], ok: 200 },
   { route: 'POST /v1/machines/:id/start', call: () => ['POST', `/v1/machines/${webMachine}/start`], ok: 200 },
   { route: 'DELETE /v1/machines/:id', setup: tmpMachine, call: (v) => ['DELETE', `/v1/machines/${v.id}`], ok: 204 },
+  // Machines a host runs (issue 14): the same routes, through the host, and theirs.
+  { route: 'POST /v1/apps/:app/machines (run)', call: () => ['POST', '/v1/apps/web/machines', { region: 'ams', config: runConfig }], ok: 201 },
+  { route: 'GET /v1/machines/:id (run)', call: () => ['GET', `/v1/machines/${runMachine}`], ok: 200 },
+  { route: 'PATCH /v1/machines/:id (run)', call: () => ['PATCH', `/v1/machines/${runMachine}`, { state: 'stopped' }], ok: 400 },
+  { route: 'POST /v1/machines/:id/stop (run)', call: () => ['POST', `/v1/machines/${runMachine}/stop`], ok: 200 },
+  { route: 'POST /v1/machines/:id/start (run)', call: () => ['POST', `/v1/machines/${runMachine}/start`], ok: 200 },
+  { route: 'POST /v1/machines/:id/restart', call: () => ['POST', `/v1/machines/${runMachine}/restart`], ok: 200 },
+  { route: 'DELETE /v1/machines/:id (run)', setup: tmpRun, call: (v) => ['DELETE', `/v1/machines/${v.id}`], ok: 200 },
+  { route: 'GET /v1/apps/:app/logs', call: () => ['GET', '/v1/apps/web/logs'], ok: 200 },
+  { route: 'GET /v1/apps/:app/logs?follow=', call: () => ['GET', '/v1/apps/web/logs?follow=1&lines=1'], ok: 200 },
+  // A host is seen by an org token only while it runs a machine of the token's orgs (globex has none there).
+  { route: 'GET /v1/hosts/:name', call: () => ['GET', `/v1/hosts/${HOST}`], ok: 200, denied: /host sixpn runs no machine of org globex; this token is for org globex only/ },
   { route: 'GET /v1/apps/:app/ips', call: () => ['GET', '/v1/apps/web/ips'], ok: 200 },
   { route: 'POST /v1/apps/:app/ips', call: () => ['POST', '/v1/apps/web/ips', { type: 'private_v6' }], ok: 201 },
   {
@@ -128,6 +163,8 @@ const rows: Row[] = [
     platform: true,
   },
   { route: 'DELETE /v1/tokens?kind=', call: () => ['DELETE', '/v1/tokens?kind=dashboard'], ok: 200, platform: true },
+  // The admin token gets past the check: the host still runs machines, so 409.
+  { route: 'DELETE /v1/hosts/:name', call: () => ['DELETE', `/v1/hosts/${HOST}`], ok: 409, platform: true },
 ];
 
 describe('org tokens: every route with the right and the wrong org', () => {
@@ -140,18 +177,27 @@ describe('org tokens: every route with the right and the wrong org', () => {
         const r: ApiResult = await c.api(method, path, body, tok);
         expect(r.status, JSON.stringify(r.body)).toBe(403);
         expect(r.body.error.code).toBe('SIXPN_FORBIDDEN');
-        expect(r.body.error.message).toMatch(row.platform ? /needs the admin token; this token is for org/ : /belongs to org acme; this token is for org globex only/);
+        expect(r.body.error.message).toMatch(row.platform ? /needs the admin token; this token is for org/ : (row.denied ?? /belongs to org acme; this token is for org globex only/));
       }
       expect(await everything()).toEqual(before);
-      const ok = await c.api(method, path, body, row.platform ? c.token : acme);
+      const ok = /[?&]follow=1/.test(path) ? await firstLine(path, acme) : await c.api(method, path, body, row.platform ? c.token : acme);
       expect(ok.status, JSON.stringify(ok.body)).toBe(row.ok);
     });
   }
 
   it('covers every route the API has', () => {
-    const router = buildRoutes({ store: null as never, hostId: 0, gatewayHostId: 0, gatewayInfo: null as never, gatewayRole: () => undefined });
-    // The two unfiltered lists are checked below (they answer 200 with the token's orgs only).
-    const covered = new Set([...rows.map((r) => r.route.replace(/\?.*$/, '')), 'GET /v1/orgs', 'GET /v1/apps']);
+    const router = buildRoutes({
+      store: null as never,
+      hostId: 0,
+      gatewayHostId: 0,
+      gatewayInfo: null as never,
+      gatewayRole: () => undefined,
+      view: null as never,
+      hostStaleAfterMs: 0,
+      hostRole: () => undefined,
+    });
+    // The three unfiltered lists are checked below (they answer 200 with the token's orgs only).
+    const covered = new Set([...rows.map((r) => r.route.replace(/\?.*$| \(run\)$/, '')), 'GET /v1/orgs', 'GET /v1/apps', 'GET /v1/hosts']);
     expect([...covered].sort()).toEqual(router.list().sort());
   });
 
@@ -164,6 +210,41 @@ describe('org tokens: every route with the right and the wrong org', () => {
     expect(acmeApps).toContain('web');
     expect(acmeApps).not.toContain('db');
     expect(names(await c.api('GET', '/v1/apps', undefined, globex))).toEqual(['db']);
+  });
+
+  it('lists only the hosts that run machines of the token, counting only those, without the agent\'s details', async () => {
+    const webRuns = (await admin('GET', '/v1/apps/web/machines')).filter((m: { host?: string }) => m.host === HOST).length;
+    const dbRun = (await admin('POST', '/v1/apps/db/machines', { region: 'ams', config: runConfig })).id;
+    try {
+      const all = (await c.api('GET', '/v1/hosts')).body;
+      expect(all).toEqual([expect.objectContaining({ name: HOST, status: 'up', machines: webRuns + 1, session: expect.any(String), wireguard: { public_key: expect.any(String) } })]);
+      const { session: _s, wireguard: _w, ...shown } = all[0];
+      const live = { heartbeat_at: expect.any(Number), heartbeat_age_ms: expect.any(Number), updated_at: expect.any(Number) };
+      expect((await c.api('GET', '/v1/hosts', undefined, acme)).body).toEqual([{ ...shown, ...live, machines: webRuns }]);
+      expect((await c.api('GET', '/v1/hosts', undefined, globex)).body).toEqual([{ ...shown, ...live, machines: 1 }]);
+      expect((await c.api('GET', '/v1/hosts', undefined, both)).body).toEqual([{ ...shown, ...live, machines: webRuns + 1 }]);
+      expect((await c.api('GET', `/v1/hosts/${HOST}`, undefined, globex)).body).toEqual({ ...shown, ...live, machines: 1 });
+    } finally {
+      await admin('DELETE', `/v1/machines/${dbRun}`);
+    }
+    expect((await c.api('GET', '/v1/hosts', undefined, globex)).body).toEqual([]);
+    // A host that does not exist gets the same answer as one the token may not see.
+    const none = await c.api('GET', '/v1/hosts/nope', undefined, acme);
+    expect(none.status).toBe(403);
+    expect(none.body.error.message).toMatch(/^host nope runs no machine of org acme/);
+    expect((await c.api('GET', '/v1/hosts/nope')).status).toBe(404);
+  });
+
+  it('does not name the hosts in placement errors for an org token', async () => {
+    const asOrg = await c.api('POST', '/v1/apps/web/machines', { region: 'syd', config: runConfig }, acme);
+    expect(asOrg.status).toBe(404);
+    expect(asOrg.body.error.message).toBe('no host in region syd is up');
+    const asAdmin = await c.api('POST', '/v1/apps/web/machines', { region: 'syd', config: runConfig });
+    expect(asAdmin.body.error.message).toBe(`no host in region syd is up (hosts up: ${HOST} in ams)`);
+    // An org token runs, stops and reads the logs of its own org's machines only.
+    const db = await c.api('POST', '/v1/apps/db/machines', { region: 'ams', config: runConfig }, acme);
+    expect(db.status).toBe(403);
+    expect((await c.api('GET', '/v1/apps/db/logs', undefined, acme)).status).toBe(403);
   });
 
   it('exposes an app into another org only with a token of both orgs (or the admin token)', async () => {
@@ -251,3 +332,15 @@ describe('sixpn tokens (CLI)', () => {
     expect((await cli(['tokens', 'create'])).code).toBe(2);
   });
 });
+
+/** The status and first NDJSON line of a followed log (the stream stays open: it is cut after one line). */
+async function firstLine(path: string, token: string): Promise<ApiResult> {
+  const res = await request(c.url + path, { headers: { authorization: `Bearer ${token}` } });
+  let text = '';
+  for await (const chunk of res.body) {
+    text += String(chunk);
+    if (text.includes('\n')) break;
+  }
+  res.body.destroy();
+  return { status: res.statusCode, body: JSON.parse(text.split('\n')[0]!) };
+}

@@ -1,7 +1,10 @@
 // A test machine: a real process bound to its own (6PN) address that says who it is and counts
 // what reaches it. Started by test/harness/machines.ts; prints one `ready {json}` line.
 //
-//   node machine.mjs --kind http|tcp --id ID --host ADDR --port N [--greet]
+//   node machine.mjs --kind http|tcp --id ID --host ADDR --port N [--greet] [--log]
+//
+// --log prints one line per connection (`connection from <addr>`) to stdout: a machine run by a
+// host shows them in `sixpn logs`, which tests read to prove what reached it.
 //
 // http: every answer carries `x-machine-id`; paths:
 //   /            -> "<id>\n"
@@ -32,6 +35,7 @@ const host = opt('host', '127.0.0.1');
 const port = Number(opt('port', '0'));
 const greet = args.includes('--greet');
 const finFirst = args.includes('--fin-first');
+const logConnections = args.includes('--log');
 
 let stats;
 const resetStats = () => {
@@ -49,6 +53,7 @@ function onSocket(socket) {
   stats.maxActive = Math.max(stats.maxActive, stats.active);
   const r = socket.remoteAddress ?? '?';
   stats.remotes[r] = (stats.remotes[r] ?? 0) + 1;
+  if (logConnections) console.log(`connection from ${r}`);
   socket.once('close', () => stats.active--);
 }
 

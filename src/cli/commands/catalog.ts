@@ -55,8 +55,8 @@ const orgRows = (orgs: OrgView[]) => renderTable(['NAME', 'NETWORK ID', 'PREFIX'
 const appRows = (apps: App[]) => renderTable(['NAME', 'ORG', 'SERVICES'], apps.map((a) => [a.name, a.org, servicesSummary(a.services)]));
 const machineRows = (ms: Machine[]) =>
   renderTable(
-    ['ID', 'APP', 'REGION', 'STATE', 'HEALTH', 'ADDRESS', 'UPSTREAM', 'UPDATED'],
-    ms.map((m) => [m.id, m.app, m.region, m.state, m.health.status, m.address, m.upstream ?? '-', ago(m.updated_at)]),
+    ['ID', 'APP', 'REGION', 'HOST', 'STATE', 'HEALTH', 'ADDRESS', 'UPSTREAM', 'UPDATED'],
+    ms.map((m) => [m.id, m.app, m.region, m.host ?? '-', m.state, m.health.status, m.address, m.upstream ?? '-', ago(m.updated_at)]),
   );
 const ipType = (t: FlycastIp['type']): string => (t === 'private_v6' ? 'private' : t);
 const ipRows = (ips: FlycastIp[], withOrg: boolean) =>
@@ -146,7 +146,7 @@ export const catalogCommands: Command[] = [
   {
     words: ['machines', 'list'],
     usage: 'sixpn machines list --app APP [--json]',
-    summary: "List an app's machines with state and health",
+    summary: "List an app's machines with host, state and health",
     options: [...API_OPTIONS, ...J, 'app'],
     maxArgs: 0,
     async run(ctx) {
@@ -179,7 +179,7 @@ export const catalogCommands: Command[] = [
     (verb): Command => ({
       words: ['machines', verb],
       usage: `sixpn machines ${verb} ID [ID...]`,
-      summary: verb === 'stop' ? 'Stop machines: the proxy stops sending them traffic' : 'Start machines again',
+      summary: verb === 'stop' ? 'Stop machines (a host sends kill_signal, then SIGKILL after kill_timeout); the proxy stops sending them traffic' : 'Start machines again',
       options: [...API_OPTIONS, 'id'],
       maxArgs: 64,
       async run(ctx) {
@@ -194,7 +194,7 @@ export const catalogCommands: Command[] = [
   {
     words: ['machines', 'remove'],
     usage: 'sixpn machines remove ID',
-    summary: 'Remove a machine from the catalog',
+    summary: 'Remove a machine from the catalog (one a host runs is destroyed: see machines destroy)',
     options: [...API_OPTIONS, 'id'],
     maxArgs: 1,
     async run(ctx) {

@@ -134,6 +134,12 @@ describe('balancer: candidates', () => {
     ['started, unknown health', { state: 'started' }, 'unknown', true],
     ['started, unhealthy', { state: 'started' }, 'unhealthy', false],
     ['stopped, healthy', { state: 'stopped' }, 'healthy', false],
+    // the lifecycle of machines a host runs: only `started` takes work
+    ['created, healthy', { state: 'created' }, 'healthy', false],
+    ['starting, healthy', { state: 'starting' }, 'healthy', false],
+    ['stopping, healthy', { state: 'stopping' }, 'healthy', false],
+    ['destroying, healthy', { state: 'destroying' }, 'healthy', false],
+    ['failed, unknown health', { state: 'failed' }, 'unknown', false],
   ] as const)('%s -> candidate %s', (_name, over, status, want) => {
     const b = balancer();
     b.upsert(machine('ewr', { ...over, health: { status, reason: '', changed_at: 0 } }));
@@ -153,6 +159,25 @@ describe('balancer: candidates', () => {
     expect(b.pick('web', limits)).toBeNull();
     b.release(s); // in-flight work of a deleted machine still releases
     expect(s.outstanding).toBe(0);
+  });
+
+  it('drops a machine the moment its host reports it restarting, and takes it back when started', () => {
+    const b = balancer();
+    const a = machine('ewr', { id: 'aaaa0001' });
+    const c = machine('ewr', { id: 'aaaa0002' });
+    b.upsert(a);
+    b.upsert(c);
+    b.upsert({ ...a, state: 'starting' });
+    for (let i = 0; i < 10; i++) {
+      const s = b.pick('web', limits)!;
+      expect(s.machine.id).toBe('aaaa0002');
+      b.release(s);
+    }
+    b.upsert({ ...a, state: 'stopping' });
+    b.upsert({ ...c, state: 'failed' });
+    expect(b.pick('web', limits)).toBeNull();
+    b.upsert({ ...a, state: 'started' });
+    expect(b.pick('web', limits)!.machine.id).toBe('aaaa0001');
   });
 
   it('keeps counters across a region change and a reset', () => {

@@ -10,6 +10,7 @@ import { MemoryStore } from '../../../src/catalog/memory.js';
 import { seedCatalog } from '../../../src/catalog/seed.js';
 import { loadConfig } from '../../../src/config/index.js';
 import { CLI, hasCommand, IN_NETNS } from '../../harness/env.js';
+import { waitFor } from '../../harness/net.js';
 import { existsSync } from 'node:fs';
 // @ts-expect-error plain .mjs helpers shared with bench/ (no type declarations)
 import { startBackends } from '../../../bench/lib/backends.mjs';
@@ -136,9 +137,10 @@ describe('backends, load generators and HAProxy together', () => {
   it('a started load reports a per-second timeline and stops early on request', async () => {
     const seen: { ok: number }[] = [];
     const load = startAutocannon({ url: `http://${http.list[0]!.address}/`, connections: 2, duration: 30, samples: true, onSample: (x: { ok: number }) => seen.push(x) });
-    // The worker process takes a while to start on a loaded machine: stop once a sample came.
-    const deadline = Date.now() + 15_000;
-    while (seen.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+    // Stop once it is running (its first sample is out), not after a fixed delay: on a loaded
+    // machine the worker may still be loading autocannon after 2 s, and a SIGTERM before its
+    // handler is installed kills it without a result.
+    await waitFor(() => seen.length >= 1, { timeoutMs: 20_000, what: 'the first per-second sample' });
     load.stop();
     const r = await load.result;
     expect(seen.length).toBeGreaterThanOrEqual(1);

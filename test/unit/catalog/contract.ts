@@ -121,6 +121,91 @@ export function storeContract(name: string, factory: StoreFactory): void {
       expect((await store.snapshot()).machines).toHaveLength(0);
     });
 
+    const HOSTS = { reservedHostIds: [0x0a7b007d, 0x0a7b0d6b], staleAfterMs: 6_000 };
+    const cfg = { cmd: ['/bin/sleep', '60'] };
+
+    it('registers hosts: configured or allocated host ids, unique, kept across restarts', async () => {
+      const a = await store.registerHost({ name: 'ewr-1', region: 'ewr', host_id: 0x0b000001, driver: 'netns', session: 'boot/1' }, HOSTS);
+      expect(a).toMatchObject({ name: 'ewr-1', region: 'ewr', host_id: 0x0b000001, state: 'up', driver: 'netns', session: 'boot/1' });
+      const b = await store.registerHost({ name: 'iad-1', region: 'iad', driver: 'netns', session: 'boot/2' }, HOSTS);
+      expect(b.host_id).toBeGreaterThan(1);
+      expect(b.host_id).not.toBe(a.host_id);
+      expect(HOSTS.reservedHostIds).not.toContain(b.host_id);
+      // a host id clash: changes nothing
+      await rejectsWith(store.registerHost({ name: 'lhr-1', region: 'lhr', host_id: 0x0b000001, driver: 'netns', session: 'boot/3' }, HOSTS), 'SIXPN_CONFLICT');
+      await rejectsWith(store.registerHost({ name: 'lhr-1', region: 'lhr', host_id: 0x0a7b0d6b, driver: 'netns', session: 'boot/3' }, HOSTS), 'SIXPN_CONFLICT');
+      await rejectsWith(store.registerHost({ name: 'lhr-1', region: 'zzz', driver: 'netns', session: 'boot/3' }, HOSTS), 'SIXPN_INVALID');
+      await rejectsWith(store.registerHost({ name: 'lhr-1', region: 'lhr', host_id: 1, driver: 'netns', session: 'boot/3' }, HOSTS), 'SIXPN_INVALID');
+      // the same agent again (same session) keeps its id; another id for a known name is refused
+      expect((await store.registerHost({ name: 'iad-1', region: 'iad', driver: 'netns', session: 'boot/2' }, HOSTS)).host_id).toBe(b.host_id);
+      await rejectsWith(store.registerHost({ name: 'iad-1', region: 'iad', host_id: 0x0b000009, driver: 'netns', session: 'boot/2' }, HOSTS), 'SIXPN_CONFLICT');
+      expect((await store.snapshot()).hosts.map((h) => h.name)).toEqual(['ewr-1', 'iad-1']);
+    });
+
+    it('refuses a second agent under a live host name, but lets one take over a gone one', async () => {
+      await store.registerHost({ name: 'ewr-1', region: 'ewr', driver: 'netns', session: 'boot/1' }, HOSTS);
+      await rejectsWith(store.registerHost({ name: 'ewr-1', region: 'ewr', driver: 'netns', session: 'boot/9' }, HOSTS), 'SIXPN_CONFLICT');
+      const taken = await store.registerHost({ name: 'ewr-1', region: 'ewr', driver: 'netns', session: 'boot/9' }, { ...HOSTS, replaceSession: 'boot/1' });
+      expect(taken.session).toBe('boot/9');
+      // the replaced agent's heartbeats are refused from now on
+      await rejectsWith(store.updateHost('ewr-1', { heartbeat_at: Date.now() }, { ifSession: 'boot/1' }), 'SIXPN_CONFLICT');
+      const beat = await store.updateHost('ewr-1', { heartbeat_at: taken.heartbeat_at + 5 }, { ifSession: 'boot/9' });
+      expect(beat.heartbeat_at).toBe(taken.heartbeat_at + 5);
+      const down = await store.updateHost('ewr-1', { state: 'down' });
+      expect(down.state).toBe('down');
+      // a host shut down cleanly can be taken by any session at once
+      expect((await store.registerHost({ name: 'ewr-1', region: 'ewr', driver: 'netns', session: 'boot/10' }, HOSTS)).state).toBe('up');
+      await rejectsWith(store.updateHost('nope', { state: 'down' }), 'SIXPN_NOT_FOUND');
+    });
+
+    it('places run machines on their host: address from its host id, config kept, state created', async () => {
+      const h = await store.registerHost({ name: 'ewr-1', region: 'ewr', host_id: 0x0b000001, driver: 'netns', session: 's' }, HOSTS);
+      const m = await store.registerMachine({ id: 'c0ffee0012345678', app: 'web', region: 'ewr', host: 'ewr-1', config: { ...cfg, env: { A: '1' }, kill_timeout: '2s' } }, HOST);
+      expect(m.address).toBe('fdaa:0:18:b00:1:c0ff:ee00:2');
+      expect(m.state).toBe('created');
+      expect(m.host).toBe(h.name);
+      expect(m.config).toEqual({ cmd: ['/bin/sleep', '60'], env: { A: '1' }, restart: { policy: 'always', max_retries: 10 }, kill_signal: 'SIGINT', kill_timeout: 2000 });
+      // bad input changes nothing
+      await rejectsWith(store.registerMachine({ app: 'web', region: 'ewr', host: 'nope', config: cfg }, HOST), 'SIXPN_NOT_FOUND');
+      await rejectsWith(store.registerMachine({ app: 'web', region: 'iad', host: 'ewr-1', config: cfg }, HOST), 'SIXPN_INVALID');
+      await rejectsWith(store.registerMachine({ app: 'web', region: 'ewr', host: 'ewr-1' }, HOST), 'SIXPN_INVALID');
+      await rejectsWith(store.registerMachine({ app: 'web', region: 'ewr', host: 'ewr-1', config: { cmd: ['x'], env: { 'BAD-KEY': '1' } } }, HOST), 'SIXPN_INVALID');
+      await rejectsWith(store.registerMachine({ app: 'web', region: 'ewr', host: 'ewr-1', config: { cmd: ['x'], env: { FLY_REGION: 'x' } } }, HOST), 'SIXPN_INVALID');
+      await rejectsWith(store.registerMachine({ app: 'web', region: 'ewr', host: 'ewr-1', config: { cmd: [] } }, HOST), 'SIXPN_INVALID');
+      await rejectsWith(store.registerMachine({ app: 'web', region: 'ewr', host: 'ewr-1', config: { cmd: ['x'], kill_signal: 'SIGHUP' as never } }, HOST), 'SIXPN_INVALID');
+      await rejectsWith(store.registerMachine({ app: 'web', region: 'ewr', state: 'starting' }, HOST), 'SIXPN_INVALID');
+      expect((await store.snapshot()).machines.map((x) => x.id)).toEqual([m.id]);
+      // a host with machines is not removed; without, it is
+      await rejectsWith(store.removeHost('ewr-1'), 'SIXPN_CONFLICT');
+      await rejectsWith(store.registerHost({ name: 'ewr-1', region: 'iad', driver: 'netns', session: 's' }, HOSTS), 'SIXPN_CONFLICT');
+      await store.removeMachine(m.id);
+      await store.removeHost('ewr-1');
+      await rejectsWith(store.removeHost('ewr-1'), 'SIXPN_NOT_FOUND');
+      expect((await store.snapshot()).hosts).toHaveLength(0);
+    });
+
+    it('moves a run machine through its states with compare-and-set, recording exits', async () => {
+      await store.registerHost({ name: 'ewr-1', region: 'ewr', driver: 'netns', session: 's' }, HOSTS);
+      const m = await store.registerMachine({ app: 'web', region: 'ewr', host: 'ewr-1', config: cfg }, HOST);
+      await store.updateMachine(m.id, { state: 'starting' }, { ifState: ['created', 'stopped'] });
+      const up = await store.updateMachine(m.id, { state: 'started', state_reason: 'running' }, { ifState: ['starting'] });
+      expect(up.state).toBe('started');
+      // only one of two racing "started -> stopping" wins
+      const both = await Promise.allSettled([
+        store.updateMachine(m.id, { state: 'stopping' }, { ifState: ['started'] }),
+        store.updateMachine(m.id, { state: 'stopping' }, { ifState: ['started'] }),
+      ]);
+      expect(both.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      expect((both.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason.code).toBe('SIXPN_CONFLICT');
+      const exit = { exit_code: null, signal: 'SIGINT', requested: true, at: Date.now() };
+      const stopped = await store.updateMachine(m.id, { state: 'stopped', last_exit: exit, restarts: 0, state_reason: null });
+      expect(stopped).toMatchObject({ state: 'stopped', last_exit: exit, restarts: 0 });
+      expect(stopped.state_reason).toBeUndefined();
+      await rejectsWith(store.updateMachine(m.id, { state: 'destroyed' }), 'SIXPN_INVALID');
+      await rejectsWith(store.updateMachine(m.id, { state: 'started' }, { ifState: ['starting'] }), 'SIXPN_CONFLICT');
+      expect((await store.snapshot()).machines[0]!.state).toBe('stopped');
+    });
+
     it('allocates Flycast addresses in order, never reusing one', async () => {
       const a = await store.allocateFlycast('web');
       const b = await store.allocateFlycast('web');
@@ -242,9 +327,17 @@ export function storeContract(name: string, factory: StoreFactory): void {
       expect(view.flycast.get(ip.address)?.app).toBe('web');
       expect([...view.machinesOf('web')].map((x) => x.id)).toEqual([m.id]);
       expect(view.orgByNetworkId(0x18)?.name).toBe('acme');
+      await store.registerHost({ name: 'ewr-1', region: 'ewr', driver: 'local', session: 's' }, { reservedHostIds: [], staleAfterMs: 1000 });
+      const run = await store.registerMachine({ app: 'web', region: 'ewr', host: 'ewr-1', config: { cmd: ['true'] } }, HOST);
+      while ((!view.hosts.has('ewr-1') || !view.machines.has(run.id)) && Date.now() < deadline + 1000) await new Promise((r) => setTimeout(r, 5));
+      expect([...view.machinesOnHost('ewr-1')].map((x) => x.id)).toEqual([run.id]);
+      await store.removeMachine(run.id);
+      await store.removeHost('ewr-1');
       await store.removeMachine(m.id);
-      while (view.machines.has(m.id) && Date.now() < deadline + 1000) await new Promise((r) => setTimeout(r, 5));
+      while ((view.machines.has(m.id) || view.hosts.size) && Date.now() < deadline + 2000) await new Promise((r) => setTimeout(r, 5));
       expect([...view.machinesOf('web')]).toHaveLength(0);
+      expect([...view.machinesOnHost('ewr-1')]).toHaveLength(0);
+      expect(view.hosts.size).toBe(0);
       view.close();
     });
   });

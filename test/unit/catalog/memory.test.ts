@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmdirSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
@@ -51,6 +51,20 @@ describe('embedded store file', () => {
     rmSync(d, { recursive: true, force: true });
   });
 
+  it('loads a file written before hosts existed, and keeps hosts across a restart', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'sixpn-cat-'));
+    const path = join(d, 'catalog.json');
+    writeFileSync(path, JSON.stringify({ format: 'sixpn-catalog/1', orgs: [{ name: 'acme', network_id: 24 }], apps: [], machines: [], flycast: [], peers: [], sequences: { flycast: {}, peer: {} } }));
+    const a = await MemoryStore.open({ regions, path });
+    expect((await a.snapshot()).hosts).toEqual([]);
+    const h = await a.registerHost({ name: 'ewr-1', region: 'ewr', driver: 'netns', session: 'x' }, { reservedHostIds: [], staleAfterMs: 1000 });
+    await a.close();
+    const b = await MemoryStore.open({ regions, path });
+    expect((await b.snapshot()).hosts).toEqual([h]);
+    await b.close();
+    rmSync(d, { recursive: true, force: true });
+  });
+
   it('coalesces a burst of changes into few writes and loses none', async () => {
     const d = mkdtempSync(join(tmpdir(), 'sixpn-cat-'));
     const path = join(d, 'catalog.json');
@@ -92,7 +106,7 @@ describe('embedded store file: bad stored entries (issue 11 item 4)', () => {
   const badPort = { ...good, id: 'bbbbbbbb0002', address: 'fdaa:0:18:a7b:7d:bbbb:bbbb:2', upstream: '127.0.0.1:99999' };
   const badAddress = { ...good, id: 'cccccccc0003', address: 'not-an-address', upstream: undefined };
   // Written by a newer version: a field this one does not know is no reason to skip the machine.
-  const newer = { ...good, id: 'dddddddd0004', address: 'fdaa:0:18:a7b:7d:dddd:dddd:2', host: 'h1' };
+  const newer = { ...good, id: 'dddddddd0004', address: 'fdaa:0:18:a7b:7d:dddd:dddd:2', added_later: { by: 'a newer version' } };
   const file = (machines: unknown[]) =>
     JSON.stringify({
       format: 'sixpn-catalog/1',
@@ -165,3 +179,91 @@ describe('embedded store file: stale temp files (issue 11 item 12)', () => {
   });
 });
 
+
+describe('embedded store file: hosts (issue 14) under the issue 11 rules', () => {
+  const hostOpts = { reservedHostIds: [], staleAfterMs: 60_000 };
+  const run = { cmd: ['sleep', '1000'] };
+
+  it('changes nothing, in memory either, when the write of a host or run-machine op fails', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'sixpn-cat-'));
+    const path = join(d, 'catalog.json');
+    const s = await MemoryStore.open({ regions, path });
+    await s.createOrg({ name: 'acme', network_id: 0x18 });
+    await s.createApp({ name: 'web', org: 'acme' });
+    await s.registerHost({ name: 'h1', region: 'ewr', driver: 'local', session: 'a' }, hostOpts);
+    await s.registerHost({ name: 'h2', region: 'ewr', driver: 'local', session: 'b' }, hostOpts);
+    const m = await s.registerMachine({ app: 'web', region: 'ewr', host: 'h1', config: run }, { hostId: 0 });
+    const seen: unknown[] = [];
+    s.subscribe((e) => seen.push(e));
+    const before = await s.snapshot();
+    const text = readFileSync(path, 'utf8');
+    // The temp file's name taken by a folder: every write fails (EISDIR), as on a full or read-only disk.
+    const tmp = `${path}.${process.pid}.tmp`;
+    mkdirSync(tmp);
+    try {
+      const ops: [string, () => Promise<unknown>][] = [
+        ['register a new host', () => s.registerHost({ name: 'h3', region: 'ewr', driver: 'local', session: 'c' }, hostOpts)],
+        ['re-register a host', () => s.registerHost({ name: 'h1', region: 'ewr', driver: 'local', session: 'a' }, hostOpts)],
+        ['heartbeat', () => s.updateHost('h1', { heartbeat_at: Date.now() + 1000 }, { ifSession: 'a' })],
+        ['mark down', () => s.updateHost('h2', { state: 'down' })],
+        ['remove a host', () => s.removeHost('h2')],
+        ['run a machine', () => s.registerMachine({ app: 'web', region: 'ewr', host: 'h2', config: run }, { hostId: 0 })],
+        ['a compare-and-set', () => s.updateMachine(m.id, { state: 'starting' }, { ifState: ['created'] })],
+        ['record an exit', () => s.updateMachine(m.id, { state: 'failed', last_exit: { exit_code: 1, signal: null, requested: false, at: 1 }, restarts: 3, state_reason: 'exited with code 1' })],
+      ];
+      for (const [what, op] of ops) {
+        // Twice: a retry meets the same state (no "already exists", no moved state).
+        for (let i = 0; i < 2; i++) await expect(op(), what).rejects.toMatchObject({ code: 'SIXPN_STORE_UNAVAILABLE' });
+      }
+      expect(await s.snapshot()).toEqual(before);
+      expect(seen).toEqual([]);
+      expect(readFileSync(path, 'utf8')).toBe(text);
+    } finally {
+      rmdirSync(tmp);
+    }
+    // Writable again: the same ops succeed from the same state.
+    await s.updateMachine(m.id, { state: 'starting' }, { ifState: ['created'] });
+    await s.removeHost('h2');
+    expect((await s.snapshot()).hosts.map((h) => h.name)).toEqual(['h1']);
+    await s.close();
+    rmSync(d, { recursive: true, force: true });
+  });
+
+  it('skips an invalid host loudly at load, keeps it in the file, and does not hand out its name or host id', async () => {
+    const d = mkdtempSync(join(tmpdir(), 'sixpn-cat-'));
+    const path = join(d, 'catalog.json');
+    const host = { name: 'h1', region: 'ewr', host_id: 0x1234_5678, state: 'up', driver: 'local', heartbeat_at: 1, session: 's', created_at: 1, updated_at: 1 };
+    const badEndpoint = { ...host, name: 'h2', host_id: 0x2222_2222, wireguard: { public_key: 'A'.repeat(42) + 'A=', endpoint: 'h2.example.com:99999' } };
+    const badId = { ...host, name: 'h3', host_id: 1 };
+    writeFileSync(
+      path,
+      JSON.stringify({ format: 'sixpn-catalog/1', orgs: [], apps: [], machines: [], flycast: [], peers: [], hosts: [host, badEndpoint, badId], sequences: { flycast: {}, peer: {} } }),
+    );
+    const log = captureLog();
+    const s = await MemoryStore.open({ regions, path, log });
+    expect((await s.snapshot()).hosts.map((h) => h.name)).toEqual(['h1']);
+    expect(log.lines.map((l) => `${l.obj.kind} ${l.obj.key}: ${l.obj.reason}`)).toEqual([
+      expect.stringMatching(/^host h2: wireguard\.endpoint: .*port 99999/),
+      expect.stringMatching(/^host h3: host_id: /),
+    ]);
+    // An agent registering under a skipped name is refused, naming the reason; nothing is written.
+    await expect(s.registerHost({ name: 'h2', region: 'ewr', driver: 'local', session: 'x' }, hostOpts)).rejects.toMatchObject({
+      code: 'SIXPN_CONFLICT',
+      message: expect.stringMatching(/host h2 already exists in the catalog file but is invalid \(wireguard\.endpoint/),
+    });
+    // Its host id is not given to another host: machine addresses may be made of it.
+    await expect(s.registerHost({ name: 'h4', region: 'ewr', host_id: 0x2222_2222, driver: 'local', session: 'x' }, hostOpts)).rejects.toMatchObject({
+      code: 'SIXPN_CONFLICT',
+      message: expect.stringMatching(/already used by host h2/),
+    });
+    await s.registerHost({ name: 'h4', region: 'ewr', driver: 'local', session: 'x' }, hostOpts);
+    const onDisk = JSON.parse(readFileSync(path, 'utf8'));
+    expect(onDisk.hosts.map((h: { name: string }) => h.name)).toEqual(['h1', 'h4', 'h2', 'h3']);
+    // Removing a skipped host cleans the file; then its name is free.
+    await s.removeHost('h2');
+    expect(JSON.parse(readFileSync(path, 'utf8')).hosts.map((h: { name: string }) => h.name)).toEqual(['h1', 'h4', 'h3']);
+    await s.registerHost({ name: 'h2', region: 'ewr', driver: 'local', session: 'y' }, hostOpts);
+    await s.close();
+    rmSync(d, { recursive: true, force: true });
+  });
+});

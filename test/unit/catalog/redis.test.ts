@@ -196,6 +196,26 @@ describe('redis store with many writers', () => {
     view.close();
   });
 
+  it('checks stored hosts the same way: a bad one is skipped in snapshots and published changes (issues 11 and 14)', async () => {
+    const a = await seed();
+    const h1 = await a.registerHost({ name: 'h1', region: 'ewr', driver: 'local', session: 's1' }, { reservedHostIds: [], staleAfterMs: 60_000 });
+    await admin.hset(`${ns}:hosts`, 'h2', JSON.stringify({ ...h1, name: 'h2', host_id: 1 }));
+    const warnings: string[] = [];
+    const log = { info: () => undefined, warn: (obj: object, msg: string) => void warnings.push(`${(obj as { kind: string }).kind} ${(obj as { key: string }).key}: ${msg}`) };
+    const b = await RedisStore.open({ url: redis.url, namespace: ns, regions, log });
+    stores.push(b);
+    const view = await CatalogView.open(b);
+    expect((await b.snapshot()).hosts.map((h) => h.name)).toEqual(['h1']);
+    expect([...view.hosts.keys()]).toEqual(['h1']);
+    expect(warnings).toEqual([expect.stringMatching(/^host h2: .*host_id/)]);
+    const bad = { kind: 'host', op: 'put', key: 'h1', value: { ...h1, wireguard: { public_key: 'A'.repeat(43) + '=', endpoint: 'h1.example.com:0' } }, at: Date.now() };
+    await admin.publish(`${ns}:changes`, JSON.stringify({ o: 'older-node', n: 1, c: [bad] }));
+    await waitFor(() => !view.hosts.has('h1'), { timeoutMs: 5000, what: 'the bad put to remove the host' });
+    expect(warnings.at(-1)).toMatch(/^host h1: .*wireguard\.endpoint/);
+    expect(await admin.hlen(`${ns}:hosts`)).toBe(2);
+    view.close();
+  });
+
   it('ignores foreign messages on its channel and reloads views after its subscriber is cut off', async () => {
     const a = await seed();
     const view = await CatalogView.open(await openStore());

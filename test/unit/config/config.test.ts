@@ -106,6 +106,19 @@ describe('config', () => {
     ['a one-character token', { control: { token: 'x' } }, 'control.token', /16 characters/],
     ['a fifteen-character token', { control: { token: 'x'.repeat(15) } }, 'control.token', /16 characters/],
     ['a demo token on a public listener', { control: { token: 'demo-token', demo_token: true, listen: '0.0.0.0:4280' } }, 'control.demo_token', /loopback/],
+    // The [host] section (issue 14) under the same rules.
+    ['a host duration past the limit', { host: { restart_reset_after: '600h' } }, 'host.restart_reset_after', /at most/],
+    ['a heartbeat that would spin', { host: { heartbeat_interval: 0 } }, 'host.heartbeat_interval', /at least 100ms/],
+    ['a resync that would spin', { host: { resync_interval: '1ms' } }, 'host.resync_interval', /at least 100ms/],
+    ['a restart back-off of zero', { host: { restart_backoff: 0 } }, 'host.restart_backoff', /at least 10ms/],
+    ['a back-off ceiling under its start', { host: { restart_backoff: '10s', restart_backoff_max: '1s' } }, 'host.restart_backoff_max', /at least host\.restart_backoff/],
+    ['a heartbeat timeout not longer than the interval', { host: { heartbeat_interval: '2s', heartbeat_timeout: '2s' } }, 'host.heartbeat_timeout', /longer than host\.heartbeat_interval/],
+    ['a reserved host id for the host', { host: { host_id: '0:1' } }, 'host.host_id', /reserved/],
+    ['a host id that is not one', { host: { host_id: 'zz' } }, 'host.host_id', /hextets/],
+    ['the host on the node\'s host id', { host: { host_id: 'a7b:7d' } }, 'host.host_id', /node\.host_id/],
+    ['the host on the gateway\'s host id', { host: { host_id: 'a7b:0d6b' } }, 'host.host_id', /wireguard\.host_id/],
+    ['a host WireGuard endpoint with a bad port', { host: { wireguard_endpoint: 'h1.example.com:0' } }, 'host.wireguard_endpoint', /port/],
+    ['a host WireGuard endpoint that is no host:port', { host: { wireguard_endpoint: 'h1.example.com' } }, 'host.wireguard_endpoint', /./],
   ])('refuses %s, naming the key', (_what, raw, key, re) => {
     const err = configError(() => parseConfig(raw, {}));
     expect(err.message).toContain(key);
@@ -126,6 +139,7 @@ describe('config', () => {
         control: { token: 'demo-token', demo_token: true, listen: '[::1]:4280' },
         proxy: { connect_timeout: 2_147_483_647, allow: [{ cidr: '10.0.0.0/8', org: 'acme' }, { cidr: 'fd00::/8', org: 'acme' }] },
         wireguard: { endpoint: '[2001:db8::1]:51820' },
+        host: { host_id: 'a7b:7e', wireguard_endpoint: 'h1.example.com:51821', heartbeat_interval: '100ms', restart_backoff: '10ms', restart_backoff_max: '10ms' },
         catalog: { redis_url: 'rediss://user:pw@redis.internal:6380/2' },
         machines: [{ app: 'web', region: 'ewr', upstream: 'db.example.com:5432' }, { app: 'web', region: 'ewr', upstream: '[::1]:1' }],
       },

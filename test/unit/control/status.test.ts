@@ -41,4 +41,31 @@ describe('buildStatus', () => {
       await node.close();
     }
   });
+
+  it('lists hosts with their status and where each machine runs; only started machines count as started', async () => {
+    const node = await startTestNode();
+    try {
+      const now = Date.now();
+      await node.store.registerHost({ name: 'ewr-1', region: 'ewr', host_id: 0x0b000001, driver: 'netns', session: 's1' }, { reservedHostIds: [], staleAfterMs: 6000 });
+      await node.store.registerHost({ name: 'lhr-1', region: 'lhr', driver: 'local', session: 's2' }, { reservedHostIds: [], staleAfterMs: 6000 });
+      await node.store.registerMachine({ id: 'f1000000000001', app: 'hello', region: 'ewr', host: 'ewr-1', config: { cmd: ['x'] } }, { hostId: 0 });
+      await node.store.registerMachine({ id: 'f2000000000002', app: 'hello', region: 'ewr', host: 'ewr-1', config: { cmd: ['x'] } }, { hostId: 0 });
+      await node.store.updateMachine('f1000000000001', { state: 'started' });
+      await node.store.updateMachine('f2000000000002', { state: 'failed', state_reason: 'command not found: x' });
+      const src = { view: node.ctx.view, regions: node.ctx.regions, node: { name: 'n', region: 'ewr' }, store: 'embedded', startedAt: 0, hostStaleAfterMs: 6000 };
+      const s = buildStatus(src, emptyTraffic(), now + 10_000);
+      expect(s.hosts).toEqual([
+        { name: 'ewr-1', region: 'ewr', host_id: 'b00:1', status: 'unreachable', driver: 'netns', machines: 2, started: 1, heartbeat_at: expect.any(Number) },
+        { name: 'lhr-1', region: 'lhr', host_id: expect.stringMatching(/^[0-9a-f]+:[0-9a-f]+$/), status: 'unreachable', driver: 'local', machines: 0, started: 0, heartbeat_at: expect.any(Number) },
+      ]);
+      expect(buildStatus(src, emptyTraffic(), now).hosts.map((h) => h.status)).toEqual(['up', 'up']);
+      const hello = s.orgs.find((o) => o.name === 'demo')!.apps.find((a) => a.name === 'hello')!;
+      const ewr = hello.regions.find((r) => r.region === 'ewr')!.machines;
+      expect(ewr.find((m) => m.id === 'f2000000000002')).toMatchObject({ host: 'ewr-1', state: 'failed' });
+      expect(ewr.find((m) => m.id === 'e286d4c2a17d89')!.host).toBeNull();
+      expect(hello.counts.started).toBe(3);
+    } finally {
+      await node.close();
+    }
+  });
 });

@@ -153,6 +153,18 @@ describe('zone index follows catalog changes', () => {
     expect(ask('ams.web.internal', 'AAAA').answers.length).toBe(1);
   });
 
+  it('only started machines are answered: the states of machines a host runs leave the sets', async () => {
+    for (const state of ['created', 'starting', 'stopping', 'destroying', 'failed'] as const) {
+      await store.updateMachine('cccccccc0003', { state });
+      expect(aaaa(ask('web.internal', 'AAAA').answers), state).toEqual([addr('aaaaaaaa0001')]);
+      expect(txt(ask('_instances.internal', 'TXT').answers).some((t) => t.includes('cccccccc0003')), state).toBe(false);
+      // its own name still answers, as for a stopped machine
+      expect(aaaa(ask('cccccccc0003.vm.web.internal', 'AAAA').answers), state).toEqual([addr('cccccccc0003')]);
+    }
+    await store.updateMachine('cccccccc0003', { state: 'started' });
+    expect(aaaa(ask('web.internal', 'AAAA').answers).sort()).toEqual([addr('aaaaaaaa0001'), addr('cccccccc0003')].sort());
+  });
+
   it('a released Flycast address and a deleted app leave their orgs', async () => {
     const shared = flycast('web', 'beta')[0]!;
     await store.releaseFlycast(shared, 'beta');

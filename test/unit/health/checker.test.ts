@@ -187,6 +187,20 @@ describe('HealthChecker', () => {
     expect(w.checker.stats().machines).toBe(0);
   });
 
+  it('checks only started machines: starting, stopping and failed ones are left alone', async () => {
+    const b = await backend();
+    const w = await world({ name: 'web', org: 'acme', services: [svc({ http_checks: [httpCheck()] })] });
+    w.checker.start();
+    await w.machine('a6aaaaaa0006', b.port);
+    expect(w.checker.stats().machines).toBe(1);
+    for (const state of ['starting', 'stopping', 'failed', 'created', 'destroying'] as const) {
+      await w.store.updateMachine('a6aaaaaa0006', { state });
+      expect(w.checker.stats().machines, state).toBe(0);
+    }
+    await w.store.updateMachine('a6aaaaaa0006', { state: 'started' });
+    expect(w.checker.stats().machines).toBe(1);
+  });
+
   it('gives no verdict during the grace period after a machine starts', async () => {
     const w = await world({ name: 'web', org: 'acme', services: [svc({ tcp_checks: [{ interval: 50, timeout: 100, grace_period: 600 }] })] }, { fall: 1 });
     w.checker.start();
