@@ -67,13 +67,13 @@ export class HeadParser {
   /** Offset of the CR ending the start line. */
   lineEnd = 0;
 
-  // Header fields: line starts, name ends, trimmed value ranges, H codes.
+  // Header fields: per field (line start, name end, value start, value end) and its H code.
+  // Grown on demand up to maxHeaders, so an idle connection's parser stays small.
   count = 0;
-  readonly lineStarts: Int32Array;
-  readonly nameEnds: Int32Array;
-  readonly valueStarts: Int32Array;
-  readonly valueEnds: Int32Array;
-  readonly codes: Uint8Array;
+  /** Offset of the blank line that ends the head. */
+  blankLine = 0;
+  private f: Int32Array = new Int32Array(4 * 16);
+  codes: Uint8Array = new Uint8Array(16);
 
   // What framing and rewriting need.
   contentLength = -1;
@@ -98,13 +98,19 @@ export class HeadParser {
   constructor(
     readonly kind: 'request' | 'response',
     readonly limits: HeadLimits,
-  ) {
-    const n = limits.maxHeaders;
-    this.lineStarts = new Int32Array(n + 1);
-    this.nameEnds = new Int32Array(n);
-    this.valueStarts = new Int32Array(n);
-    this.valueEnds = new Int32Array(n);
-    this.codes = new Uint8Array(n);
+  ) {}
+
+  lineStart(i: number): number {
+    return this.f[4 * i]!;
+  }
+  nameEnd(i: number): number {
+    return this.f[4 * i + 1]!;
+  }
+  valueStart(i: number): number {
+    return this.f[4 * i + 2]!;
+  }
+  valueEnd(i: number): number {
+    return this.f[4 * i + 3]!;
   }
 
   /** Forgets the last head (and any partial one): ready for the next message. */
@@ -191,7 +197,7 @@ export class HeadParser {
         this.buf = buf;
         this.base = head;
         this.size = lf + 1 - head;
-        this.lineStarts[this.count] = p - head;
+        this.blankLine = p - head;
         if (!this.finish()) return INVALID;
         return lf + 1 - shift;
       }
@@ -289,10 +295,12 @@ export class HeadParser {
     const n = this.count;
     if (n >= this.limits.maxHeaders) return this.bad('too many header fields');
     const code = classifyName(buf, s, ne);
-    this.lineStarts[n] = s - head;
-    this.nameEnds[n] = ne - head;
-    this.valueStarts[n] = vs - head;
-    this.valueEnds[n] = ve - head;
+    if (n === this.codes.length) this.grow();
+    const f = this.f;
+    f[4 * n] = s - head;
+    f[4 * n + 1] = ne - head;
+    f[4 * n + 2] = vs - head;
+    f[4 * n + 3] = ve - head;
     this.codes[n] = code;
     this.count = n + 1;
     switch (code) {
@@ -315,6 +323,16 @@ export class HeadParser {
         return true;
     }
     return true;
+  }
+
+  private grow(): void {
+    const n = Math.min(this.codes.length * 2, this.limits.maxHeaders);
+    const f = new Int32Array(4 * n);
+    f.set(this.f);
+    this.f = f;
+    const codes = new Uint8Array(n);
+    codes.set(this.codes);
+    this.codes = codes;
   }
 
   private contentLengthField(buf: Buffer, vs: number, e: number): boolean {
@@ -391,7 +409,7 @@ export class HeadParser {
   get upgrade(): boolean {
     if (this.upgradeField < 0 || !this.connectionUpgrade) return false;
     const i = this.upgradeField;
-    return !equalsLower(this.buf, this.base + this.valueStarts[i]!, this.base + this.valueEnds[i]!, LOWER.h2c);
+    return !equalsLower(this.buf, this.base + this.valueStart(i), this.base + this.valueEnd(i), LOWER.h2c);
   }
 
   /** HTTP keep-alive as the message asks it (1.1: unless close; 1.0: only with keep-alive). */
@@ -406,12 +424,12 @@ export class HeadParser {
 
   /** Field i's value as a string (allocates). */
   value(i: number): string {
-    return this.buf.toString('latin1', this.base + this.valueStarts[i]!, this.base + this.valueEnds[i]!);
+    return this.buf.toString('latin1', this.base + this.valueStart(i), this.base + this.valueEnd(i));
   }
 
   /** Field i's name as sent (allocates). */
   name(i: number): string {
-    return this.buf.toString('latin1', this.base + this.lineStarts[i]!, this.base + this.nameEnds[i]!);
+    return this.buf.toString('latin1', this.base + this.lineStart(i), this.base + this.nameEnd(i));
   }
 
   /** True when field i is named by the message's Connection field (hop-by-hop by name). */
@@ -419,8 +437,8 @@ export class HeadParser {
     const list = this.connectionNames;
     if (list.length === 0) return false;
     const buf = this.buf;
-    const ns = this.base + this.lineStarts[i]!;
-    const ne = this.base + this.nameEnds[i]!;
+    const ns = this.base + this.lineStart(i);
+    const ne = this.base + this.nameEnd(i);
     for (let k = 0; k < list.length; k += 2) {
       const ts = this.base + list[k]!;
       const te = this.base + list[k + 1]!;
