@@ -47,10 +47,10 @@ export type Refusal = 'none' | 'full';
 export interface ForwarderHooks<C extends CallerContext, M> {
   /** A machine for the next try of a request, not one of `tried`; may wait (queue) and should stop waiting when `gone()`. */
   pick(ctx: C, tried: ReadonlySet<M>, gone: () => boolean): M | Refusal | Promise<M | Refusal>;
-  /** The keep-alive pool of the machine (from `forwarder.newPool()`). */
-  pool(m: M): UpstreamPool;
-  /** A new connection to the machine (connect timeout included), or why not. */
-  dial(m: M): Promise<net.Socket | Error>;
+  /** The keep-alive pool of the machine as this caller reaches it (from `forwarder.newPool()`). */
+  pool(m: M, ctx: C): UpstreamPool;
+  /** A new connection to the machine (connect timeout included, `allowHalfOpen: true`), or why not. */
+  dial(m: M, ctx: C): Promise<net.Socket | Error>;
   release(m: M): void;
   /** The machine answered (a response head arrived). */
   reportSuccess(m: M): void;
@@ -435,9 +435,9 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     }
     if (this.phase === PH.CLOSED) return this.fwd.hooks.release(r);
     this.m = r;
-    const c = this.fwd.hooks.pool(r).take(this);
+    const c = this.fwd.hooks.pool(r, this.ctx).take(this);
     if (c !== null) return this.connected(c);
-    this.fwd.hooks.dial(r).then(this.onDialed, this.onDialed);
+    this.fwd.hooks.dial(r, this.ctx).then(this.onDialed, this.onDialed);
   };
 
   private readonly onDialed = (s: net.Socket | Error): void => {
@@ -454,7 +454,7 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
       if (this.attempts < this.s.connectTries) return this.attempt();
       return this.fail(502, 'no machine reachable', s);
     }
-    this.connected(this.fwd.hooks.pool(m).adopt(s, this));
+    this.connected(this.fwd.hooks.pool(m, this.ctx).adopt(s, this));
   };
 
   /** A connection to the picked machine: send the head and what is held of the body. */
