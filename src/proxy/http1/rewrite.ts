@@ -49,26 +49,35 @@ function framing(code: number): boolean {
 
 /** What the proxy says about a caller connection, encoded once per connection. */
 export class CallerIdentity {
-  /** `Fly-Client-IP: ..\r\nFly-Forwarded-Port: ..\r\nFly-Region: ..\r\n` */
-  readonly fields: Buffer;
+  /** `Fly-Client-IP: ..\r\nFly-Forwarded-Port: ..\r\nFly-Region: ..\r\nFly-Request-Id: ` (the id follows). */
+  readonly head: Buffer;
+  /** `\r\nX-Forwarded-For: <caller>\r\nVia: 1.1 sixpn\r\n`: the rest when the caller sent neither. */
+  readonly plainTail: Buffer;
   readonly caller: Buffer;
 
   constructor(caller: string, port: number, region: string) {
-    this.fields = Buffer.from(`Fly-Client-IP: ${caller}\r\nFly-Forwarded-Port: ${port}\r\nFly-Region: ${region}\r\n`, 'latin1');
+    this.head = Buffer.from(`Fly-Client-IP: ${caller}\r\nFly-Forwarded-Port: ${port}\r\nFly-Region: ${region}\r\nFly-Request-Id: `, 'latin1');
+    this.plainTail = Buffer.from(`\r\nX-Forwarded-For: ${caller}\r\nVia: 1.1 sixpn\r\n`, 'latin1');
     this.caller = Buffer.from(caller, 'latin1');
   }
 }
 
-function copy(src: Buffer, s: number, e: number, dst: Buffer, o: number): number {
+/** Copies src[s, e) to dst at o; short runs by hand (cheaper than a native call). */
+function copy(src: Uint8Array, s: number, e: number, dst: Uint8Array, o: number): number {
   const n = e - s;
-  if (n > 48) src.copy(dst, o, s, e);
+  if (n > 64) dst.set(src.subarray(s, e), o);
   else for (let i = 0; i < n; i++) dst[o + i] = src[s + i]!;
   return o + n;
 }
 
-function put(b: Buffer, dst: Buffer, o: number): number {
-  dst.set(b, o);
-  return o + b.length;
+function put(b: Uint8Array, dst: Uint8Array, o: number): number {
+  return copy(b, 0, b.length, dst, o);
+}
+
+/** An ASCII string (request ids) into dst at o. */
+function putAscii(str: string, dst: Uint8Array, o: number): number {
+  for (let i = 0; i < str.length; i++) dst[o + i] = str.charCodeAt(i);
+  return o + str.length;
 }
 
 /** Kept fields as runs of whole lines: [start, end) pairs relative to the head (reused array). */
@@ -133,35 +142,34 @@ export function rewriteRequest(h: HeadParser, who: CallerIdentity, requestId: st
   const kept = keptRuns(h, REQUEST_ACTION, upgrade);
   const xff = joinedLength(h, H.X_FORWARDED_FOR);
   const via = joinedLength(h, H.VIA);
-  const size =
-    h.lineEnd + 2 +
-    who.fields.length +
-    REQUEST_ID.length + requestId.length + 2 +
-    XFF.length + (xff > 0 ? xff + 2 : 0) + who.caller.length + 2 +
-    VIA.length + (via > 0 ? via + 2 : 0) + VIA_SELF.length + 2 +
-    (upgrade ? CONN_UPGRADE.length : 0) +
-    kept + 2;
+  const plain = xff === 0 && via === 0;
+  const tail = plain
+    ? who.plainTail.length
+    : 2 + XFF.length + (xff > 0 ? xff + 2 : 0) + who.caller.length + 2 + VIA.length + (via > 0 ? via + 2 : 0) + VIA_SELF.length + 2;
+  const size = h.lineEnd + 2 + who.head.length + requestId.length + tail + (upgrade ? CONN_UPGRADE.length : 0) + kept + 2;
   const out = Buffer.allocUnsafe(size);
   const b = h.base;
   let o = copy(h.buf, b, b + h.lineEnd + 2, out, 0);
-  o = put(who.fields, out, o);
-  o = put(REQUEST_ID, out, o);
-  o += out.write(requestId, o, 'latin1');
-  o = put(CRLF, out, o);
-  o = put(XFF, out, o);
-  if (xff > 0) {
-    o = writeJoined(h, H.X_FORWARDED_FOR, out, o);
-    o = put(COMMA_SP, out, o);
+  o = put(who.head, out, o);
+  o = putAscii(requestId, out, o);
+  if (plain) o = put(who.plainTail, out, o);
+  else {
+    o = put(CRLF, out, o);
+    o = put(XFF, out, o);
+    if (xff > 0) {
+      o = writeJoined(h, H.X_FORWARDED_FOR, out, o);
+      o = put(COMMA_SP, out, o);
+    }
+    o = put(who.caller, out, o);
+    o = put(CRLF, out, o);
+    o = put(VIA, out, o);
+    if (via > 0) {
+      o = writeJoined(h, H.VIA, out, o);
+      o = put(COMMA_SP, out, o);
+    }
+    o = put(VIA_SELF, out, o);
+    o = put(CRLF, out, o);
   }
-  o = put(who.caller, out, o);
-  o = put(CRLF, out, o);
-  o = put(VIA, out, o);
-  if (via > 0) {
-    o = writeJoined(h, H.VIA, out, o);
-    o = put(COMMA_SP, out, o);
-  }
-  o = put(VIA_SELF, out, o);
-  o = put(CRLF, out, o);
   if (upgrade) o = put(CONN_UPGRADE, out, o);
   for (let k = 0; k < runs.length; k += 2) o = copy(h.buf, b + runs[k]!, b + runs[k + 1]!, out, o);
   put(CRLF, out, o);
@@ -190,7 +198,7 @@ export function rewriteResponse(h: HeadParser, requestId: string, connection: Co
   let o = put(HTTP11, out, 0);
   o = copy(h.buf, b + h.statusStart, b + h.lineEnd + 2, out, o);
   o = put(REQUEST_ID, out, o);
-  o += out.write(requestId, o, 'latin1');
+  o = putAscii(requestId, out, o);
   o = put(CRLF, out, o);
   o = put(VIA, out, o);
   if (via > 0) {
