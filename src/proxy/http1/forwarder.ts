@@ -285,6 +285,12 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
   private readonly onData = (chunk: Buffer): void => {
     switch (this.phase) {
       case PH.HEAD:
+        if (this.held !== null) {
+          // Pipelined bytes not read yet come first.
+          const h = Buffer.concat([this.held, chunk]);
+          this.held = null;
+          return this.readHead(h, 0);
+        }
         return this.readHead(chunk, 0);
       case PH.FORWARD:
         if (!this.reqDone) return this.readBody(chunk, 0);
@@ -682,12 +688,17 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     this.requestDeadline = Infinity;
     this.setDeadline(DL.KEEPALIVE, this.s.keepAliveTimeout);
     this.unpause(PAUSE.HELD | PAUSE.UP_FULL | PAUSE.PICK);
-    const h = this.held;
-    if (h !== null) {
-      this.held = null;
-      this.readHead(h, 0);
-    }
+    // Pipelined requests go on from a fresh stack: answers the proxy gives at once (503s, say)
+    // would otherwise recurse once per buffered request.
+    if (this.held !== null) process.nextTick(this.readHeld);
   }
+
+  private readonly readHeld = (): void => {
+    const h = this.held;
+    if (h === null || this.phase !== PH.HEAD) return;
+    this.held = null;
+    this.readHead(h, 0);
+  };
 
   private releaseMachine(): void {
     const m = this.m;

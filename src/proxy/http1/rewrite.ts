@@ -1,7 +1,8 @@
 /**
  * The head rewrite, done once per head, from the parsed offsets straight into one Buffer.
  *
- * Request (caller -> machine): the request line as received, then the proxy's identity fields
+ * Request (caller -> machine): the request line as received (HTTP/1.0 requests also get
+ * `Connection: keep-alive`, so that the machine connection can be reused), then the identity fields
  * FIRST (Fly-Client-IP, Fly-Forwarded-Port, Fly-Region, Fly-Request-Id, X-Forwarded-For, Via),
  * so that no number of caller fields can push them past a machine's field limit; then the
  * caller's fields as received, minus hop-by-hop ones (Connection and the names it lists,
@@ -146,7 +147,9 @@ export function rewriteRequest(h: HeadParser, who: CallerIdentity, requestId: st
   const tail = plain
     ? who.plainTail.length
     : 2 + XFF.length + (xff > 0 ? xff + 2 : 0) + who.caller.length + 2 + VIA.length + (via > 0 ? via + 2 : 0) + VIA_SELF.length + 2;
-  const size = h.lineEnd + 2 + who.head.length + requestId.length + tail + (upgrade ? CONN_UPGRADE.length : 0) + kept + 2;
+  // HTTP/1.0 is not persistent by default: ask the machine to keep our connection open.
+  const conn = upgrade ? CONN_UPGRADE : h.minor === 0 ? CONN_KEEP_ALIVE : null;
+  const size = h.lineEnd + 2 + who.head.length + requestId.length + tail + (conn ? conn.length : 0) + kept + 2;
   const out = Buffer.allocUnsafe(size);
   const b = h.base;
   let o = copy(h.buf, b, b + h.lineEnd + 2, out, 0);
@@ -170,7 +173,7 @@ export function rewriteRequest(h: HeadParser, who: CallerIdentity, requestId: st
     o = put(VIA_SELF, out, o);
     o = put(CRLF, out, o);
   }
-  if (upgrade) o = put(CONN_UPGRADE, out, o);
+  if (conn) o = put(conn, out, o);
   for (let k = 0; k < runs.length; k += 2) o = copy(h.buf, b + runs[k]!, b + runs[k + 1]!, out, o);
   put(CRLF, out, o);
   return out;

@@ -328,6 +328,72 @@ describe('HTTP/1 forwarder on real sockets', () => {
     await booksBalanced(r);
   });
 
+  it('reads request and response heads and bodies that arrive a few bytes at a time', async () => {
+    const response = 'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Slow: yes\r\n\r\n5\r\nhello\r\n0\r\n\r\n';
+    const m = await rawMachine(
+      'dribble',
+      onHeads((_h, s) => {
+        let i = 0;
+        const t = setInterval(() => {
+          s.write(response.slice(i, i + 3));
+          i += 3;
+          if (i >= response.length) clearInterval(t);
+        }, 2);
+      }),
+    );
+    const r = await rig([m]);
+    const c = await caller(r);
+    const request = 'GET /slow HTTP/1.1\r\nHost: a\r\nX-Long: ' + 'v'.repeat(40) + '\r\n\r\n';
+    for (let i = 0; i < request.length; i += 4) {
+      c.write(request.slice(i, i + 4));
+      await sleep(1);
+    }
+    const res = await c.response();
+    expect([res.status, res.headers['x-slow'], res.body.toString()]).toEqual([200, 'yes', '5\r\nhello\r\n0\r\n\r\n']);
+    c.write('GET /again HTTP/1.1\r\nHost: a\r\n\r\n');
+    expect((await c.response()).body.toString()).toBe('5\r\nhello\r\n0\r\n\r\n');
+    expect(m.connections).toBe(1);
+    await booksBalanced(r);
+  });
+
+  it('keeps an HTTP/1.0 caller only when it asks for keep-alive, and says so', async () => {
+    // (node:http frames a 1.0 response by close unless it is given a length)
+    const m = await httpMachine('m1', (_req, res, seen) => {
+      const body = JSON.stringify({ url: seen.url, raw: seen.raw });
+      res.setHeader('content-length', Buffer.byteLength(body));
+      res.end(body);
+    });
+    const r = await rig([m]);
+    const ka = await caller(r);
+    ka.write('GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n');
+    const first = await ka.response();
+    expect([first.status, first.headers.connection]).toEqual([200, 'keep-alive']);
+    ka.write('GET /b HTTP/1.0\r\nConnection: keep-alive\r\n\r\n');
+    expect(json((await ka.response()).body).url).toBe('/b');
+    const once = await caller(r);
+    once.write('GET /c HTTP/1.0\r\n\r\n');
+    const res = await once.response();
+    expect([res.status, res.headers.connection]).toEqual([200, 'close']);
+    expect(await once.closedWithin(1_000)).toBe(true);
+    expect(m.seen.map((x) => x.url)).toEqual(['/a', '/b', '/c']);
+    expect(m.seen[0]!.raw).toContain('keep-alive'); // the proxy asked the machine to keep its connection
+    expect(m.connections).toBe(1);
+    await booksBalanced(r);
+  });
+
+  it('answers thousands of pipelined requests the proxy refuses itself, in order, without growing the stack', async () => {
+    const m = await httpMachine('m1');
+    const r = await rig([m], { maxHeld: 1 << 20 });
+    const c = await caller(r);
+    const n = 3_000;
+    for (let i = 0; i < n; i++) r.script.push('full');
+    c.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n'.repeat(n));
+    for (let i = 0; i < n; i++) expect((await c.response()).status).toBe(503);
+    c.write('GET / HTTP/1.1\r\nHost: a\r\n\r\n');
+    expect((await c.response()).status).toBe(200);
+    await booksBalanced(r);
+  });
+
   it('still answers a caller that half-closed after its request, then closes', async () => {
     const m = await httpMachine('m1', (_req, res) => setTimeout(() => res.end('late'), 100));
     const r = await rig([m]);
