@@ -138,44 +138,50 @@ function writeJoined(h: HeadParser, code: number, dst: Buffer, o: number): numbe
   return o;
 }
 
+/** Length of `Name: <values of code>, <tail>\r\n` (the values joined by ", "). */
+function mergedLength(h: HeadParser, code: number, name: Buffer, tail: Buffer): number {
+  const v = joinedLength(h, code);
+  return name.length + (v > 0 ? v + 2 : 0) + tail.length + 2;
+}
+
+/** Writes `Name: <values of code>, <tail>\r\n`: the proxy's entry appended to what came before. */
+function writeMerged(h: HeadParser, code: number, name: Buffer, tail: Buffer, out: Buffer, o: number): number {
+  o = put(name, out, o);
+  if (joinedLength(h, code) > 0) {
+    o = writeJoined(h, code, out, o);
+    o = put(COMMA_SP, out, o);
+  }
+  o = put(tail, out, o);
+  return put(CRLF, out, o);
+}
+
+/** The end of every rewritten head: the proxy's Connection (if any), the kept fields, CRLF. */
+function writeRest(h: HeadParser, conn: Buffer | null, out: Buffer, o: number): void {
+  if (conn) o = put(conn, out, o);
+  const b = h.base;
+  for (let k = 0; k < runs.length; k += 2) o = copy(h.buf, b + runs[k]!, b + runs[k + 1]!, out, o);
+  put(CRLF, out, o);
+}
+
 /** The head to send to the machine for the request in `h`. */
 export function rewriteRequest(h: HeadParser, who: CallerIdentity, requestId: string, upgrade: boolean): Buffer {
   const kept = keptRuns(h, REQUEST_ACTION, upgrade);
-  const xff = joinedLength(h, H.X_FORWARDED_FOR);
-  const via = joinedLength(h, H.VIA);
-  const plain = xff === 0 && via === 0;
-  const tail = plain
-    ? who.plainTail.length
-    : 2 + XFF.length + (xff > 0 ? xff + 2 : 0) + who.caller.length + 2 + VIA.length + (via > 0 ? via + 2 : 0) + VIA_SELF.length + 2;
+  const plain = joinedLength(h, H.X_FORWARDED_FOR) === 0 && joinedLength(h, H.VIA) === 0;
+  const tail = plain ? who.plainTail.length : 2 + mergedLength(h, H.X_FORWARDED_FOR, XFF, who.caller) + mergedLength(h, H.VIA, VIA, VIA_SELF);
   // HTTP/1.0 is not persistent by default: ask the machine to keep our connection open.
   const conn = upgrade ? CONN_UPGRADE : h.minor === 0 ? CONN_KEEP_ALIVE : null;
   const size = h.lineEnd + 2 + who.head.length + requestId.length + tail + (conn ? conn.length : 0) + kept + 2;
   const out = Buffer.allocUnsafe(size);
-  const b = h.base;
-  let o = copy(h.buf, b, b + h.lineEnd + 2, out, 0);
+  let o = copy(h.buf, h.base, h.base + h.lineEnd + 2, out, 0);
   o = put(who.head, out, o);
   o = putAscii(requestId, out, o);
   if (plain) o = put(who.plainTail, out, o);
   else {
     o = put(CRLF, out, o);
-    o = put(XFF, out, o);
-    if (xff > 0) {
-      o = writeJoined(h, H.X_FORWARDED_FOR, out, o);
-      o = put(COMMA_SP, out, o);
-    }
-    o = put(who.caller, out, o);
-    o = put(CRLF, out, o);
-    o = put(VIA, out, o);
-    if (via > 0) {
-      o = writeJoined(h, H.VIA, out, o);
-      o = put(COMMA_SP, out, o);
-    }
-    o = put(VIA_SELF, out, o);
-    o = put(CRLF, out, o);
+    o = writeMerged(h, H.X_FORWARDED_FOR, XFF, who.caller, out, o);
+    o = writeMerged(h, H.VIA, VIA, VIA_SELF, out, o);
   }
-  if (conn) o = put(conn, out, o);
-  for (let k = 0; k < runs.length; k += 2) o = copy(h.buf, b + runs[k]!, b + runs[k + 1]!, out, o);
-  put(CRLF, out, o);
+  writeRest(h, conn, out, o);
   return out;
 }
 
@@ -187,31 +193,16 @@ export type ConnectionField = (typeof CONNECTION)[keyof typeof CONNECTION];
 export function rewriteResponse(h: HeadParser, requestId: string, connection: ConnectionField): Buffer {
   const upgrade = connection === CONNECTION.UPGRADE;
   const kept = keptRuns(h, RESPONSE_ACTION, upgrade);
-  const via = joinedLength(h, H.VIA);
   const conn = connection === CONNECTION.CLOSE ? CONN_CLOSE : connection === CONNECTION.KEEP_ALIVE ? CONN_KEEP_ALIVE : upgrade ? CONN_UPGRADE : null;
   const status = h.lineEnd - h.statusStart;
-  const size =
-    HTTP11.length + status + 2 +
-    REQUEST_ID.length + requestId.length + 2 +
-    VIA.length + (via > 0 ? via + 2 : 0) + VIA_SELF.length + 2 +
-    (conn ? conn.length : 0) +
-    kept + 2;
+  const size = HTTP11.length + status + 2 + REQUEST_ID.length + requestId.length + 2 + mergedLength(h, H.VIA, VIA, VIA_SELF) + (conn ? conn.length : 0) + kept + 2;
   const out = Buffer.allocUnsafe(size);
-  const b = h.base;
   let o = put(HTTP11, out, 0);
-  o = copy(h.buf, b + h.statusStart, b + h.lineEnd + 2, out, o);
+  o = copy(h.buf, h.base + h.statusStart, h.base + h.lineEnd + 2, out, o);
   o = put(REQUEST_ID, out, o);
   o = putAscii(requestId, out, o);
   o = put(CRLF, out, o);
-  o = put(VIA, out, o);
-  if (via > 0) {
-    o = writeJoined(h, H.VIA, out, o);
-    o = put(COMMA_SP, out, o);
-  }
-  o = put(VIA_SELF, out, o);
-  o = put(CRLF, out, o);
-  if (conn) o = put(conn, out, o);
-  for (let k = 0; k < runs.length; k += 2) o = copy(h.buf, b + runs[k]!, b + runs[k + 1]!, out, o);
-  put(CRLF, out, o);
+  o = writeMerged(h, H.VIA, VIA, VIA_SELF, out, o);
+  writeRest(h, conn, out, o);
   return out;
 }
