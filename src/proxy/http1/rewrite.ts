@@ -72,6 +72,10 @@ function copy(src: Uint8Array, s: number, e: number, dst: Uint8Array, o: number)
 }
 
 function put(b: Uint8Array, dst: Uint8Array, o: number): number {
+  if (b.length > 64) {
+    dst.set(b, o); // a whole buffer: no view needed
+    return o + b.length;
+  }
   return copy(b, 0, b.length, dst, o);
 }
 
