@@ -319,6 +319,22 @@ queries it answered: unlike queries/s it hardly depends on what else the machine
 Two cores are shared by dnsperf (two threads) and the server under test, so every server runs near the
 point where the client and the kernel's loopback path set the pace. Load average (1/5/15 min) when the run
 ended: ${load} on ${os.cpus().length} cores; other engineers' work on the machine shows up in every server's tail.
+
+### What limits sixpn here
+
+sixpn answers these queries from its fast path (one template per org, name and type; per query it reads the
+header and question, copies the template and patches the id, RD and the question bytes: about 1 us of
+JavaScript measured in-process on this machine under load). Its CPU per query, ${m(cpuUs.sixpn, 1)} us in this run,
+is close to the Node floor's, ${m(cpuUs.floor, 1)} us (the bare responder above, which does no DNS work at all), and
+both are about ${(median(cpuUs.floor) / median(cpuUs.unbound)).toFixed(1)}x unbound's ${m(cpuUs.unbound, 1)} us: the cost is Node's path per datagram, not sixpn's. A profile of \`sixpn dns\` under dnsperf
+(\`perf record -g -p <pid>\`, 2026-12-01): 46% kernel (one \`recvmsg\` and one \`sendmsg\` per query; strace counts
+them 1:1, libuv does not use \`recvmmsg\` for Node's dgram sockets), 33% node's own C++ and V8 runtime (a
+callback into JavaScript per datagram with its microtask checkpoint, an ArrayBuffer and a \`rinfo\` object per
+datagram), 13% libc (a 64 KiB receive buffer malloc'd per datagram, the sender's address formatted with
+\`inet_ntop\`/\`vfprintf\` into a string per datagram), 6% JIT code (sixpn's and dgram's JavaScript together).
+unbound reads and answers in C with one buffer. Closing the rest of the gap needs batched receive (\`recvmmsg\`)
+and no per-datagram allocation in Node's UDP binding, i.e. native code, which this project does not carry; several
+processes on \`SO_REUSEPORT\` sockets would add cores, not make one core faster.
 `;
 if (process.env.BENCH_WRITE !== '0') writeSection('dns', md);
 console.log(md);
