@@ -12,7 +12,7 @@ import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { MemoryStore } from '../dist/catalog/memory.js';
 import { RedisStore } from '../dist/catalog/redis.js';
-import { freePort, startProc } from './lib/procs.mjs';
+import { freePort, start as startProc } from '../test/harness/spawn.mjs';
 import { machineLine, median, writeSection } from './lib/results.mjs';
 
 const RUNS = 5;

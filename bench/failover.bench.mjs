@@ -14,7 +14,7 @@ import { startHaproxy, haproxyVersion } from './lib/haproxy.mjs';
 import { startAutocannon } from './lib/load.mjs';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { startBackends } from './lib/backends.mjs';
-import { cpuSeconds, freePort, rssBytes, sleep, startProc } from './lib/procs.mjs';
+import { cpuSeconds, freePort, rssBytes, sleep, start as startProc } from '../test/harness/spawn.mjs';
 import { machineLine, median, writeSection } from './lib/results.mjs';
 import { CLI, flycastAddress, routeCallerSource, startSixpnProxy, tuneNamespaceTcp } from './lib/sixpn.mjs';
 

@@ -13,7 +13,7 @@ import { startBackends } from './lib/backends.mjs';
 import { haproxyConfig, haproxyVersion, startHaproxy } from './lib/haproxy.mjs';
 import { summariseCpuProfile } from './lib/cpuprofile-top.mjs';
 import { openIdleConnections, runAutocannon, runTcpBulk, runTcpRate } from './lib/load.mjs';
-import { NOFILE, cpuTimes, freePort, rssBytes, sleep } from './lib/procs.mjs';
+import { NOFILE, cpuTimes, freePort, rssBytes, sleep } from '../test/harness/spawn.mjs';
 import { machineLine, median, writeSection } from './lib/results.mjs';
 import { CLI, routeCallerSource, sixpnConfig, startSixpnProxy, tuneNamespaceTcp } from './lib/sixpn.mjs';
 

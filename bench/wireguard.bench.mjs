@@ -139,7 +139,7 @@ try {
 
   const wgPort = await freePort();
   const apiPort = await freePort();
-  const token = `bench-${tag}`;
+  const token = `bench-${tag}-0123456789`;
   const config = join(dir, 'gateway.toml');
   writeFileSync(
     config,

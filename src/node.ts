@@ -1,20 +1,20 @@
 /**
  * Wires a node together for `sixpn up` (and the single-role commands): loads the region
  * table, opens the store, seeds it from config, opens the read view, then starts the roles in
- * order: demo, control, health, proxy, dns, gateway. SIGTERM drains (stop accepting, let in-flight
+ * the order of the role table (src/roles.ts). SIGTERM drains (stop accepting, let in-flight
  * work finish up to the proxy's drain_timeout) and exits 0; SIGINT does the same, a second
  * SIGINT exits at once.
  */
-import { readFileSync } from 'node:fs';
 import { parseHostId } from './addressing/index.js';
 import { openStore } from './catalog/open.js';
 import { seedCatalog } from './catalog/seed.js';
 import { CatalogView } from './catalog/view.js';
 import type { LoadedConfig } from './config/index.js';
 import { ConfigError } from './errors.js';
-import { watchCatalog } from './observe/catalog-watch.js';
+import { watchCatalog } from './catalog/watch.js';
 import { createRootLogger, flushLogs } from './observe/log.js';
-import { parseRegionsCsv, RegionTable } from './regions/index.js';
+import { loadRegionTable } from './regions/load.js';
+import { ROLES } from './roles.js';
 import type { NodeContext, RoleName, RoleStarter, RunningRole } from './role.js';
 
 export interface RunningNode {
@@ -24,28 +24,14 @@ export interface RunningNode {
   stop(): Promise<void>;
 }
 
-export function loadRegionTable(file: string, rtt: Record<string, Record<string, number>>): RegionTable {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new ConfigError(`regions.file: cannot read ${file}: ${(err as Error).message}`, { cause: err });
-  }
-  try {
-    return new RegionTable(parseRegionsCsv(text), rtt);
-  } catch (err) {
-    throw new ConfigError(`regions: ${(err as Error).message}`, { cause: err });
-  }
-}
-
-/** Starts the named roles (in the fixed order) with `starters` supplying each role's code. */
+/** Starts the named roles, in the order of the role table (src/roles.ts), with `starters` supplying each role's code. */
 export async function startNode(loaded: LoadedConfig, wanted: RoleName[], starters: Partial<Record<RoleName, RoleStarter>>): Promise<RunningNode> {
   const { config } = loaded;
   const log = createRootLogger({ level: config.log.level, pretty: config.log.pretty });
   const regions = loadRegionTable(config.regions.file, config.regions.rtt);
   if (!regions.has(config.node.region)) throw new ConfigError(`node.region: unknown region ${config.node.region}`);
   const hostId = parseHostId(config.node.host_id)!;
-  const store = await openStore(config, regions.codes, log.child({ module: 'catalog' }));
+  const store = await openStore(config.catalog, regions.codes, log.child({ module: 'catalog' }));
   let view: CatalogView;
   try {
     await seedCatalog(store, { orgs: config.orgs, apps: config.apps, machines: config.machines, ips: config.ips }, hostId);
@@ -58,10 +44,9 @@ export async function startNode(loaded: LoadedConfig, wanted: RoleName[], starte
   // Every role, not only the admin listener, logs and counts the catalog changes it sees.
   watchCatalog(view, log);
   const ctx: NodeContext = { config, baseDir: loaded.baseDir, store, view, regions, log, hostId, roles: new Map() };
-  const order: RoleName[] = ['demo', 'control', 'health', 'proxy', 'dns', 'gateway'];
   const started: RunningRole[] = [];
   try {
-    for (const name of order) {
+    for (const { name } of ROLES) {
       if (!wanted.includes(name)) continue;
       const starter = starters[name];
       if (!starter) throw new ConfigError(`role ${name} is not available in this build`);
@@ -100,11 +85,19 @@ export function exitOnSignals(node: RunningNode): void {
     if (signals > 1 && sig === 'SIGINT' && Date.now() - firstAt > 1000) process.exit(130);
     if (signals > 1) return;
     firstAt = Date.now();
-    node.ctx.log.info({ signal: sig }, 'draining and shutting down');
+    // Shutdown must not depend on logging: a log call that throws (stdout gone) is skipped.
+    const say = (fn: () => void): void => {
+      try {
+        fn();
+      } catch {
+        // nothing to tell anyone
+      }
+    };
+    say(() => node.ctx.log.info({ signal: sig }, 'draining and shutting down'));
     node.stop().then(
       () => process.exit(0),
       (err: unknown) => {
-        node.ctx.log.error({ err }, 'shutdown failed');
+        say(() => node.ctx.log.error({ err }, 'shutdown failed'));
         flushLogs();
         process.exit(1);
       },

@@ -20,7 +20,7 @@ export interface NodeContext {
   log: Logger;
   /** This node's host id (from `[node] host_id`), used for machine addresses. */
   hostId: number;
-  /** Roles started before this one, by name (a later role may use an earlier one's handle). */
+  /** Roles started before this one, by name, in the order of src/roles.ts (a later role may use an earlier one's handle). */
   roles: Map<string, RunningRole>;
 }
 

@@ -2,7 +2,7 @@
 // on loopback, so that their CPU is not the bench's and a failover test can kill one.
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NOFILE, startProc } from './procs.mjs';
+import { NOFILE, start as startProc } from '../../test/harness/spawn.mjs';
 
 const SERVER = join(dirname(fileURLToPath(import.meta.url)), 'backend-server.mjs');
 

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { NOFILE, canConnect, startProc, waitFor } from './procs.mjs';
+import { NOFILE, canConnect, start as startProc, waitFor } from '../../test/harness/spawn.mjs';
 
 /** Two descriptors per proxied connection must fit under the open-files limit HAProxy runs with. */
 export const DEFAULT_MAXCONN = Math.max(100, Math.min(50_000, Math.floor((NOFILE - 100) / 2)));

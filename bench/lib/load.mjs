@@ -2,7 +2,7 @@
 // tcp-worker.mjs for TCP bulk throughput, short-connection rate and idle connections.
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NOFILE, startProc } from './procs.mjs';
+import { NOFILE, start as startProc } from '../../test/harness/spawn.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const AC_WORKER = join(here, 'autocannon-worker.mjs');

@@ -217,3 +217,48 @@ export function isFlycastAddress(address: string): boolean {
   const parts = parseParts(address);
   return !!parts && parts[0] === 0xfdaa && parts[1] === 0 && parts[2] !== 0 && parts[3] === 0 && parts[4] === FLYCAST_HOST_ID;
 }
+
+/** True for an IPv4 dotted quad or an IPv6 address (no brackets; a zone id is allowed). */
+export function isIpAddress(text: string): boolean {
+  return ipaddr.IPv4.isValidFourPartDecimal(text) || ipaddr.IPv6.isValid(text);
+}
+
+const LABEL_RE = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/i;
+
+/**
+ * True for an IP address or a DNS hostname. A name made only of digits and dots must be a valid
+ * dotted quad: the resolver would read `300.1.1.1` or `1234` as some other IPv4 address.
+ */
+export function isHost(text: string): boolean {
+  if (isIpAddress(text)) return true;
+  if (/^[0-9.]+$/.test(text) || text.length > 253) return false;
+  return text.split('.').every((l) => LABEL_RE.test(l));
+}
+
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+/**
+ * Reads `host:port` or `[ipv6]:port` (what a machine's `upstream` or an endpoint holds), checking
+ * both halves: the host an IP address or a hostname, the port from `minPort` to 65535. Returns
+ * the reason when the text is not one, so that a message can say what to fix.
+ */
+export function parseHostPort(text: string, minPort = 1): HostPort | { error: string } {
+  const m = /^(?:\[([^\]]*)\]|([^[\]:]*)):(\d{1,5})$/.exec(text);
+  if (!m) return { error: 'must be host:port or [ipv6]:port' };
+  const port = Number(m[3]);
+  if (port < minPort || port > 65535) return { error: `port ${m[3]} is out of range (${minPort}-65535)` };
+  const host = m[1] ?? m[2]!;
+  if (m[1] !== undefined ? !ipaddr.IPv6.isValid(host) : !isHost(host)) {
+    return { error: `host ${JSON.stringify(host)} is not ${m[1] !== undefined ? 'an IPv6 address' : 'an IPv4 address or a hostname'}` };
+  }
+  return { host, port };
+}
+
+/** True for a loopback name or address: `localhost`, 127.0.0.0/8, `::1`, `::ffff:127.x.x.x`. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase();
+  return h === 'localhost' || h === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(h) || /^::ffff:127\./.test(h);
+}

@@ -14,7 +14,7 @@
  */
 import type { CatalogView } from '../catalog/view.js';
 import type { CatalogChange, Machine } from '../catalog/types.js';
-import { PassiveEjector, type PassiveOptions } from '../health/passive.js';
+import { PassiveEjector, type PassiveOptions } from './passive.js';
 
 /** What the balancer needs from the region table. */
 export interface RegionOrder {

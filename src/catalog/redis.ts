@@ -25,6 +25,7 @@ import {
   buildFlycast,
   buildMachine,
   buildPeer,
+  checkStored,
   FIRST_FLYCAST_SEQUENCE,
   randomMachineId,
   validateApp,
@@ -32,7 +33,13 @@ import {
   validatePeerInput,
   validateRelease,
   validateServices,
+  tokensOfOrg,
+  validateToken,
+  type RejectedEntry,
+  type StoredEntity,
+  type StoredKind,
 } from './rules.js';
+import { invalidEntries } from './metrics.js';
 import type { AllocationOptions, CatalogStore, PeerOptions, StoreEvent, StoreListener } from './store.js';
 import {
   peerKey,
@@ -49,6 +56,8 @@ import {
   type Peer,
   type PeerInput,
   type Service,
+  type Token,
+  type TokenKind,
 } from './types.js';
 
 export interface RedisStoreOptions {
@@ -86,6 +95,8 @@ function keysOf(ns: string) {
     machine: `${ns}:machines`,
     flycast: `${ns}:flycast`,
     peer: `${ns}:peers`,
+    /** token id -> token record (hash of the secret only); not published to views */
+    token: `${ns}:tokens`,
     /** network id -> org name */
     networkIds: `${ns}:org-network-ids`,
     /** address -> who holds it (machine, Flycast ip, peer), for collision checks */
@@ -137,7 +148,7 @@ class NeedRead {
   constructor(
     readonly key: string,
     readonly field: string | null,
-    readonly kind: EntityKind | null = null,
+    readonly kind: StoredKind | null = null,
   ) {}
 }
 
@@ -216,7 +227,7 @@ class Attempt {
   }
 
   /** Every entity of a kind; the commit requires that no entity of that kind changed. */
-  all<T>(kind: EntityKind): T[] {
+  all<T>(kind: StoredKind): T[] {
     const key = this.k[kind];
     const hash = this.hashes.get(key);
     if (!hash) throw new NeedRead(key, null, kind);
@@ -238,12 +249,12 @@ class Attempt {
     return this.ids[i]!;
   }
 
-  put(kind: EntityKind, field: string, value: unknown): void {
+  put(kind: StoredKind, field: string, value: unknown): void {
     this.set(this.k[kind], field, JSON.stringify(value));
     this.writes.push(['incr', this.k.versions, kind]);
   }
 
-  remove(kind: EntityKind, field: string): void {
+  remove(kind: StoredKind, field: string): void {
     this.del(this.k[kind], field);
     this.writes.push(['incr', this.k.versions, kind]);
   }
@@ -307,6 +318,8 @@ export class RedisStore implements CatalogStore {
    * stale one costs one rerun with fresh reads, never a wrong write.
    */
   private readonly cache = new Map<string, string>();
+  /** Skipped entries already logged. */
+  private readonly warned = new Set<string>();
   private txCount = 0;
   private subscribed = false;
   private closed = false;
@@ -396,7 +409,17 @@ export class RedisStore implements CatalogStore {
       return; // not ours: someone else published on our channel
     }
     if (!msg || !Array.isArray(msg.c) || !msg.c.every(isChange)) return;
-    for (const c of msg.c) {
+    for (const raw of msg.c) {
+      // A value that fails its check (published by an older node) is taken out of the views, as
+      // a snapshot would leave it out, instead of reaching the proxy.
+      let c: CatalogChange = raw;
+      if (raw.op === 'put') {
+        const r = checkStored(raw.kind, raw.value);
+        if (!('value' in r)) {
+          this.warnInvalid(r);
+          c = { kind: raw.kind, op: 'del', key: raw.key, at: raw.at };
+        }
+      }
       if (c.kind === 'org' || c.kind === 'app') this.remember(this.k[c.kind], c.key, c.op === 'put' ? JSON.stringify(c.value) : null);
       this.deliver(c);
     }
@@ -405,6 +428,34 @@ export class RedisStore implements CatalogStore {
       this.echoes.delete(msg.n);
       done?.();
     }
+  }
+
+  /**
+   * An entry read back from Redis, or undefined when it is not JSON or fails its check (an older
+   * version, a hand edit): skipped and logged, never fatal, so one bad machine cannot keep every
+   * node from starting.
+   */
+  private checked<K extends StoredKind>(kind: K, field: string, raw: string): StoredEntity<K> | undefined {
+    let value: unknown;
+    try {
+      value = JSON.parse(raw);
+    } catch {
+      this.warnInvalid({ kind, key: field, reason: 'not JSON' });
+      return undefined;
+    }
+    const r = checkStored(kind, value);
+    if ('value' in r) return r.value;
+    this.warnInvalid(r);
+    return undefined;
+  }
+
+  /** Logs a skipped entry once per entry and reason (snapshots repeat; the log should not). */
+  private warnInvalid(e: RejectedEntry): void {
+    const id = `${e.kind}\0${e.key}\0${e.reason}`;
+    if (this.warned.has(id)) return;
+    if (this.warned.size >= CACHE_LIMIT) this.warned.clear();
+    this.warned.add(id);
+    this.log?.warn({ kind: e.kind, key: e.key, reason: e.reason, url: this.url }, `catalog entry skipped: ${e.kind} ${e.key} is invalid (${e.reason}); it stays in Redis but is not served until fixed`);
   }
 
   private remember(key: string, field: string, raw: string | null): void {
@@ -547,16 +598,27 @@ export class RedisStore implements CatalogStore {
     const k = this.k;
     const res = await this.call(() => this.cmd.multi().hgetall(k.org).hgetall(k.app).hgetall(k.machine).hgetall(k.flycast).hgetall(k.peer).exec());
     const [orgs, apps, machines, flycast, peers] = execResults(res) as Record<string, string>[];
-    const list = <T>(hash: Record<string, string> | undefined, key: string): T[] => Object.entries(hash ?? {}).map(([f, v]) => parseStored<T>(v, key, f));
+    let skipped = 0;
+    const list = <K extends EntityKind>(kind: K, hash: Record<string, string> | undefined): StoredEntity<K>[] => {
+      const out: StoredEntity<K>[] = [];
+      for (const [field, raw] of Object.entries(hash ?? {})) {
+        const v = this.checked(kind, field, raw);
+        if (v === undefined) skipped++;
+        else out.push(v);
+      }
+      return out;
+    };
     const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
     const byCreated = (a: { created_at: number }, b: { created_at: number }) => a.created_at - b.created_at;
-    return {
-      orgs: list<Org>(orgs, k.org).sort((a, b) => a.network_id - b.network_id),
-      apps: list<App>(apps, k.app).sort(byName),
-      machines: list<Machine>(machines, k.machine).sort(byCreated),
-      flycast: list<FlycastIp>(flycast, k.flycast).sort(byCreated),
-      peers: list<Peer>(peers, k.peer).sort(byCreated),
+    const snap = {
+      orgs: list('org', orgs).sort((a, b) => a.network_id - b.network_id),
+      apps: list('app', apps).sort(byName),
+      machines: list('machine', machines).sort(byCreated),
+      flycast: list('flycast', flycast).sort(byCreated),
+      peers: list('peer', peers).sort(byCreated),
     };
+    invalidEntries.set(skipped);
+    return snap;
   }
 
   createOrg(input: Org): Promise<Org> {
@@ -582,6 +644,7 @@ export class RedisStore implements CatalogStore {
       if (!org) throw new NotFoundError(`org ${name} not found`);
       assertOrgUnused(name, tx.all<App>('app'), tx.all<Peer>('peer'), tx.all<FlycastIp>('flycast'));
       tx.remove('org', name);
+      for (const id of tokensOfOrg(name, tx.all<Token>('token'))) tx.remove('token', id);
       tx.del(this.k.networkIds, String(org.network_id));
       tx.del(this.k.flycastSeq, name);
       tx.del(this.k.peerSeq, name);
@@ -731,6 +794,44 @@ export class RedisStore implements CatalogStore {
       tx.remove('peer', key);
       tx.del(this.k.owners, peer.address);
       tx.change({ kind: 'peer', op: 'del', key, at: tx.now });
+    });
+  }
+
+  createToken(input: Token): Promise<Token> {
+    return this.mutate('create token', (tx) => {
+      const { token, prune } = validateToken(input, { orgByName: (n) => tx.get<Org>(this.k.org, n), tokens: () => tx.all<Token>('token') }, tx.now);
+      for (const id of prune) tx.remove('token', id);
+      tx.put('token', token.id, token);
+      return token;
+    });
+  }
+
+  async getToken(id: string): Promise<Token | undefined> {
+    const raw = await this.call(() => this.cmd.hget(this.k.token, id));
+    return raw === null ? undefined : this.checked('token', id, raw);
+  }
+
+  async listTokens(): Promise<Token[]> {
+    const all = await this.call(() => this.cmd.hgetall(this.k.token));
+    const now = this.now();
+    return Object.entries(all)
+      .map(([field, raw]) => this.checked('token', field, raw))
+      .filter((t): t is Token => t !== undefined && t.expires_at > now)
+      .sort((a, b) => a.created_at - b.created_at);
+  }
+
+  revokeToken(id: string): Promise<void> {
+    return this.mutate('revoke token', (tx) => {
+      if (!tx.get<Token>(this.k.token, id)) throw new NotFoundError(`token ${id} not found`);
+      tx.remove('token', id);
+    });
+  }
+
+  revokeTokens(kind: TokenKind): Promise<number> {
+    return this.mutate('revoke tokens', (tx) => {
+      const ids = tx.all<Token>('token').filter((t) => t.kind === kind).map((t) => t.id);
+      for (const id of ids) tx.remove('token', id);
+      return ids.length;
     });
   }
 

@@ -20,13 +20,19 @@ import {
 import { ConflictError, ExhaustedError, ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
 import {
   appSchema,
+  flycastIpSchema,
   machineInputSchema,
+  machineSchema,
   machinePatchSchema,
   orgSchema,
   peerInputSchema,
+  peerSchema,
   serviceSchema,
+  storedTokenSchema,
+  tokenSchema,
   type App,
   type AppInput,
+  type EntityKind,
   type FlycastIp,
   type Machine,
   type MachineInput,
@@ -35,6 +41,7 @@ import {
   type Peer,
   type PeerInput,
   type Service,
+  type Token,
 } from './types.js';
 
 /** Turns a zod failure into one ValidationError naming every bad field. */
@@ -192,4 +199,77 @@ export function validateRelease(address: string, orgName: string | undefined, lo
   if (!ip) throw new NotFoundError(`flycast ip ${norm} not found`);
   if (orgName !== undefined && ip.org !== orgName) throw new ForbiddenError(`flycast ip ${norm} does not belong to org ${orgName}`);
   return norm;
+}
+
+// Read back, an entity may carry top-level fields a newer version added (a cluster being
+// upgraded node by node): those pass; every field this version uses is checked.
+const STORED_SCHEMAS = {
+  org: orgSchema.passthrough(),
+  app: appSchema.passthrough(),
+  machine: machineSchema.passthrough(),
+  flycast: flycastIpSchema.passthrough(),
+  peer: peerSchema.passthrough(),
+  token: storedTokenSchema,
+} as const;
+/** What a store keeps: the catalog's entities, and tokens (which are not published to views). */
+export type StoredKind = EntityKind | 'token';
+/** The entity type of each kind. */
+export type StoredEntity<K extends StoredKind> = z.infer<(typeof STORED_SCHEMAS)[K]>;
+
+/** What a store does with an entity it read back that fails its schema: skip it and say why. */
+export interface RejectedEntry {
+  kind: StoredKind;
+  /** Its id, name or address, when the entry has one. */
+  key: string;
+  reason: string;
+}
+
+/**
+ * Checks an entity read back from storage (a catalog file, a Redis hash, a change another node
+ * published) against the schema it must have been written with: every field a dial or a
+ * listener uses (upstream, addresses, ports, durations) is in range, so an entry written by an
+ * older version or by hand can be skipped loudly instead of crashing the node when it is used.
+ */
+export function checkStored<K extends StoredKind>(kind: K, raw: unknown): { value: StoredEntity<K> } | RejectedEntry {
+  const r = STORED_SCHEMAS[kind].safeParse(raw);
+  if (r.success) return { value: r.data as StoredEntity<K> };
+  const o = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
+  const keyField = kind === 'machine' ? o.id : kind === 'flycast' ? o.address : kind === 'peer' ? `${String(o.org)}/${String(o.name)}` : o.name;
+  const reason = r.error.issues
+    .slice(0, 3)
+    .map((i) => `${i.path.length ? i.path.join('.') : kind}: ${i.message}`)
+    .join('; ');
+  return { kind, key: typeof keyField === 'string' ? keyField : '?', reason };
+}
+
+/** Dashboard sessions kept at most; the oldest go first (a script logging in in a loop cannot fill the catalog). */
+export const MAX_DASHBOARD_SESSIONS = 1000;
+
+/**
+ * Validates a token record to store: the schema, a free id, orgs that exist. Returns the record
+ * and the ids of tokens to remove with it: expired ones, and the oldest dashboard sessions past
+ * MAX_DASHBOARD_SESSIONS, so that the table cleans itself as it is written.
+ */
+export function validateToken(input: unknown, lookup: { orgByName(n: string): Org | undefined; tokens(): Iterable<Token> }, now: number): { token: Token; prune: string[] } {
+  const token = parseOrThrow(tokenSchema, input, 'token');
+  for (const org of token.orgs) if (!lookup.orgByName(org)) throw new NotFoundError(`org ${org} not found`);
+  if (new Set(token.orgs).size !== token.orgs.length) throw new ValidationError('invalid token: orgs: names an org twice');
+  if (token.expires_at <= now) throw new ValidationError('invalid token: expires_at: is in the past');
+  const prune: string[] = [];
+  const sessions: Token[] = [];
+  for (const t of lookup.tokens()) {
+    if (t.id === token.id) throw new ConflictError(`token ${t.id} already exists`);
+    if (t.expires_at <= now) prune.push(t.id);
+    else if (t.kind === 'dashboard') sessions.push(t);
+  }
+  if (token.kind === 'dashboard' && sessions.length >= MAX_DASHBOARD_SESSIONS) {
+    sessions.sort((a, b) => a.created_at - b.created_at);
+    for (const t of sessions.slice(0, sessions.length - MAX_DASHBOARD_SESSIONS + 1)) prune.push(t.id);
+  }
+  return { token, prune };
+}
+
+/** Tokens that name a deleted org stop working with it: removed, not left to wake up if the name comes back. */
+export function tokensOfOrg(org: string, tokens: Iterable<Token>): string[] {
+  return [...tokens].filter((t) => t.orgs.includes(org)).map((t) => t.id);
 }

@@ -19,6 +19,8 @@ import type {
   Peer,
   PeerInput,
   Service,
+  Token,
+  TokenKind,
 } from './types.js';
 
 /** `reset`: events may have been missed (reconnect); reload the snapshot. */
@@ -42,7 +44,7 @@ export interface CatalogStore {
 
   /** Conflict when the name or the network id is taken. */
   createOrg(org: Org): Promise<Org>;
-  /** Conflict while the org still has apps, peers or Flycast addresses. */
+  /** Conflict while the org still has apps, peers or Flycast addresses; its tokens go with it. */
   deleteOrg(name: string): Promise<void>;
 
   /** Conflict when the name is taken anywhere (app names are global, as on Fly). */
@@ -62,6 +64,20 @@ export interface CatalogStore {
 
   createPeer(input: PeerInput, opts: PeerOptions): Promise<Peer>;
   removePeer(org: string, name: string): Promise<void>;
+
+  /**
+   * Stores a token record (only the hash of its secret). Not part of snapshots or change
+   * events: every API node reads tokens from the store per request, so a revocation holds at
+   * once everywhere. Removes expired tokens (and the oldest dashboard sessions past a cap) in
+   * the same write. NotFound for an org that does not exist, Conflict for a taken id.
+   */
+  createToken(token: Token): Promise<Token>;
+  getToken(id: string): Promise<Token | undefined>;
+  /** Every token that has not expired, oldest first. */
+  listTokens(): Promise<Token[]>;
+  revokeToken(id: string): Promise<void>;
+  /** Revokes every token of a kind (all dashboard sessions, say); returns how many. */
+  revokeTokens(kind: TokenKind): Promise<number>;
 
   /** Returns an unsubscribe function. */
   subscribe(listener: StoreListener): () => void;

@@ -4,6 +4,7 @@
  * inline seed of a config file too, so a name that is invalid in one place is invalid in all.
  */
 import { z } from 'zod';
+import { normalizeAddress, parseHostPort } from '../addressing/index.js';
 
 /** DNS-label names: apps, orgs and regions appear as labels in `.internal` names. */
 export const NAME_RE = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
@@ -20,14 +21,25 @@ export const peerNameSchema = z
   .regex(/^[a-zA-Z0-9_=+.-]+$/, 'may only contain letters, digits and _=+.-');
 /** Base64 of a 32-byte X25519 public key. */
 export const publicKeySchema = z.string().regex(/^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/, 'must be a base64 WireGuard public key');
-/** `host:port` or `[v6]:port` a proxy dials instead of the machine's 6PN address. */
-export const upstreamSchema = z
-  .string()
-  .regex(/^(\[[0-9a-fA-F:.]+\]|[a-zA-Z0-9.-]+):\d{1,5}$/, 'must be host:port or [ipv6]:port');
+/**
+ * `host:port` or `[v6]:port` a proxy dials instead of the machine's 6PN address: a real IP
+ * address or hostname and a port from 1 to 65535, so that no stored entry can make a dial throw.
+ */
+export const upstreamSchema = z.string().superRefine((s, ctx) => {
+  const hp = parseHostPort(s);
+  if ('error' in hp) ctx.addIssue({ code: z.ZodIssueCode.custom, message: `${JSON.stringify(s)}: ${hp.error}` });
+});
 
-/** Durations in fly.toml style: "10s", "500ms", "1m", or a number of milliseconds. */
+/** A stored 6PN address, in the canonical form the stores write (and the proxy dials). */
+export const storedAddressSchema = z.string().refine((s) => normalizeAddress(s) === s, (s) => ({ message: `${JSON.stringify(s)} is not a canonical IPv6 address` }));
+
+/** The longest delay Node's timers hold (2^31 - 1 ms, about 24.8 days); longer ones fire at once. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+const TOO_LONG = `must be at most ${MAX_TIMER_MS} ms (about 24.8 days, the longest timer Node can hold)`;
+
+/** Durations in fly.toml style: "10s", "500ms", "1m", "1h", or a number of milliseconds. */
 export const durationSchema = z.union([
-  z.number().int().nonnegative(),
+  z.number().int().nonnegative().max(MAX_TIMER_MS, TOO_LONG),
   z
     .string()
     .regex(/^\d+(\.\d+)?(ms|s|m|h)$/, 'must be a duration like "500ms", "10s" or "1m"')
@@ -35,7 +47,8 @@ export const durationSchema = z.union([
       const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)$/.exec(s)!;
       const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] as 'ms' | 's' | 'm' | 'h'];
       return Math.round(Number(m[1]) * mult);
-    }),
+    })
+    .refine((ms) => ms <= MAX_TIMER_MS, TOO_LONG),
 ]);
 
 export const tcpCheckSchema = z
@@ -124,7 +137,7 @@ export const machineSchema = z
     app: nameSchema,
     region: regionCodeSchema,
     /** The machine's 6PN address, inside its app's org prefix. */
-    address: z.string(),
+    address: storedAddressSchema,
     state: machineStateSchema,
     health: machineHealthSchema,
     /** Dial this instead of `[address]:internal_port` (loopback demos, benchmarks). */
@@ -136,7 +149,7 @@ export const machineSchema = z
 
 export const flycastIpSchema = z
   .object({
-    address: z.string(),
+    address: storedAddressSchema,
     app: nameSchema,
     /** The org whose network holds this address, and whose members may use it. */
     org: nameSchema,
@@ -152,13 +165,43 @@ export const peerSchema = z
     org: nameSchema,
     region: regionCodeSchema,
     /** The peer's address; it owns the /120 around it. */
-    address: z.string(),
+    address: storedAddressSchema,
     public_key: publicKeySchema,
     created_at: z.number().int().nonnegative(),
   })
   .strict();
 
+/**
+ * A token the platform issued: an org token (the control API, for its orgs only) or a dashboard
+ * session (the read-only status routes). Only the SHA-256 of the secret is stored; the secret
+ * is shown once, to whoever asked for it.
+ */
+export const tokenKindSchema = z.enum(['org', 'dashboard']);
+export const tokenIdSchema = z.string().regex(/^[0-9a-f]{16}$/, 'must be 16 lowercase hex digits');
+export const tokenNameSchema = z.string().min(1).max(64).regex(/^[\x21-\x7e]+(?: [\x21-\x7e]+)*$/, 'must be 1-64 printable ASCII characters');
+export const tokenObjectSchema = z
+  .object({
+    id: tokenIdSchema,
+    kind: tokenKindSchema,
+    name: tokenNameSchema,
+    /** The orgs an org token may see and change (a dashboard session has none). */
+    orgs: z.array(nameSchema).max(16),
+    /** Lowercase hex SHA-256 of the whole token string. */
+    hash: z.string().regex(/^[0-9a-f]{64}$/),
+    created_at: z.number().int().nonnegative(),
+    /** Epoch milliseconds after which the token no longer works. */
+    expires_at: z.number().int().nonnegative(),
+  })
+  .strict();
+const orgsFitKind = (t: { kind: TokenKind; orgs: string[] }): boolean => (t.kind === 'org') === (t.orgs.length > 0);
+const ORGS_FIT_KIND = { message: 'an org token names at least one org, a dashboard session none', path: ['orgs'] };
+export const tokenSchema = tokenObjectSchema.refine(orgsFitKind, ORGS_FIT_KIND);
+/** The same check for a token read back from storage, where a newer version may have added fields. */
+export const storedTokenSchema = tokenObjectSchema.passthrough().refine(orgsFitKind, ORGS_FIT_KIND);
+
 export type Duration = number;
+export type TokenKind = z.infer<typeof tokenKindSchema>;
+export type Token = z.infer<typeof tokenSchema>;
 export type TcpCheck = z.infer<typeof tcpCheckSchema>;
 export type HttpCheck = z.infer<typeof httpCheckSchema>;
 export type Concurrency = z.infer<typeof concurrencySchema>;

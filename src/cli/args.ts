@@ -25,6 +25,9 @@ export const OPTIONS = {
   'network-id': { type: 'string' },
   services: { type: 'string' },
   yes: { type: 'boolean', short: 'y' },
+  expiry: { type: 'string' },
+  name: { type: 'string' },
+  'all-sessions': { type: 'boolean' },
 } as const;
 
 export type OptionName = keyof typeof OPTIONS;

@@ -9,9 +9,10 @@ import { checkOptions, parseArgv, type CliIo, type Command } from './args.js';
 import { ApiClient, resolveEndpoint } from './client.js';
 import { catalogCommands } from './commands/catalog.js';
 import { nodeCommands } from './commands/node.js';
+import { tokenCommands } from './commands/tokens.js';
 import { wireguardCommands } from './commands/wireguard.js';
 
-const COMMANDS: Command[] = [...nodeCommands, ...catalogCommands, ...wireguardCommands];
+const COMMANDS: Command[] = [...nodeCommands, ...catalogCommands, ...wireguardCommands, ...tokenCommands];
 
 function helpText(cmds: Command[]): string {
   const width = Math.max(...cmds.map((c) => c.usage.length > 60 ? 0 : c.usage.length));
@@ -84,6 +85,13 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
   }
 }
 
+// A reader that went away (`sixpn machines list | head -1`, a closed log pipe) ends our output,
+// not the process: without a listener, EPIPE on stdout would crash a running node.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err;
+  });
+}
 const io: CliIo = { out: (t) => void process.stdout.write(t), err: (t) => void process.stderr.write(t) };
 main(process.argv.slice(2), io).then(
   (code) => {

@@ -11,21 +11,25 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
-import { parseHostId } from '../addressing/index.js';
 import { appSchema, machineInputSchema, orgSchema, regionCodeSchema } from '../catalog/types.js';
+import { catalogConfigSchema } from '../catalog/config.js';
+import { controlConfigSchema } from '../control/config.js';
 import { ConfigError } from '../errors.js';
 import { demoConfigSchema } from '../demo/config.js';
 import { dnsConfigSchema } from '../dns/config.js';
 import { wireguardConfigSchema } from '../gateway/config.js';
 import { healthConfigSchema } from '../health/config.js';
 import { proxyConfigSchema } from '../proxy/config.js';
-import { listenSchema } from './common.js';
+import { isLoopbackHost } from '../addressing/index.js';
+import { hostIdSchema } from './common.js';
 
 /** The package's own config/ folder (bundled region table, demo config). */
 export const PACKAGE_CONFIG_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '../../config');
 
 const logLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
-const hostIdSchema = z.string().refine((s) => parseHostId(s) !== null, 'must be two hex hextets like "a7b:7d"');
+/** Shorter admin tokens are refused: they can be guessed. */
+export const MIN_TOKEN_LENGTH = 16;
+
 
 export const configSchema = z
   .object({
@@ -46,25 +50,8 @@ export const configSchema = z
       })
       .strict()
       .default({}),
-    catalog: z
-      .object({
-        store: z.enum(['embedded', 'redis']).default('embedded'),
-        /** Embedded store file; empty keeps the catalog in memory only. */
-        path: z.string().default('data/catalog.json'),
-        redis_url: z.string().default('redis://127.0.0.1:6379'),
-        namespace: z.string().regex(/^[a-zA-Z0-9_.-]+$/).default('sixpn'),
-      })
-      .strict()
-      .default({}),
-    control: z
-      .object({
-        enabled: z.boolean().default(true),
-        listen: listenSchema.default('127.0.0.1:4280'),
-        /** Bearer token for /v1; SIXPN_TOKEN overrides. Empty: the API refuses to start. */
-        token: z.string().default(''),
-      })
-      .strict()
-      .default({}),
+    catalog: catalogConfigSchema.default({}),
+    control: controlConfigSchema.default({}),
     log: z
       .object({
         level: logLevelSchema.default('info'),
@@ -84,7 +71,27 @@ export const configSchema = z
     /** Flycast addresses to make sure exist: `{ app, org? }` (allocated in order). */
     ips: z.array(z.object({ app: z.string(), org: z.string().optional() }).strict()).default([]),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    // Machines and peers under one host id would share one address range.
+    if (parseHostIdLoose(c.node.host_id) === parseHostIdLoose(c.wireguard.host_id)) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['wireguard', 'host_id'], message: `must differ from node.host_id (${c.node.host_id}): machine and peer addresses would collide` });
+    }
+    if (c.control.demo_token && !isLoopbackHost(c.control.listen.host)) {
+      ctx.addIssue({ code: z.ZodIssueCode.custom, path: ['control', 'demo_token'], message: `a demo token is only accepted on a loopback listener, not ${c.control.listen.host}; set a real token (openssl rand -hex 24)` });
+    }
+  });
+
+/** Host ids compared as numbers ("a7b:007d" is "a7b:7d"); each was checked by its own key. */
+function parseHostIdLoose(s: string): string {
+  return s.split(':').map((h) => parseInt(h, 16)).join(':');
+}
+
+/** The reason a token is unusable, or null. */
+function tokenProblem(token: string, demo: boolean): string | null {
+  if (token === '' || demo || token.length >= MIN_TOKEN_LENGTH) return null;
+  return `must be at least ${MIN_TOKEN_LENGTH} characters (got ${token.length}); use a long random one, e.g. \`openssl rand -hex 24\``;
+}
 
 export type Config = z.output<typeof configSchema>;
 
@@ -117,7 +124,14 @@ function deepFreeze<T>(o: T): T {
 /** Validates a parsed config object; throws one ConfigError naming every bad key. */
 export function parseConfig(raw: unknown, env: NodeJS.ProcessEnv = process.env, source = 'config'): Config {
   const r = configSchema.safeParse(raw ?? {});
-  if (!r.success) throw new ConfigError(`${source} is invalid:\n  ${describe(r.error.issues)}`);
+  const problems = r.success ? [] : [describe(r.error.issues)];
+  // The token is checked where it came from: the environment wins over the file.
+  const fileToken = (raw as { control?: { token?: unknown; demo_token?: unknown } } | undefined)?.control;
+  const envProblem = env.SIXPN_TOKEN ? tokenProblem(env.SIXPN_TOKEN, false) : null;
+  const fileProblem = !env.SIXPN_TOKEN && typeof fileToken?.token === 'string' ? tokenProblem(fileToken.token, fileToken.demo_token === true) : null;
+  if (envProblem) problems.push(`SIXPN_TOKEN: ${envProblem}`);
+  if (fileProblem) problems.push(`control.token: ${fileProblem}${'; or, for a throwaway demo on a loopback listener, set control.demo_token = true'}`);
+  if (!r.success || problems.length) throw new ConfigError(`${source} is invalid:\n  ${problems.join('\n  ')}`);
   const c = r.data;
   if (env.SIXPN_TOKEN) c.control.token = env.SIXPN_TOKEN;
   if (env.SIXPN_REDIS_URL) c.catalog.redis_url = env.SIXPN_REDIS_URL;

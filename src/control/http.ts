@@ -1,17 +1,19 @@
 /**
  * The small HTTP toolkit of the control API: a path-pattern router that tells "no such route"
- * (404) from "wrong method" (405), bounded JSON body reading, bearer-token checking in constant
- * time, and the one place where errors become `{"error":{"code","message"}}`.
+ * (404) from "wrong method" (405), bounded JSON body reading, and the one place where errors
+ * become `{"error":{"code","message"}}`. Tokens are checked in ./tokens.ts.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { SixpnError, UnauthorizedError, ValidationError } from '../errors.js';
+import type { Principal } from './tokens.js';
 
 /** Largest request body the API reads; admin requests are small. */
 export const MAX_BODY_BYTES = 1024 * 1024;
 
 export interface ApiRequest {
   method: string;
+  /** Who the request acts for (the admin token or an org token). */
+  principal: Principal;
   params: Readonly<Record<string, string>>;
   query: URLSearchParams;
   /** The parsed JSON body (`undefined` when empty). */
@@ -45,6 +47,11 @@ export class Router {
   add(method: string, pattern: string, handler: Handler): this {
     this.routes.push({ method, pattern, segments: pattern.split('/').slice(1), handler });
     return this;
+  }
+
+  /** Every route as `METHOD /pattern` (tests check each is covered). */
+  list(): string[] {
+    return this.routes.map((r) => `${r.method} ${r.pattern}`);
   }
 
   match(method: string, path: string): RouteMatch {
@@ -112,21 +119,6 @@ export async function readJsonBody(req: IncomingMessage, limit = MAX_BODY_BYTES)
   } catch (err) {
     throw new ValidationError(`request body is not valid JSON: ${(err as Error).message}`);
   }
-}
-
-const digest = (s: string): Buffer => createHash('sha256').update(s).digest();
-
-/**
- * Returns a checker for `Authorization: Bearer <token>`. Both sides are hashed first, so the
- * comparison takes the same time whatever the length or content of the guess.
- */
-export function bearerChecker(token: string): (header: string | undefined) => void {
-  const want = digest(token);
-  return (header) => {
-    const m = header === undefined ? null : /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(header);
-    if (!m) throw new UnauthorizedError('missing bearer token (send "Authorization: Bearer <token>")');
-    if (!timingSafeEqual(digest(m[1]!), want)) throw new UnauthorizedError('invalid bearer token');
-  };
 }
 
 export function sendJson(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

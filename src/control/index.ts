@@ -7,12 +7,14 @@
 import { randomBytes } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { parseHostId } from '../addressing/index.js';
+import { isLoopbackHost, parseHostId } from '../addressing/index.js';
+import { hostProblem } from './auth.js';
 import { ConfigError } from '../errors.js';
 import { counter, histogram } from '../observe/metrics.js';
-import { observeRoutes } from '../observe/http.js';
+import { observeRoutes } from './observe.js';
 import type { NodeContext, RunningRole } from '../role.js';
-import { bearerChecker, errorReply, HttpError, readJsonBody, sendJson } from './http.js';
+import { errorReply, HttpError, readJsonBody, sendJson } from './http.js';
+import { authenticator } from './tokens.js';
 import { buildRoutes } from './routes.js';
 import { gatewayInfoSource } from './wireguard.js';
 
@@ -44,7 +46,8 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
   const gatewayHostId = parseHostId(config.wireguard.host_id);
   if (gatewayHostId === null) throw new ConfigError('wireguard.host_id: must be two hex hextets like "a7b:d6b"');
   const log = ctx.log.child({ module: 'control' });
-  const checkAuth = bearerChecker(config.control.token);
+  if (config.control.demo_token) log.warn('control.demo_token: the admin token is the published demo token; use a long random one (SIXPN_TOKEN) for anything real');
+  const authenticate = authenticator(config.control.token, ctx.store);
   const observe = observeRoutes(ctx);
   const router = buildRoutes({
     store: ctx.store,
@@ -60,9 +63,12 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
   async function handleApi(req: IncomingMessage, res: ServerResponse, id: string, started: number): Promise<void> {
     const method = req.method ?? 'GET';
     let route = 'unmatched';
+    /** Who acted, in every log line: `admin`, or the org token's id (never its secret). */
+    let as = 'anonymous';
     try {
       const url = new URL(req.url ?? '/', 'http://control');
-      checkAuth(req.headers.authorization);
+      const principal = await authenticate(req.headers.authorization);
+      as = principal.kind === 'admin' ? 'admin' : `token ${principal.id}`;
       const m = router.match(method, url.pathname);
       if (m.kind === 'none') throw new HttpError(404, 'SIXPN_NOT_FOUND', `no route ${method} ${url.pathname}`);
       route = m.route;
@@ -70,25 +76,32 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
         throw new HttpError(405, 'SIXPN_METHOD_NOT_ALLOWED', `${method} is not allowed on ${m.route} (allowed: ${m.allowed.join(', ')})`, { allow: m.allowed.join(', ') });
       }
       const body = METHODS_WITH_BODY.has(method) ? await readJsonBody(req) : undefined;
-      const out = await m.handler({ method, params: m.params, query: url.searchParams, body, id });
+      const out = await m.handler({ method, principal, params: m.params, query: url.searchParams, body, id });
       sendJson(res, out.status, out.body, { 'x-request-id': id });
       requestsTotal.inc({ route, method, status: `${Math.floor(out.status / 100)}xx` });
-      log.debug({ req_id: id, method, route, status: out.status, ms: Date.now() - started }, 'request');
+      log.debug({ req_id: id, as, method, route, status: out.status, ms: Date.now() - started }, 'request');
     } catch (err) {
       const e = errorReply(err, id);
       sendJson(res, e.status, { error: { code: e.code, message: e.message } }, { 'x-request-id': id, ...e.headers });
       requestsTotal.inc({ route, method, status: `${Math.floor(e.status / 100)}xx` });
-      if (e.internal) log.error({ err, req_id: id, method, route, status: e.status }, 'request failed');
-      else log.info({ req_id: id, method, route, status: e.status, code: e.code, reason: e.message }, 'request refused');
+      if (e.internal) log.error({ err, req_id: id, as, method, route, status: e.status }, 'request failed');
+      else log.info({ req_id: id, as, method, route, status: e.status, code: e.code, reason: e.message }, 'request refused');
     } finally {
       requestSeconds.observe({ method }, (Date.now() - started) / 1000);
     }
   }
 
+  const loopback = isLoopbackHost(config.control.listen.host);
   const server = createServer((req, res) => {
     const started = Date.now();
     const given = req.headers['x-request-id'];
     const id = typeof given === 'string' && REQUEST_ID_RE.test(given) ? given : randomBytes(8).toString('hex');
+    const misdirected = loopback ? hostProblem(req, config.control.allowed_hosts) : null;
+    if (misdirected !== null) {
+      log.info({ req_id: id, host: req.headers.host, url: req.url }, 'request refused: not addressed to this loopback listener');
+      sendJson(res, 403, { error: { code: 'SIXPN_FORBIDDEN', message: misdirected } }, { 'x-request-id': id, connection: 'close' });
+      return;
+    }
     try {
       if (observe(req, res)) return;
     } catch (err) {

@@ -1,9 +1,15 @@
 /**
- * The /v1 routes of the control API: orgs, apps, machines, Flycast IPs and WireGuard peers.
+ * The /v1 routes of the control API: orgs, apps, machines, Flycast IPs, WireGuard peers and
+ * tokens.
  *
  * Reads go to the store (not the local view) so that a client reads its own writes even when
  * another API process made them. Every mutation is one store call, which validates and is
  * atomic: a request that fails changes nothing.
+ *
+ * Who may do what: the admin token everything; an org token (./tokens.ts) only what belongs to
+ * its orgs (their apps, those apps' machines and Flycast IPs, their peers), and nothing that is
+ * the platform's (creating and deleting orgs, tokens). Exposing an app into another org changes
+ * both, so it needs a token of both orgs. Anything else is 403 naming what the token lacks.
  */
 import { z } from 'zod';
 import { normalizeAddress, orgDnsAddress, orgPrefixCidr } from '../addressing/index.js';
@@ -16,14 +22,17 @@ import {
   peerNameSchema,
   publicKeySchema,
   regionCodeSchema,
+  tokenKindSchema,
+  tokenNameSchema,
   type AppInput,
   type CatalogSnapshot,
   type Org,
 } from '../catalog/types.js';
-import { ConflictError, NotFoundError, ValidationError } from '../errors.js';
+import { ConflictError, ForbiddenError, NotFoundError, ValidationError } from '../errors.js';
 import { defaultPeerName } from '../gateway/keys.js';
 import type { RunningRole } from '../role.js';
 import { Router, type ApiRequest, type ApiResponse } from './http.js';
+import { DEFAULT_EXPIRY, issueToken, parseExpiry, tokenView, type Principal } from './tokens.js';
 import { withPeerStatus, type GatewayInfo } from './wireguard.js';
 
 export interface RouteDeps {
@@ -56,7 +65,29 @@ const peerCreateSchema = z
   })
   .strict();
 
+const tokenCreateSchema = z
+  .object({
+    orgs: z.array(nameSchema).min(1).max(16),
+    name: tokenNameSchema.optional(),
+    /** flyctl's `--expiry`: "30d", "720h", "90m". */
+    expiry: z.string().default(DEFAULT_EXPIRY),
+  })
+  .strict();
+
 const ok = (body: unknown, status = 200): ApiResponse => ({ status, body });
+
+const orgList = (p: Principal): string => (p.kind === 'org' ? [...p.orgs].join(', ') : '');
+
+/** Throws 403 unless the caller may act on `org`'s things; `what` names the thing. */
+function allow(p: Principal, org: string | undefined, what: string): void {
+  if (p.kind === 'admin' || (org !== undefined && p.orgs.has(org))) return;
+  throw new ForbiddenError(`${what} belongs to ${org === undefined ? 'no org' : `org ${org}`}; this token is for org ${orgList(p)} only`);
+}
+
+/** Throws 403 for an org token: `what` is the platform's to do. */
+function adminOnly(p: Principal, what: string): void {
+  if (p.kind !== 'admin') throw new ForbiddenError(`${what} needs the admin token; this token is for org ${orgList(p)} only`);
+}
 const NO_CONTENT: ApiResponse = { status: 204 };
 
 /** The body as an object, or a ValidationError naming what was expected. */
@@ -98,10 +129,32 @@ export function buildRoutes(d: RouteDeps): Router {
     if (!m) throw new NotFoundError(`machine ${id} not found`);
     return m;
   };
+  /** The app, after checking the caller may act on it. */
+  const ownApp = (snap: CatalogSnapshot, name: string, p: Principal) => {
+    const app = findApp(snap, name);
+    allow(p, app.org, `app ${name}`);
+    return app;
+  };
+  const ownMachine = (snap: CatalogSnapshot, id: string, p: Principal) => {
+    const m = findMachine(snap, id);
+    allow(p, snap.apps.find((a) => a.name === m.app)?.org, `machine ${id}`);
+    return m;
+  };
+  /** For mutations that do not otherwise read: an org token's right to the app or machine is checked first. */
+  const checkApp = async (p: Principal, name: string): Promise<void> => {
+    if (p.kind === 'org') ownApp(await store.snapshot(), name, p);
+  };
+  const checkMachine = async (p: Principal, id: string): Promise<void> => {
+    if (p.kind === 'org') ownMachine(await store.snapshot(), id, p);
+  };
 
   // Orgs
-  r.add('GET', '/v1/orgs', async () => ok((await store.snapshot()).orgs.map(orgView)));
+  r.add('GET', '/v1/orgs', async (req) => {
+    const p = req.principal;
+    return ok((await store.snapshot()).orgs.filter((o) => p.kind === 'admin' || p.orgs.has(o.name)).map(orgView));
+  });
   r.add('POST', '/v1/orgs', async (req) => {
+    adminOnly(req.principal, 'creating an org');
     const input = parseOrThrow(orgCreateSchema, objectBody(req, 'org'), 'org');
     if (input.network_id !== undefined) return ok(orgView(await store.createOrg({ name: input.name, network_id: input.network_id })), 201);
     // Another API process may take the same free id between our read and our write: retry.
@@ -115,22 +168,34 @@ export function buildRoutes(d: RouteDeps): Router {
       }
     }
   });
-  r.add('GET', '/v1/orgs/:org', async (req) => ok(orgView(findOrg(await store.snapshot(), req.params.org!))));
+  r.add('GET', '/v1/orgs/:org', async (req) => {
+    allow(req.principal, req.params.org!, `org ${req.params.org}`);
+    return ok(orgView(findOrg(await store.snapshot(), req.params.org!)));
+  });
   r.add('DELETE', '/v1/orgs/:org', async (req) => {
+    adminOnly(req.principal, 'deleting an org');
     await store.deleteOrg(req.params.org!);
     return NO_CONTENT;
   });
 
   // Apps
   r.add('GET', '/v1/apps', async (req) => {
+    const p = req.principal;
     const org = optionalOrg(req);
+    if (org !== undefined) allow(p, org, `org ${org}`);
     const snap = await store.snapshot();
     if (org !== undefined) findOrg(snap, org);
-    return ok(org === undefined ? snap.apps : snap.apps.filter((a) => a.org === org));
+    return ok(snap.apps.filter((a) => (org === undefined ? p.kind === 'admin' || p.orgs.has(a.org) : a.org === org)));
   });
-  r.add('POST', '/v1/apps', async (req) => ok(await store.createApp(objectBody(req, 'app') as AppInput), 201));
-  r.add('GET', '/v1/apps/:app', async (req) => ok(findApp(await store.snapshot(), req.params.app!)));
+  r.add('POST', '/v1/apps', async (req) => {
+    const body = objectBody(req, 'app');
+    // An org that is not a string is refused by the store's validation, which runs before any write.
+    if (typeof body.org === 'string') allow(req.principal, body.org, `an app of org ${body.org}`);
+    return ok(await store.createApp(body as AppInput), 201);
+  });
+  r.add('GET', '/v1/apps/:app', async (req) => ok(ownApp(await store.snapshot(), req.params.app!, req.principal)));
   r.add('DELETE', '/v1/apps/:app', async (req) => {
+    await checkApp(req.principal, req.params.app!);
     await store.deleteApp(req.params.app!);
     return NO_CONTENT;
   });
@@ -138,36 +203,55 @@ export function buildRoutes(d: RouteDeps): Router {
     const b = req.body;
     const services = Array.isArray(b) ? b : objectBody(req, 'services').services;
     if (!Array.isArray(services)) throw new ValidationError('invalid services: send a JSON array of services, or {"services": [...]}');
+    await checkApp(req.principal, req.params.app!);
     return ok(await store.updateAppServices(req.params.app!, services));
   });
 
   // Machines
   r.add('GET', '/v1/apps/:app/machines', async (req) => {
     const snap = await store.snapshot();
-    findApp(snap, req.params.app!);
+    ownApp(snap, req.params.app!, req.principal);
     return ok(snap.machines.filter((m) => m.app === req.params.app));
   });
   r.add('POST', '/v1/apps/:app/machines', async (req) => {
     const input = parseOrThrow(machineCreateSchema, objectBody(req, 'machine'), 'machine');
+    await checkApp(req.principal, req.params.app!);
     return ok(await store.registerMachine({ ...input, app: req.params.app! }, { hostId: d.hostId }), 201);
   });
-  r.add('GET', '/v1/machines/:id', async (req) => ok(findMachine(await store.snapshot(), req.params.id!)));
-  r.add('PATCH', '/v1/machines/:id', async (req) => ok(await store.updateMachine(req.params.id!, objectBody(req, 'machine update'))));
+  r.add('GET', '/v1/machines/:id', async (req) => ok(ownMachine(await store.snapshot(), req.params.id!, req.principal)));
+  r.add('PATCH', '/v1/machines/:id', async (req) => {
+    const patch = objectBody(req, 'machine update');
+    await checkMachine(req.principal, req.params.id!);
+    return ok(await store.updateMachine(req.params.id!, patch));
+  });
   r.add('DELETE', '/v1/machines/:id', async (req) => {
+    await checkMachine(req.principal, req.params.id!);
     await store.removeMachine(req.params.id!);
     return NO_CONTENT;
   });
-  r.add('POST', '/v1/machines/:id/stop', async (req) => ok(await store.updateMachine(req.params.id!, { state: 'stopped' })));
-  r.add('POST', '/v1/machines/:id/start', async (req) => ok(await store.updateMachine(req.params.id!, { state: 'started' })));
+  for (const [verb, state] of [['stop', 'stopped'], ['start', 'started']] as const) {
+    r.add('POST', `/v1/machines/:id/${verb}`, async (req) => {
+      await checkMachine(req.principal, req.params.id!);
+      return ok(await store.updateMachine(req.params.id!, { state }));
+    });
+  }
 
   // Flycast IPs
   r.add('GET', '/v1/apps/:app/ips', async (req) => {
     const snap = await store.snapshot();
-    findApp(snap, req.params.app!);
+    ownApp(snap, req.params.app!, req.principal);
     return ok(snap.flycast.filter((f) => f.app === req.params.app));
   });
   r.add('POST', '/v1/apps/:app/ips', async (req) => {
+    const p = req.principal;
     const input = parseOrThrow(ipCreateSchema, objectBody(req, 'ip'), 'ip');
+    if (p.kind === 'org') {
+      const app = ownApp(await store.snapshot(), req.params.app!, p);
+      // An address in another org's network lets that org's callers in: both orgs must agree.
+      if (input.org !== undefined && input.org !== app.org && !p.orgs.has(input.org)) {
+        throw new ForbiddenError(`exposing app ${app.name} into org ${input.org} needs a token of both orgs (${app.org} and ${input.org}) or the admin token; this token is for org ${orgList(p)} only`);
+      }
+    }
     return ok(await store.allocateFlycast(req.params.app!, input.org), 201);
   });
   r.add('DELETE', '/v1/apps/:app/ips/:address', async (req) => {
@@ -175,7 +259,7 @@ export function buildRoutes(d: RouteDeps): Router {
     const address = normalizeAddress(req.params.address!);
     if (!address) throw new ValidationError(`${JSON.stringify(req.params.address)} is not an IPv6 address`);
     const snap = await store.snapshot();
-    findApp(snap, req.params.app!);
+    ownApp(snap, req.params.app!, req.principal);
     const ip = snap.flycast.find((f) => f.address === address);
     if (!ip || ip.app !== req.params.app) throw new NotFoundError(`flycast ip ${address} is not allocated to app ${req.params.app}`);
     await store.releaseFlycast(address, org);
@@ -184,6 +268,7 @@ export function buildRoutes(d: RouteDeps): Router {
 
   // WireGuard peers
   r.add('GET', '/v1/orgs/:org/wireguard', async (req) => {
+    allow(req.principal, req.params.org!, `org ${req.params.org}`);
     const snap = await store.snapshot();
     findOrg(snap, req.params.org!);
     return ok(withPeerStatus(snap.peers.filter((p) => p.org === req.params.org), d.gatewayRole()));
@@ -194,6 +279,7 @@ export function buildRoutes(d: RouteDeps): Router {
       throw new ValidationError('invalid wireguard peer: private_key: never send a private key; generate the key pair locally and send only public_key');
     }
     const input = parseOrThrow(peerCreateSchema, body, 'wireguard peer');
+    allow(req.principal, req.params.org!, `org ${req.params.org}`);
     const org = findOrg(await store.snapshot(), req.params.org!);
     // Resolve the gateway first: if its key is unavailable, no peer is created.
     const gateway = await d.gatewayInfo();
@@ -215,8 +301,37 @@ export function buildRoutes(d: RouteDeps): Router {
     return ok({ peer, gateway, dns: orgDnsAddress(org.network_id), allowed_ips: orgPrefixCidr(org.network_id) }, 201);
   });
   r.add('DELETE', '/v1/orgs/:org/wireguard/:name', async (req) => {
+    allow(req.principal, req.params.org!, `org ${req.params.org}`);
     await store.removePeer(req.params.org!, req.params.name!);
     return NO_CONTENT;
+  });
+
+  // Tokens: the platform's (an org token cannot mint or revoke tokens, so a leaked one cannot
+  // make itself permanent: revoking it ends the leak).
+  r.add('GET', '/v1/tokens', async (req) => {
+    adminOnly(req.principal, 'listing tokens');
+    const org = optionalOrg(req);
+    const kind = req.query.get('kind');
+    if (kind !== null) parseOrThrow(tokenKindSchema, kind, 'kind');
+    const tokens = await store.listTokens();
+    return ok(tokens.filter((t) => (org === undefined || t.orgs.includes(org)) && (kind === null || t.kind === kind)).map(tokenView));
+  });
+  r.add('POST', '/v1/tokens', async (req) => {
+    adminOnly(req.principal, 'creating a token');
+    const input = parseOrThrow(tokenCreateSchema, objectBody(req, 'token'), 'token');
+    const now = Date.now();
+    const { token, record } = issueToken('org', input.orgs, input.name ?? `org token for ${input.orgs.join(', ')}`, now + parseExpiry(input.expiry), now);
+    return ok({ ...tokenView(await store.createToken(record)), token }, 201);
+  });
+  r.add('DELETE', '/v1/tokens/:id', async (req) => {
+    adminOnly(req.principal, 'revoking a token');
+    await store.revokeToken(req.params.id!);
+    return NO_CONTENT;
+  });
+  r.add('DELETE', '/v1/tokens', async (req) => {
+    adminOnly(req.principal, 'revoking tokens');
+    const kind = parseOrThrow(tokenKindSchema, req.query.get('kind') ?? '', 'kind');
+    return ok({ revoked: await store.revokeTokens(kind) });
   });
 
   return r;

@@ -3,6 +3,7 @@
  */
 import { z } from 'zod';
 import { nameSchema } from '../catalog/types.js';
+import { hostSchema } from '../config/common.js';
 
 export const demoConfigSchema = z
   .object({
@@ -15,7 +16,7 @@ export const demoConfigSchema = z
      */
     apps: z.array(nameSchema).default([]),
     /** Address the demo machines listen on (a free port each). */
-    host: z.string().default('127.0.0.1'),
+    host: hostSchema.default('127.0.0.1'),
   })
   .strict();
 

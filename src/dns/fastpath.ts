@@ -26,6 +26,8 @@ const FAST_TYPES = new Set([1, 2, 5, 6, 12, 15, 16, 28, 33, 64, 65, 257]);
 const TYPE_CODES: Record<string, number> = { A: 1, NS: 2, CNAME: 5, SOA: 6, PTR: 12, MX: 15, TXT: 16, AAAA: 28, SRV: 33, SVCB: 64, HTTPS: 65, CAA: 257 };
 
 const CLASSIC_UDP_SIZE = 512;
+/** The largest message a TCP length prefix can carry (bigger answers are cut by the full path). */
+const MAX_TCP_MESSAGE = 65_535;
 /** What the full path advertises in its OPT record and the most it sends over UDP. */
 const EDNS_UDP_SIZE = 1232;
 /** Our OPT record: root name, type 41, class = UDP size 1232, TTL 0 (rcode 0, version 0, no flags), no data. */
@@ -117,7 +119,7 @@ export class Template {
   /** The response to `msg` (id, RD and question bytes copied from it), or null when it does not fit. */
   answer(msg: Buffer, s: Scan, udp: boolean): Buffer | null {
     const src = s.edns ? this.ednsBytes : this.bytes;
-    if (udp && src.length > s.maxUdp) return null;
+    if (src.length > (udp ? s.maxUdp : MAX_TCP_MESSAGE)) return null;
     const out = Buffer.allocUnsafe(src.length);
     out.set(src);
     out[0] = msg[0]!;

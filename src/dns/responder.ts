@@ -10,7 +10,7 @@
  * change touches that org, and ordinary queries for it are then answered without decoding.
  */
 import * as packet from 'dns-packet';
-import type { Answer, Packet } from 'dns-packet';
+import type { Answer, OptAnswer, Packet } from 'dns-packet';
 import { orgOf } from '../addressing/index.js';
 import type { Org } from '../catalog/types.js';
 import type { Logger } from '../observe/log.js';
@@ -42,6 +42,24 @@ const CLASSIC_UDP_SIZE = 512;
 /** What we advertise and the most we send over UDP (the DNS flag day 2020 default). */
 export const EDNS_UDP_SIZE = 1232;
 const OPT: Answer = { type: 'OPT', name: '.', udpPayloadSize: EDNS_UDP_SIZE, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [] };
+/** Extended rcode 16: the upper 8 bits (1) go in the OPT record, the lower 4 (0) in the header. */
+const BADVERS = 16;
+const BADVERS_OPT: Answer = { ...OPT, extendedRcode: BADVERS >> 4 };
+/** The largest DNS message a TCP length prefix can carry. */
+const MAX_TCP_MESSAGE = 65_535;
+
+/** dns-packet's one-record encoder (exported, missing from its type declarations). */
+const record = (packet as unknown as { answer: { encode(a: Answer): Buffer } }).answer;
+
+/** An answer record whose owner is the question's name, written as a pointer to it. */
+function encodeAtQuestion(a: Answer): Buffer {
+  // Encoded with the root name (one zero byte), which is then swapped for the 2-byte pointer.
+  const b = record.encode({ ...a, name: '.' } as Answer);
+  const out = Buffer.allocUnsafe(b.length + 1);
+  out.writeUInt16BE(0xc00c, 0);
+  b.copy(out, 2, 1);
+  return out;
+}
 const TEMPLATES_PER_ORG = 4096;
 const ORG_CACHE_SIZE = 8192;
 
@@ -88,6 +106,29 @@ function scanQuestion(msg: Buffer): { end: number; plain: boolean } | null {
   }
   const end = o + 5;
   return end <= msg.length ? { end, plain } : null;
+}
+
+const QTYPE_IXFR = 251;
+const QTYPE_AXFR = 252;
+
+/** The type of an AXFR or IXFR question and where it ends; null for any other query (or no readable question). */
+function transferQuestion(msg: Buffer): { qtype: 'AXFR' | 'IXFR'; end: number } | null {
+  const scanned = scanQuestion(msg);
+  if (!scanned) return null;
+  const qtype = msg.readUInt16BE(scanned.end - 4);
+  if (qtype === QTYPE_AXFR) return { qtype: 'AXFR', end: scanned.end };
+  return qtype === QTYPE_IXFR ? { qtype: 'IXFR', end: scanned.end } : null;
+}
+
+/** A reply with the query's question and no records. */
+function questionReply(msg: Buffer, questionEnd: number, rcode: number): Buffer {
+  const out = Buffer.alloc(questionEnd);
+  msg.copy(out, 0, 0, questionEnd);
+  const flags = msg.readUInt16BE(2);
+  out.writeUInt16BE(QR | (flags & (OPCODE_MASK | RD)) | rcode, 2);
+  out.writeUInt16BE(1, 4);
+  out.fill(0, 6, 12); // no answer, authority or additional records
+  return out;
 }
 
 function isLoopback(address: string): boolean {
@@ -148,6 +189,10 @@ export class Responder {
     const flags = msg.readUInt16BE(2);
     if (flags & QR) return null;
     if (flags & OPCODE_MASK) return this.done(headerReply(msg, RCODE.NOTIMP), undefined, started, 'local');
+    // A zone transfer request (an IXFR carries the client's SOA in its authority section) is
+    // refused for every name, local or forwarded: no zone is transferred.
+    const transfer = msg.readUInt16BE(4) === 1 ? transferQuestion(msg) : null;
+    if (transfer) return this.done(questionReply(msg, transfer.end, RCODE.REFUSED), transfer.qtype, started, 'local');
     // One question; a query carries no answer or authority records, and at most OPT + one more
     // additional (a signature we ignore). Checked before decoding: the codec would walk them.
     if (msg.readUInt16BE(4) !== 1 || msg.readUInt16BE(6) !== 0 || msg.readUInt16BE(8) !== 0 || msg.readUInt16BE(10) > 2) {
@@ -166,10 +211,17 @@ export class Responder {
     const scanned = scanQuestion(msg);
     if (!q || !scanned) return this.done(headerReply(msg, RCODE.FORMERR), undefined, started, 'local');
     const rawQuestion = msg.subarray(12, scanned.end);
-    const opt = query.additionals?.find((a) => a.type === 'OPT');
-    const maxUdp = opt && 'udpPayloadSize' in opt ? Math.min(Math.max(opt.udpPayloadSize ?? CLASSIC_UDP_SIZE, CLASSIC_UDP_SIZE), EDNS_UDP_SIZE) : CLASSIC_UDP_SIZE;
+    const opts = query.additionals?.filter((a): a is OptAnswer => a.type === 'OPT') ?? [];
+    // RFC 6891: more than one OPT record is a format error; a version we do not speak gets
+    // BADVERS (extended rcode 16) with an OPT naming the version we do (0).
+    if (opts.length > 1) return this.done(headerReply(msg, RCODE.FORMERR), q.type, started, 'local');
+    const opt = opts[0];
+    const maxUdp = opt ? Math.min(Math.max(opt.udpPayloadSize ?? CLASSIC_UDP_SIZE, CLASSIC_UDP_SIZE), EDNS_UDP_SIZE) : CLASSIC_UDP_SIZE;
     const reply = (rcode: number, answers: Answer[], authorities: Answer[], extra: number): Buffer =>
-      this.encode(query, rawQuestion, rcode, answers, authorities, extra, opt !== undefined, transport === 'udp' ? maxUdp : 65_535);
+      this.encode(query, rawQuestion, rcode, answers, authorities, extra, opt !== undefined, transport, maxUdp);
+    if (opt && opt.ednsVersion !== 0) {
+      return this.done(this.encode(query, rawQuestion, BADVERS & 0xf, [], [], 0, BADVERS_OPT, transport, maxUdp), q.type, started, 'local', 'BADVERS');
+    }
 
     if (!org) return this.done(reply(RCODE.REFUSED, [], [], 0), q.type, started, 'local');
     if (q.class !== 'IN' && q.class !== 'ANY') return this.done(reply(RCODE.REFUSED, [], [], 0), q.type, started, 'local');
@@ -211,24 +263,48 @@ export class Responder {
     );
   }
 
-  /** Encodes the answer with the codec, then puts the query's own question bytes in. */
-  private encode(query: Packet, rawQuestion: Buffer, rcode: number, answers: Answer[], authorities: Answer[], extra: number, edns: boolean, max: number): Buffer {
+  /**
+   * Builds the answer: header, the query's own question bytes, then the records. Every answer
+   * record carries the question's name, so it is written as a pointer to it (offset 12): that
+   * is what lets 2,000 AAAA records fit one 64 KiB TCP message. When the records do not fit,
+   * UDP gets TC and no records (the client retries over TCP); TCP gets as many answers as fit,
+   * with TC.
+   */
+  private encode(query: Packet, rawQuestion: Buffer, rcode: number, answers: Answer[], authorities: Answer[], extra: number, opt: Answer | boolean, transport: Transport, maxUdp = CLASSIC_UDP_SIZE): Buffer {
     const ra = this.o.forwarder && this.o.forwarder.upstreams.length ? RA : 0;
-    const flags = (query.flags ?? 0) & RD;
-    const additionals: Answer[] = edns ? [OPT] : [];
-    const base = { id: query.id ?? 0, type: 'response' as const, questions: [], additionals };
-    let body = packet.encode({ ...base, flags: flags | extra | ra | rcode, answers, authorities });
-    if (body.length + rawQuestion.length > max) body = packet.encode({ ...base, flags: flags | extra | ra | rcode | TC, answers: [], authorities: [] });
-    const out = Buffer.allocUnsafe(body.length + rawQuestion.length);
-    body.copy(out, 0, 0, 12);
-    rawQuestion.copy(out, 12);
-    body.copy(out, 12 + rawQuestion.length, 12);
-    out.writeUInt16BE(1, 4);
-    return out;
+    const flags = ((query.flags ?? 0) & RD) | extra | ra | rcode;
+    const max = transport === 'udp' ? maxUdp : MAX_TCP_MESSAGE;
+    const additional = opt === false ? null : record.encode(opt === true ? OPT : opt);
+    const fixed = 12 + rawQuestion.length + (additional?.length ?? 0);
+    const ans = answers.map(encodeAtQuestion);
+    const auth = authorities.map((a) => record.encode(a));
+    let size = fixed;
+    for (const b of ans) size += b.length;
+    for (const b of auth) size += b.length;
+    let truncated = false;
+    if (size > max) {
+      truncated = true;
+      auth.length = 0;
+      if (transport === 'udp') ans.length = 0;
+      else {
+        let n = 0;
+        for (size = fixed; n < ans.length && size + ans[n]!.length <= max; n++) size += ans[n]!.length;
+        ans.length = n;
+      }
+    }
+    const parts = [rawQuestion, ...ans, ...auth, ...(additional ? [additional] : [])];
+    const head = Buffer.alloc(12);
+    head.writeUInt16BE(query.id ?? 0, 0);
+    head.writeUInt16BE(QR | flags | (truncated ? TC : 0), 2);
+    head.writeUInt16BE(1, 4);
+    head.writeUInt16BE(ans.length, 6);
+    head.writeUInt16BE(auth.length, 8);
+    head.writeUInt16BE(additional ? 1 : 0, 10);
+    return Buffer.concat([head, ...parts]);
   }
 
-  private done(out: Buffer, qtype: string | undefined, started: bigint, source: 'local' | 'forward'): Buffer {
-    countQuery(qtypeLabel(qtype), rcodeName(out.readUInt16BE(2) & 0xf));
+  private done(out: Buffer, qtype: string | undefined, started: bigint, source: 'local' | 'forward', rcode?: string): Buffer {
+    countQuery(qtypeLabel(qtype), rcode ?? rcodeName(out.readUInt16BE(2) & 0xf));
     (source === 'local' ? localDuration : forwardDuration).observe(Number(process.hrtime.bigint() - started) / 1e9);
     return out;
   }

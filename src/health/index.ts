@@ -6,8 +6,6 @@ import type { NodeContext, RunningRole } from '../role.js';
 import { HealthChecker } from './checker.js';
 import { describeScope, regionScope } from './plan.js';
 
-export { PassiveEjector, type PassiveOptions } from './passive.js';
-
 export async function startHealthRole(ctx: NodeContext): Promise<RunningRole> {
   const cfg = ctx.config.health;
   const log = ctx.log.child({ module: 'health' });

@@ -2,7 +2,9 @@
  * Logging: one pino root logger per process, and `child({ module })` for each part.
  *
  * Writes go through pino's asynchronous destination so that a log line never blocks a
- * proxied byte; `flushLogs()` is called on shutdown so the last lines are not lost.
+ * proxied byte; `flushLogs()` is called on shutdown so the last lines are not lost. A stdout
+ * that went away (a closed pipe) silences the logs and nothing else: writes, flushes and the
+ * exit hooks then do nothing, so shutdown never waits on logging.
  */
 import { createRequire } from 'node:module';
 import pino, { type Logger } from 'pino';
@@ -35,12 +37,20 @@ export function prettyInstalled(): boolean {
   }
 }
 
-/** Pretty-printing runs in pino's transport worker thread, so it stays off the hot path too. */
+/**
+ * Pretty lines are formatted on the main thread and written through the same destination as
+ * JSON. Not pino's worker-thread transport: on exit it waits up to 10 s for the worker to drain,
+ * and a worker writing into a closed pipe never does, so SIGTERM would hang there. Pretty output
+ * is for a terminal (`npm start`); production logs JSON.
+ */
 function prettyDestination(): pino.DestinationStream & { flushSync?: () => void } {
-  return pino.transport({
-    target: 'pino-pretty',
-    options: { destination: 1, colorize: Boolean(process.stdout.isTTY), translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true },
-  }) as pino.DestinationStream & { flushSync?: () => void };
+  const { prettyFactory } = createRequire(import.meta.url)('pino-pretty') as typeof import('pino-pretty');
+  const format = prettyFactory({ colorize: Boolean(process.stdout.isTTY), translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true });
+  const out = pino.destination({ dest: 1, sync: false, minLength: 0 });
+  return {
+    write: (line: string) => void out.write(format(line)),
+    flushSync: () => out.flushSync(),
+  };
 }
 
 /** The process logger (created with defaults on first use). */

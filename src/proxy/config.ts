@@ -2,7 +2,9 @@
  * The `[proxy]` config section: how the Flycast proxy listens and its timeouts.
  */
 import { z } from 'zod';
-import { durationSchema } from '../config/common.js';
+import { nameSchema } from '../catalog/types.js';
+import { isFlycastAddress } from '../addressing/index.js';
+import { cidrSchema, durationSchema, ipAddressSchema } from '../config/common.js';
 
 export const proxyConfigSchema = z
   .object({
@@ -19,11 +21,11 @@ export const proxyConfigSchema = z
         z
           .object({
             listen_port: z.number().int().min(1).max(65535),
-            listen_host: z.string().default('127.0.0.1'),
-            flycast: z.string(),
+            listen_host: ipAddressSchema.default('127.0.0.1'),
+            flycast: z.string().refine(isFlycastAddress, 'must be a Flycast address (fdaa:0:<network id>:0:1::<n>)'),
             port: z.number().int().min(1).max(65535),
             /** The caller address the ACL sees for this mapping (a loopback caller has none). */
-            as_caller: z.string().optional(),
+            as_caller: ipAddressSchema.optional(),
           })
           .strict(),
       )
@@ -41,7 +43,7 @@ export const proxyConfigSchema = z
     request_timeout: durationSchema.default(300_000),
     drain_timeout: durationSchema.default(10_000),
     /** IPv4 (or other non-6PN) callers admitted as members of an org: `{ cidr, org }`. */
-    allow: z.array(z.object({ cidr: z.string(), org: z.string() }).strict()).default([]),
+    allow: z.array(z.object({ cidr: cidrSchema, org: nameSchema }).strict()).default([]),
     access_log: z.boolean().default(false),
     /**
      * Ask for a garbage collection once this many bytes of socket buffers were allocated since

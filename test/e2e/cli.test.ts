@@ -217,13 +217,13 @@ describe('sixpn up', () => {
     const file = join(work, 'up.toml');
     writeFileSync(
       file,
-      `[catalog]\npath = ""\n[log]\nlevel = "warn"\n[control]\nlisten = "127.0.0.1:${port}"\ntoken = "t"\n` +
+      `[catalog]\npath = ""\n[log]\nlevel = "warn"\n[control]\nlisten = "127.0.0.1:${port}"\ntoken = "test-token-0123456789"\n` +
         '[health]\nenabled = false\n[proxy]\nenabled = false\n[dns]\nenabled = false\n',
     );
     const p = startSixpn(['up', '--config', file]);
     expect(await p.waitForLine(/sixpn ready/)).toBe('sixpn ready: node sixpn, roles control');
     await p.waitForLine(new RegExp(`control: http://127\\.0\\.0\\.1:${port} `));
-    const r = await runSixpn(['orgs', 'list', '--json', '--api', `http://127.0.0.1:${port}`, '--token', 't']);
+    const r = await runSixpn(['orgs', 'list', '--json', '--api', `http://127.0.0.1:${port}`, '--token', 'test-token-0123456789']);
     expect(JSON.parse(r.stdout)).toEqual([]);
     expect(await p.stop('SIGTERM')).toBe(0);
   });

@@ -7,7 +7,7 @@ import { statSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startControl, type ApiResult, type TestControl } from '../harness/control.js';
-import { runSixpn } from '../harness/procs.js';
+import { run, runSixpn } from '../harness/procs.js';
 import { generateKeyPair, publicKeyOf } from '../../src/gateway/keys.js';
 
 let c: TestControl;
@@ -113,6 +113,13 @@ describe('control API: bad input is a 4xx with an error body and changes nothing
     ['an invalid machine id', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', id: 'XYZ' }), 400, 'SIXPN_INVALID'],
     ['an unknown machine field', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', bogus: 1 }), 400, 'SIXPN_INVALID'],
     ['an invalid upstream', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', upstream: 'nohost' }), 400, 'SIXPN_INVALID'],
+    // Issue 11 item 4: a port a dial cannot use used to be stored, then crashed the proxy.
+    ['an upstream port over 65535', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', upstream: '127.0.0.1:99999' }), 400, 'SIXPN_INVALID'],
+    ['an upstream port 0', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', upstream: '127.0.0.1:0' }), 400, 'SIXPN_INVALID'],
+    ['an upstream IPv4 that is not one', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', upstream: '300.1.1.1:80' }), 400, 'SIXPN_INVALID'],
+    ['an upstream IPv6 that is not one', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', upstream: '[fdaa::zz]:80' }), 400, 'SIXPN_INVALID'],
+    ['an upstream hostname with a bad label', () => c.api('POST', '/v1/apps/web/machines', { region: 'ams', upstream: 'db-.internal:5432' }), 400, 'SIXPN_INVALID'],
+    ['an upstream port over 65535 on update', () => c.api('PATCH', `/v1/machines/${machineId}`, { upstream: '127.0.0.1:65536' }), 400, 'SIXPN_INVALID'],
     ['an invalid machine state', () => c.api('PATCH', `/v1/machines/${machineId}`, { state: 'paused' }), 400, 'SIXPN_INVALID'],
     ['a patch of an unknown machine', () => c.api('PATCH', '/v1/machines/00000000aaaa', { state: 'stopped' }), 404, 'SIXPN_NOT_FOUND'],
     ['stopping an unknown machine', () => c.api('POST', '/v1/machines/00000000aaaa/stop'), 404, 'SIXPN_NOT_FOUND'],
@@ -229,6 +236,42 @@ describe('control API: what it does', () => {
     expect((await c.api('DELETE', '/v1/apps/tmpapp')).status).toBe(204);
     expect((await c.api('GET', `/v1/machines/${m.body.id}`)).status).toBe(404);
     expect((await c.api('GET', '/v1/apps/tmpapp/ips')).status).toBe(404);
+  });
+});
+
+describe('a loopback admin listener answers only requests addressed to it (issue 11 item 11: DNS rebinding)', () => {
+  /** Real curl, with the Host header a browser on a re-bound page would send. */
+  async function curl(url: string, path: string, host: string | null, token?: string): Promise<{ status: number; body: string }> {
+    const args = ['-s', '-w', '\n%{http_code}', ...(host === null ? [] : ['-H', `Host: ${host}`]), ...(token ? ['-H', `Authorization: Bearer ${token}`] : []), `${url}${path}`];
+    const r = await run('curl', args);
+    const i = r.stdout.lastIndexOf('\n');
+    return { status: Number(r.stdout.slice(i + 1)), body: r.stdout.slice(0, i) };
+  }
+  const port = () => new URL(c.url).port;
+
+  it.each(['evil.example', 'evil.example:PORT', 'rebind.attacker.test:PORT', '[2001:db8::1]:PORT', '10.0.0.1:PORT', 'localhost.evil.example'])('refuses Host %s on /metrics, /healthz, the dashboard and the API', async (h) => {
+    const host = h.replace('PORT', port());
+    for (const [path, token] of [['/metrics'], ['/healthz'], ['/dashboard'], ['/v1/orgs', c.token]] as const) {
+      const r = await curl(c.url, path, host, token);
+      expect(r.status, `${path} ${r.body}`).toBe(403);
+      expect(JSON.parse(r.body).error).toMatchObject({ code: 'SIXPN_FORBIDDEN', message: expect.stringMatching(/DNS-rebinding/) });
+    }
+  });
+
+  it.each(['127.0.0.1:PORT', '127.0.0.1', 'localhost:PORT', 'LOCALHOST', 'sixpn.localhost:PORT', '[::1]:PORT'])('serves Host %s', async (h) => {
+    const r = await curl(c.url, '/metrics', h.replace('PORT', port()));
+    expect(r.status).toBe(200);
+    expect(r.body).toMatch(/^sixpn_/m);
+  });
+
+  it('serves the names of [control] allowed_hosts too', async () => {
+    const other = await startControl({ extraToml: 'allowed_hosts = ["sixpn.example.internal"]' });
+    try {
+      expect((await curl(other.url, '/metrics', 'sixpn.example.internal:443')).status).toBe(200);
+      expect((await curl(other.url, '/metrics', 'evil.example')).status).toBe(403);
+    } finally {
+      await other.stop();
+    }
   });
 });
 

@@ -16,7 +16,7 @@ import { regionTable } from '../unit/dns/fixture.js';
 
 const HOST = 0x0a7b007d;
 const GATEWAY = 0x0a7b0d6b;
-const TOKEN = 'dns-e2e-token';
+const TOKEN = 'dns-e2e-token-0123456789';
 const key = (n: number): string => Buffer.alloc(32, n).toString('base64');
 
 describe.skipIf(!IN_NETNS)('dns: .internal over real sockets with dig', () => {
@@ -137,10 +137,12 @@ describe.skipIf(!IN_NETNS)('dns: .internal over real sockets with dig', () => {
   it('answers over TCP, and a truncated UDP answer makes dig retry over TCP', async () => {
     const tcp = await dig('fdaa::3', port, 'web.internal', 'AAAA', { source: addr('aaaaaaaa0001'), extra: ['+tcp'] });
     expect(tcp.records).toHaveLength(3);
-    const ignored = await dig('fdaa::3', port, 'big.internal', 'AAAA', { source: addr('aaaaaaaa0001'), extra: ['+ignore'] });
+    // 40 AAAA records (about 1,150 bytes with name compression) fit EDNS's 1232 but not 512.
+    const ignored = await dig('fdaa::3', port, 'big.internal', 'AAAA', { source: addr('aaaaaaaa0001'), extra: ['+ignore', '+noedns'] });
     expect(ignored.flags).toContain('tc');
     expect(ignored.records).toHaveLength(0);
-    const retried = await dig('fdaa::3', port, 'big.internal', 'AAAA', { source: addr('aaaaaaaa0001') });
+    expect((await dig('fdaa::3', port, 'big.internal', 'AAAA', { source: addr('aaaaaaaa0001'), extra: ['+ignore'] })).records).toHaveLength(40);
+    const retried = await dig('fdaa::3', port, 'big.internal', 'AAAA', { source: addr('aaaaaaaa0001'), extra: ['+noedns'] });
     expect(retried.raw).toMatch(/retrying in TCP mode/);
     expect(retried.records).toHaveLength(40);
   });

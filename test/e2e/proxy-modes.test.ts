@@ -109,7 +109,7 @@ describe.skipIf(!IN_NETNS)('flycast proxy: metrics on the admin listener (e2e)',
   beforeAll(async () => {
     web = await startHttpMachine({ id: WEB_ID, host: machineAddress(NET, HOST, WEB_ID), port: 8080 });
     admin = await freePort();
-    const toml = base('', '').replace('[control]\nenabled = false', `[control]\nenabled = true\nlisten = "127.0.0.1:${admin}"\ntoken = "test-token"\n[demo]\nenabled = false\n[wireguard]\nenabled = false`);
+    const toml = base('', '').replace('[control]\nenabled = false', `[control]\nenabled = true\nlisten = "127.0.0.1:${admin}"\ntoken = "test-token-0123456789"\n[demo]\nenabled = false\n[wireguard]\nenabled = false`);
     node = await startProxyNode(toml, {}, 'up');
   });
   afterAll(async () => {

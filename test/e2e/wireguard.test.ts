@@ -80,7 +80,7 @@ describe.skipIf(!ready)('wireguard gateway: laptops through the tunnel', () => {
     iface = uniqueName('sxgw');
     const wgPort = await freePort();
     const apiPort = await freePort();
-    const token = `t-${Math.random().toString(36).slice(2)}`;
+    const token = `t-${Math.random().toString(36).slice(2)}-0123456789`;
     env = { ...process.env, SIXPN_API_URL: `http://127.0.0.1:${apiPort}`, SIXPN_TOKEN: token, LOG_LEVEL: 'warn' };
     configFile = join(dir, 'gateway.toml');
     writeFileSync(

@@ -7,7 +7,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { freePort } from './net.js';
-import { startSixpn, type Proc } from './procs.js';
+import { CLI } from './env.js';
+import { run, start, startSixpn, type Proc } from './procs.js';
 
 export interface ControlOptions {
   token?: string;
@@ -16,6 +17,15 @@ export interface ControlOptions {
   namespace?: string;
   /** Extra TOML appended to the config (e.g. a [wireguard] section). */
   extraToml?: string;
+  /** Use this folder (and the catalog file in it) instead of a fresh one; it is kept on stop. */
+  dir?: string;
+  /** `sixpn up` (every role the config enables) instead of `sixpn control`. */
+  command?: 'control' | 'up';
+  /**
+   * Run the process in a private mount namespace (`unshare -m`) where its folder is bind-mounted
+   * onto itself, so a test can make that mount read-only for this process alone (readOnly()).
+   */
+  mountNamespace?: boolean;
 }
 
 export interface ApiResult {
@@ -37,6 +47,8 @@ export interface TestControl {
   raw(method: string, path: string, raw: string): Promise<ApiResult>;
   /** The catalog file's text (empty when nothing was ever written). */
   catalogText(): string;
+  /** With `mountNamespace`: remounts the folder read-only (true) or read-write for the process. */
+  readOnly(on: boolean): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -55,7 +67,7 @@ async function send(url: string, method: string, headers: Record<string, string>
 }
 
 export async function startControl(opts: ControlOptions = {}): Promise<TestControl> {
-  const dir = mkdtempSync(join(tmpdir(), 'sixpn-control-'));
+  const dir = opts.dir ?? mkdtempSync(join(tmpdir(), 'sixpn-control-'));
   const port = await freePort();
   const token = opts.token ?? 'test-token-0123456789';
   const configFile = join(dir, 'node.toml');
@@ -81,12 +93,18 @@ export async function startControl(opts: ControlOptions = {}): Promise<TestContr
   const env = { ...process.env };
   delete env.SIXPN_TOKEN;
   delete env.SIXPN_API_URL;
-  const proc = startSixpn(['control', '--config', configFile], { env });
+  const args = [opts.command ?? 'control', '--config', configFile];
+  const proc = opts.mountNamespace
+    ? start('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$1" "$1" && shift && exec "$@"', 'sh', dir, process.execPath, CLI, ...args], { env })
+    : startSixpn(args, { env });
+  const removeDir = () => {
+    if (!opts.dir) rmSync(dir, { recursive: true, force: true });
+  };
   try {
     await proc.waitForLine(/sixpn ready/);
   } catch (err) {
     await proc.stop('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
+    removeDir();
     throw err;
   }
   const url = `http://127.0.0.1:${port}`;
@@ -114,9 +132,14 @@ export async function startControl(opts: ControlOptions = {}): Promise<TestContr
         return '';
       }
     },
+    async readOnly(on) {
+      if (!opts.mountNamespace) throw new Error('readOnly() needs mountNamespace: true');
+      const r = await run('nsenter', ['-t', String(proc.child.pid), '-m', 'mount', '-o', `remount,bind,${on ? 'ro' : 'rw'}`, dir]);
+      if (r.code !== 0) throw new Error(`remount of ${dir} failed: ${r.stderr}`);
+    },
     async stop() {
       await proc.stop();
-      rmSync(dir, { recursive: true, force: true });
+      removeDir();
     },
   };
 }

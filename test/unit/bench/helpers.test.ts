@@ -18,7 +18,7 @@ import { checkHaproxyConfig, haproxyConfig, startHaproxy } from '../../../bench/
 // @ts-expect-error plain .mjs helpers shared with bench/ (no type declarations)
 import { openIdleConnections, runAutocannon, runTcpBulk, runTcpRate, startAutocannon } from '../../../bench/lib/load.mjs';
 // @ts-expect-error plain .mjs helpers shared with bench/ (no type declarations)
-import { freePort } from '../../../bench/lib/procs.mjs';
+import { freePort } from '../../harness/spawn.mjs';
 // @ts-expect-error plain .mjs helpers shared with bench/ (no type declarations)
 import { routeCallerSource, sixpnConfig, startSixpnProxy, unrouteCallerSource } from '../../../bench/lib/sixpn.mjs';
 

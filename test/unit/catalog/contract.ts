@@ -7,6 +7,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { orgOf } from '../../../src/addressing/index.js';
 import type { CatalogStore, StoreEvent } from '../../../src/catalog/store.js';
+import type { Token } from '../../../src/catalog/types.js';
 import { CatalogView } from '../../../src/catalog/view.js';
 import { SixpnError } from '../../../src/errors.js';
 
@@ -168,6 +169,51 @@ export function storeContract(name: string, factory: StoreFactory): void {
       expect(snap.flycast).toHaveLength(0);
       await store.deleteOrg('acme');
       expect((await store.snapshot()).orgs.map((o) => o.name)).toEqual(['globex']);
+    });
+
+    it('stores tokens by id (the hash of the secret only), shares them with other nodes, revokes them', async () => {
+      const now = Date.now();
+      const hash = 'ab'.repeat(32);
+      const tok = (id: string, extra: Partial<Token> = {}): Token => ({ id, kind: 'org', name: 'ci deploy', orgs: ['acme'], hash, created_at: now, expires_at: now + 60_000, ...extra });
+      const events: StoreEvent[] = [];
+      store.subscribe((e) => events.push(e));
+      const a = await store.createToken(tok('00000000000000a1'));
+      expect(a).toEqual(tok('00000000000000a1'));
+      await rejectsWith(store.createToken(tok('00000000000000a1')), 'SIXPN_CONFLICT');
+      await rejectsWith(store.createToken(tok('00000000000000a2', { orgs: ['nope'] })), 'SIXPN_NOT_FOUND');
+      await rejectsWith(store.createToken(tok('00000000000000a3', { orgs: [] })), 'SIXPN_INVALID');
+      await rejectsWith(store.createToken(tok('00000000000000a4', { orgs: ['acme', 'acme'] })), 'SIXPN_INVALID');
+      await rejectsWith(store.createToken(tok('00000000000000a5', { expires_at: now - 1 })), 'SIXPN_INVALID');
+      await rejectsWith(store.createToken(tok('not-an-id')), 'SIXPN_INVALID');
+      await rejectsWith(store.createToken(tok('00000000000000a6', { hash: 'secret' })), 'SIXPN_INVALID');
+      const both = await store.createToken(tok('00000000000000b1', { orgs: ['acme', 'globex'], created_at: now + 1 }));
+      const session = await store.createToken(tok('00000000000000c1', { kind: 'dashboard', orgs: [], created_at: now + 2 }));
+      expect((await store.listTokens()).map((t) => t.id)).toEqual([a.id, both.id, session.id]);
+      // Tokens are not catalog data: no snapshot, no change event carries them.
+      expect(JSON.stringify(await store.snapshot())).not.toContain(hash);
+      expect(events).toEqual([]);
+      const other = await open();
+      expect(await other.getToken(both.id)).toEqual(both);
+      await other.revokeToken(a.id);
+      expect(await store.getToken(a.id)).toBeUndefined();
+      await rejectsWith(store.revokeToken(a.id), 'SIXPN_NOT_FOUND');
+      expect(await store.revokeTokens('dashboard')).toBe(1);
+      expect(await store.getToken(session.id)).toBeUndefined();
+      // A deleted org takes its tokens along, so a new org of the same name is not open to them.
+      await store.deleteApp('web');
+      await store.deleteOrg('acme');
+      expect(await store.getToken(both.id)).toBeUndefined();
+    });
+
+    it('removes expired tokens when it writes a new one, and never lists them', async () => {
+      const now = Date.now();
+      const base = { kind: 'org' as const, name: 'short', orgs: ['acme'], hash: 'cd'.repeat(32), created_at: now };
+      await store.createToken({ ...base, id: '00000000000000d1', expires_at: now + 150 });
+      expect((await store.listTokens()).map((t) => t.id)).toEqual(['00000000000000d1']);
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await store.listTokens()).toEqual([]);
+      await store.createToken({ ...base, id: '00000000000000d2', expires_at: Date.now() + 60_000 });
+      expect(await store.getToken('00000000000000d1')).toBeUndefined();
     });
 
     it('publishes every change to subscribers on other nodes within 1 s', async () => {

@@ -169,6 +169,33 @@ describe('redis store with many writers', () => {
     view.close();
   });
 
+  it('skips an invalid stored entry loudly (snapshot and published change) instead of serving it (issue 11 item 4)', async () => {
+    const a = await seed();
+    const good = await a.registerMachine({ id: 'aaaaaaaa0001', app: 'web', region: 'ewr', upstream: '127.0.0.1:9001' }, HOST);
+    // What an older node or a hand edit could leave in Redis: a port no dial can use, and garbage.
+    await admin.hset(`${ns}:machines`, 'bbbbbbbb0002', JSON.stringify({ ...good, id: 'bbbbbbbb0002', address: 'fdaa:0:18:a7b:7d:bbbb:bbbb:2', upstream: '127.0.0.1:99999' }));
+    await admin.hset(`${ns}:machines`, 'cccccccc0003', '{not json');
+    const warnings: string[] = [];
+    const log = { info: () => undefined, warn: (obj: object, msg: string) => void warnings.push(`${(obj as { key: string }).key}: ${msg}`) };
+    const b = await RedisStore.open({ url: redis.url, namespace: ns, regions, log });
+    stores.push(b);
+    const view = await CatalogView.open(b);
+    expect([...view.machines.keys()]).toEqual(['aaaaaaaa0001']);
+    expect((await b.snapshot()).machines.map((m) => m.id)).toEqual(['aaaaaaaa0001']);
+    expect([...warnings].sort()).toEqual([expect.stringMatching(/^bbbbbbbb0002: .*port 99999 is out of range/), expect.stringMatching(/^cccccccc0003: .*not JSON/)]);
+    // Logged once per entry, however often the snapshot is read.
+    await b.snapshot();
+    expect(warnings).toHaveLength(2);
+    // A published put with a bad value takes the machine out of the view rather than into the proxy.
+    const bad = { kind: 'machine', op: 'put', key: 'aaaaaaaa0001', value: { ...good, upstream: '127.0.0.1:0' }, at: Date.now() };
+    await admin.publish(`${ns}:changes`, JSON.stringify({ o: 'older-node', n: 1, c: [bad] }));
+    await waitFor(() => !view.machines.has('aaaaaaaa0001'), { timeoutMs: 5000, what: 'the bad put to remove the machine' });
+    expect(warnings.at(-1)).toMatch(/^aaaaaaaa0001: .*port 0 is out of range/);
+    // The entries stay in Redis: nothing is dropped behind the operator's back.
+    expect(await admin.hlen(`${ns}:machines`)).toBe(3);
+    view.close();
+  });
+
   it('ignores foreign messages on its channel and reloads views after its subscriber is cut off', async () => {
     const a = await seed();
     const view = await CatalogView.open(await openStore());

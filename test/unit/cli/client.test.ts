@@ -16,14 +16,14 @@ describe('resolveEndpoint', () => {
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), 'sixpn-cli-'));
     file = join(dir, 'node.toml');
-    writeFileSync(file, '[control]\nlisten = "[::]:4999"\ntoken = "from-file"\n');
+    writeFileSync(file, '[control]\nlisten = "[::]:4999"\ntoken = "from-file-0123456789"\n');
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
   it('prefers flags, then env, then the config file', async () => {
     expect(await resolveEndpoint({ api: 'http://a:1/', token: 't', config: file, env: { SIXPN_API_URL: 'http://b:2', SIXPN_TOKEN: 'e' } })).toEqual({ url: 'http://a:1', token: 't' });
     expect(await resolveEndpoint({ config: file, env: { SIXPN_API_URL: 'http://b:2', SIXPN_TOKEN: 'e' } })).toEqual({ url: 'http://b:2', token: 'e' });
-    expect(await resolveEndpoint({ config: file, env: {} })).toEqual({ url: 'http://[::1]:4999', token: 'from-file' });
+    expect(await resolveEndpoint({ config: file, env: {} })).toEqual({ url: 'http://[::1]:4999', token: 'from-file-0123456789' });
   });
 
   it('says how to give a token when there is none', async () => {

@@ -49,8 +49,8 @@ describe('config', () => {
   });
 
   it('lets environment variables override secrets and endpoints', () => {
-    const c = parseConfig({ control: { token: 'from-file' } }, { SIXPN_TOKEN: 'from-env', SIXPN_REDIS_URL: 'redis://10.0.0.1:6380', LOG_LEVEL: 'debug' });
-    expect(c.control.token).toBe('from-env');
+    const c = parseConfig({ control: { token: 'from-file-0123456789' } }, { SIXPN_TOKEN: 'from-env-0123456789', SIXPN_REDIS_URL: 'redis://10.0.0.1:6380', LOG_LEVEL: 'debug' });
+    expect(c.control.token).toBe('from-env-0123456789');
     expect(c.catalog.redis_url).toBe('redis://10.0.0.1:6380');
     expect(c.log.level).toBe('debug');
     expect(() => parseConfig({}, { LOG_LEVEL: 'loud' })).toThrow(/LOG_LEVEL/);
@@ -77,6 +77,62 @@ describe('config', () => {
     const err = configError(() => loadConfig(p, {}));
     expect(err.message).toMatch(re);
     expect(err.message).toContain(p);
+  });
+
+  // Issue 11 item 9: every duration bounded by what Node's timers hold, every address checked,
+  // tokens long enough; each refusal names its key.
+  it.each([
+    ['a duration that overflows a timer', { proxy: { connect_timeout: '600h' } }, 'proxy.connect_timeout', /at most/],
+    ['a header timeout a server cannot hold', { proxy: { header_timeout: '600h' } }, 'proxy.header_timeout', /at most/],
+    ['a health interval in ms past the limit', { health: { slow_start: 3_000_000_000 } }, 'health.slow_start', /at most/],
+    ['a check interval past the limit', { apps: [{ name: 'web', org: 'acme', services: [{ internal_port: 80, ports: [{ port: 80 }], tcp_checks: [{ interval: '1000h' }] }] }] }, 'apps.0.services.0.tcp_checks.0.interval', /at most/],
+    ['an allow CIDR that is not one', { proxy: { allow: [{ cidr: '10.0.0.0/33', org: 'acme' }] } }, 'proxy.allow.0.cidr', /CIDR/],
+    ['an allow CIDR that is a word', { proxy: { allow: [{ cidr: 'office', org: 'acme' }] } }, 'proxy.allow.0.cidr', /CIDR/],
+    ['an allow rule naming no valid org', { proxy: { allow: [{ cidr: '10.0.0.0/8', org: 'Not An Org' }] } }, 'proxy.allow.0.org', /lowercase/],
+    ['the infrastructure host id', { node: { host_id: '0:0' } }, 'node.host_id', /reserved/],
+    ['the Flycast host id', { node: { host_id: '0:1' } }, 'node.host_id', /reserved/],
+    ['a gateway host id that is not one', { wireguard: { host_id: 'zz' } }, 'wireguard.host_id', /hextets/],
+    ['a reserved gateway host id', { wireguard: { host_id: '0:1' } }, 'wireguard.host_id', /reserved/],
+    ['the node and gateway on one host id', { node: { host_id: 'a7b:d6b' } }, 'wireguard.host_id', /node\.host_id/],
+    ['a dev mapping to a non-Flycast address', { proxy: { dev_mappings: [{ listen_port: 1, flycast: 'fdaa:0:18:a7b:7d:1:2:2', port: 80 }] } }, 'proxy.dev_mappings.0.flycast', /Flycast/],
+    ['a dev mapping caller that is not an address', { proxy: { dev_mappings: [{ listen_port: 1, flycast: 'fdaa:0:18:0:1::3', port: 80, as_caller: 'me' }] } }, 'proxy.dev_mappings.0.as_caller', /IP address/],
+    ['a dev mapping host that is not an address', { proxy: { dev_mappings: [{ listen_port: 1, listen_host: 'lo cal', flycast: 'fdaa:0:18:0:1::3', port: 80 }] } }, 'proxy.dev_mappings.0.listen_host', /IP address/],
+    ['a listen address with a bad IPv4', { control: { listen: '999.0.0.1:4280' } }, 'control.listen', /host/],
+    ['a gateway endpoint with a bad port', { wireguard: { endpoint: 'gw.example.com:70000' } }, 'wireguard.endpoint', /port/],
+    ['a demo host that is not a host', { demo: { host: 'not a host' } }, 'demo.host', /host/],
+    ['a Redis URL that is not one', { catalog: { redis_url: 'localhost:6379' } }, 'catalog.redis_url', /redis:\/\//],
+    ['a machine upstream with a port over 65535', { machines: [{ app: 'web', region: 'ewr', upstream: '127.0.0.1:99999' }] }, 'machines.0.upstream', /port/],
+    ['a machine upstream with a bad IPv4', { machines: [{ app: 'web', region: 'ewr', upstream: '300.1.1.1:80' }] }, 'machines.0.upstream', /host/],
+    ['a one-character token', { control: { token: 'x' } }, 'control.token', /16 characters/],
+    ['a fifteen-character token', { control: { token: 'x'.repeat(15) } }, 'control.token', /16 characters/],
+    ['a demo token on a public listener', { control: { token: 'demo-token', demo_token: true, listen: '0.0.0.0:4280' } }, 'control.demo_token', /loopback/],
+  ])('refuses %s, naming the key', (_what, raw, key, re) => {
+    const err = configError(() => parseConfig(raw, {}));
+    expect(err.message).toContain(key);
+    expect(err.message).toMatch(re);
+  });
+
+  it('names a short SIXPN_TOKEN as such', () => {
+    const err = configError(() => parseConfig({ control: { token: 'a-long-enough-file-token' } }, { SIXPN_TOKEN: 'short' }));
+    expect(err.message).toContain('SIXPN_TOKEN');
+    expect(err.message).toMatch(/16 characters/);
+    expect(parseConfig({ control: { token: 'short' } }, { SIXPN_TOKEN: 'a-long-enough-env-token' }).control.token).toBe('a-long-enough-env-token');
+  });
+
+  it('accepts the bounds themselves, valid addresses and a marked demo token on loopback', () => {
+    const c = parseConfig(
+      {
+        node: { host_id: '0:2' },
+        control: { token: 'demo-token', demo_token: true, listen: '[::1]:4280' },
+        proxy: { connect_timeout: 2_147_483_647, allow: [{ cidr: '10.0.0.0/8', org: 'acme' }, { cidr: 'fd00::/8', org: 'acme' }] },
+        wireguard: { endpoint: '[2001:db8::1]:51820' },
+        catalog: { redis_url: 'rediss://user:pw@redis.internal:6380/2' },
+        machines: [{ app: 'web', region: 'ewr', upstream: 'db.example.com:5432' }, { app: 'web', region: 'ewr', upstream: '[::1]:1' }],
+      },
+      {},
+    );
+    expect(c.proxy.connect_timeout).toBe(2_147_483_647);
+    expect(c.control.demo_token).toBe(true);
   });
 
   it('refuses a missing file', () => {

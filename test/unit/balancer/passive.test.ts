@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { PassiveEjector } from '../../../src/health/passive.js';
+import { PassiveEjector } from '../../../src/balancer/passive.js';
 
 const opts = { consecutiveFailures: 3, baseEjectionMs: 1000, maxEjectionMs: 8000, maxEjectionPercent: 50 };
 

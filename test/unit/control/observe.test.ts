@@ -1,8 +1,9 @@
+import { createHmac } from 'node:crypto';
 import { request } from 'node:http';
 import { afterEach, describe, expect, it } from 'vitest';
 import { activeConnections, httpRequests } from '../../../src/proxy/metrics.js';
-import { DASHBOARD_COOKIE } from '../../../src/observe/auth.js';
-import { startTestNode, TOKEN, type TestNode } from './node.js';
+import { DASHBOARD_COOKIE } from '../../../src/control/auth.js';
+import { startTestNode, TOKEN, type TestNode } from '../../harness/test-node.js';
 
 let node: TestNode | null = null;
 afterEach(async () => {
@@ -187,6 +188,18 @@ describe('observe routes', () => {
     expect(out.headers.get('set-cookie')).toContain('Max-Age=0');
   });
 
+  it('answers a session body with bad percent-encoding with 400, not 500', async () => {
+    node = await startTestNode();
+    for (const body of ['token=%E0%A4%A', 'token=%zz', 'token=%']) {
+      const r = await fetch(`${node.url}/dashboard/session`, { method: 'POST', body });
+      expect(r.status, body).toBe(400);
+      const e = (await r.json()).error;
+      expect(e.code).toBe('SIXPN_INVALID');
+      expect(e.message).toMatch(/percent-encoding/);
+    }
+    expect((await fetch(`${node.url}/dashboard/session`, { method: 'POST', body: `token=${encodeURIComponent(TOKEN)}` })).status).toBe(204);
+  });
+
   it('serves the dashboard page with a strict CSP and no catalog data in it', async () => {
     node = await startTestNode();
     for (const path of ['/', '/dashboard']) {
@@ -223,5 +236,57 @@ describe('observe routes', () => {
     const closing = Date.now();
     n.server.close();
     expect((await ended) - closing).toBeLessThan(1500);
+  });
+});
+
+describe('dashboard sessions (issue 11 item 11)', () => {
+  const login = async (n: TestNode): Promise<string> => {
+    const r = await fetch(`${n.url}/dashboard/session`, { method: 'POST', body: TOKEN });
+    expect(r.status).toBe(204);
+    return r.headers.get('set-cookie')!;
+  };
+  const statusWith = async (n: TestNode, cookie: string): Promise<number> => (await fetch(`${n.url}/v1/status`, { headers: { cookie: cookie.split(';')[0]! } })).status;
+
+  it('gives each login its own cookie with an expiry, and logging out revokes it for every copy', async () => {
+    node = await startTestNode();
+    const a = await login(node);
+    const b = await login(node);
+    expect(a.split(';')[0]).not.toBe(b.split(';')[0]);
+    expect(a).toMatch(/; Max-Age=43200(;|$)/);
+    expect(a).not.toContain(TOKEN);
+    expect(await statusWith(node, a)).toBe(200);
+    const out = await fetch(`${node.url}/dashboard/session`, { method: 'DELETE', headers: { cookie: a.split(';')[0]! } });
+    expect(out.headers.get('set-cookie')).toContain('Max-Age=0');
+    // A copy of the logged-out cookie (another tab, a stolen one) no longer works; the other session does.
+    expect(await statusWith(node, a)).toBe(401);
+    expect(await statusWith(node, b)).toBe(200);
+  });
+
+  it('ends a session after [control] dashboard_session', async () => {
+    node = await startTestNode({ control: { token: TOKEN, listen: '127.0.0.1:0', dashboard_session: '1s' } });
+    const c = await login(node);
+    expect(c).toMatch(/; Max-Age=1(;|$)/);
+    expect(await statusWith(node, c)).toBe(200);
+    await new Promise((r) => setTimeout(r, 1100));
+    expect(await statusWith(node, c)).toBe(401);
+  });
+
+  it('revokes sessions without rotating the admin token: one by id, or all of them', async () => {
+    node = await startTestNode();
+    const a = await login(node);
+    const sessions = (await node.store.listTokens()).filter((t) => t.kind === 'dashboard');
+    expect(sessions).toHaveLength(1);
+    expect(sessions[0]!.name).toBe('dashboard session from 127.0.0.1');
+    await node.store.revokeToken(sessions[0]!.id);
+    expect(await statusWith(node, a)).toBe(401);
+    const b = await login(node);
+    const c = await login(node);
+    expect(await node.store.revokeTokens('dashboard')).toBe(2);
+    expect(await statusWith(node, b)).toBe(401);
+    expect(await statusWith(node, c)).toBe(401);
+    expect((await fetch(`${node.url}/v1/status`, { headers: auth })).status).toBe(200);
+    // The old fixed grant (an HMAC of the token) is not a session.
+    const hmac = createHmac('sha256', TOKEN).update('sixpn dashboard read-only grant v1').digest('base64url');
+    expect(await statusWith(node, `${DASHBOARD_COOKIE}=${hmac}`)).toBe(401);
   });
 });

@@ -3,10 +3,10 @@
  * kind, and the change lag (origin time to applied here), which shows how stale this node's
  * routing can be after a deploy, a stop or a health flip on another node.
  */
-import type { CatalogView } from '../catalog/view.js';
-import type { CatalogChange } from '../catalog/types.js';
-import type { Logger } from './log.js';
-import { counter, histogram } from './metrics.js';
+import type { CatalogView } from './view.js';
+import type { CatalogChange } from './types.js';
+import type { Logger } from '../observe/log.js';
+import { counter, histogram } from '../observe/metrics.js';
 
 export const catalogChanges = counter({
   name: 'sixpn_catalog_changes_total',

@@ -3,17 +3,19 @@
  * (`/`, `/dashboard`), /v1/status and its server-sent event stream /v1/status/events.
  *
  * The control server calls the handler first for every request; it answers and returns true,
- * or returns false to pass the request on. Access (see ./auth.ts and src/observe/README.md):
+ * or returns false to pass the request on. Access (see ./auth.ts and src/observe/README.md, which documents the admin listener):
  * /healthz is open and says only "ok"; /metrics is open when the admin listener binds a
  * loopback address and needs the bearer token otherwise (labels name apps and machines);
  * /v1/status and its events need the bearer token or the dashboard cookie.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { NodeContext } from '../role.js';
-import { CLEAR_COOKIE, grantCookie, hasToken, isLoopbackHost, mayReadStatus, secretEquals, type Access } from './auth.js';
-import { watchCatalog } from './catalog-watch.js';
+import { CLEAR_COOKIE, closeSession, hasToken, isLoopbackHost, mayReadStatus, openSession, type Access } from './auth.js';
+import { errorReply } from './http.js';
+import { secretEquals } from './tokens.js';
+import { watchCatalog } from '../catalog/watch.js';
 import { DASHBOARD_CSP, DASHBOARD_HTML } from './dashboard.js';
-import { enableDefaultMetrics, gauge, registry } from './metrics.js';
+import { enableDefaultMetrics, gauge, registry } from '../observe/metrics.js';
 import { buildStatus, RateSampler, readActive, type NodeStatus, type StatusSource } from './status.js';
 
 export type ObserveHandler = ((req: IncomingMessage, res: ServerResponse) => boolean) & {
@@ -161,6 +163,17 @@ function readBody(req: IncomingMessage, limit: number): Promise<string | null> {
   });
 }
 
+/** The token of a session POST: the raw body, or a `token=` form field; null when its encoding is broken. */
+function sessionToken(body: string): string | null {
+  const text = body.trim();
+  if (!text.startsWith('token=')) return text;
+  try {
+    return decodeURIComponent(text.slice(6).replace(/\+/g, ' '));
+  } catch {
+    return null;
+  }
+}
+
 const PAGE_HEADERS = {
   'content-type': 'text/html; charset=utf-8',
   'cache-control': 'no-store',
@@ -175,7 +188,7 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
   enableDefaultMetrics();
   watchCatalog(ctx.view, ctx.log);
   const log = ctx.log.child({ module: 'observe' });
-  const access: Access = { token: ctx.config.control.token };
+  const access: Access = { token: ctx.config.control.token, store: ctx.store, sessionMs: ctx.config.control.dashboard_session };
   const metricsOpen = isLoopbackHost(ctx.config.control.listen.host);
   const hub = new StatusHub({
     view: ctx.view,
@@ -204,12 +217,12 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
     },
     '/dashboard': {
       methods: ['GET', 'HEAD'],
-      handle(_req, res, query) {
+      async handle(req, res, query) {
         const token = query.get('token');
         if (token !== null) {
-          // Trade the token for the cookie and drop it from the address bar and history.
+          // Trade the token for a session cookie and drop it from the address bar and history.
           if (access.token && secretEquals(token, access.token)) {
-            res.writeHead(303, { location: '/dashboard', 'set-cookie': grantCookie(access.token), 'cache-control': 'no-store', 'referrer-policy': 'no-referrer' });
+            res.writeHead(303, { location: '/dashboard', 'set-cookie': await openSession(req, access), 'cache-control': 'no-store', 'referrer-policy': 'no-referrer' });
             res.end();
             return;
           }
@@ -225,23 +238,25 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
       methods: ['POST', 'DELETE'],
       async handle(req, res) {
         if (req.method === 'DELETE') {
+          // Logging out revokes the session: a copy of the cookie stops working too.
+          await closeSession(req, access);
           res.writeHead(204, { 'set-cookie': CLEAR_COOKIE, 'cache-control': 'no-store' });
           res.end();
           return;
         }
         const body = await readBody(req, 4096);
         if (body === null) return sendError(res, 413, 'SIXPN_INVALID', 'body too large (the token is at most 4 KiB)', { connection: 'close' });
-        let token = body.trim();
-        if (token.startsWith('token=')) token = decodeURIComponent(token.slice(6).replace(/\+/g, ' '));
+        const token = sessionToken(body);
+        if (token === null) return sendError(res, 400, 'SIXPN_INVALID', 'the token form field is not valid percent-encoding');
         if (!access.token || !secretEquals(token, access.token)) return unauthorized(res);
-        res.writeHead(204, { 'set-cookie': grantCookie(access.token), 'cache-control': 'no-store' });
+        res.writeHead(204, { 'set-cookie': await openSession(req, access), 'cache-control': 'no-store' });
         res.end();
       },
     },
     '/v1/status': {
       methods: ['GET', 'HEAD'],
       async handle(req, res) {
-        if (!mayReadStatus(req, access)) return unauthorized(res);
+        if (!(await mayReadStatus(req, access))) return unauthorized(res);
         const body = JSON.stringify(await hub.status());
         res.writeHead(200, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff' });
         res.end(req.method === 'HEAD' ? undefined : body);
@@ -249,8 +264,8 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
     },
     '/v1/status/events': {
       methods: ['GET'],
-      handle(req, res) {
-        if (!mayReadStatus(req, access)) return unauthorized(res);
+      async handle(req, res) {
+        if (!(await mayReadStatus(req, access))) return unauthorized(res);
         return hub.stream(req, res);
       },
     },
@@ -271,8 +286,10 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
     Promise.resolve()
       .then(() => route.handle(req, res, query))
       .catch((err: unknown) => {
-        log.error({ err, path }, 'observe route failed');
-        if (!res.headersSent) sendError(res, 500, 'SIXPN_INTERNAL', 'internal error');
+        // A store that is down (a session cannot be opened or checked) is a 503, not a bug.
+        const e = errorReply(err, 'observe');
+        if (e.internal) log.error({ err, path }, 'observe route failed');
+        if (!res.headersSent) sendError(res, e.status, e.code, e.code === 'SIXPN_INTERNAL' ? 'internal error' : e.message);
         else res.destroy();
       });
     return true;

@@ -5,7 +5,7 @@ import { loadConfig } from '../../../src/config/index.js';
 import { startDemoRole, type DemoRole } from '../../../src/demo/index.js';
 import { formatTry, tryCommands } from '../../../src/demo/try.js';
 import { ROOT } from '../../harness/env.js';
-import { startTestNode, type TestNode } from './node.js';
+import { startTestNode, type TestNode } from '../../harness/test-node.js';
 
 let node: TestNode | null = null;
 let demo: DemoRole | null = null;

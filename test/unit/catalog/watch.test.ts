@@ -3,7 +3,7 @@ import pino from 'pino';
 import { describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../../src/catalog/memory.js';
 import { CatalogView } from '../../../src/catalog/view.js';
-import { catalogChangeLag, catalogChanges, watchCatalog } from '../../../src/observe/catalog-watch.js';
+import { catalogChangeLag, catalogChanges, watchCatalog } from '../../../src/catalog/watch.js';
 
 describe('watchCatalog', () => {
   it('logs one JSON line per catalog change and counts it, once per view', async () => {

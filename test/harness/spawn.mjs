@@ -1,17 +1,22 @@
-// Child processes for benchmarks: start one (optionally with a raised open-files limit),
-// collect its output, wait for a line, stop it for sure. Every process started here is
-// SIGKILLed if the bench process exits without stopping it, so no server outlives a run.
+// Child processes and waiting, for tests and benchmarks alike (plain JavaScript so that the
+// bench scripts run it without a compile step): start a process, collect its output, wait for a
+// line, stop it for sure; run one to completion; free ports; polling; CPU and memory of a pid.
+// Every process started here is SIGKILLed when the parent exits, so no server outlives a run.
 import { spawn, spawnSync } from 'node:child_process';
-import { connect, createServer } from 'node:net';
 import { readFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
 
 const live = new Set();
 process.on('exit', () => {
   for (const c of live) c.kill('SIGKILL');
 });
-for (const sig of ['SIGINT', 'SIGTERM']) {
-  process.once(sig, () => process.exit(130));
+// A bench script stopped with Ctrl-C still runs the exit handler above; vitest manages its own workers.
+if (!process.env.VITEST) {
+  for (const sig of ['SIGINT', 'SIGTERM']) process.once(sig, () => process.exit(130));
 }
+
+/** Output kept per process; older output is dropped past this. */
+const MAX_OUTPUT = 4_000_000;
 
 /** This process's hard open-files limit (from /proc/self/limits), or Infinity when unlimited/unknown. */
 export function hardNofileLimit() {
@@ -30,20 +35,21 @@ export function hardNofileLimit() {
 export const NOFILE = Math.min(65536, hardNofileLimit());
 
 /**
- * Starts `cmd args`; with `nofile`, through `sh -c 'ulimit -n N; exec ...'` so the limit is
- * raised in the child only and its pid stays the real process's pid (for /proc/<pid>/status).
+ * Starts `cmd args`. `opts` are node's spawn options plus `nofile` (run through
+ * `sh -c 'ulimit -n N; exec ...'`, so the limit is raised in the child only and its pid stays the
+ * real process's pid) and `stdin` ('ignore' by default, 'pipe' to write to it).
+ * Returns { child, pid, name, exited, output(), waitForLine(re, ms), stop(signal, graceMs) }.
  */
-export function startProc(cmd, args, { nofile, env, cwd, stdin = 'ignore' } = {}) {
-  const argv = nofile
-    ? ['sh', ['-c', `ulimit -n ${nofile}; exec "$@"`, 'sh', cmd, ...args]]
-    : [cmd, args];
-  const child = spawn(argv[0], argv[1], { stdio: [stdin, 'pipe', 'pipe'], env: env ?? process.env, cwd });
+export function start(cmd, args, opts = {}) {
+  const { nofile, stdin = 'ignore', ...spawnOpts } = opts;
+  const [file, argv] = nofile ? ['sh', ['-c', `ulimit -n ${nofile}; exec "$@"`, 'sh', cmd, ...args]] : [cmd, args];
+  const child = spawn(file, argv, { stdio: [stdin, 'pipe', 'pipe'], ...spawnOpts });
   live.add(child);
   let out = '';
   const waiters = [];
   const onData = (b) => {
     out += b.toString();
-    if (out.length > 1_000_000) out = out.slice(-500_000);
+    if (out.length > MAX_OUTPUT) out = out.slice(-MAX_OUTPUT / 2);
     for (const w of [...waiters]) {
       const line = out.split('\n').find((l) => w.re.test(l));
       if (line !== undefined) {
@@ -52,8 +58,8 @@ export function startProc(cmd, args, { nofile, env, cwd, stdin = 'ignore' } = {}
       }
     }
   };
-  child.stdout.on('data', onData);
-  child.stderr.on('data', onData);
+  child.stdout?.on('data', onData);
+  child.stderr?.on('data', onData);
   const exited = new Promise((resolve) => {
     child.on('exit', (code, sig) => {
       live.delete(child);
@@ -72,6 +78,7 @@ export function startProc(cmd, args, { nofile, env, cwd, stdin = 'ignore' } = {}
     name,
     exited,
     output: () => out,
+    /** Resolves with the first output line matching `re`; rejects on timeout or exit. */
     waitForLine(re, timeoutMs = 15_000) {
       const line = out.split('\n').find((l) => re.test(l));
       if (line !== undefined) return Promise.resolve(line);
@@ -109,15 +116,32 @@ export function startProc(cmd, args, { nofile, env, cwd, stdin = 'ignore' } = {}
   };
 }
 
-/** Runs a child to completion and returns its output; rejects on a non-zero exit. */
-export async function runProc(cmd, args, opts = {}) {
-  const p = startProc(cmd, args, opts);
-  const { timeoutMs = 120_000 } = opts;
-  const t = setTimeout(() => p.child.kill('SIGKILL'), timeoutMs);
-  const code = await p.exited;
-  clearTimeout(t);
-  if (code !== 0) throw new Error(`${p.name} failed (${code}):\n${p.output().slice(-3000)}`);
-  return p.output();
+/**
+ * Runs a command to completion; resolves with { code, stdout, stderr } (never rejects on a
+ * non-zero exit). `input` is written to its stdin (otherwise stdin is /dev/null); `timeoutMs`
+ * (default 60 s) kills it.
+ */
+export function run(cmd, args, opts = {}) {
+  const { input, timeoutMs = 60_000, ...spawnOpts } = opts;
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: [input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'], ...spawnOpts });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (b) => (stdout += b.toString()));
+    child.stderr?.on('data', (b) => (stderr += b.toString()));
+    const t = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.on('error', (err) => {
+      clearTimeout(t);
+      resolve({ code: -1, stdout, stderr: stderr + err.message });
+    });
+    child.on('close', (code) => {
+      clearTimeout(t);
+      resolve({ code: code ?? -1, stdout, stderr });
+    });
+    // A child that exits without reading its input (dig, wg) must not crash the caller with EPIPE.
+    child.stdin?.on('error', () => undefined);
+    child.stdin?.end(input);
+  });
 }
 
 /** A port the kernel just handed out on `host` (released before return; tiny race accepted). */
@@ -135,8 +159,8 @@ export function freePort(host = '127.0.0.1') {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-/** Polls `check` until truthy or `timeoutMs` passes. */
-export async function waitFor(check, { timeoutMs = 10_000, everyMs = 50, what = 'condition' } = {}) {
+/** Polls `check` every `everyMs` until it returns a truthy value (resolved with it) or `timeoutMs` passes. */
+export async function waitFor(check, { timeoutMs = 10_000, everyMs = 25, what = 'condition' } = {}) {
   const deadline = Date.now() + timeoutMs;
   let lastErr;
   for (;;) {
@@ -151,16 +175,6 @@ export async function waitFor(check, { timeoutMs = 10_000, everyMs = 50, what = 
   }
 }
 
-/** Resident set size of a process in bytes (VmRSS from /proc/<pid>/status), or NaN. */
-export function rssBytes(pid) {
-  try {
-    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : NaN;
-  } catch {
-    return NaN;
-  }
-}
-
 /** True once a TCP connection to host:port succeeds (closed at once). */
 export function canConnect(host, port) {
   return new Promise((resolve) => {
@@ -170,6 +184,16 @@ export function canConnect(host, port) {
     });
     s.on('error', () => resolve(false));
   });
+}
+
+/** Resident set size of a process in bytes (VmRSS from /proc/<pid>/status), or NaN. */
+export function rssBytes(pid) {
+  try {
+    const m = /^VmRSS:\s+(\d+)\s+kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : NaN;
+  } catch {
+    return NaN;
+  }
 }
 
 let clockTicks = 0;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { connectionsAccepted, httpRequests } from '../../../src/proxy/metrics.js';
-import { buildStatus, emptyTraffic, RateSampler, sumByAppAndMachine } from '../../../src/observe/status.js';
-import { startTestNode } from './node.js';
+import { buildStatus, emptyTraffic, RateSampler, sumByAppAndMachine } from '../../../src/control/status.js';
+import { startTestNode } from '../../harness/test-node.js';
 
 describe('RateSampler', () => {
   it('turns the proxy counters into per-second rates: requests for http apps, connections for tcp apps', async () => {

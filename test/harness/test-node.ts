@@ -6,14 +6,14 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import pino from 'pino';
-import { MemoryStore } from '../../../src/catalog/memory.js';
-import { seedCatalog } from '../../../src/catalog/seed.js';
-import { CatalogView } from '../../../src/catalog/view.js';
-import { parseConfig } from '../../../src/config/index.js';
-import { loadRegionTable } from '../../../src/node.js';
-import { observeRoutes, type ObserveHandler } from '../../../src/observe/http.js';
-import type { NodeContext } from '../../../src/role.js';
-import { PACKAGE_CONFIG_DIR } from '../../../src/config/index.js';
+import { MemoryStore } from '../../src/catalog/memory.js';
+import { seedCatalog } from '../../src/catalog/seed.js';
+import { CatalogView } from '../../src/catalog/view.js';
+import { parseConfig } from '../../src/config/index.js';
+import { loadRegionTable } from '../../src/regions/load.js';
+import { observeRoutes, type ObserveHandler } from '../../src/control/observe.js';
+import type { NodeContext } from '../../src/role.js';
+import { PACKAGE_CONFIG_DIR } from '../../src/config/index.js';
 import { resolve } from 'node:path';
 
 export const TOKEN = 'test-token-0123456789';

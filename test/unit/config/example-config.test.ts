@@ -52,7 +52,7 @@ describe('config/sixpn.example.toml', () => {
     const raw = parse(text) as Record<string, Record<string, unknown>>;
     const seeds = new Set(['orgs', 'apps', 'machines', 'ips']);
     const missing: string[] = [];
-    for (const key of schemaKeys(configSchema)) {
+    for (const key of schemaKeys(objectOf(configSchema)!)) {
       if (seeds.has(key)) {
         if (!new RegExp(`^# \\[\\[${key}\\]\\]`, 'm').test(text)) missing.push(key);
         continue;

@@ -7,7 +7,7 @@ import { orgPrefixCidr } from '../addressing/index.js';
 import type { CatalogView } from '../catalog/view.js';
 import type { App, Machine } from '../catalog/types.js';
 import type { RegionTable } from '../regions/index.js';
-import { registry } from './metrics.js';
+import { registry } from '../observe/metrics.js';
 
 export interface MachineStatus {
   id: string;
