@@ -323,7 +323,7 @@ ended: ${load} on ${os.cpus().length} cores; other engineers' work on the machin
 ### What limits sixpn here
 
 sixpn answers these queries from its fast path (one template per org, name and type; per query it reads the
-header and question, copies the template and patches the id, RD and the question bytes: about 1 us of
+header and question, copies the template and patches the id, RD and the question bytes: 1 to 2 us of
 JavaScript measured in-process on this machine under load). Its CPU per query, ${m(cpuUs.sixpn, 1)} us in this run,
 is close to the Node floor's, ${m(cpuUs.floor, 1)} us (the bare responder above, which does no DNS work at all), and
 both are about ${(median(cpuUs.floor) / median(cpuUs.unbound)).toFixed(1)}x unbound's ${m(cpuUs.unbound, 1)} us: the cost is Node's path per datagram, not sixpn's. A profile of \`sixpn dns\` under dnsperf
