@@ -10,7 +10,7 @@
  * (Content-Length, Transfer-Encoding, Connection, Proxy-Connection, Upgrade) are refused.
  * Chunk data is skipped by count, never looked at.
  */
-import { HEX, QDTEXT, QPAIR, TOKEN, VALUE } from './tables.js';
+import { CR, HEX, LF, QDTEXT, QPAIR, TOKEN, VALUE } from './tables.js';
 
 /** scan(): every byte given belongs to the body; it goes on. */
 export const BODY_CONTINUES = -1;
@@ -39,8 +39,6 @@ const S = {
   INVALID: 18,
 } as const;
 
-const CR = 13;
-const LF = 10;
 
 /** Trailer names refused (lower-case). */
 const REFUSED_TRAILERS = ['content-length', 'transfer-encoding', 'connection', 'proxy-connection', 'upgrade'].map((n) => Buffer.from(n, 'latin1'));

@@ -15,7 +15,7 @@
  *   const end = p.feed(chunk, 0, chunk.length); // >= 0: head complete, body starts at chunk[end]
  *   if (end === NEED_MORE) ...; if (end === INVALID) reply400(p.reason);
  */
-import { ALPHA_T, AUTHORITY, classifyName, equalsLower, H, LOWER, lookupMethod, TOKEN, URL_CHAR, VALUE, type Method } from './tables.js';
+import { ALPHA_T, AUTHORITY, classifyName, COLON, COMMA, CR, equalsLower, H, HTAB, LF, LOWER, lookupMethod, SP, TOKEN, URL_CHAR, VALUE, type Method } from './tables.js';
 
 /** feed(): the head is not complete yet; every byte given was kept. */
 export const NEED_MORE = -1;
@@ -28,13 +28,6 @@ export interface HeadLimits {
   /** Most header fields in one head. */
   maxHeaders: number;
 }
-
-const CR = 13;
-const LF = 10;
-const SP = 32;
-const HTAB = 9;
-const COLON = 58;
-const COMMA = 44;
 
 /** What a protocol version looks like (HTTP/2.0, RTSP/1.0, ICE/1.0): to name the refusal. */
 const PROTOCOL_VERSION = /^[A-Z]+\/\d\.\d$/;

@@ -7,6 +7,14 @@
  * lower-cases letters and leaves the other token bytes of the names below unchanged.
  */
 
+/** The bytes the parsers test by name. */
+export const CR = 13;
+export const LF = 10;
+export const SP = 32;
+export const HTAB = 9;
+export const COLON = 58;
+export const COMMA = 44;
+
 function table(...parts: (string | [number, number])[]): Uint8Array {
   const t = new Uint8Array(256);
   for (const p of parts) {
