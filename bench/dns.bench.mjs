@@ -1,7 +1,8 @@
-// DNS benchmark: dnsperf against sixpn's .internal resolver and against dnsmasq serving the
-// same records (AAAA and TXT), in one run, same query file. Throughput: alternating runs at full
-// speed, medians. Latency: each server again at the reference's median rate with `dnsperf -v`
-// (one line per query with its latency), for the p99.
+// DNS benchmark: dnsperf against sixpn's .internal resolver, against unbound (one thread,
+// `local-data`) and dnsmasq serving the same records (AAAA and TXT), and against a bare Node
+// UDP responder (the floor Node's dgram sets: no DNS work at all), in one run, same query file.
+// Throughput: alternating runs at full speed, medians. Latency: each server again at unbound's
+// median rate with `dnsperf -v` (one line per query with its latency), for the p99.
 // Run: npm run build && sh test/harness/netns-run.sh node bench/dns.bench.mjs
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -16,13 +17,18 @@ const SECONDS = Number(process.env.DNS_BENCH_SECONDS ?? 5);
 const SIXPN_PORT = 5301;
 const DNSMASQ_PORT = 5302;
 const DNSMASQ_ADDR = 'fdaa:0:18::53';
+const UNBOUND_PORT = 5303;
+const UNBOUND_ADDR = 'fdaa:0:18::54';
+const FLOOR_PORT = 5304;
+const FLOOR_ADDR = 'fdaa:0:18::55';
+const TTL = 5;
 const HOST = 'a7b:7d';
 
 if (process.env.SIXPN_IN_NETNS !== '1') {
   console.error('run inside the test namespace: sh test/harness/netns-run.sh node bench/dns.bench.mjs');
   process.exit(1);
 }
-for (const cmd of ['dnsperf', 'dnsmasq']) {
+for (const cmd of ['dnsperf', 'dnsmasq', 'unbound']) {
   if (spawnSync('sh', ['-c', `command -v ${cmd}`]).status !== 0) {
     console.error(`${cmd} is not installed`);
     process.exit(1);
@@ -77,6 +83,57 @@ const dnsmasqArgs = [
   `--txt-record=regions.web.internal,${regionsOf('web')}`,
   '--txt-record=_apps.internal,api,web',
 ];
+
+// And for unbound: a static local zone with the same data, one thread, nothing upstream.
+const unboundConf = join(dir, 'unbound.conf');
+const unboundData = [
+  ...machines.map(([id, app]) => `${app}.internal. ${TTL} IN AAAA ${addr(id)}`),
+  ...machines.filter((m) => m[2] === 'ewr').map(([id, app]) => `ewr.${app}.internal. ${TTL} IN AAAA ${addr(id)}`),
+  `vms.web.internal. ${TTL} IN TXT "${byApp('web').map((m) => m[0]).join(',')}"`,
+  `regions.web.internal. ${TTL} IN TXT "${regionsOf('web')}"`,
+  `_apps.internal. ${TTL} IN TXT "api,web"`,
+];
+writeFileSync(
+  unboundConf,
+  [
+    'server:',
+    `  interface: ${UNBOUND_ADDR}`,
+    `  port: ${UNBOUND_PORT}`,
+    '  num-threads: 1',
+    '  do-ip4: no',
+    '  do-tcp: yes',
+    '  access-control: ::/0 allow',
+    '  username: ""',
+    '  chroot: ""',
+    `  directory: "${dir}"`,
+    '  pidfile: ""',
+    '  use-syslog: no',
+    '  logfile: ""',
+    '  verbosity: 0',
+    '  so-rcvbuf: 4m',
+    '  so-sndbuf: 4m',
+    '  local-zone: "internal." static',
+    ...unboundData.map((d) => `  local-data: '${d}'`),
+    'remote-control:',
+    '  control-enable: no',
+    '',
+  ].join('\n'),
+);
+{
+  const check = spawnSync('unbound-checkconf', [unboundConf], { encoding: 'utf8' });
+  if (check.status !== 0) throw new Error(`unbound-checkconf: ${check.stdout}${check.stderr}`);
+}
+
+// The floor: Node's dgram with no DNS work (the query comes back as an empty NOERROR answer).
+const floorJs = join(dir, 'floor.mjs');
+writeFileSync(
+  floorJs,
+  `import dgram from 'node:dgram';
+const s = dgram.createSocket({ type: 'udp6', recvBufferSize: 4 << 20, sendBufferSize: 4 << 20, lookup: (a, f, cb) => cb(null, a, 6) });
+s.on('message', (msg, rinfo) => { const out = Buffer.allocUnsafe(msg.length); msg.copy(out); out[2] |= 0x80; s.send(out, rinfo.port, rinfo.address); });
+s.bind({ address: '${FLOOR_ADDR}', port: ${FLOOR_PORT} });
+`,
+);
 
 const queries = join(dir, 'queries.txt');
 writeFileSync(queries, ['web.internal AAAA', 'api.internal AAAA', 'ewr.web.internal AAAA', 'vms.web.internal TXT', 'regions.web.internal TXT', '_apps.internal TXT'].join('\n') + '\n');
@@ -134,29 +191,52 @@ const cleanup = () => {
 };
 process.on('exit', cleanup);
 
-try {
-  execFileSync('ip', ['-6', 'addr', 'add', `${DNSMASQ_ADDR}/128`, 'dev', 'lo', 'nodad'], { stdio: 'pipe' });
-} catch {
-  // already there
+for (const a of [DNSMASQ_ADDR, UNBOUND_ADDR, FLOOR_ADDR]) {
+  try {
+    execFileSync('ip', ['-6', 'addr', 'add', `${a}/128`, 'dev', 'lo', 'nodad'], { stdio: 'pipe' });
+  } catch {
+    // already there
+  }
 }
 const sixpn = spawn(process.execPath, [join(ROOT, 'dist/cli/main.js'), 'dns', '--config', cfg], { stdio: ['ignore', 'pipe', 'inherit'] });
+const unbound = spawn('unbound', ['-d', '-c', unboundConf], { stdio: ['ignore', 'ignore', 'inherit'] });
 const dnsmasq = spawn('dnsmasq', dnsmasqArgs, { stdio: ['ignore', 'ignore', 'inherit'] });
-procs.push(sixpn, dnsmasq);
+const floor = spawn(process.execPath, [floorJs], { stdio: ['ignore', 'ignore', 'inherit'] });
+procs.push(sixpn, unbound, dnsmasq, floor);
 
-const servers = { sixpn: ['fdaa::3', SIXPN_PORT], dnsmasq: [DNSMASQ_ADDR, DNSMASQ_PORT] };
+const servers = { sixpn: ['fdaa::3', SIXPN_PORT], unbound: [UNBOUND_ADDR, UNBOUND_PORT], dnsmasq: [DNSMASQ_ADDR, DNSMASQ_PORT], floor: [FLOOR_ADDR, FLOOR_PORT] };
+const names = Object.keys(servers);
 const a = waitForAnswer(...servers.sixpn);
-const b = waitForAnswer(...servers.dnsmasq);
-if (a.join() !== b.join()) throw new Error(`the two servers disagree on web.internal: ${a} vs ${b}`);
+for (const ref of ['unbound', 'dnsmasq']) {
+  const b = waitForAnswer(...servers[ref]);
+  if (a.join() !== b.join()) throw new Error(`sixpn and ${ref} disagree on web.internal: ${a} vs ${b}`);
+}
+// unbound holds the same data for every name of the query file: check each answer.
+for (const line of readFileSync(queries, 'utf8').trim().split('\n')) {
+  const [name, type] = line.split(' ');
+  const ask = ([server, port]) =>
+    spawnSync('dig', ['-b', MEMBER, `@${server}`, '-p', String(port), name, type, '+short', '+time=1', '+tries=2'], { encoding: 'utf8' }).stdout.trim().split('\n').sort().join(' ');
+  const mine = ask(servers.sixpn);
+  const theirs = ask(servers.unbound);
+  if (mine !== theirs || mine === '') throw new Error(`sixpn and unbound disagree on ${name} ${type}: ${mine} vs ${theirs}`);
+}
+for (let i = 0; spawnSync('dig', ['-b', MEMBER, `@${FLOOR_ADDR}`, '-p', String(FLOOR_PORT), 'x', '+time=1', '+tries=1']).status !== 0; i++) {
+  if (i > 50) throw new Error('the floor responder does not answer');
+  spawnSync('sleep', ['0.1']);
+}
 
+const perServer = () => Object.fromEntries(names.map((n) => [n, []]));
 // Warm-up (JIT, caches), then alternating full-speed runs.
 for (const s of Object.values(servers)) dnsperf(...s, 2);
-const qps = { sixpn: [], dnsmasq: [] };
-const avg = { sixpn: [], dnsmasq: [] };
-const lost = { sixpn: [], dnsmasq: [] };
-const cpuUs = { sixpn: [], dnsmasq: [] };
-const pids = { sixpn: sixpn.pid, dnsmasq: dnsmasq.pid };
+const qps = perServer();
+const avg = perServer();
+const lost = perServer();
+const cpuUs = perServer();
+const pids = { sixpn: sixpn.pid, unbound: unbound.pid, dnsmasq: dnsmasq.pid, floor: floor.pid };
 for (let i = 0; i < RUNS; i++) {
-  for (const [name, s] of Object.entries(servers)) {
+  // Each run starts with another server, so a drift in the machine's load hits all alike.
+  for (const name of [...names.slice(i % names.length), ...names.slice(0, i % names.length)]) {
+    const s = servers[name];
     const cpu0 = cpuSeconds(pids[name]);
     const r = dnsperf(...s, SECONDS);
     const perQuery = ((cpuSeconds(pids[name]) - cpu0) / r.completed) * 1e6;
@@ -167,20 +247,21 @@ for (let i = 0; i < RUNS; i++) {
     console.log(`run ${i + 1} ${name}: ${Math.round(r.qps)} q/s, avg ${r.avgMs.toFixed(3)} ms, lost ${r.lostPct}%, ${perQuery.toFixed(1)} us CPU/query`);
   }
 }
-const refQps = Math.round(median(qps.dnsmasq));
+const refQps = Math.round(median(qps.unbound));
 
-// Latency at the reference's load (both servers at dnsmasq's median rate), and at half of it
+// Latency at the reference's load (every DNS server at unbound's median rate), and at half of it
 // (below saturation, where queueing in the client and the kernel does not dominate).
 const loads = [refQps, Math.round(refQps / 2)];
+const latencyServers = Object.entries(servers).filter(([n]) => n !== 'floor');
 const p99 = {};
 const avgAtLoad = {};
 const achieved = {};
 for (const load of loads) {
-  p99[load] = { sixpn: [], dnsmasq: [] };
-  avgAtLoad[load] = { sixpn: [], dnsmasq: [] };
-  achieved[load] = { sixpn: [], dnsmasq: [] };
+  p99[load] = perServer();
+  avgAtLoad[load] = perServer();
+  achieved[load] = perServer();
   for (let i = 0; i < 3; i++) {
-    for (const [name, s] of Object.entries(servers)) {
+    for (const [name, s] of latencyServers) {
       const r = dnsperf(...s, SECONDS, ['-Q', String(load), '-v']);
       const { p99Ms, n } = p99FromVerbose(r.out);
       p99[load][name].push(p99Ms);
@@ -194,36 +275,66 @@ const half = loads[1];
 
 const m = (xs, d = 0) => median(xs).toFixed(d);
 const load = os.loadavg().map((x) => x.toFixed(1)).join(' / ');
-const ratio = median(qps.sixpn) / median(qps.dnsmasq);
-const md = `## DNS: sixpn's .internal resolver vs dnsmasq
+const ratio = (n, ref) => median(qps[n]) / median(qps[ref]);
+const unboundVersion = (spawnSync('unbound', ['-V'], { encoding: 'utf8' }).stdout.match(/Version ([\d.]+)/) ?? [])[1] ?? '?';
+const label = {
+  sixpn: 'sixpn',
+  unbound: `unbound ${unboundVersion} (reference; 1 thread, local-data)`,
+  dnsmasq: `${execFileSync('dnsmasq', ['--version'], { encoding: 'utf8' }).split('\n')[0].replace(/\s+Copyright.*$/, '')}`,
+  floor: 'bare Node UDP responder (floor: no DNS work)',
+};
+const row = (n) =>
+  n === 'floor'
+    ? `| ${label[n]} | ${m(qps[n])} | ${ratio(n, 'unbound').toFixed(2)} | ${m(cpuUs[n], 1)} us | ${m(avg[n], 3)} ms | - | - | ${m(lost[n], 2)}% |`
+    : `| ${label[n]} | ${m(qps[n])} | ${ratio(n, 'unbound').toFixed(2)} | ${m(cpuUs[n], 1)} us | ${m(avg[n], 3)} ms | ${m(avgAtLoad[refQps][n], 3)} / ${m(p99[refQps][n], 3)} ms | ${m(avgAtLoad[half][n], 3)} / ${m(p99[half][n], 3)} ms | ${m(lost[n], 2)}% |`;
+const sixpnP99 = median(p99[refQps].sixpn);
+const md = `## DNS: sixpn's .internal resolver vs unbound and dnsmasq
 
-\`sh test/harness/netns-run.sh node bench/dns.bench.mjs\` (after \`npm run build\`) — ${machineLine()}.
+Command: \`npm run build && sh test/harness/netns-run.sh node bench/dns.bench.mjs\` — ${machineLine()}.
 
-Same zone in both (org acme: web with 5 machines, api with 3; AAAA for \`web.internal\`, \`api.internal\`,
+Same zone in all (org acme: web with 5 machines, api with 3; AAAA for \`web.internal\`, \`api.internal\`,
 \`ewr.web.internal\`, TXT for \`vms.web.internal\`, \`regions.web.internal\`, \`_apps.internal\`), same query file,
-asked by \`dnsperf\` (one client, 100 outstanding) from a machine address of the org over UDP inside the test
-namespace. sixpn: \`sixpn dns\` on \`fdaa::3\`; dnsmasq ${execFileSync('dnsmasq', ['--version'], { encoding: 'utf8' }).split('\n')[0].replace(/\s+Copyright.*$/, '')} with \`--host-record\`/\`--txt-record\` on \`${DNSMASQ_ADDR}\`.
+asked by \`dnsperf\` (one client, 100 outstanding, no EDNS) from a machine address of the org over UDP inside the
+test namespace. sixpn: \`sixpn dns\` on \`fdaa::3\` (answers from its fast path: templates per org, name and type).
+unbound: \`num-threads: 1\`, a static \`local-zone\` with \`local-data\` for the same records, on \`${UNBOUND_ADDR}\`.
+dnsmasq: \`--host-record\`/\`--txt-record\` on \`${DNSMASQ_ADDR}\`. The floor: a Node process whose \`dgram\` socket
+sends each query back as an empty answer, to show what Node's UDP path costs before any DNS work.
 Throughput: ${RUNS} alternating runs of ${SECONDS} s at full speed after a 2 s warm-up, medians. Latency: 3 runs
-each at dnsmasq's median rate (\`-Q ${refQps}\`) with \`dnsperf -v\`, p99 over every query, medians.
+each at unbound's median rate (\`-Q ${refQps}\`) and at half of it, with \`dnsperf -v\`, p99 over every query, medians.
 
-| server | queries/s | server CPU per query | avg latency, full speed | avg / p99 at ${refQps} q/s | avg / p99 at ${half} q/s | lost |
-| --- | ---: | ---: | ---: | ---: | ---: | ---: |
-| sixpn | ${m(qps.sixpn)} | ${m(cpuUs.sixpn, 1)} us | ${m(avg.sixpn, 3)} ms | ${m(avgAtLoad[refQps].sixpn, 3)} / ${m(p99[refQps].sixpn, 3)} ms | ${m(avgAtLoad[half].sixpn, 3)} / ${m(p99[half].sixpn, 3)} ms | ${m(lost.sixpn, 2)}% |
-| dnsmasq (reference) | ${m(qps.dnsmasq)} | ${m(cpuUs.dnsmasq, 1)} us | ${m(avg.dnsmasq, 3)} ms | ${m(avgAtLoad[refQps].dnsmasq, 3)} / ${m(p99[refQps].dnsmasq, 3)} ms | ${m(avgAtLoad[half].dnsmasq, 3)} / ${m(p99[half].dnsmasq, 3)} ms | ${m(lost.dnsmasq, 2)}% |
+| server | queries/s | vs unbound | server CPU per query | avg latency, full speed | avg / p99 at ${refQps} q/s | avg / p99 at ${half} q/s | lost |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |
+${names.map(row).join('\n')}
 
-sixpn / dnsmasq queries/s: **${ratio.toFixed(2)}x** (target >= 0.8x); sixpn p99 at the reference's load:
-**${m(p99[refQps].sixpn, 3)} ms** (target < 5 ms; dnsmasq's own p99 at that load: ${m(p99[refQps].dnsmasq, 3)} ms).
-Rates actually answered in the latency runs (dnsperf offers at most \`-Q\`, with at most 100 queries
-outstanding): at ${refQps} q/s offered, sixpn ${m(achieved[refQps].sixpn)} and dnsmasq ${m(achieved[refQps].dnsmasq)} q/s; at
-${half} q/s offered, sixpn ${m(achieved[half].sixpn)} and dnsmasq ${m(achieved[half].dnsmasq)} q/s. When a server answers less than
-offered, it is saturated and its latency is bounded by the client's window rather than by a queue.
-Per-run figures: sixpn ${qps.sixpn.map(Math.round).join(', ')} q/s; dnsmasq ${qps.dnsmasq.map(Math.round).join(', ')} q/s.
+sixpn / unbound queries/s: **${ratio('sixpn', 'unbound').toFixed(2)}x** (target >= 0.9x: ${ratio('sixpn', 'unbound') >= 0.9 ? 'met' : '**missed**'});
+sixpn / dnsmasq: ${ratio('sixpn', 'dnsmasq').toFixed(2)}x; sixpn / the Node floor: ${ratio('sixpn', 'floor').toFixed(2)}x.
+sixpn p99 at unbound's rate: **${sixpnP99.toFixed(3)} ms** (target < 2 ms: ${sixpnP99 < 2 ? 'met' : '**missed**'}; unbound's own: ${m(p99[refQps].unbound, 3)} ms).
+Rates actually answered in the latency runs (dnsperf offers at most \`-Q\`, with at most 100 queries outstanding):
+at ${refQps} q/s offered, ${latencyServers.map(([n]) => `${n} ${m(achieved[refQps][n])}`).join(', ')} q/s; at ${half} q/s offered,
+${latencyServers.map(([n]) => `${n} ${m(achieved[half][n])}`).join(', ')} q/s. When a server answers less than offered, it is
+saturated and its latency is bounded by the client's window rather than by a queue.
+Per-run figures: ${names.map((n) => `${n} ${qps[n].map(Math.round).join(', ')}`).join('; ')} q/s.
 Server CPU per query is the server process's user + system CPU time over a full-speed run divided by the
 queries it answered: unlike queries/s it hardly depends on what else the machine is doing.
-Two cores are shared by dnsperf (two threads) and the server under test, so both servers run near the
-point where the client and the kernel's loopback path, not the server, set the pace; at the reference's
-full rate the latency includes that queueing for both. Load average (1/5/15 min) when the run ended:
-${load} on ${os.cpus().length} cores; other work on the machine shows up in both servers' tails.
+Two cores are shared by dnsperf (two threads) and the server under test, so every server runs near the
+point where the client and the kernel's loopback path set the pace. Load average (1/5/15 min) when the run
+ended: ${load} on ${os.cpus().length} cores; other engineers' work on the machine shows up in every server's tail.
+
+### What limits sixpn here
+
+sixpn answers these queries from its fast path (one template per org, name and type; per query it reads the
+header and question, copies the template and patches the id, RD and the question bytes: 1 to 2 us of
+JavaScript measured in-process on this machine under load). Its CPU per query, ${m(cpuUs.sixpn, 1)} us in this run,
+is close to the Node floor's, ${m(cpuUs.floor, 1)} us (the bare responder above, which does no DNS work at all), and
+both are about ${(median(cpuUs.floor) / median(cpuUs.unbound)).toFixed(1)}x unbound's ${m(cpuUs.unbound, 1)} us: the cost is Node's path per datagram, not sixpn's. A profile of \`sixpn dns\` under dnsperf
+(\`perf record -g -p <pid>\`, 2026-12-01): 46% kernel (one \`recvmsg\` and one \`sendmsg\` per query; strace counts
+them 1:1, libuv does not use \`recvmmsg\` for Node's dgram sockets), 33% node's own C++ and V8 runtime (a
+callback into JavaScript per datagram with its microtask checkpoint, an ArrayBuffer and a \`rinfo\` object per
+datagram), 13% libc (a 64 KiB receive buffer malloc'd per datagram, the sender's address formatted with
+\`inet_ntop\`/\`vfprintf\` into a string per datagram), 6% JIT code (sixpn's and dgram's JavaScript together).
+unbound reads and answers in C with one buffer. Closing the rest of the gap needs batched receive (\`recvmmsg\`)
+and no per-datagram allocation in Node's UDP binding, i.e. native code, which this project does not carry; several
+processes on \`SO_REUSEPORT\` sockets would add cores, not make one core faster.
 `;
-writeSection('dns', md);
+if (process.env.BENCH_WRITE !== '0') writeSection('dns', md);
 console.log(md);

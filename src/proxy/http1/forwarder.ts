@@ -1,0 +1,862 @@
+/**
+ * The socket-level HTTP/1.1 forwarder: caller connections in, machine connections out, heads
+ * parsed and rewritten once, bodies passed through as they are.
+ *
+ * Per caller connection one request is in flight at a time (pipelined requests wait, buffered up
+ * to `maxHeld` bytes, then the caller is paused). A request goes: head parsed (400 with the
+ * reason when malformed, 403 when the caller is denied) -> rewritten -> `pick` a machine ->
+ * an idle pooled connection or `dial` -> head and body forwarded with back-pressure -> response
+ * head parsed (502 when malformed), 1xx relayed, rewritten -> body forwarded -> the machine
+ * `release`d, its connection pooled when clean, and the caller's next request read. A 101
+ * answer to an Upgrade request turns both connections into a raw tunnel; any other answer is a
+ * normal response and HTTP goes on.
+ *
+ * Retries as sixpn always did: a failed connect moves to another machine (nothing was sent); a
+ * bodiless GET/HEAD/OPTIONS whose connection closes or resets before any response byte is sent
+ * again to another machine; nothing else is retried. The proxy's own answers (502/503/504,
+ * 400/403/408) carry the request id. Timeouts are deadlines on one sweep timer (deadlines.ts).
+ *
+ * Caller sockets must be accepted with `allowHalfOpen: true` (a caller may half-close after its
+ * request and still read the response), and dialed machine sockets opened with it too.
+ */
+import type net from 'node:net';
+import { Deadlines, type Timed } from './deadlines.js';
+import { BODY, BODY_CONTINUES, BODY_INVALID, BodyReader, requestBody, responseBody, type BodyKind } from './framing.js';
+import { HeadParser, INVALID, NEED_MORE, type HeadLimits } from './head.js';
+import { UpstreamPool, type PoolOptions, type UpstreamConn, type UpstreamOwner } from './pool.js';
+import { CallerIdentity, CONNECTION, rewriteRequest, rewriteResponse } from './rewrite.js';
+
+/** What the forwarder needs to know of a caller connection; the integrator may carry more. */
+export interface CallerContext {
+  /** Caller address as Fly-Client-IP and X-Forwarded-For give it. */
+  caller: string;
+  /** The port the caller dialed (Fly-Forwarded-Port). */
+  port: number;
+  /** Non-null: every request on this connection is answered 403 with this reason. */
+  denied: string | null;
+}
+
+/** Why no machine was picked: none left to try (502) or all at their hard limit (503). */
+export type Refusal = 'none' | 'full';
+
+/**
+ * How the forwarder reaches machines: plug these onto the balancer and its connect logic. Every
+ * machine `pick` returns is `release`d exactly once; `reportSuccess` / `reportFailure` are
+ * verdicts for passive ejection and metrics, and never release.
+ */
+export interface ForwarderHooks<C extends CallerContext, M> {
+  /** A machine for the next try of a request, not one of `tried`; may wait (queue) and should stop waiting when `gone()`. */
+  pick(ctx: C, tried: ReadonlySet<M>, gone: () => boolean): M | Refusal | Promise<M | Refusal>;
+  /** The keep-alive pool of the machine as this caller reaches it (from `forwarder.newPool()`). */
+  pool(m: M, ctx: C): UpstreamPool;
+  /** A new connection to the machine (connect timeout included, `allowHalfOpen: true`), or why not. */
+  dial(m: M, ctx: C): Promise<net.Socket | Error>;
+  release(m: M): void;
+  /** The machine answered (a response head arrived). */
+  reportSuccess(m: M): void;
+  /** A connect failed, or a connection died before any response byte and the request goes elsewhere. */
+  reportFailure(m: M, err: Error, requestId: string): void;
+  /** A request from a denied caller is being answered 403. */
+  denied?(ctx: C, requestId: string): void;
+  /**
+   * A request ended: `status` is what the caller got (0: the caller went away first), `m` the
+   * machine that answered (null when the proxy answered itself). For metrics and access logs.
+   */
+  done?(ctx: C, m: M | null, status: number, requestId: string, method: string, startedAt: number): void;
+  /** A machine's name in log lines. */
+  describe?(m: M): string;
+}
+
+export interface ForwarderLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
+export interface ForwarderOptions {
+  /** Fly-Region. */
+  region: string;
+  /** A new request id (Fly-Request-Id). */
+  requestId: () => string;
+  log: ForwarderLog;
+  /** Largest head (request or response), bytes; also bounds a chunk-size line and trailers. */
+  maxHeadSize?: number;
+  /** Most fields in a head. */
+  maxHeaders?: number;
+  /** Machines tried per request (connect failures, resets before a response). */
+  connectTries?: number;
+  /** ms for a caller to send a request head (408). */
+  headerTimeout?: number;
+  /** ms for a caller to send a whole request (408, or the connection closed once a response started). */
+  requestTimeout?: number;
+  /** ms an idle caller connection is kept between requests. */
+  keepAliveTimeout?: number;
+  /** ms for a machine to start its response once the request is sent (504). */
+  upstreamTimeout?: number;
+  /** ms without a byte either way inside a body or a tunnel (both connections closed). */
+  idleTimeout?: number;
+  /** Pipelined request bytes buffered per caller while a request is in flight. */
+  maxHeld?: number;
+  /** Idle connections kept per machine, and for how long (ms). */
+  poolMaxIdle?: number;
+  poolIdleTimeout?: number;
+  /** Resolution of every timeout (ms). */
+  tickMs?: number;
+}
+
+type Settings = Required<Omit<ForwarderOptions, 'region' | 'requestId' | 'log'>>;
+
+const DEFAULTS: Settings = {
+  maxHeadSize: 16_384,
+  maxHeaders: 100,
+  connectTries: 3,
+  headerTimeout: 10_000,
+  requestTimeout: 300_000,
+  keepAliveTimeout: 5_000,
+  upstreamTimeout: 60_000,
+  idleTimeout: 600_000,
+  maxHeld: 65_536,
+  poolMaxIdle: 64,
+  poolIdleTimeout: 4_000,
+  tickMs: 0,
+};
+
+const REASONS: Record<number, string> = {
+  400: 'Bad Request',
+  403: 'Forbidden',
+  408: 'Request Timeout',
+  502: 'Bad Gateway',
+  503: 'Service Unavailable',
+  504: 'Gateway Timeout',
+};
+
+const EMPTY = new Set<never>();
+const LINGER_MS = 2_000;
+
+function isPromise<T>(x: unknown): x is Promise<T> {
+  return typeof (x as { then?: unknown } | null)?.then === 'function';
+}
+
+export class Http1Forwarder<C extends CallerContext, M> {
+  readonly settings: Settings;
+  readonly limits: HeadLimits;
+  readonly deadlines: Deadlines;
+  /** Requests (and tunnels) in progress. */
+  inFlight = 0;
+  draining = false;
+  private readonly callers = new Set<CallerConn<C, M>>();
+  private readonly pools = new Set<UpstreamPool>();
+
+  constructor(
+    readonly hooks: ForwarderHooks<C, M>,
+    readonly options: ForwarderOptions,
+  ) {
+    const s: Settings = { ...DEFAULTS };
+    for (const k of Object.keys(DEFAULTS) as (keyof Settings)[]) {
+      const v = options[k];
+      if (v !== undefined) s[k] = v;
+    }
+    if (s.tickMs <= 0) {
+      const shortest = Math.min(s.headerTimeout, s.keepAliveTimeout, s.upstreamTimeout, s.poolIdleTimeout);
+      s.tickMs = Math.max(20, Math.min(1_000, Math.floor(shortest / 8)));
+    }
+    this.settings = Object.freeze(s);
+    this.limits = { maxHeadSize: s.maxHeadSize, maxHeaders: s.maxHeaders };
+    this.deadlines = new Deadlines(s.tickMs);
+  }
+
+  /** Caller connections alive. */
+  get connections(): number {
+    return this.callers.size;
+  }
+
+  /** Serves HTTP on a caller connection (ACL already judged: `ctx.denied`). */
+  accept(socket: net.Socket, ctx: C): void {
+    const c = new CallerConn(this, socket, ctx);
+    this.callers.add(c);
+    this.deadlines.add(c);
+  }
+
+  /** A keep-alive pool for one machine, on this forwarder's timer. */
+  newPool(options: Partial<Omit<PoolOptions, 'limits'>> = {}): UpstreamPool {
+    const p = new UpstreamPool(this.deadlines, {
+      maxIdle: options.maxIdle ?? this.settings.poolMaxIdle,
+      idleTimeout: options.idleTimeout ?? this.settings.poolIdleTimeout,
+      limits: this.limits,
+    });
+    this.pools.add(p);
+    return p;
+  }
+
+  /** Closes a pool made here (its machine left), now for idle connections, on return for the rest. */
+  closePool(p: UpstreamPool): void {
+    p.close();
+    this.pools.delete(p);
+  }
+
+  /** Stops keep-alive: idle callers are closed now, busy ones after their response. */
+  drain(): void {
+    this.draining = true;
+    for (const c of this.callers) c.closeIfIdle();
+  }
+
+  /** Closes everything at once. */
+  close(): void {
+    this.draining = true;
+    for (const c of this.callers) c.destroy();
+    for (const p of this.pools) p.close();
+    this.pools.clear();
+    this.deadlines.close();
+  }
+
+  /** @internal */
+  forget(c: CallerConn<C, M>): void {
+    this.callers.delete(c);
+    this.deadlines.delete(c);
+  }
+}
+
+const PH = { HEAD: 0, PICK: 1, FORWARD: 2, TUNNEL: 3, CLOSED: 4 } as const;
+const DL = { NONE: 0, HEADER: 1, KEEPALIVE: 2, UPSTREAM: 3, IDLE: 4, LINGER: 5 } as const;
+/** Why the caller socket is paused (reading resumes when none is left). */
+const PAUSE = { PICK: 1, UP_FULL: 2, HELD: 4 } as const;
+/** Response progress. */
+const RS = { HEAD: 0, BODY: 1, DONE: 2 } as const;
+
+class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
+  deadline = Infinity;
+  private dl: number = DL.NONE;
+  private dlAt = Infinity;
+  private requestDeadline = Infinity;
+  private phase: number = PH.HEAD;
+  private readonly head: HeadParser;
+  private readonly body: BodyReader;
+  private readonly who: CallerIdentity;
+  private readonly s: Settings;
+  /** Caller bytes read but not yet used (body start, pipelined requests, early tunnel bytes). */
+  private held: Buffer | null = null;
+  private paused = 0;
+  /** The caller sent FIN. */
+  private ended = false;
+  private upPaused = false;
+
+  // The exchange in flight.
+  private active = false;
+  /** hooks.done was called for it (a tunnel reports at the switch, ends at close). */
+  private reported = false;
+  private id = '';
+  private method = '';
+  private minor = 1;
+  private wantsKeepAlive = true;
+  private upgrade = false;
+  private retryable = false;
+  private reqDone = true;
+  private upHead: Buffer | null = null;
+  private tried: Set<M> | null = null;
+  private attempts = 0;
+  private m: M | null = null;
+  private up: UpstreamConn | null = null;
+  private resBytes = false;
+  private rs: number = RS.HEAD;
+  private resKind: BodyKind = BODY.NONE;
+  private keepCaller = true;
+  private upReusable = false;
+  private status = 0;
+  private startedAt = 0;
+
+  constructor(
+    private readonly fwd: Http1Forwarder<C, M>,
+    readonly socket: net.Socket,
+    readonly ctx: C,
+  ) {
+    this.s = fwd.settings;
+    this.head = new HeadParser('request', fwd.limits);
+    this.body = new BodyReader(fwd.limits.maxHeadSize);
+    this.who = new CallerIdentity(ctx.caller, ctx.port, fwd.options.region);
+    socket.on('data', this.onData);
+    socket.on('end', this.onEnd);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+    socket.on('drain', this.onDrain);
+    this.setDeadline(DL.HEADER, this.s.headerTimeout);
+  }
+
+  // ---- caller socket -------------------------------------------------------------------
+
+  private readonly onData = (chunk: Buffer): void => {
+    switch (this.phase) {
+      case PH.HEAD:
+        if (this.held !== null) {
+          // Pipelined bytes not read yet come first.
+          const h = Buffer.concat([this.held, chunk]);
+          this.held = null;
+          return this.readHead(h, 0);
+        }
+        return this.readHead(chunk, 0);
+      case PH.FORWARD:
+        if (!this.reqDone) return this.readBody(chunk, 0);
+        return this.hold(chunk);
+      case PH.PICK:
+        return this.hold(chunk);
+      case PH.TUNNEL:
+        if (this.up && !this.up.socket.write(chunk)) this.pause(PAUSE.UP_FULL);
+        this.touch();
+        return;
+      default:
+        return; // closing: read and drop what the caller still sends
+    }
+  };
+
+  private readonly onEnd = (): void => {
+    this.ended = true;
+    switch (this.phase) {
+      case PH.HEAD:
+        return this.closeCaller();
+      case PH.PICK:
+      case PH.FORWARD:
+        // Half-close after a whole request is fine (the response still goes back); in the
+        // middle of a body the request can never be completed.
+        if (!this.reqDone) {
+          this.fwd.options.log.info({ request_id: this.id, caller: this.ctx.caller }, 'caller closed in the middle of its request body');
+          this.destroy();
+        }
+        return;
+      case PH.TUNNEL:
+        this.up?.socket.end();
+        return;
+      default:
+        this.socket.end();
+    }
+  };
+
+  private readonly onError = (): void => {
+    this.socket.destroy();
+  };
+
+  private readonly onClose = (): void => {
+    this.phase = PH.CLOSED;
+    this.fwd.forget(this);
+    const up = this.up;
+    this.up = null;
+    up?.destroy();
+    const m = this.m;
+    this.m = null;
+    if (m !== null) this.fwd.hooks.release(m);
+    if (this.active) {
+      this.active = false;
+      this.fwd.inFlight--;
+      if (!this.reported) this.fwd.hooks.done?.(this.ctx, m, this.rs === RS.HEAD ? 0 : this.status, this.id, this.method, this.startedAt);
+    }
+  };
+
+  private readonly onDrain = (): void => {
+    if (this.upPaused && this.up) {
+      this.upPaused = false;
+      this.up.socket.resume();
+    }
+  };
+
+  private readonly isGone = (): boolean => this.phase === PH.CLOSED;
+
+  private pause(why: number): void {
+    if (this.paused === 0) this.socket.pause();
+    this.paused |= why;
+  }
+
+  private unpause(why: number): void {
+    if ((this.paused & why) === 0) return;
+    this.paused &= ~why;
+    if (this.paused === 0 && this.phase !== PH.CLOSED) this.socket.resume();
+  }
+
+  private hold(b: Buffer): void {
+    this.held = this.held === null ? b : Buffer.concat([this.held, b]);
+    if (this.held.length > this.s.maxHeld) this.pause(PAUSE.HELD);
+  }
+
+  // ---- request -------------------------------------------------------------------------
+
+  private readHead(chunk: Buffer, off: number): void {
+    if (this.dl === DL.KEEPALIVE) this.setDeadline(DL.HEADER, this.s.headerTimeout);
+    const h = this.head;
+    const r = h.feed(chunk, off, chunk.length);
+    if (r === NEED_MORE) return;
+    if (r === INVALID) return this.refuse(400, `malformed request: ${h.reason}`);
+    this.begin(h);
+    if (r < chunk.length) this.hold(chunk.subarray(r));
+    if (this.ctx.denied !== null) {
+      this.fwd.hooks.denied?.(this.ctx, this.id);
+      this.keepCaller = false;
+      return this.answer(403, `forbidden: ${this.ctx.denied}`);
+    }
+    this.pause(PAUSE.PICK);
+    this.attempt();
+  }
+
+  /** A request head arrived: fix what the exchange needs, rewrite the head for the machine. */
+  private begin(h: HeadParser): void {
+    this.active = true;
+    this.reported = false;
+    this.fwd.inFlight++;
+    this.startedAt = performance.now();
+    this.id = this.fwd.options.requestId();
+    this.method = h.method!;
+    this.minor = h.minor;
+    this.wantsKeepAlive = h.keepAlive;
+    this.upgrade = h.upgrade;
+    const kind = requestBody(h);
+    this.body.begin(kind, h.contentLength);
+    this.reqDone = kind === BODY.NONE;
+    this.retryable = this.reqDone && (this.method === 'GET' || this.method === 'HEAD' || this.method === 'OPTIONS');
+    this.upHead = rewriteRequest(h, this.who, this.id, this.upgrade);
+    this.tried = null;
+    this.attempts = 0;
+    this.resBytes = false;
+    this.rs = RS.HEAD;
+    this.status = 0;
+    this.keepCaller = true;
+    this.upReusable = false;
+    this.phase = PH.PICK;
+    this.setDeadline(DL.NONE, 0);
+    this.requestDeadline = this.reqDone || this.s.requestTimeout <= 0 ? Infinity : this.startedAt + this.s.requestTimeout;
+    this.deadline = Math.min(this.dlAt, this.requestDeadline);
+  }
+
+  private attempt(): void {
+    this.attempts++;
+    this.phase = PH.PICK;
+    const r = this.fwd.hooks.pick(this.ctx, this.tried ?? EMPTY, this.isGone);
+    if (isPromise<M | Refusal>(r)) r.then(this.onPicked, this.onPickFailed);
+    else this.onPicked(r);
+  }
+
+  private readonly onPickFailed = (err: unknown): void => {
+    this.fail(502, 'proxy error', err as Error);
+  };
+
+  private readonly onPicked = (r: M | Refusal): void => {
+    if (r === 'full' || r === 'none') {
+      if (this.phase === PH.CLOSED) return;
+      if (r === 'full') return this.fail(503, 'all machines are at their hard limit');
+      return this.fail(502, this.tried === null ? 'no machine available' : 'no machine reachable');
+    }
+    if (this.phase === PH.CLOSED) return this.fwd.hooks.release(r);
+    this.m = r;
+    const c = this.fwd.hooks.pool(r, this.ctx).take(this);
+    if (c !== null) return this.connected(c);
+    this.fwd.hooks.dial(r, this.ctx).then(this.onDialed, this.onDialed);
+  };
+
+  private readonly onDialed = (s: net.Socket | Error): void => {
+    const m = this.m!;
+    if (this.phase === PH.CLOSED) {
+      if (!(s instanceof Error)) s.destroy();
+      return; // onClose released the machine
+    }
+    if (s instanceof Error) {
+      this.m = null;
+      this.fwd.hooks.reportFailure(m, s, this.id);
+      this.fwd.hooks.release(m);
+      (this.tried ??= new Set()).add(m);
+      if (this.attempts < this.s.connectTries) return this.attempt();
+      return this.fail(502, 'no machine reachable', s);
+    }
+    this.connected(this.fwd.hooks.pool(m, this.ctx).adopt(s, this));
+  };
+
+  /** A connection to the picked machine: send the head and what is held of the body. */
+  private connected(c: UpstreamConn): void {
+    this.up = c;
+    this.phase = PH.FORWARD;
+    const sock = c.socket;
+    sock.cork();
+    sock.write(this.upHead!);
+    if (this.held !== null && !this.reqDone) {
+      const h = this.held;
+      this.held = null;
+      this.readBody(h, 0);
+    }
+    sock.uncork();
+    if (this.phase !== PH.FORWARD) return; // the held body was malformed
+    if (this.reqDone) this.setDeadline(DL.UPSTREAM, this.s.upstreamTimeout);
+    else this.setDeadline(DL.IDLE, this.s.idleTimeout);
+    this.unpause(PAUSE.PICK);
+  }
+
+  private readBody(chunk: Buffer, off: number): void {
+    const e = this.body.read(chunk, off, chunk.length);
+    if (e === BODY_INVALID) return this.abortRequest(`malformed request body: ${this.body.reason}`);
+    const up = this.up!.socket;
+    if (e === BODY_CONTINUES) {
+      if (!up.write(off === 0 ? chunk : chunk.subarray(off))) this.pause(PAUSE.UP_FULL);
+      this.touch();
+      return;
+    }
+    if (e > off && !up.write(off === 0 && e === chunk.length ? chunk : chunk.subarray(off, e))) this.pause(PAUSE.UP_FULL);
+    this.reqDone = true;
+    this.requestDeadline = Infinity;
+    if (this.rs === RS.HEAD) this.setDeadline(DL.UPSTREAM, this.s.upstreamTimeout);
+    else this.deadline = this.dlAt;
+    if (e < chunk.length) this.hold(chunk.subarray(e));
+  }
+
+  // ---- machine connection (UpstreamOwner) ----------------------------------------------
+
+  upData(chunk: Buffer): void {
+    if (this.phase === PH.TUNNEL) {
+      if (!this.socket.write(chunk)) this.pauseUp();
+      this.touch();
+      return;
+    }
+    const up = this.up;
+    if (up === null) return;
+    this.resBytes = true;
+    let off = 0;
+    if (this.rs === RS.HEAD) {
+      const h = up.head;
+      for (;;) {
+        const r = h.feed(chunk, off, chunk.length);
+        if (r === NEED_MORE) return;
+        if (r === INVALID) return this.badResponse(`invalid response from machine: ${h.reason}`);
+        off = r;
+        const kind = responseBody(h, this.method);
+        if (kind === BODY.INTERIM) {
+          // 100 Continue lets the caller send its body; 103 carries hints. HTTP/1.0 callers get none.
+          if (this.minor === 1) this.socket.write(rewriteResponse(h, this.id, CONNECTION.NONE));
+          h.reset();
+          if (off === chunk.length) return;
+          continue;
+        }
+        if (kind === BODY.SWITCH) {
+          if (!this.upgrade) return this.badResponse('invalid response from machine: 101 to a request that did not ask to upgrade');
+          return this.switchProtocols(h, chunk, off);
+        }
+        this.responseHead(h, kind);
+        break;
+      }
+      if ((this.rs as number) === RS.DONE) {
+        if (off < chunk.length) this.upReusable = false;
+        return this.finish();
+      }
+      if (off === chunk.length) return;
+    }
+    if (this.rs === RS.BODY) this.readResponseBody(up, chunk, off);
+    else this.upReusable = false; // bytes after the response: never reuse
+  }
+
+  private responseHead(h: HeadParser, kind: BodyKind): void {
+    this.status = h.status;
+    this.fwd.hooks.reportSuccess(this.m!);
+    this.resKind = kind;
+    this.upHead = null;
+    this.upReusable = h.keepAlive && kind !== BODY.CLOSE;
+    // The caller's connection goes on only if its request was read whole (else the rest of its
+    // body would be read as the next request) and the response has a length.
+    this.keepCaller = this.wantsKeepAlive && this.reqDone && !this.ended && !this.fwd.draining && kind !== BODY.CLOSE;
+    const conn = !this.keepCaller ? CONNECTION.CLOSE : this.minor === 0 ? CONNECTION.KEEP_ALIVE : CONNECTION.NONE;
+    this.up!.body.begin(kind, h.contentLength);
+    this.socket.write(rewriteResponse(h, this.id, conn));
+    if (kind === BODY.NONE) {
+      this.rs = RS.DONE;
+      return;
+    }
+    this.rs = RS.BODY;
+    this.setDeadline(DL.IDLE, this.s.idleTimeout);
+  }
+
+  private readResponseBody(up: UpstreamConn, chunk: Buffer, off: number): void {
+    const e = up.body.read(chunk, off, chunk.length);
+    if (e === BODY_INVALID) return this.brokenResponse(`invalid response body from machine: ${up.body.reason}`);
+    if (e === BODY_CONTINUES) {
+      if (!this.socket.write(off === 0 ? chunk : chunk.subarray(off))) this.pauseUp();
+      this.touch();
+      return;
+    }
+    if (e > off) this.socket.write(off === 0 && e === chunk.length ? chunk : chunk.subarray(off, e));
+    if (e < chunk.length) this.upReusable = false;
+    this.rs = RS.DONE;
+    this.finish();
+  }
+
+  private pauseUp(): void {
+    if (this.upPaused || !this.up) return;
+    this.upPaused = true;
+    this.up.socket.pause();
+  }
+
+  upDrain(): void {
+    this.unpause(PAUSE.UP_FULL);
+  }
+
+  upEnd(): void {
+    if (this.phase === PH.TUNNEL) {
+      this.socket.end();
+      return;
+    }
+    this.upGone(null);
+  }
+
+  upError(err: Error): void {
+    if (this.phase === PH.TUNNEL) return this.destroy();
+    this.upGone(err);
+  }
+
+  upClose(): void {
+    if (this.phase === PH.TUNNEL) {
+      this.releaseMachine();
+      this.up = null;
+      this.socket.end();
+      return;
+    }
+    this.upGone(null);
+  }
+
+  /** The machine's connection ended (FIN, reset or close) before we let go of it. */
+  private upGone(err: Error | null): void {
+    if (this.up === null || this.phase === PH.CLOSED) return;
+    if (this.rs === RS.BODY && this.resKind === BODY.CLOSE && err === null) {
+      // A body framed by close ends here.
+      this.rs = RS.DONE;
+      this.upReusable = false;
+      return this.finish();
+    }
+    if (this.rs === RS.BODY) return this.brokenResponse(`machine connection ${err ? `failed (${err.message})` : 'closed'} in the middle of the response`);
+    const reason = err ?? Object.assign(new Error(this.resBytes ? 'machine closed the connection in the middle of a response head' : 'machine closed the connection before responding'), { code: 'ECONNRESET' });
+    const up = this.up;
+    this.up = null;
+    up.destroy();
+    if (!this.resBytes && this.retryable && this.attempts < this.s.connectTries) {
+      // A bodiless GET/HEAD/OPTIONS on a connection that died before any response byte
+      // (a machine just killed, a keep-alive race): another machine may take it.
+      const m = this.m!;
+      this.m = null;
+      this.fwd.hooks.reportFailure(m, reason, this.id);
+      this.fwd.hooks.release(m);
+      (this.tried ??= new Set()).add(m);
+      this.pause(PAUSE.PICK);
+      return this.attempt();
+    }
+    this.fail(502, 'machine connection failed', reason);
+  }
+
+  private switchProtocols(h: HeadParser, chunk: Buffer, off: number): void {
+    this.status = 101;
+    this.fwd.hooks.reportSuccess(this.m!);
+    this.upHead = null;
+    this.phase = PH.TUNNEL;
+    this.socket.cork();
+    this.socket.write(rewriteResponse(h, this.id, CONNECTION.UPGRADE));
+    if (off < chunk.length) this.socket.write(chunk.subarray(off));
+    this.socket.uncork();
+    const up = this.up!;
+    if (this.held !== null) {
+      const b = this.held;
+      this.held = null;
+      if (!up.socket.write(b)) this.pause(PAUSE.UP_FULL);
+    }
+    this.requestDeadline = Infinity;
+    this.setDeadline(DL.IDLE, this.s.idleTimeout);
+    this.reported = true;
+    this.fwd.hooks.done?.(this.ctx, this.m, 101, this.id, this.method, this.startedAt);
+    this.unpause(PAUSE.HELD | PAUSE.PICK);
+    if (this.ended) up.socket.end();
+  }
+
+  // ---- endings ---------------------------------------------------------------------------
+
+  /** The exchange is over (response sent whole): let go of the machine, read the next request. */
+  private finish(): void {
+    const m = this.m;
+    this.releaseMachine();
+    const up = this.up;
+    this.up = null;
+    if (up !== null) {
+      if (this.upPaused) up.socket.resume();
+      if (this.upReusable && this.reqDone) up.pool.put(up);
+      else up.destroy();
+    }
+    this.upPaused = false;
+    if (this.active) {
+      this.active = false;
+      this.fwd.inFlight--;
+      if (!this.reported) this.fwd.hooks.done?.(this.ctx, m, this.status, this.id, this.method, this.startedAt);
+    }
+    this.upHead = null;
+    this.tried = null;
+    if (!this.keepCaller || this.ended || this.fwd.draining) return this.closeCaller();
+    this.phase = PH.HEAD;
+    this.head.reset();
+    this.requestDeadline = Infinity;
+    this.setDeadline(DL.KEEPALIVE, this.s.keepAliveTimeout);
+    this.unpause(PAUSE.HELD | PAUSE.UP_FULL | PAUSE.PICK);
+    // Pipelined requests go on from a fresh stack: answers the proxy gives at once (503s, say)
+    // would otherwise recurse once per buffered request.
+    if (this.held !== null) process.nextTick(this.readHeld);
+  }
+
+  private readonly readHeld = (): void => {
+    const h = this.held;
+    if (h === null || this.phase !== PH.HEAD) return;
+    this.held = null;
+    this.readHead(h, 0);
+  };
+
+  private releaseMachine(): void {
+    const m = this.m;
+    this.m = null;
+    if (m !== null) this.fwd.hooks.release(m);
+  }
+
+  /** The proxy answers this request itself (before any byte of a machine's response went out). */
+  private fail(status: number, text: string, err?: Error): void {
+    if (this.phase === PH.CLOSED) return;
+    if (this.rs !== RS.HEAD) return this.brokenResponse(text);
+    const m = this.m;
+    this.fwd.options.log.warn(
+      {
+        request_id: this.id,
+        caller: this.ctx.caller,
+        status,
+        ...(m !== null && this.fwd.hooks.describe ? { machine: this.fwd.hooks.describe(m) } : {}),
+        ...(err ? { err: err.message } : {}),
+      },
+      `request failed: ${text}`,
+    );
+    const up = this.up;
+    this.up = null;
+    up?.destroy();
+    this.keepCaller = this.wantsKeepAlive && this.reqDone && !this.ended;
+    this.answer(status, text);
+  }
+
+  /** Writes the proxy's own response and ends the exchange. */
+  private answer(status: number, text: string): void {
+    this.releaseMachine();
+    this.status = status;
+    this.rs = RS.DONE;
+    this.upReusable = false;
+    if (this.fwd.draining) this.keepCaller = false;
+    this.socket.write(ownResponse(status, text, this.id, !this.keepCaller));
+    this.finish();
+  }
+
+  /** A head that could not be parsed: 400 (or 408) and close; no request id reached a machine. */
+  private refuse(status: number, text: string): void {
+    const id = this.fwd.options.requestId();
+    this.fwd.options.log.info({ caller: this.ctx.caller, request_id: id, status, reason: text }, 'malformed or slow HTTP request refused');
+    this.socket.write(ownResponse(status, text, id, true));
+    this.fwd.hooks.done?.(this.ctx, null, status, id, '', performance.now());
+    this.closeCaller();
+  }
+
+  /** The caller's body broke its framing after part of it went to the machine. */
+  private abortRequest(text: string): void {
+    this.fwd.options.log.info({ caller: this.ctx.caller, request_id: this.id, reason: text }, 'malformed request body; request aborted');
+    const up = this.up;
+    this.up = null;
+    up?.destroy();
+    if (this.rs !== RS.HEAD) return this.destroy();
+    this.keepCaller = false;
+    this.answer(400, text);
+  }
+
+  /** The machine's response head was bad: 502 if the caller has seen nothing yet. */
+  private badResponse(text: string): void {
+    const up = this.up;
+    this.up = null;
+    up?.destroy();
+    this.fail(502, text);
+  }
+
+  /** The machine's response broke after its head went to the caller: nothing to say, close both. */
+  private brokenResponse(text: string): void {
+    this.fwd.options.log.warn(
+      { request_id: this.id, caller: this.ctx.caller, status: this.status, ...(this.m !== null && this.fwd.hooks.describe ? { machine: this.fwd.hooks.describe(this.m) } : {}), reason: text },
+      'machine response failed midway',
+    );
+    this.destroy();
+  }
+
+  /** Ends the caller connection; a caller still sending is read (and ignored) for a while first. */
+  private closeCaller(): void {
+    if (this.phase === PH.CLOSED) return;
+    this.phase = PH.CLOSED;
+    this.held = null;
+    this.requestDeadline = Infinity;
+    this.setDeadline(DL.LINGER, LINGER_MS);
+    this.socket.end();
+    this.paused = 0;
+    this.socket.resume();
+  }
+
+  /** Drain: an idle keep-alive connection is closed now. */
+  closeIfIdle(): void {
+    if (this.phase === PH.HEAD && !this.head.partial) this.closeCaller();
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+    const up = this.up;
+    this.up = null;
+    up?.destroy();
+  }
+
+  // ---- time ------------------------------------------------------------------------------
+
+  private setDeadline(kind: number, ms: number): void {
+    this.dl = kind;
+    this.dlAt = kind === DL.NONE || ms <= 0 ? Infinity : performance.now() + ms;
+    this.deadline = Math.min(this.dlAt, this.requestDeadline);
+  }
+
+  /** Bytes moved: the idle deadline starts again. */
+  private touch(): void {
+    if (this.dl === DL.IDLE && this.s.idleTimeout > 0) {
+      this.dlAt = performance.now() + this.s.idleTimeout;
+      this.deadline = Math.min(this.dlAt, this.requestDeadline);
+    }
+  }
+
+  onDeadline(now: number): void {
+    if (now >= this.requestDeadline) {
+      this.requestDeadline = Infinity;
+      this.deadline = this.dlAt;
+      if (this.rs === RS.HEAD && this.phase !== PH.TUNNEL) {
+        this.keepCaller = false;
+        const up = this.up;
+        this.up = null;
+        up?.destroy();
+        this.fwd.options.log.info({ request_id: this.id, caller: this.ctx.caller }, 'request not received in time');
+        return this.answer(408, 'request timeout');
+      }
+      return this.destroy();
+    }
+    if (now < this.dlAt) return;
+    switch (this.dl) {
+      case DL.HEADER:
+        if (this.phase !== PH.HEAD) return;
+        if (this.head.partial) return this.refuse(408, 'request timeout');
+        return this.closeCaller();
+      case DL.KEEPALIVE:
+        if (this.phase === PH.HEAD && !this.head.partial) return this.closeCaller();
+        return this.setDeadline(DL.HEADER, this.s.headerTimeout);
+      case DL.UPSTREAM:
+        if (this.rs !== RS.HEAD) return;
+        return this.fail(504, 'machine did not answer in time');
+      case DL.IDLE:
+        this.fwd.options.log.info({ request_id: this.id, caller: this.ctx.caller }, 'connection idle too long in the middle of a body or tunnel');
+        return this.destroy();
+      case DL.LINGER:
+        this.setDeadline(DL.NONE, 0);
+        return void this.socket.destroy();
+    }
+  }
+}
+
+/** A response of the proxy's own: text body with the request id. */
+function ownResponse(status: number, text: string, id: string, close: boolean): string {
+  const body = `${status} ${text} (request id ${id})\n`;
+  return (
+    `HTTP/1.1 ${status} ${REASONS[status] ?? 'Error'}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+    `Fly-Request-Id: ${id}\r\n${close ? 'Connection: close\r\n' : ''}\r\n${body}`
+  );
+}
