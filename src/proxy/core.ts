@@ -6,6 +6,7 @@
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
+import type { MachineStarter } from '../autostart/index.js';
 import { Balancer, type Limits, type Slot } from '../balancer/index.js';
 import type { App, FlycastIp, Machine, Service, ServicePort } from '../catalog/types.js';
 import type { CatalogView } from '../catalog/view.js';
@@ -116,6 +117,8 @@ export class ProxyCore {
   draining = false;
   private readonly waiters = new Map<string, Waiter[]>();
   private queued = 0;
+  /** Starts machines when callers need them (src/autostart); null when `[autostart]` is off. */
+  autostart: MachineStarter | null = null;
 
   constructor(
     readonly config: ProxyConfig,
@@ -136,10 +139,22 @@ export class ProxyCore {
   /**
    * A machine for `app` under its hard limit: at once, or after waiting in the bounded queue
    * up to queue_timeout for a release. 'none' when the app has no candidate (left to try),
-   * 'full' when the wait ran out or the queue is full.
+   * 'full' when the wait ran out or the queue is full. With `service` and autostart on, a caller
+   * that finds no candidate waits for a machine to be started first (see the seam below).
    */
-  async acquire(app: string, limits: Limits, tried: Set<Slot>, isGone: () => boolean): Promise<Acquired> {
-    const first = this.pickNow(app, limits, tried);
+  async acquire(app: string, limits: Limits, tried: Set<Slot>, isGone: () => boolean, service?: Service): Promise<Acquired> {
+    let first = this.pickNow(app, limits, tried);
+    // The autostart seam (issue 16): no started machine with room -> ask for one to be started.
+    // 'none': the caller waits for it (a failed start throws StartFailedError, 503 at the edge);
+    // a pick farther away or over soft_limit, or all full: one is started for the next callers.
+    if (this.autostart !== null && service !== undefined) {
+      if (first === 'none') {
+        const woke = await this.autostart.wake(app, service);
+        if (woke instanceof Error) throw woke;
+        if (woke !== null && !isGone()) first = this.pickNow(app, limits, tried);
+      } else if (first === 'full') this.autostart.nudge(app, service, Infinity);
+      else if (first.outcome === 'spilled' || first.outstanding > limits.soft_limit) this.autostart.nudge(app, service, first.outstanding > limits.soft_limit ? Infinity : first.group.rank);
+    }
     if (first !== 'full') return first;
     if (this.queued >= this.config.max_queue || this.config.queue_timeout === 0) {
       selected('refused');

@@ -449,7 +449,7 @@ export class HttpProxy {
     const gone = (): boolean => res.destroyed || req.socket.destroyed;
     let lastErr: unknown = null;
     for (let attempt = 0; attempt < this.core.config.connect_tries; attempt++) {
-      const slot = await this.core.acquire(app, target.service.concurrency, tried, gone);
+      const slot = await this.core.acquire(app, target.service.concurrency, tried, gone, target.service);
       if (slot === 'full') throw new NoCapacityError('all machines are at their hard limit');
       if (slot === 'none') {
         if (tried.size === 0) throw new UpstreamUnreachableError('no machine available');

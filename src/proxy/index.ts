@@ -4,6 +4,7 @@
  * (TCP) or request (HTTP) to the nearest machine with room (src/balancer). Listeners follow
  * the catalog live; SIGTERM drains (stop accepting, let work in flight finish, then close).
  */
+import { startAutostart, type Autostart } from '../autostart/index.js';
 import { attachToView, Balancer } from '../balancer/index.js';
 import type { CatalogChange } from '../catalog/types.js';
 import type { NodeContext, RunningRole } from '../role.js';
@@ -44,6 +45,11 @@ export async function startProxyRole(ctx: NodeContext): Promise<ProxyRole> {
   const detach = attachToView(balancer, ctx.view);
   const stopGuard = startMemoryGuard(cfg.gc_after_bytes);
   const core = new ProxyCore(cfg, ctx.view, balancer, log);
+  const rank = ctx.regions.rankFrom(ctx.config.node.region);
+  const autostart: Autostart | null = ctx.config.autostart.enabled
+    ? startAutostart({ config: ctx.config.autostart, store: ctx.store, view: ctx.view, balancer, rank: (r) => rank.get(r) ?? Number.MAX_SAFE_INTEGER, connectTimeoutMs: cfg.connect_timeout, nodeName: ctx.config.node.name, log })
+    : null;
+  core.autostart = autostart;
   const http = new HttpProxy(core);
   const listeners = new Listeners(core, http);
 
@@ -89,7 +95,7 @@ export async function startProxyRole(ctx: NodeContext): Promise<ProxyRole> {
   };
   return {
     name: 'proxy',
-    describe: () => listeners.describe(),
+    describe: () => [...listeners.describe(), ...(autostart ? [autostart.describe()] : [])],
     ejections: () => balancer.ejectedMachines(),
     async drain(deadline: number) {
       stopAccepting();
@@ -105,6 +111,7 @@ export async function startProxyRole(ctx: NodeContext): Promise<ProxyRole> {
       if (closed) return;
       closed = true;
       stopAccepting();
+      await autostart?.close();
       detach();
       stopGuard();
       for (const s of core.sockets) s.destroy();

@@ -104,7 +104,7 @@ async function connect(core: ProxyCore, caller: Sock, info: ConnInfo): Promise<{
   const gone = (): boolean => caller.destroyed;
   const tried = new Set<Slot>();
   for (let attempt = 0; attempt < core.config.connect_tries; attempt++) {
-    const slot = await core.acquire(target.app.name, target.service.concurrency, tried, gone);
+    const slot = await core.acquire(target.app.name, target.service.concurrency, tried, gone, target.service);
     if (slot === 'full') throw new NoCapacityError('all machines are at their hard limit');
     if (slot === 'none') break;
     const up = await core.dial(slot, target.service);
