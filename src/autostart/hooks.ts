@@ -57,11 +57,24 @@ function runCommand(template: readonly string[], action: HookAction, m: Machine,
       clearTimeout(timer);
       reject(new Error(`${action} hook ${argv[0]} could not run: ${err.message}`));
     });
-    child.once('close', (code, signal) => {
+    // Settled at 'exit' (its output up to then, or a moment after): a hook that leaves a daemon
+    // behind (`cmd &`) may hand it its stderr, and 'close' would wait for the daemon.
+    let settled = false;
+    const settle = (code: number | null, signal: NodeJS.Signals | null): void => {
+      if (settled) return;
+      settled = true;
       clearTimeout(timer);
+      child.stderr!.destroy();
       if (code === 0) return resolve();
       const said = stderr.trim().split('\n').pop()?.slice(-TAIL);
       reject(new Error(`${action} hook ${argv[0]} ${signal ? `was killed by ${signal}` : `exited with code ${code}`}${said ? `: ${said}` : ''}`));
+    };
+    child.once('exit', (code, signal) => {
+      const late = setTimeout(() => settle(code, signal), 50);
+      child.once('close', () => {
+        clearTimeout(late);
+        settle(code, signal);
+      });
     });
   });
 }
