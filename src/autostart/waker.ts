@@ -181,6 +181,13 @@ export class Waker {
           } catch (err) {
             return await this.fail(s, (err as Error).message);
           }
+          // `started` only once it accepts: callers that pick from the catalog (on any node) must
+          // not be sent to a machine whose hook returned before its server listens. (No state check
+          // meanwhile: this node's view may not show its own `starting` yet.)
+          const target = probeTarget(m, service);
+          if (!(await this.probe(s.id, target, deadline, null))) {
+            return await this.fail(s, `its start hook succeeded but it did not accept connections on ${fmt(target)} within ${limit}`);
+          }
           await this.o.store.updateMachine(s.id, { state: 'started', state_reason: 'started by its start hook' }, { ifState: ['starting'] });
         }
       }
@@ -249,14 +256,14 @@ export class Waker {
     });
   }
 
-  /** Connects until the machine accepts (true), leaves `started`, or the deadline passes. */
-  private async probe(id: string, target: { host: string; port: number } | null, deadline: number): Promise<boolean> {
+  /** Connects until the machine accepts (true), leaves `state` (null: whatever it is), or the deadline passes. */
+  private async probe(id: string, target: { host: string; port: number } | null, deadline: number, state: Machine['state'] | null = 'started'): Promise<boolean> {
     if (!target) return false;
     for (let pause = 2; !this.closed; pause = Math.min(pause * 2, 50)) {
       const left = deadline - Date.now();
       if (left <= 0) return false;
       if (await connectOnce(target, Math.min(left, this.o.connectTimeoutMs))) return true;
-      if (this.o.view.machines.get(id)?.state !== 'started') return false;
+      if (state !== null && this.o.view.machines.get(id)?.state !== state) return false;
       await sleep(Math.min(pause, Math.max(0, deadline - Date.now())));
     }
     return false;
