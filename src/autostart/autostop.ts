@@ -41,6 +41,8 @@ export interface AutostopOptions {
   /** Longest a stop hook may run. */
   hookTimeoutMs: number;
   hooks: ReadonlyMap<string, Hook>;
+  /** Callers on this node wait for this machine to come up (the waker): it is in use, not idle. */
+  waking?: (id: string) => boolean;
   log: Logger;
   now?: () => number;
 }
@@ -97,8 +99,10 @@ export class Autostop {
           continue;
         }
         const a = this.tracker.sample(m.id, now);
-        if (a.busy) this.publish(m, now);
-        machines.push({ machine: m, activeAt: Math.max(a.at, m.last_active_at ?? 0, m.updated_at) });
+        // Callers waiting for it to accept hold no balancer slot yet; they are traffic all the same.
+        const waited = this.o.waking?.(m.id) ?? false;
+        if (a.busy || waited) this.publish(m, now);
+        machines.push({ machine: m, activeAt: waited ? now : Math.max(a.at, m.last_active_at ?? 0, m.updated_at) });
       }
       for (const m of idleToStop(machines, now, this.o.idlePeriodMs, minRunning, app.primary_region)) {
         if (this.closed) return;
@@ -129,7 +133,7 @@ export class Autostop {
   private async stop(m: Machine, want: 'stop' | 'suspend', app: App): Promise<void> {
     const now = this.o.view.machines.get(m.id);
     // Traffic may have come since the sample: never stop under work in flight.
-    if (!now || now.state !== 'started' || this.tracker.inFlight(m.id) > 0) return;
+    if (!now || now.state !== 'started' || this.tracker.inFlight(m.id) > 0 || this.o.waking?.(m.id)) return;
     const hand = m.config === undefined;
     const hook = this.o.hooks.get(app.name);
     if (hand && !hasHook(hook, 'stop')) {

@@ -56,7 +56,7 @@ export function startAutostart(o: AutostartOptions): Autostart {
   const log = o.log.child({ module: 'autostart' });
   const hooks = new Map<string, Hook>(o.config.hooks.map((h) => [h.app, h]));
   const waker = new Waker({ store: o.store, view: o.view, rank: o.rank, startTimeoutMs: o.config.start_timeout, connectTimeoutMs: o.connectTimeoutMs, hooks, nodeName: o.nodeName, log });
-  const autostop = new Autostop({ store: o.store, view: o.view, balancer: o.balancer, idlePeriodMs: o.config.idle_period, checkIntervalMs: o.config.check_interval, hookTimeoutMs: o.config.start_timeout, hooks, log });
+  const autostop = new Autostop({ store: o.store, view: o.view, balancer: o.balancer, idlePeriodMs: o.config.idle_period, checkIntervalMs: o.config.check_interval, hookTimeoutMs: o.config.start_timeout, hooks, waking: (id) => waker.isWaking(id), log });
   autostop.start();
   return {
     waker,

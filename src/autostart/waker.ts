@@ -102,6 +102,11 @@ export class Waker {
     return b;
   }
 
+  /** Callers on this node are waiting for this machine to start and accept. */
+  isWaking(id: string): boolean {
+    return this.byMachine.has(id);
+  }
+
   /** Starts being made for `app` right now (for tests and the dashboard). */
   pending(app: string): number {
     return this.byApp.get(app)?.length ?? 0;

@@ -106,7 +106,6 @@ describe.skipIf(!IN_NETNS)('autostart and autostop over Flycast, machines regist
     await closeCallerAgents();
     await loopback.close();
     await store?.close();
-    if (process.env.AUTOSTART_DUMP) (await import('node:fs')).writeFileSync(process.env.AUTOSTART_DUMP, `${a?.proc.output()}\n=====B\n${b?.proc.output()}`);
     await b?.stop();
     await a?.stop();
     await redis?.stop();
