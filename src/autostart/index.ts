@@ -29,6 +29,8 @@ export type { AutostartConfig } from './config.js';
 export interface MachineStarter {
   /** No started machine of `app` has room for this caller: wait for one to be started (null: none can be). */
   wake(app: string, service: Service): Promise<Machine | StartFailedError | null>;
+  /** A start of this machine this node is waiting on (started, not yet accepting); null: none. */
+  warming(machine: string): Promise<unknown> | null;
   /** The caller was served farther away than `nearerThan` (a region rank; Infinity: over soft_limit): start one for the next callers. */
   nudge(app: string, service: Service, nearerThan: number): void;
 }
@@ -63,6 +65,7 @@ export function startAutostart(o: AutostartOptions): Autostart {
     autostop,
     wake: (app, service) => waker.wake(app, service),
     nudge: (app, service, nearerThan) => waker.nudge(app, service, nearerThan),
+    warming: (machine) => waker.warming(machine),
     describe: () =>
       `autostart: start_timeout ${o.config.start_timeout} ms; autostop after ${o.config.idle_period} ms idle, checked every ${o.config.check_interval} ms${hooks.size ? `; hooks for ${[...hooks.keys()].join(', ')}` : ''}`,
     async close() {

@@ -102,6 +102,11 @@ export class Waker {
     return b;
   }
 
+  /** The start of this machine under way on this node (resolves when it accepts or failed); null: none. */
+  warming(id: string): Promise<Machine | StartFailedError> | null {
+    return this.byMachine.get(id)?.done ?? null;
+  }
+
   /** Callers on this node are waiting for this machine to start and accept. */
   isWaking(id: string): boolean {
     return this.byMachine.has(id);

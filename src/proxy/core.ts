@@ -148,6 +148,14 @@ export class ProxyCore {
     // 'none': the caller waits for it (a failed start throws StartFailedError, 503 at the edge);
     // a pick farther away or over soft_limit, or all full: one is started for the next callers.
     if (this.autostart !== null && service !== undefined) {
+      // A machine its host reports started at launch may not listen yet: when this node is
+      // waiting for it to accept, wait with its other callers instead of dialing it now.
+      const warm = first === 'none' || first === 'full' ? null : this.autostart.warming(first.machine.id);
+      if (warm !== null) {
+        this.release(first as Slot);
+        await warm;
+        first = this.pickNow(app, limits, tried);
+      }
       if (first === 'none') {
         const woke = await this.autostart.wake(app, service);
         if (woke instanceof Error) throw woke;
