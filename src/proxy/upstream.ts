@@ -77,6 +77,8 @@ export interface ConnectRequest<T> {
   adopt: (slot: Slot, socket: net.Socket) => T;
   /** A connect is the machine's success verdict (TCP); HTTP waits for the response head. */
   reportConnect: boolean;
+  /** Read machine bytes into buffers of the caller's own instead of a new one per read (TCP). */
+  onread?: net.OnReadOpts;
 }
 
 /** The answer when the caller went away meanwhile (nobody reads it). */
@@ -287,12 +289,12 @@ export class Upstream {
   }
 
   /** Opens a TCP connection to the machine; resolves with the socket or the error (never rejects). */
-  dial(s: Slot, service: Service): Promise<net.Socket | Error> {
+  dial(s: Slot, service: Service, onread?: net.OnReadOpts): Promise<net.Socket | Error> {
     let up: net.Socket;
     try {
-      const opts = this.dialOptions(s.machine, service);
+      const opts: net.NetConnectOpts = this.dialOptions(s.machine, service);
       const localAddress = this.sourceFor(s.machine);
-      up = net.connect(localAddress === undefined ? opts : { ...opts, localAddress });
+      up = net.connect(localAddress === undefined && onread === undefined ? opts : { ...opts, ...(localAddress !== undefined ? { localAddress } : {}), ...(onread ? { onread } : {}) });
     } catch (err) {
       return Promise.resolve(badUpstream(s.machine, err));
     }
@@ -321,7 +323,7 @@ export class Upstream {
     }
     const reused = r.reuse ? r.reuse(a) : null;
     if (reused !== null) return { m: a, conn: reused };
-    return this.dial(a, r.service).then((s) => this.dialed(r, a, s));
+    return this.dial(a, r.service, r.onread).then((s) => this.dialed(r, a, s));
   }
 
   private dialed<T>(r: ConnectRequest<T>, slot: Slot, s: net.Socket | Error): Connected<T> | SixpnError | Promise<Connected<T> | SixpnError> {
