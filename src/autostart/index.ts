@@ -5,7 +5,7 @@
  * traffic both are about:
  *
  *   const autostart = startAutostart({ config: ctx.config.autostart, store, view, balancer, ... });
- *   core.autostart = autostart;     // the seam: ProxyCore.acquire calls wake() and nudge()
+ *   upstream.autostart = autostart; // the seam: Upstream.acquire calls wake(), nudge(), warming()
  *   ...
  *   await autostart.close();
  */
@@ -22,7 +22,8 @@ import { Waker } from './waker.js';
 export type { AutostartConfig } from './config.js';
 
 /**
- * What the proxy's data path calls when a pick found no room (ProxyCore.acquire). Both are cheap
+ * What the proxy's upstream layer calls at its acquire step (src/proxy/upstream.ts declares the
+ * seam as MachineStarter; this is the same shape). Both are cheap
  * when there is nothing to do: `wake` returns null at once for an app that does not autostart,
  * `nudge` reads a cached answer.
  */
