@@ -225,9 +225,10 @@ describe('host role (local driver)', () => {
     expect(pidOf(n, m.id)).toBe(pid);
     expect(state()).not.toBe('T');
     expect(resumedMs).toBeLessThan(2_000);
-    const notes = (n.roles[0] as HostRole).recentLogs({ app: 'web', machine: m.id }, 100).map((l) => l.message);
-    expect(notes.some((l) => l.startsWith('suspended: processes stopped (SIGSTOP)'))).toBe(true);
-    expect(notes.some((l) => l.startsWith('resumed: processes continued (SIGCONT)'))).toBe(true);
+    // The host writes `started` first (what callers wait for) and its note right after.
+    const notes = () => (n.roles[0] as HostRole).recentLogs({ app: 'web', machine: m.id }, 100).map((l) => l.message);
+    await expect.poll(() => notes().some((l) => l.startsWith('resumed: processes continued (SIGCONT)')), { timeout: 3_000 }).toBe(true);
+    expect(notes().some((l) => l.startsWith('suspended: processes stopped (SIGSTOP)'))).toBe(true);
     // a stop of a suspended machine delivers its kill_signal (it is continued for it)
     await n.ctx.store.updateMachine(m.id, { state: 'suspending' }, { ifState: ['started'] });
     await waitState(n, m.id, 'suspended');
