@@ -334,6 +334,63 @@ export class Balancer {
     return s;
   }
 
+  /**
+   * A pick under a steering constraint (Fly's routing headers and fly-replay): the named
+   * machine first when it is a candidate under `hard_limit`; then the named regions in the
+   * order given (soft limit first, then hard limit, as a normal pick does across regions);
+   * then, unless the constraint forces, the normal pick. Returns null when nothing allowed
+   * has room; `steerCandidates` tells "full" (wait) from "none" (fail) apart.
+   */
+  pickSteered(app: string, limits: Limits, steer: Steer, exclude?: ReadonlySet<Slot> | null): Slot | null {
+    const a = this.apps.get(app);
+    if (!a) return null;
+    const now = this.now();
+    this.readmit(a, now);
+    const ex = exclude ?? null;
+    if (steer.machine !== null) {
+      const s = a.slots.get(steer.machine);
+      if (s && s.pos >= 0 && s.outstanding < limits.hard_limit && !(ex && ex.has(s))) return this.acquire(s, s.group);
+      if (steer.forceMachine) return null;
+    }
+    const regions = steer.regions;
+    if (regions !== null) {
+      for (let pass = 0; pass < 2; pass++) {
+        const limit = pass === 0 ? limits.soft_limit : limits.hard_limit;
+        for (let i = 0; i < regions.length; i++) {
+          const g = a.groups.get(regions[i]!);
+          if (!g || g.min >= limit) continue;
+          const s = this.pickIn(g, limit, now, ex);
+          if (s) return this.acquire(s, g);
+        }
+      }
+      if (steer.forceRegions) return null;
+    }
+    return this.pickFrom(app, limits, ex, false);
+  }
+
+  /**
+   * Candidates a steered pick may still take (started, not unhealthy, not ejected, not
+   * excluded), whatever their load: > 0 means "wait for a release", 0 means "none there".
+   */
+  steerCandidates(app: string, steer: Steer, exclude?: ReadonlySet<Slot> | null): number {
+    const a = this.apps.get(app);
+    if (!a) return 0;
+    this.readmit(a, this.now());
+    if (steer.machine !== null && steer.forceMachine) {
+      const s = a.slots.get(steer.machine);
+      return s && s.pos >= 0 && !exclude?.has(s) ? 1 : 0;
+    }
+    if (steer.regions === null || !steer.forceRegions) return a.candidates - countIndexed(exclude);
+    let n = 0;
+    for (const r of steer.regions) {
+      const g = a.groups.get(r);
+      if (!g) continue;
+      n += g.size;
+      if (exclude) for (const s of exclude) if (s.group === g && s.pos >= 0) n--;
+    }
+    return n;
+  }
+
   /** Gives back what `pick` acquired. */
   release(s: Slot): void {
     if (s.outstanding === 0) return;
@@ -374,6 +431,25 @@ export class Balancer {
     const a = this.apps.get(app);
     if (a) yield* a.slots.values();
   }
+}
+
+/**
+ * A steering constraint on a pick. `machine`: a machine id to take when it has room
+ * (`forceMachine`: nothing else). `regions`: regions to try in this order (`forceRegions`:
+ * nowhere else). Both null: a normal pick.
+ */
+export interface Steer {
+  machine: string | null;
+  forceMachine: boolean;
+  regions: readonly string[] | null;
+  forceRegions: boolean;
+}
+
+function countIndexed(set: ReadonlySet<Slot> | null | undefined): number {
+  if (!set) return 0;
+  let n = 0;
+  for (const s of set) if (s.pos >= 0) n++;
+  return n;
 }
 
 /** True when one of the caller's tried machines is in `g` (a retry set holds a few slots). */
