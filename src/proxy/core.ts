@@ -6,7 +6,7 @@
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
-import { Balancer, type Limits, type Slot } from '../balancer/index.js';
+import { Balancer, type Limits, type Slot, type Steer } from '../balancer/index.js';
 import type { App, FlycastIp, Machine, Service, ServicePort } from '../catalog/types.js';
 import type { CatalogView } from '../catalog/view.js';
 import { SixpnError } from '../errors.js';
@@ -136,17 +136,20 @@ export class ProxyCore {
   /**
    * A machine for `app` under its hard limit: at once, or after waiting in the bounded queue
    * up to queue_timeout for a release. 'none' when the app has no candidate (left to try),
-   * 'full' when the wait ran out or the queue is full.
+   * 'full' when the wait ran out or the queue is full. `steer` constrains the pick (Fly's routing
+   * headers, a replay; 'none' then means nothing the constraint allows), `waitMs` shortens the
+   * wait (a replay's `timeout=`).
    */
-  async acquire(app: string, limits: Limits, tried: Set<Slot>, isGone: () => boolean): Promise<Acquired> {
-    const first = this.pickNow(app, limits, tried);
+  async acquire(app: string, limits: Limits, tried: Set<Slot>, isGone: () => boolean, steer: Steer | null = null, waitMs: number | null = null): Promise<Acquired> {
+    const first = this.pickNow(app, limits, tried, steer);
     if (first !== 'full') return first;
-    if (this.queued >= this.config.max_queue || this.config.queue_timeout === 0) {
+    const wait = waitMs === null ? this.config.queue_timeout : Math.min(waitMs, this.config.queue_timeout);
+    if (this.queued >= this.config.max_queue || wait === 0) {
       selected('refused');
       return 'full';
     }
     selected('queued');
-    const deadline = Date.now() + this.config.queue_timeout;
+    const deadline = Date.now() + wait;
     let list = this.waiters.get(app);
     if (!list) this.waiters.set(app, (list = []));
     this.queued++;
@@ -166,7 +169,7 @@ export class ProxyCore {
         const i = list.indexOf(w);
         if (i >= 0) list.splice(i, 1);
         if (isGone()) break;
-        const got = this.pickNow(app, limits, tried);
+        const got = this.pickNow(app, limits, tried, steer);
         if (got !== 'full') return got;
       }
     } finally {
@@ -176,7 +179,16 @@ export class ProxyCore {
     return 'full';
   }
 
-  private pickNow(app: string, limits: Limits, tried: Set<Slot>): Acquired {
+  private pickNow(app: string, limits: Limits, tried: Set<Slot>, steer: Steer | null): Acquired {
+    if (steer !== null) {
+      const s = this.balancer.pickSteered(app, limits, steer, tried.size > 0 ? tried : null);
+      if (s) {
+        selected(s.outcome);
+        appMetrics(app).activeOn(s.machine.id).inc();
+        return s;
+      }
+      return this.balancer.steerCandidates(app, steer, tried) > 0 ? 'full' : 'none';
+    }
     // The caller's last connect try goes to another region when one has room.
     const lastTry = tried.size > 0 && tried.size === this.config.connect_tries - 1;
     const s = this.balancer.pick(app, limits, tried.size > 0 ? tried : null, lastTry);

@@ -39,18 +39,62 @@ export interface CallerContext {
 /** Why no machine was picked: none left to try (502) or all at their hard limit (503). */
 export type Refusal = 'none' | 'full';
 
+/** The proxy answers the request itself with this status and text (from `steer`, `pick` or `replay`). */
+export class Answer {
+  constructor(
+    readonly status: number,
+    readonly text: string,
+  ) {}
+}
+
+/** A replay to make (from `replay` or `replayFailed`): where to, and what the target is told. */
+export interface ReplayTo<S> {
+  /** The constraint the next `pick` gets. */
+  steer: S;
+  /** Whole header lines added to the replayed request (`fly-replay-src: ...\r\n`). */
+  header: string;
+  /** The machine that asked is no candidate for this replay (fly-replay elsewhere=true). */
+  excludeSource: boolean;
+}
+
+/** Where a request stands when a machine asks for a replay. */
+export interface ReplayState {
+  /** Replays already made for this request. */
+  replays: number;
+  /** It already went back to its source after a failed replay. */
+  fallback: boolean;
+  /** Its body was over `maxReplayBody` and was not kept. */
+  bodyTooLarge: boolean;
+}
+
 /**
  * How the forwarder reaches machines: plug these onto the balancer and its connect logic. Every
  * machine `pick` returns is `release`d exactly once; `reportSuccess` / `reportFailure` are
  * verdicts for passive ejection and metrics, and never release.
  */
-export interface ForwarderHooks<C extends CallerContext, M> {
-  /** A machine for the next try of a request, not one of `tried`; may wait (queue) and should stop waiting when `gone()`. */
-  pick(ctx: C, tried: ReadonlySet<M>, gone: () => boolean): M | Refusal | Promise<M | Refusal>;
+export interface ForwarderHooks<C extends CallerContext, M, S = unknown> {
+  /**
+   * A machine for the next try of a request, not one of `tried`; may wait (queue) and should stop
+   * waiting when `gone()`. `steer`: the request's steering constraint (null: none).
+   */
+  pick(ctx: C, tried: ReadonlySet<M>, gone: () => boolean, steer: S | null): M | Refusal | Answer | Promise<M | Refusal | Answer>;
   /** The keep-alive pool of the machine as this caller reaches it (from `forwarder.newPool()`). */
-  pool(m: M, ctx: C): UpstreamPool;
+  pool(m: M, ctx: C, steer: S | null): UpstreamPool;
   /** A new connection to the machine (connect timeout included, `allowHalfOpen: true`), or why not. */
-  dial(m: M, ctx: C): Promise<net.Socket | Error>;
+  dial(m: M, ctx: C, steer: S | null): Promise<net.Socket | Error>;
+  /**
+   * Steering: called only for a request head that carries a routing field (`head.steering`),
+   * before the pick. Returns the constraint for `pick`, or an Answer (a 400 for a bad value).
+   */
+  steer?(ctx: C, head: HeadParser, requestId: string): S | Answer;
+  /**
+   * Replay: called only for a final response head that carries `fly-replay`. The response is not
+   * sent to the caller: the request (head and body) goes where the result says, or the Answer is
+   * given. Without this hook `fly-replay` passes through and bodies are not kept.
+   */
+  replay?(ctx: C, m: M, response: HeadParser, steer: S | null, state: ReplayState, requestId: string): ReplayTo<S> | Answer;
+  /** A replay found no machine (refused or unreachable): a fallback to make, or null for the error. */
+  replayFailed?(ctx: C, steer: S, status: number, text: string, requestId: string): ReplayTo<S> | null;
   release(m: M): void;
   /** The machine answered (a response head arrived). */
   reportSuccess(m: M): void;
@@ -101,6 +145,8 @@ export interface ForwarderOptions {
   poolIdleTimeout?: number;
   /** Resolution of every timeout (ms). */
   tickMs?: number;
+  /** Request body bytes kept while they pass so the request can be replayed (with a `replay` hook). */
+  maxReplayBody?: number;
 }
 
 type Settings = Required<Omit<ForwarderOptions, 'region' | 'requestId' | 'log'>>;
@@ -118,15 +164,19 @@ const DEFAULTS: Settings = {
   poolMaxIdle: 64,
   poolIdleTimeout: 4_000,
   tickMs: 0,
+  maxReplayBody: 1024 * 1024,
 };
 
 const REASONS: Record<number, string> = {
   400: 'Bad Request',
   403: 'Forbidden',
+  404: 'Not Found',
   408: 'Request Timeout',
+  413: 'Content Too Large',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
   504: 'Gateway Timeout',
+  508: 'Loop Detected',
 };
 
 const EMPTY = new Set<never>();
@@ -136,18 +186,18 @@ function isPromise<T>(x: unknown): x is Promise<T> {
   return typeof (x as { then?: unknown } | null)?.then === 'function';
 }
 
-export class Http1Forwarder<C extends CallerContext, M> {
+export class Http1Forwarder<C extends CallerContext, M, S = unknown> {
   readonly settings: Settings;
   readonly limits: HeadLimits;
   readonly deadlines: Deadlines;
   /** Requests (and tunnels) in progress. */
   inFlight = 0;
   draining = false;
-  private readonly callers = new Set<CallerConn<C, M>>();
+  private readonly callers = new Set<CallerConn<C, M, S>>();
   private readonly pools = new Set<UpstreamPool>();
 
   constructor(
-    readonly hooks: ForwarderHooks<C, M>,
+    readonly hooks: ForwarderHooks<C, M, S>,
     readonly options: ForwarderOptions,
   ) {
     const s: Settings = { ...DEFAULTS };
@@ -209,7 +259,7 @@ export class Http1Forwarder<C extends CallerContext, M> {
   }
 
   /** @internal */
-  forget(c: CallerConn<C, M>): void {
+  forget(c: CallerConn<C, M, S>): void {
     this.callers.delete(c);
     this.deadlines.delete(c);
   }
@@ -222,7 +272,7 @@ const PAUSE = { PICK: 1, UP_FULL: 2, HELD: 4 } as const;
 /** Response progress. */
 const RS = { HEAD: 0, BODY: 1, DONE: 2 } as const;
 
-class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
+class CallerConn<C extends CallerContext, M, S> implements Timed, UpstreamOwner {
   deadline = Infinity;
   private dl: number = DL.NONE;
   private dlAt = Infinity;
@@ -262,9 +312,17 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
   private upReusable = false;
   private status = 0;
   private startedAt = 0;
+  // Steering and replays (see hooks.steer / hooks.replay).
+  private steer: S | null = null;
+  private replays = 0;
+  private fellBack = false;
+  /** Body bytes as they went to the machine, kept for a replay (null: not kept). */
+  private kept: Buffer[] | null = null;
+  private keptBytes = 0;
+  private bodyTooLarge = false;
 
   constructor(
-    private readonly fwd: Http1Forwarder<C, M>,
+    private readonly fwd: Http1Forwarder<C, M, S>,
     readonly socket: net.Socket,
     readonly ctx: C,
   ) {
@@ -388,6 +446,14 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
       this.keepCaller = false;
       return this.answer(403, `forbidden: ${this.ctx.denied}`);
     }
+    if (h.steering && this.fwd.hooks.steer !== undefined) {
+      const r = this.fwd.hooks.steer(this.ctx, h, this.id);
+      if (r instanceof Answer) {
+        this.keepCaller = this.wantsKeepAlive && this.reqDone && !this.ended;
+        return this.answer(r.status, r.text);
+      }
+      this.steer = r;
+    }
     this.pause(PAUSE.PICK);
     this.attempt();
   }
@@ -410,6 +476,12 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     this.upHead = rewriteRequest(h, this.who, this.id, this.upgrade);
     this.tried = null;
     this.attempts = 0;
+    this.steer = null;
+    this.replays = 0;
+    this.fellBack = false;
+    this.keptBytes = 0;
+    this.bodyTooLarge = kind !== BODY.NONE && this.fwd.hooks.replay !== undefined && h.contentLength > this.s.maxReplayBody;
+    this.kept = kind !== BODY.NONE && this.fwd.hooks.replay !== undefined && !this.bodyTooLarge ? [] : null;
     this.resBytes = false;
     this.rs = RS.HEAD;
     this.status = 0;
@@ -424,8 +496,8 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
   private attempt(): void {
     this.attempts++;
     this.phase = PH.PICK;
-    const r = this.fwd.hooks.pick(this.ctx, this.tried ?? EMPTY, this.isGone);
-    if (isPromise<M | Refusal>(r)) r.then(this.onPicked, this.onPickFailed);
+    const r = this.fwd.hooks.pick(this.ctx, this.tried ?? EMPTY, this.isGone, this.steer);
+    if (isPromise<M | Refusal | Answer>(r)) r.then(this.onPicked, this.onPickFailed);
     else this.onPicked(r);
   }
 
@@ -433,17 +505,18 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     this.fail(502, 'proxy error', err as Error);
   };
 
-  private readonly onPicked = (r: M | Refusal): void => {
-    if (r === 'full' || r === 'none') {
+  private readonly onPicked = (r: M | Refusal | Answer): void => {
+    if (r === 'full' || r === 'none' || r instanceof Answer) {
       if (this.phase === PH.CLOSED) return;
-      if (r === 'full') return this.fail(503, 'all machines are at their hard limit');
-      return this.fail(502, this.tried === null ? 'no machine available' : 'no machine reachable');
+      if (r instanceof Answer) return this.noMachine(r.status, r.text);
+      if (r === 'full') return this.noMachine(503, 'all machines are at their hard limit');
+      return this.noMachine(502, this.tried === null ? 'no machine available' : 'no machine reachable');
     }
     if (this.phase === PH.CLOSED) return this.fwd.hooks.release(r);
     this.m = r;
-    const c = this.fwd.hooks.pool(r, this.ctx).take(this);
+    const c = this.fwd.hooks.pool(r, this.ctx, this.steer).take(this);
     if (c !== null) return this.connected(c);
-    this.fwd.hooks.dial(r, this.ctx).then(this.onDialed, this.onDialed);
+    this.fwd.hooks.dial(r, this.ctx, this.steer).then(this.onDialed, this.onDialed);
   };
 
   private readonly onDialed = (s: net.Socket | Error): void => {
@@ -458,10 +531,83 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
       this.fwd.hooks.release(m);
       (this.tried ??= new Set()).add(m);
       if (this.attempts < this.s.connectTries) return this.attempt();
-      return this.fail(502, 'no machine reachable', s);
+      return this.noMachine(502, 'no machine reachable', s);
     }
-    this.connected(this.fwd.hooks.pool(m, this.ctx).adopt(s, this));
+    this.connected(this.fwd.hooks.pool(m, this.ctx, this.steer).adopt(s, this));
   };
+
+  /** No machine for this try: a replay may fall back to where it came from, else the error. */
+  private noMachine(status: number, text: string, err?: Error): void {
+    const hooks = this.fwd.hooks;
+    if (this.replays > 0 && !this.fellBack && this.steer !== null && hooks.replayFailed !== undefined) {
+      const r = hooks.replayFailed(this.ctx, this.steer, status, text, this.id);
+      if (r !== null) {
+        this.fellBack = true;
+        return this.startReplay(r, null);
+      }
+    }
+    this.fail(status, text, err);
+  }
+
+  /** Keeps body bytes sent to the machine for a replay, until there are too many. */
+  private keep(b: Buffer): void {
+    this.keptBytes += b.length;
+    if (this.keptBytes > this.s.maxReplayBody) {
+      this.kept = null;
+      this.bodyTooLarge = true;
+    } else this.kept!.push(b);
+  }
+
+  /** A final response head asked for a replay: drop that answer and send the request elsewhere. */
+  private replayAsked(h: HeadParser, kind: BodyKind, rest: boolean): void {
+    const m = this.m!;
+    const hooks = this.fwd.hooks;
+    hooks.reportSuccess(m);
+    const r = hooks.replay!(this.ctx, m, h, this.steer, { replays: this.replays, fallback: this.fellBack, bodyTooLarge: this.bodyTooLarge }, this.id);
+    const up = this.up!;
+    this.up = null;
+    if (this.upPaused) up.socket.resume();
+    this.upPaused = false;
+    // The machine's connection goes back only when its answer had no body and our request went whole.
+    if (kind === BODY.NONE && h.keepAlive && this.reqDone && !rest) up.pool.put(up);
+    else up.destroy();
+    this.releaseMachine();
+    if (r instanceof Answer) {
+      this.keepCaller = this.wantsKeepAlive && this.reqDone && !this.ended;
+      return this.answer(r.status, r.text);
+    }
+    this.replays++;
+    this.startReplay(r, m);
+  }
+
+  /** Sends the request again (a replay, or its fallback): same head plus `r.header`, the body from its first byte. */
+  private startReplay(r: ReplayTo<S>, source: M | null): void {
+    this.steer = r.steer;
+    this.tried = r.excludeSource && source !== null ? new Set([source]) : null;
+    this.attempts = 0;
+    this.resBytes = false;
+    this.rs = RS.HEAD;
+    this.status = 0;
+    this.upReusable = false;
+    this.upHead = rewriteRequest(this.head, this.who, this.id, this.upgrade, Buffer.from(r.header, 'latin1'));
+    const kind = requestBody(this.head);
+    if (kind !== BODY.NONE) {
+      // What was kept goes first, then what the caller still sends (read once the target is connected).
+      const kept = this.kept!;
+      if (kept.length > 0) {
+        const prefix = kept.length === 1 ? kept[0]! : Buffer.concat(kept);
+        this.held = this.held === null ? prefix : Buffer.concat([prefix, this.held]);
+      }
+      this.kept = [];
+      this.keptBytes = 0;
+      this.body.begin(kind, this.head.contentLength);
+      this.reqDone = false;
+    }
+    this.setDeadline(DL.NONE, 0);
+    this.pause(PAUSE.PICK);
+    this.unpause(PAUSE.UP_FULL);
+    this.attempt();
+  }
 
   /** A connection to the picked machine: send the head and what is held of the body. */
   private connected(c: UpstreamConn): void {
@@ -487,11 +633,17 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     if (e === BODY_INVALID) return this.abortRequest(`malformed request body: ${this.body.reason}`);
     const up = this.up!.socket;
     if (e === BODY_CONTINUES) {
-      if (!up.write(off === 0 ? chunk : chunk.subarray(off))) this.pause(PAUSE.UP_FULL);
+      const b = off === 0 ? chunk : chunk.subarray(off);
+      if (this.kept !== null) this.keep(b);
+      if (!up.write(b)) this.pause(PAUSE.UP_FULL);
       this.touch();
       return;
     }
-    if (e > off && !up.write(off === 0 && e === chunk.length ? chunk : chunk.subarray(off, e))) this.pause(PAUSE.UP_FULL);
+    if (e > off) {
+      const b = off === 0 && e === chunk.length ? chunk : chunk.subarray(off, e);
+      if (this.kept !== null) this.keep(b);
+      if (!up.write(b)) this.pause(PAUSE.UP_FULL);
+    }
     this.reqDone = true;
     this.requestDeadline = Infinity;
     if (this.rs === RS.HEAD) this.setDeadline(DL.UPSTREAM, this.s.upstreamTimeout);
@@ -530,6 +682,7 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
           if (!this.upgrade) return this.badResponse('invalid response from machine: 101 to a request that did not ask to upgrade');
           return this.switchProtocols(h, chunk, off);
         }
+        if (h.replayField >= 0 && this.fwd.hooks.replay !== undefined) return this.replayAsked(h, kind, off < chunk.length);
         this.responseHead(h, kind);
         break;
       }
@@ -545,6 +698,7 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
 
   private responseHead(h: HeadParser, kind: BodyKind): void {
     this.status = h.status;
+    this.kept = null; // answered: no replay any more
     this.fwd.hooks.reportSuccess(this.m!);
     this.resKind = kind;
     this.upHead = null;
