@@ -14,8 +14,9 @@
 //   POST /sink   -> reads the body, answers {"bytes":N}
 //   /echo        -> reads the body, answers JSON {id, region, method, url, headers, bytes, sha256}
 //   /replay?to=V -> answers 409 with `fly-replay: V` (after reading the body; with early=1 at
-//                   once), except on a machine whose --region or id is in `unless` (comma list),
-//                   which answers as /echo: a request replayed there lands
+//                   once; `to_<region>=V` overrides V on machines of that region), except on a
+//                   machine whose --region or id is in `unless` (comma list), or for a request
+//                   that carries fly-replay-failed: those answer as /echo
 //   --region R   -> the machine's region (for /echo and `unless`)
 //   Upgrade      -> 101, then echoes raw bytes (a WebSocket-like tunnel); on /no-upgrade a plain
 //                   200 "<id>\n" instead, and the connection goes on serving HTTP requests
@@ -108,7 +109,10 @@ if (kind === 'tcp') {
         res.end();
       };
       pump();
-    } else if (url.pathname === '/echo' || (url.pathname === '/replay' && (url.searchParams.get('unless') ?? '').split(',').some((u) => u === region || u === id))) {
+    } else if (
+      url.pathname === '/echo' ||
+      (url.pathname === '/replay' && (req.headers['fly-replay-failed'] !== undefined || (url.searchParams.get('unless') ?? '').split(',').some((u) => u === region || u === id)))
+    ) {
       const hash = createHash('sha256');
       let bytes = 0;
       req.on('data', (c) => {
@@ -121,7 +125,7 @@ if (kind === 'tcp') {
       });
     } else if (url.pathname === '/replay') {
       const answer = () => {
-        res.writeHead(409, { 'fly-replay': url.searchParams.get('to') ?? '', 'content-length': '0' });
+        res.writeHead(409, { 'fly-replay': url.searchParams.get(`to_${region}`) ?? url.searchParams.get('to') ?? '', 'content-length': '0' });
         res.end();
       };
       if (url.searchParams.get('early') === '1') {
