@@ -7,20 +7,18 @@
  * how long a replay may wait for room, and where a failed replay falls back to. Requests
  * without a routing header and responses without `fly-replay` never reach this file.
  *
- * @example
+ * @example (http-service.ts)
  *   const s = new HttpSteering(core, regions);
- *   new Http1Forwarder<ConnInfo, Slot, Route>({
- *     pick: (info, tried, gone, route) => s.pick(info, tried as Set<Slot>, gone, route),
- *     pool: (slot, info, route) => poolOf(slot.machine, route?.service ?? info.target.service),
- *     dial: (slot, info, route) => core.dial(slot, route?.service ?? info.target.service),
- *     steer: s.steer, replay: s.replay, replayFailed: s.replayFailed, ...
+ *   new Http1Forwarder<Caller, Slot, Route>({
+ *     connect: (info, tried, gone, id, route) => upstream.connect({ app: (route?.app ?? info.target.app).name, prefs: route?.steer, waitMs: route?.waitMs, ... }),
+ *     route: s.route, replay: s.replay, replayFailed: s.replayFailed, ...
  *   }, options);
  */
 import type { Slot, Steer } from '../balancer/index.js';
 import type { App, Machine, Service } from '../catalog/types.js';
-import { ReplayInvalidError, SixpnError, SteerUnavailableError } from '../errors.js';
-import type { Acquired, ConnInfo, ProxyCore } from './core.js';
-import { Answer, type ReplayState, type ReplayTo } from './http1/forwarder.js';
+import { NoCapacityError, ReplayInvalidError, SixpnError, SteerUnavailableError, UpstreamUnreachableError } from '../errors.js';
+import type { ConnInfo, ProxyCore } from './core.js';
+import type { ReplayState, ReplayTo } from './http1/forwarder.js';
 import type { HeadParser } from './http1/head.js';
 import { H } from './http1/tables.js';
 import { replaysTotal, steeredTotal } from './metrics.js';
@@ -88,8 +86,8 @@ export class HttpSteering {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** hooks.steer: the caller's routing headers as a route, or the 400/404 answer. */
-  readonly steer = (info: ConnInfo, head: HeadParser, requestId: string): Route | Answer => {
+  /** hooks.route: the caller's routing headers as a route, or the 400/404 answer. */
+  readonly route = (info: ConnInfo, head: HeadParser, requestId: string): Route | SixpnError => {
     const app = info.target.app;
     try {
       const steer = steerFromHeaders(steeringHeaders(head), app.name, this.core.view, this.regions);
@@ -97,25 +95,23 @@ export class HttpSteering {
       return { app, service: info.target.service, steer, forced: steer.forceMachine || steer.forceRegions, waitMs: null, asked: null, back: null };
     } catch (err) {
       steeredTotal.inc({ app: app.name, outcome: 'refused' });
-      const e = err instanceof SixpnError ? err : new SixpnError('bad routing header', { cause: err });
-      this.core.log.info({ app: app.name, caller: info.caller, request_id: requestId, code: e.code, reason: e.message }, 'routing header refused');
-      return new Answer(e.status, e.message);
+      void requestId; // the failed hook logs the answer once, with the request id
+      return err instanceof SixpnError ? err : new SixpnError('bad routing header', { cause: err });
     }
   };
 
-  /** hooks.pick: a normal pick, or one under the route's constraint (a forced one's refusal names it). */
-  async pick(info: ConnInfo, tried: Set<Slot>, gone: () => boolean, route: Route | null): Promise<Acquired | Answer> {
-    if (route === null) return this.core.acquire(info.target.app.name, info.target.service.concurrency, tried, gone);
-    const got = await this.core.acquire(route.app.name, route.service.concurrency, tried, gone, route.steer, route.waitMs);
-    if (typeof got !== 'string' || !route.forced) return got;
-    // A forced constraint that found nothing: 503 that says which region or machine.
-    const e = new SteerUnavailableError(unavailableText(route.steer, route.app.name, got === 'full'));
-    this.core.callerFailed('http', e, info);
-    return new Answer(e.status, e.message);
+  /**
+   * What a forced route's caller is told when its pick found nothing: 503 naming the region or
+   * machine, instead of the app's usual 502/503. Other errors (and unforced routes) pass as they are.
+   */
+  refusal(route: Route | null, err: SixpnError): SixpnError {
+    if (route === null || !route.forced || !(err instanceof NoCapacityError || err instanceof UpstreamUnreachableError)) return err;
+    if (err instanceof UpstreamUnreachableError && err.message !== 'no machine available') return err; // every connect failed: that is the story
+    return new SteerUnavailableError(unavailableText(route.steer, route.app.name, err instanceof NoCapacityError), { cause: err });
   }
 
   /** hooks.replay: a machine answered with fly-replay. */
-  readonly replay = (info: ConnInfo, slot: Slot, response: HeadParser, route: Route | null, state: ReplayState, requestId: string): ReplayTo<Route> | Answer => {
+  readonly replay = (info: ConnInfo, slot: Slot, response: HeadParser, route: Route | null, state: ReplayState, requestId: string): ReplayTo<Route> | SixpnError => {
     const app = route?.app ?? info.target.app;
     const service = route?.service ?? info.target.service;
     const machine = slot.machine;
@@ -125,18 +121,16 @@ export class HttpSteering {
       const r = parseReplay(response.value(response.replayField), this.regions);
       plan = planReplay(r, { app, machine, service }, this.core.view, state, this.now());
     } catch (err) {
+      // Logged once where the request ends (the forwarder's failed hook), with the code and this machine.
       const e = err instanceof SixpnError && err.code !== 'SIXPN_INTERNAL' ? err : new ReplayInvalidError(`invalid fly-replay: ${(err as Error).message}`, { cause: err });
       replaysTotal.inc({ app: app.name, outcome: outcomeOf(e) });
-      const line = { app: app.name, machine: machine.id, caller: info.caller, request_id: requestId, code: e.code, reason: e.message, replays: state.replays };
-      if (e.code === 'SIXPN_FORBIDDEN') this.core.log.warn(line, 'fly-replay to an app of another org refused');
-      else this.core.log.warn(line, 'fly-replay not followed');
-      return new Answer(e.status, e.message);
+      return e;
     }
     replaysTotal.inc({ app: app.name, outcome: 'replayed' });
     this.core.log.info({ app: app.name, machine: machine.id, to_app: plan.app.name, request_id: requestId, replays: state.replays + 1 }, 'request replayed');
     const forced = plan.steer.forceMachine || plan.steer.forceRegions;
     return {
-      steer: {
+      route: {
         app: plan.app,
         service: plan.service,
         steer: plan.steer,
@@ -151,17 +145,18 @@ export class HttpSteering {
   };
 
   /** hooks.replayFailed: a replay found no machine; with fallback= it goes back to its source. */
-  readonly replayFailed = (info: ConnInfo, route: Route, status: number, text: string, requestId: string): ReplayTo<Route> | null => {
+  readonly replayFailed = (info: ConnInfo, route: Route, err: SixpnError, requestId: string): ReplayTo<Route> | null => {
     const back = route.back;
     if (back === null) {
       replaysTotal.inc({ app: (route.asked ?? route.app).name, outcome: 'failed' });
       return null;
     }
     replaysTotal.inc({ app: back.app.name, outcome: 'fallback' });
-    this.core.log.info({ app: back.app.name, machine: back.source.id, to_app: route.app.name, request_id: requestId, status, reason: text, caller: info.caller }, `replay failed; back to its source (${back.mode})`);
+    const e = this.refusal(route, err);
+    this.core.log.info({ app: back.app.name, machine: back.source.id, to_app: route.app.name, request_id: requestId, code: e.code, reason: e.message, caller: info.caller }, `replay failed; back to its source (${back.mode})`);
     return {
-      steer: { app: back.app, service: back.service, steer: fallbackSteer(back.mode, back.source), forced: back.mode === 'force_self', waitMs: null, asked: back.app, back: null },
-      header: `fly-replay-failed: ${replayFailed(back.plan, `${status} ${text}`)}\r\n`,
+      route: { app: back.app, service: back.service, steer: fallbackSteer(back.mode, back.source), forced: back.mode === 'force_self', waitMs: null, asked: back.app, back: null },
+      header: `fly-replay-failed: ${replayFailed(back.plan, `${e.status} ${e.message}`)}\r\n`,
       excludeSource: false,
     };
   };
