@@ -76,7 +76,7 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
       ? startAutostart({ config: ctx.config.autostart, store: ctx.store, view: ctx.view, balancer, rank: (r) => rank.get(r) ?? Number.MAX_SAFE_INTEGER, connectTimeoutMs: cfg.connect_timeout, nodeName: ctx.config.node.name, log })
       : null;
   upstream.autostart = seams.autostart ?? own;
-  const http = new HttpService(core, upstream);
+  const http = new HttpService(core, upstream, ctx.regions);
   const tcp = new TcpService(core, upstream);
   const listeners = new Listeners(core, http, tcp);
   const stopGuard = startMemoryGuard(cfg.gc_after_bytes, 20, () => http.inFlight > 0);

@@ -22,7 +22,7 @@
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
-import { Balancer, type Limits, type PickPrefs, type Slot } from '../balancer/index.js';
+import { Balancer, type Limits, type Slot, type Steer } from '../balancer/index.js';
 import type { Machine, Service } from '../catalog/types.js';
 import { NoCapacityError, SixpnError, UpstreamUnreachableError } from '../errors.js';
 import type { ProxyConfig } from './config.js';
@@ -76,7 +76,9 @@ export interface ConnectRequest<T> {
   tried: Set<Slot>;
   gone: () => boolean;
   requestId?: string;
-  prefs?: PickPrefs | null;
+  prefs?: Steer | null;
+  /** The longest wait in the capacity queue for this request (a replay's `timeout=`); never above queue_timeout. */
+  waitMs?: number | null;
   /** An idle connection to the slot's machine, if any (HTTP pools). */
   reuse?: (slot: Slot) => T | null;
   /** A freshly dialed socket as what the caller wants. */
@@ -198,15 +200,16 @@ export class Upstream {
    * waiting in the queue (or for an autostart). 'none' when the app has no candidate left to
    * try, 'full' when the wait ran out or the queue is full, an Error when a start failed.
    */
-  acquire(app: string, service: Service, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: PickPrefs | null = null): Acquired | Error | Promise<Acquired | Error> {
+  acquire(app: string, service: Service, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: Steer | null = null, waitMs: number | null = null): Acquired | Error | Promise<Acquired | Error> {
     const limits = this.limits(service);
     const got = this.pickNow(app, limits, tried, prefs);
     const starter = this.autostart;
+    const queueMs = waitMs === null ? this.config.queue_timeout : Math.min(waitMs, this.config.queue_timeout);
     if (typeof got === 'object') {
       const warm = starter?.warming?.(got.machine.id) ?? null;
       if (warm !== null) {
         this.release(got);
-        const again = (): Acquired | Promise<Acquired> => this.afterStart(app, limits, tried, gone, prefs);
+        const again = (): Acquired | Promise<Acquired> => this.afterStart(app, limits, tried, gone, prefs, queueMs);
         return warm.then(again, again);
       }
       if (starter !== null && (got.outcome === 'spilled' || got.outstanding > limits.soft_limit)) {
@@ -218,29 +221,28 @@ export class Upstream {
       // No started machine at all: the caller waits for one to be started.
       if (starter === null || tried.size > 0) return 'none';
       return starter.wake(app, service).then(
-        (woke) => (woke instanceof Error ? woke : woke === null || gone() ? 'none' : this.afterStart(app, limits, tried, gone, prefs)),
+        (woke) => (woke instanceof Error ? woke : woke === null || gone() ? 'none' : this.afterStart(app, limits, tried, gone, prefs, queueMs)),
         (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
       );
     }
     starter?.nudge(app, service, Infinity);
-    return this.wait(app, limits, tried, gone, prefs);
+    return this.wait(app, limits, tried, gone, prefs, queueMs);
   }
 
   /** The pick once a start this caller waited for is over: the started machines may all be full for now (many callers woke at once), which is a wait in the queue like any other. */
-  private afterStart(app: string, limits: Limits, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: PickPrefs | null): Acquired | Promise<Acquired> {
+  private afterStart(app: string, limits: Limits, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: Steer | null, waitMs: number): Acquired | Promise<Acquired> {
     const got = this.pickNow(app, limits, tried, prefs);
-    return got === 'full' ? this.wait(app, limits, tried, gone, prefs) : got;
+    return got === 'full' ? this.wait(app, limits, tried, gone, prefs, waitMs) : got;
   }
 
-  private async wait(app: string, limits: Limits, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: PickPrefs | null): Promise<Acquired> {
-    const cfg = this.config;
+  private async wait(app: string, limits: Limits, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: Steer | null, waitMs: number): Promise<Acquired> {
     this.lender?.want(app);
-    if (!this.queue.hasRoom || cfg.queue_timeout === 0) {
+    if (!this.queue.hasRoom || waitMs === 0) {
       selected('refused');
       return 'full';
     }
     selected('queued');
-    const deadline = performance.now() + cfg.queue_timeout;
+    const deadline = performance.now() + waitMs;
     let front = false;
     for (;;) {
       const left = deadline - performance.now();
@@ -261,7 +263,7 @@ export class Upstream {
     return 'full';
   }
 
-  private pickNow(app: string, limits: Limits, tried: ReadonlySet<Slot>, prefs: PickPrefs | null): Acquired {
+  private pickNow(app: string, limits: Limits, tried: ReadonlySet<Slot>, prefs: Steer | null): Acquired {
     // The caller's last connect try goes to another region when one has room.
     const lastTry = tried.size > 0 && tried.size === this.config.connect_tries - 1;
     const s = this.balancer.pick(app, limits, tried.size > 0 ? tried : null, lastTry, prefs);
@@ -270,6 +272,8 @@ export class Upstream {
       appMetrics(app).activeOn(s.machine.id).inc();
       return s;
     }
+    // Under a steering constraint, "none" means nothing the constraint allows (a forced region or machine).
+    if (prefs !== null) return this.balancer.steerCandidates(app, prefs, tried) > 0 ? 'full' : 'none';
     const left = this.balancer.candidateCount(app) - countLive(tried);
     return left > 0 ? 'full' : 'none';
   }
@@ -326,7 +330,7 @@ export class Upstream {
    * connection or the typed error the caller is answered with.
    */
   connect<T>(r: ConnectRequest<T>): Connected<T> | SixpnError | Promise<Connected<T> | SixpnError> {
-    const a = this.acquire(r.app, r.service, r.tried, r.gone, r.prefs ?? null);
+    const a = this.acquire(r.app, r.service, r.tried, r.gone, r.prefs ?? null, r.waitMs ?? null);
     if (isPromise<Acquired | Error>(a)) return a.then((x) => this.connectTo(r, x, null));
     return this.connectTo(r, a, null);
   }
@@ -350,7 +354,7 @@ export class Upstream {
       r.tried.add(slot);
       if (r.gone()) return CALLER_GONE;
       if (r.tried.size >= this.config.connect_tries) return new UpstreamUnreachableError('no machine reachable', { cause: s });
-      const a = this.acquire(r.app, r.service, r.tried, r.gone, r.prefs ?? null);
+      const a = this.acquire(r.app, r.service, r.tried, r.gone, r.prefs ?? null, r.waitMs ?? null);
       if (isPromise<Acquired | Error>(a)) return a.then((x) => this.connectTo(r, x, s));
       return this.connectTo(r, a, s);
     }
