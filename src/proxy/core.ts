@@ -8,6 +8,7 @@ import net from 'node:net';
 import type { Logger } from 'pino';
 import { Balancer, type Limits, type Slot } from '../balancer/index.js';
 import type { App, FlycastIp, Machine, Service, ServicePort } from '../catalog/types.js';
+import type { SourcePicker } from '../catalog/source.js';
 import type { CatalogView } from '../catalog/view.js';
 import { SixpnError } from '../errors.js';
 import type { ProxyConfig } from './config.js';
@@ -122,6 +123,11 @@ export class ProxyCore {
     readonly view: CatalogView,
     readonly balancer: Balancer,
     readonly log: Logger,
+    /**
+     * The local address to dial a machine from: on a host, its own address in the machine's org
+     * (src/catalog/source.ts), so the proxy's traffic passes the same org rule as anyone's.
+     */
+    readonly sourceFor: SourcePicker = () => undefined,
   ) {
     this.acl = new CallerAcl(config.allow);
     balancer.onCapacity = (app) => this.wake(app);
@@ -228,10 +234,11 @@ export class ProxyCore {
   /** Opens a TCP connection to the machine; resolves with the socket or the error (never rejects). */
   dial(s: Slot, service: Service): Promise<net.Socket | Error> {
     const { host, port } = dialTarget(s.machine, service);
+    const localAddress = this.sourceFor(s.machine);
     const started = performance.now();
     let up: net.Socket;
     try {
-      up = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+      up = net.connect(localAddress === undefined ? { host, port, allowHalfOpen: true, noDelay: true } : { host, port, localAddress, allowHalfOpen: true, noDelay: true });
     } catch (err) {
       return Promise.resolve(badUpstream(s.machine, err));
     }

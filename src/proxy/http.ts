@@ -303,7 +303,9 @@ export class HttpProxy {
     let p = this.pools.get(key);
     if (!p) {
       const c = this.core.config;
+      const localAddress = this.core.sourceFor(slot.machine);
       p = new Pool(origin, {
+        ...(localAddress !== undefined ? { localAddress } : {}),
         pipelining: 1,
         keepAliveTimeout: 4_000,
         connect: { timeout: c.connect_timeout },

@@ -5,6 +5,8 @@
  * the catalog live; SIGTERM drains (stop accepting, let work in flight finish, then close).
  */
 import { attachToView, Balancer } from '../balancer/index.js';
+import { HostLiveness } from '../catalog/liveness.js';
+import { localHostName, sourcePicker } from '../catalog/source.js';
 import type { CatalogChange } from '../catalog/types.js';
 import type { NodeContext, RunningRole } from '../role.js';
 import { ProxyCore } from './core.js';
@@ -42,8 +44,16 @@ export async function startProxyRole(ctx: NodeContext): Promise<ProxyRole> {
     },
   });
   const detach = attachToView(balancer, ctx.view);
+  // Machines of a host that stopped heartbeating are no candidates until it beats again.
+  const liveness = new HostLiveness(ctx.view, ctx.config.host.heartbeat_timeout);
+  for (const host of liveness.unreachable()) balancer.setHostReachable(host, false);
+  liveness.on('change', (host, reachable) => {
+    balancer.setHostReachable(host, reachable);
+    if (reachable) log.info({ host }, 'host heartbeats again: its machines take traffic');
+    else log.warn({ host, timeout_ms: liveness.timeoutMs }, 'host stopped heartbeating: its machines take no traffic');
+  });
   const stopGuard = startMemoryGuard(cfg.gc_after_bytes);
-  const core = new ProxyCore(cfg, ctx.view, balancer, log);
+  const core = new ProxyCore(cfg, ctx.view, balancer, log, sourcePicker(ctx.view, localHostName(ctx.config)));
   const http = new HttpProxy(core);
   const listeners = new Listeners(core, http);
 
@@ -106,6 +116,7 @@ export async function startProxyRole(ctx: NodeContext): Promise<ProxyRole> {
       closed = true;
       stopAccepting();
       detach();
+      liveness.close();
       stopGuard();
       for (const s of core.sockets) s.destroy();
       await http.close();
