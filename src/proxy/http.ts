@@ -317,12 +317,16 @@ export class HttpProxy {
     return p;
   }
 
-  /** Closes pools of machines that left the catalog or changed where they are dialed. */
-  forgetMachine(id: string): void {
+  /**
+   * Closes pools of machines that left the catalog or changed where they are dialed. With
+   * `abort` (their host went silent) at once: what waits on them fails with it, and a bodiless
+   * GET that got no response byte is retried on another machine instead of hanging.
+   */
+  forgetMachine(id: string, abort?: Error): void {
     for (const [key, p] of this.pools) {
       if (key.startsWith(`${id}|`)) {
         this.pools.delete(key);
-        void p.close().catch(() => undefined);
+        void (abort ? p.destroy(abort) : p.close()).catch(() => undefined);
       }
     }
   }

@@ -44,18 +44,23 @@ export async function startProxyRole(ctx: NodeContext): Promise<ProxyRole> {
     },
   });
   const detach = attachToView(balancer, ctx.view);
+  const stopGuard = startMemoryGuard(cfg.gc_after_bytes);
+  const core = new ProxyCore(cfg, ctx.view, balancer, log, sourcePicker(ctx.view, localHostName(ctx.config)));
+  const http = new HttpProxy(core);
+  const listeners = new Listeners(core, http);
+
   // Machines of a host that stopped heartbeating are no candidates until it beats again.
   const liveness = new HostLiveness(ctx.view, ctx.config.host.heartbeat_timeout);
   for (const host of liveness.unreachable()) balancer.setHostReachable(host, false);
   liveness.on('change', (host, reachable) => {
     balancer.setHostReachable(host, reachable);
-    if (reachable) log.info({ host }, 'host heartbeats again: its machines take traffic');
-    else log.warn({ host, timeout_ms: liveness.timeoutMs }, 'host stopped heartbeating: its machines take no traffic');
+    if (reachable) return void log.info({ host }, 'host heartbeats again: its machines take traffic');
+    log.warn({ host, timeout_ms: liveness.timeoutMs }, 'host stopped heartbeating: its machines take no traffic');
+    // Kept-alive connections to a silent host would hold requests until upstream_timeout:
+    // reset them, so that what waits on them is retried elsewhere (bodiless GETs) or fails now.
+    const reset = Object.assign(new Error(`host ${host} stopped heartbeating`), { code: 'ECONNRESET' });
+    for (const m of ctx.view.machinesOnHost(host)) http.forgetMachine(m.id, reset);
   });
-  const stopGuard = startMemoryGuard(cfg.gc_after_bytes);
-  const core = new ProxyCore(cfg, ctx.view, balancer, log, sourcePicker(ctx.view, localHostName(ctx.config)));
-  const http = new HttpProxy(core);
-  const listeners = new Listeners(core, http);
 
   // Access taken away (an address released, an exposure removed, an app deleted) ends the
   // connections that used it, not only new ones: HTTP once their requests end, TCP at once.
