@@ -259,7 +259,13 @@ export async function startMeshRole(ctx: NodeContext): Promise<MeshRole> {
   }
   view.on('change', onChange);
   view.on('reset', onReset);
-  const timers = [setInterval(kick, cfg.resync_interval), setInterval(() => void poll(), cfg.status_interval)];
+  // A resync also reloads the filter whole: a table flushed or deleted behind our back (by hand,
+  // by another tool's `nft flush ruleset`) is back within resync_interval.
+  const resync = (): void => {
+    firewall?.invalidate();
+    kick();
+  };
+  const timers = [setInterval(resync, cfg.resync_interval), setInterval(() => void poll(), cfg.status_interval)];
   for (const t of timers) t.unref();
   await poll();
   log.info({ host: hostName, host_id: formatHostId(self.host_id), interface: cfg.interface, implementation: link.implementation, listen_port: cfg.listen_port, peers: wanted.size, endpoint: self.wireguard?.endpoint ?? null }, 'mesh up');
