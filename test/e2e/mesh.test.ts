@@ -9,10 +9,10 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostOrgAddress } from '../../src/addressing/index.js';
 import type { Machine } from '../../src/catalog/types.js';
-import { hasCommand, IN_NETNS, ROOT } from '../harness/env.js';
+import { CLI, hasCommand, IN_NETNS, ROOT } from '../harness/env.js';
 import { MeshLab, type LabHost } from '../harness/mesh.js';
 import { waitFor } from '../harness/net.js';
-import { runSixpn } from '../harness/procs.js';
+import { run, runSixpn } from '../harness/procs.js';
 
 const ready = IN_NETNS && ['nft', 'curl', 'dig', 'wg', 'wireguard-go', 'redis-server', 'nsenter', 'setpriv'].every(hasCommand);
 const MACHINE = join(ROOT, 'test/harness/machine.mjs');
@@ -117,7 +117,7 @@ describe.skipIf(!ready)('mesh: 6PN across three hosts', () => {
       expect(h.mesh?.tx_bytes).toBeGreaterThan(0);
     }
     expect(list.find((x) => x.name === 'ewr-1')!.mesh?.self).toBe(true);
-    expect(t.stdout).toMatch(/iad-1\s.*handshake (just now|\d+s ago), rx \d+(\.\d)? [KMG]?i?B tx/);
+    expect(t.stdout).toMatch(/iad-1\s.*handshake (just now|\d+[sm] ago), rx \d+(\.\d)? [KMG]?i?B tx/);
     expect(t.stdout).toMatch(/ewr-1\s.*self \(wireguard-go\)/);
   });
 
@@ -187,6 +187,26 @@ describe.skipIf(!ready)('mesh: 6PN across three hosts', () => {
     }
     expect(answers[0]!.split(',').sort()).toEqual(REGIONS.map((r) => addr[ID.web[r]]).sort());
     expect(new Set(answers).size).toBe(1);
+  });
+
+  it('doctor on a mesh host says which WireGuard it uses and that the tunnel has its peers and routes; on a bare server what to fix', async () => {
+    type Line = { id: string; status: string; detail: string; fix?: string };
+    const doctor = async (ns: string) => {
+      const r = await run('nsenter', [`--net=/run/netns/${ns}`, process.execPath, CLI, 'doctor', '--config', hosts.ewr.configFile, '--json']);
+      return { code: r.code, lines: new Map((JSON.parse(r.stdout).lines as Line[]).map((l) => [l.id, l])) };
+    };
+    const good = await doctor(hosts.ewr.ns.name);
+    for (const id of ['mesh-forwarding', 'mesh-wireguard', 'mesh-wg', 'mesh-nft', 'mesh-port', 'mesh-endpoint', 'mesh-routes']) expect(good.lines.get(id)?.status, `${id}: ${good.lines.get(id)?.detail}`).toBe('ok');
+    expect(good.lines.get('mesh-wireguard')!.detail).toMatch(/^userspace wireguard-go \(the kernel has no WireGuard module\)/);
+    expect(good.lines.get('mesh-routes')!.detail).toMatch(/2 peers, 4 routes/);
+    expect(good.lines.get('mesh-port')!.detail).toContain('held by');
+    // a server on the bridge with nothing set up: no forwarding, no local fdaa::/16
+    const { ns } = await lab.attach('sxbare');
+    const bare = await doctor(ns.name);
+    expect(bare.code).toBe(1);
+    expect(bare.lines.get('mesh-forwarding')).toMatchObject({ status: 'fail', fix: expect.stringContaining('sysctl -w net.ipv6.conf.all.forwarding=1') });
+    expect(bare.lines.get('mesh-routes')).toMatchObject({ status: 'fail', fix: expect.stringContaining('ip -6 route add local fdaa::/16 dev lo') });
+    expect(bare.lines.get('mesh-port')!.status).toBe('ok');
   });
 
   it('Flycast from ewr lands in ewr, moves to iad when ewr stops, to lhr when the iad host dies', async () => {

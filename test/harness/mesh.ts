@@ -120,7 +120,9 @@ export class MeshLab {
     if (!IN_NETNS) throw new Error('refusing to build a mesh lab outside the test namespace');
     const internet = await Netns.create('sxnet');
     const bridge = 'br0';
-    await must('ip', ['-n', internet.name, 'link', 'add', bridge, 'type', 'bridge']);
+    // A fixed MAC: a bridge otherwise takes the lowest of its ports' MACs, and every host that
+    // joins later could change it under the neighbour caches of the hosts already there.
+    await must('ip', ['-n', internet.name, 'link', 'add', bridge, 'address', '02:5a:e5:00:00:01', 'type', 'bridge']);
     await must('ip', ['-n', internet.name, '-6', 'addr', 'add', `${INTERNET}/64`, 'dev', bridge, 'nodad']);
     await must('ip', ['-n', internet.name, 'link', 'set', bridge, 'up']);
     const dir = mkdtempSync(join(tmpdir(), 'sixpn-mesh-'));
