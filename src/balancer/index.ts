@@ -24,6 +24,11 @@ export interface RegionOrder {
 export interface BalancerOptions {
   /** The proxy's own region: picks start there. */
   region: string;
+  /**
+   * Units of a machine this balancer may hold before `setCap` says otherwise (the proxy's
+   * workers: 0, their share of hard_limit comes from the primary); default no cap.
+   */
+  defaultCap?: number;
   regions: RegionOrder;
   /** Ramp-up window (ms) for a machine re-admitted after being unhealthy; 0 turns it off. */
   slowStartMs: number;
@@ -38,6 +43,18 @@ export interface Limits {
 }
 
 export type PickOutcome = 'same_region' | 'spilled';
+
+/**
+ * Per-pick preferences (request steering: fly-prefer-region, fly-force-instance-id ...). A
+ * preferred machine is taken when it is a candidate under hard_limit, else a preferred region
+ * is tried first; `force*` makes the preference the only choice (null when it has no room).
+ */
+export interface PickPrefs {
+  region?: string;
+  forceRegion?: boolean;
+  machine?: string;
+  forceMachine?: boolean;
+}
 
 /** One machine in the index; handed to the caller by `pick` and given back to `release`. */
 export class Slot {
@@ -58,6 +75,8 @@ export class Slot {
   constructor(
     public machine: Machine,
     public group: RegionGroup,
+    /** Most units this balancer may hold on it (its share of hard_limit when several share the machine). */
+    public cap: number,
   ) {}
 }
 
@@ -118,18 +137,25 @@ class AppIndex {
 export class Balancer {
   private readonly apps = new Map<string, AppIndex>();
   private readonly slotsById = new Map<string, Slot>();
+  /** Caps set for machines not in the index yet (the cap may arrive before the machine). */
+  private readonly pendingCaps = new Map<string, number>();
+  private readonly defaultCap: number;
   private readonly rank: Map<string, number>;
   private readonly random: () => number;
   private readonly now: () => number;
   readonly ejector: PassiveEjector;
-  /** Called after a release or a candidate appeared, so queued callers can try again. */
-  onCapacity: ((app: string) => void) | null = null;
+  /**
+   * Called after a release (`all` false: one unit is free) or when a candidate appeared or a
+   * cap grew (`all` true: every queued caller may try again).
+   */
+  onCapacity: ((app: string, all: boolean) => void) | null = null;
 
   constructor(private readonly opts: BalancerOptions) {
     this.rank = new Map(opts.regions.nearestFirst(opts.region).map((c, i) => [c, i]));
     this.random = opts.random ?? Math.random;
     this.now = opts.now ?? Date.now;
     this.ejector = new PassiveEjector(opts.passive);
+    this.defaultCap = opts.defaultCap ?? Number.POSITIVE_INFINITY;
   }
 
   get region(): string {
@@ -174,7 +200,7 @@ export class Balancer {
       this.index(a, s);
       if (s.pos >= 0) touched.add(s.machine.app);
     }
-    for (const app of touched) this.onCapacity?.(app);
+    for (const app of touched) this.onCapacity?.(app, true);
   }
 
   private index(a: AppIndex, s: Slot): void {
@@ -196,7 +222,9 @@ export class Balancer {
     const a = this.app(m.app);
     let s = this.slotsById.get(m.id);
     if (!s) {
-      s = new Slot(m, this.group(a, m.region));
+      const cap = this.pendingCaps.get(m.id);
+      if (cap !== undefined) this.pendingCaps.delete(m.id);
+      s = new Slot(m, this.group(a, m.region), cap ?? this.defaultCap);
       this.slotsById.set(m.id, s);
       a.slots.set(m.id, s);
     } else {
@@ -217,7 +245,7 @@ export class Balancer {
       if (s.group.code !== m.region) s.group = this.group(a, m.region);
     }
     this.index(a, s);
-    if (s.pos >= 0) this.onCapacity?.(m.app);
+    if (s.pos >= 0) this.onCapacity?.(m.app, true);
   }
 
   /** Drops a machine (deleted from the catalog); in-flight work still releases cleanly. */
@@ -228,6 +256,7 @@ export class Balancer {
     this.unindex(a, s);
     s.live = false;
     a.slots.delete(id);
+    this.pendingCaps.delete(id);
     const i = a.ejected.indexOf(s);
     if (i >= 0) a.ejected.splice(i, 1);
     this.slotsById.delete(id);
@@ -242,6 +271,18 @@ export class Balancer {
       this.upsert(m);
     }
     for (const id of [...this.slotsById.keys()]) if (!keep.has(id)) this.remove(id);
+  }
+
+  /** Sets how many units of machine `id` this balancer may hold (kept until the machine is known). */
+  setCap(id: string, cap: number): void {
+    const s = this.slotsById.get(id);
+    if (!s) {
+      this.pendingCaps.set(id, cap);
+      return;
+    }
+    const more = cap > s.cap;
+    s.cap = cap;
+    if (more && s.live && s.outstanding < cap) this.onCapacity?.(s.machine.app, true);
   }
 
   /** Candidate machines of an app right now (started, not unhealthy, not ejected). */
@@ -276,7 +317,11 @@ export class Balancer {
    * queues when `candidateCount` > 0, else fails). `exclude` skips machines already tried
    * for this caller (connect retries).
    */
-  pick(app: string, limits: Limits, exclude?: ReadonlySet<Slot> | null, avoidTriedRegions = false): Slot | null {
+  pick(app: string, limits: Limits, exclude?: ReadonlySet<Slot> | null, avoidTriedRegions = false, prefs?: PickPrefs | null): Slot | null {
+    if (prefs) {
+      const s = this.pickPreferred(app, limits, exclude ?? null, prefs);
+      if (s !== undefined) return s;
+    }
     // A caller's last try avoids regions where its earlier tries failed: when a whole region
     // has just died (before any health verdict), the tries would otherwise all go to its dead
     // machines. When no other region has room, the normal pick still runs.
@@ -285,6 +330,26 @@ export class Balancer {
       if (s) return s;
     }
     return this.pickFrom(app, limits, exclude ?? null, false);
+  }
+
+  /** The pick a preference asks for; undefined to go on with the normal pick. */
+  private pickPreferred(app: string, limits: Limits, exclude: ReadonlySet<Slot> | null, prefs: PickPrefs): Slot | null | undefined {
+    const a = this.apps.get(app);
+    if (!a) return prefs.forceMachine || prefs.forceRegion ? null : undefined;
+    const now = this.now();
+    this.readmit(a, now);
+    if (prefs.machine !== undefined) {
+      const s = a.slots.get(prefs.machine);
+      if (s && s.pos >= 0 && !(exclude && exclude.has(s)) && s.outstanding < limits.hard_limit && s.outstanding < s.cap) return this.acquire(s, s.group);
+      if (prefs.forceMachine) return null;
+    }
+    if (prefs.region !== undefined) {
+      const g = a.groups.get(prefs.region);
+      const s = g ? (this.pickIn(g, limits.soft_limit, now, exclude) ?? this.pickIn(g, limits.hard_limit, now, exclude)) : null;
+      if (s) return this.acquire(s, g!);
+      if (prefs.forceRegion) return null;
+    }
+    return undefined;
   }
 
   private pickFrom(app: string, limits: Limits, exclude: ReadonlySet<Slot> | null, skipTriedRegions: boolean): Slot | null {
@@ -331,7 +396,7 @@ export class Balancer {
       const start = len === 1 ? 0 : Math.floor(this.random() * len);
       for (let k = 0; k < len; k++) {
         const s = b[(start + k) % len]!;
-        if (exclude && exclude.has(s)) continue;
+        if (s.outstanding >= s.cap || (exclude && exclude.has(s))) continue;
         if (s.slowStartAt > 0) {
           const elapsed = now - s.slowStartAt;
           if (elapsed >= this.opts.slowStartMs || elapsed < 0) s.slowStartAt = 0;
@@ -360,7 +425,7 @@ export class Balancer {
     if (s.outstanding === 0) return;
     s.outstanding--;
     if (s.pos >= 0) s.group.move(s);
-    if (s.live) this.onCapacity?.(s.machine.app);
+    if (s.live) this.onCapacity?.(s.machine.app, false);
   }
 
   /** A connect to the machine failed; may eject it (returns the ejection ms, 0 if not). */

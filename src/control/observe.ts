@@ -4,7 +4,7 @@
  * /v1/status/events, the 1-second series /v1/status/series and the event feed /v1/events.
  *
  * The control server calls the handler first for every request; it answers and returns true,
- * or returns false to pass the request on. Access (see ./auth.ts and src/observe/README.md, which documents the admin listener):
+ * or returns false to pass the request on. Access (see ./auth.ts and src/control/README.md, "The admin listener"):
  * /healthz is open and says only "ok"; /metrics is open when the admin listener binds a
  * loopback address and needs the bearer token otherwise (labels name apps and machines);
  * /v1/status, its events, series and the feed need the bearer token or the dashboard cookie.

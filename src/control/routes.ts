@@ -12,7 +12,7 @@
  * both, so it needs a token of both orgs. Anything else is 403 naming what the token lacks.
  */
 import { z } from 'zod';
-import { normalizeAddress, orgDnsAddress, orgPrefixCidr } from '../addressing/index.js';
+import { normalizeAddress, orgDnsAddress, orgOf, orgPrefixCidr, parseHostPort } from '../addressing/index.js';
 import { parseOrThrow } from '../catalog/rules.js';
 import type { CatalogStore } from '../catalog/store.js';
 import {
@@ -146,6 +146,23 @@ export function buildRoutes(d: RouteDeps): Router {
   const checkMachine = async (p: Principal, id: string): Promise<void> => {
     if (p.kind === 'org') ownMachine(await store.snapshot(), id, p);
   };
+  /**
+   * A machine's `upstream` is dialed by the proxy and the health checker from where they run, so
+   * an org token may only point it inside its own org's prefix: anything else (another org's
+   * machine, a loopback service, the admin API) would let the org reach past its boundary
+   * through the platform. The admin token may set any upstream (dev mappings, outside backends).
+   */
+  const checkUpstream = async (p: Principal, appName: string, upstream: unknown): Promise<void> => {
+    if (p.kind !== 'org' || typeof upstream !== 'string') return;
+    const snap = await store.snapshot();
+    const org = snap.orgs.find((o) => o.name === findApp(snap, appName).org);
+    if (!org) throw new NotFoundError(`org of app ${appName} not found`);
+    const hp = parseHostPort(upstream);
+    const host = 'error' in hp ? undefined : normalizeAddress(hp.host);
+    if (!host || orgOf(host) !== org.network_id) {
+      throw new ForbiddenError(`upstream ${JSON.stringify(upstream)} is outside org ${org.name}'s prefix ${orgPrefixCidr(org.network_id)}: an org token may only point a machine at [address]:port inside it (the admin token may set any upstream)`);
+    }
+  };
 
   // Orgs
   r.add('GET', '/v1/orgs', async (req) => {
@@ -218,12 +235,20 @@ export function buildRoutes(d: RouteDeps): Router {
     // With a config, a host runs it (`machines run`); without, it is registered by hand.
     if ('config' in body) return run.run(req.params.app!, body, req);
     const input = parseOrThrow(machineCreateSchema, body, 'machine');
+    await checkUpstream(req.principal, req.params.app!, input.upstream);
     return ok(await store.registerMachine({ ...input, app: req.params.app! }, { hostId: d.hostId }), 201);
   });
   r.add('GET', '/v1/machines/:id', async (req) => ok(ownMachine(await store.snapshot(), req.params.id!, req.principal)));
   r.add('PATCH', '/v1/machines/:id', async (req) => {
     const body = objectBody(req, 'machine update');
     await checkMachine(req.principal, req.params.id!);
+    const m = findMachine(await store.snapshot(), req.params.id!);
+    // A host decides where its machines live and how they are dialed; the API does not override it.
+    if (m.host !== undefined && body.upstream !== undefined) throw new ValidationError(`invalid machine update: upstream: machine ${m.id} is run by host ${m.host}, which gives it its address`);
+    if (m.host !== undefined && body.region !== undefined && body.region !== m.region) {
+      throw new ValidationError(`invalid machine update: region: machine ${m.id} runs on host ${m.host} in region ${m.region}; run a new machine in the other region instead`);
+    }
+    await checkUpstream(req.principal, m.app, body.upstream);
     if ('state' in body) {
       parseOrThrow(machineUpdateSchema, body, 'machine update');
       if (await run.findRun(req.params.id!, req.principal)) throw new ValidationError(`machine ${req.params.id} is run by a host: change its state with /start, /stop, /restart or DELETE`);

@@ -1,19 +1,16 @@
 /**
- * What the TCP and HTTP paths of the proxy share: the target lookup (Flycast address + port ->
- * app and service), the ACL, machine acquisition with a bounded wait queue, dialing a machine
- * with connect retries, and the bookkeeping that drain and catalog changes need (live caller
- * sockets with what they reached, work in flight).
+ * What the TCP and HTTP paths of the proxy share besides the upstream layer (./upstream.ts): the
+ * target lookup (Flycast address + port -> app and service), the ACL and the denial path, the
+ * edge where a caller's failure is logged and counted once, and the bookkeeping that drain and
+ * catalog changes need (live caller connections with what they reached).
  */
-import net from 'node:net';
 import type { Logger } from 'pino';
-import { Balancer, type Limits, type Slot } from '../balancer/index.js';
 import type { App, FlycastIp, Machine, Service, ServicePort } from '../catalog/types.js';
-import type { SourcePicker } from '../catalog/source.js';
 import type { CatalogView } from '../catalog/view.js';
 import { SixpnError } from '../errors.js';
 import type { ProxyConfig } from './config.js';
 import { CallerAcl } from './acl.js';
-import { appMetrics, callerErrors, deniedByOrg, selected } from './metrics.js';
+import { callerErrors, deniedByOrg, deniedTotal } from './metrics.js';
 
 /** What a caller reached: a Flycast address and port, and the app and service behind it. */
 export interface Target {
@@ -94,127 +91,42 @@ export function isConnectError(err: unknown): boolean {
   return code !== undefined && CONNECT_ERRORS.has(code);
 }
 
-export type Acquired = Slot | 'none' | 'full';
-
-const TRACKER = Symbol('sixpn.tracker');
-const INFO = Symbol('sixpn.conn-info');
-type TrackedSocket = net.Socket & { [TRACKER]?: Set<net.Socket>; [INFO]?: ConnInfo };
-/** Shared 'close' handler (no closure per connection). */
-function untrack(this: TrackedSocket): void {
-  this[TRACKER]?.delete(this);
-}
-
-interface Waiter {
-  wake: () => void;
+/** An open caller connection the proxy may have to end (access taken away, shutdown). */
+export interface Tracked {
+  readonly ctx: ConnInfo;
+  /** Access to what it reached was taken away: HTTP ends after the requests in flight, TCP at once. */
+  revoke(reason: string): void;
+  destroy(): void;
 }
 
 export class ProxyCore {
   readonly acl: CallerAcl;
-  /** Caller sockets alive (for drain and close). */
-  readonly sockets = new Set<net.Socket>();
-  /** TCP connections and HTTP requests in flight (drain waits for 0). */
-  inFlight = 0;
+  /** Caller connections alive (for access revocation, drain and close). */
+  readonly tracked = new Set<Tracked>();
+  /** TCP connections in flight (HTTP requests are counted by the forwarder). */
+  tcpInFlight = 0;
   draining = false;
-  private readonly waiters = new Map<string, Waiter[]>();
-  private queued = 0;
 
   constructor(
     readonly config: ProxyConfig,
     readonly view: CatalogView,
-    readonly balancer: Balancer,
     readonly log: Logger,
-    /**
-     * The local address to dial a machine from: on a host, its own address in the machine's org
-     * (src/catalog/source.ts), so the proxy's traffic passes the same org rule as anyone's.
-     */
-    readonly sourceFor: SourcePicker = () => undefined,
   ) {
     this.acl = new CallerAcl(config.allow);
-    balancer.onCapacity = (app) => this.wake(app);
-  }
-
-  private wake(app: string): void {
-    const list = this.waiters.get(app);
-    if (!list || list.length === 0) return;
-    list.shift()!.wake();
   }
 
   /**
-   * A machine for `app` under its hard limit: at once, or after waiting in the bounded queue
-   * up to queue_timeout for a release. 'none' when the app has no candidate (left to try),
-   * 'full' when the wait ran out or the queue is full.
+   * A caller outside the org that holds the address: counted (by protocol and by org pair) and
+   * logged once here; the caller of this maps it to the wire (HTTP 403, TCP close).
    */
-  async acquire(app: string, limits: Limits, tried: Set<Slot>, isGone: () => boolean): Promise<Acquired> {
-    const first = this.pickNow(app, limits, tried);
-    if (first !== 'full') return first;
-    if (this.queued >= this.config.max_queue || this.config.queue_timeout === 0) {
-      selected('refused');
-      return 'full';
-    }
-    selected('queued');
-    const deadline = Date.now() + this.config.queue_timeout;
-    let list = this.waiters.get(app);
-    if (!list) this.waiters.set(app, (list = []));
-    this.queued++;
-    try {
-      for (;;) {
-        const left = deadline - Date.now();
-        if (left <= 0 || isGone()) break;
-        const w: Waiter = { wake: () => undefined };
-        await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, left);
-          w.wake = () => {
-            clearTimeout(t);
-            resolve();
-          };
-          list.push(w);
-        });
-        const i = list.indexOf(w);
-        if (i >= 0) list.splice(i, 1);
-        if (isGone()) break;
-        const got = this.pickNow(app, limits, tried);
-        if (got !== 'full') return got;
-      }
-    } finally {
-      this.queued--;
-    }
-    selected('refused');
-    return 'full';
-  }
-
-  private pickNow(app: string, limits: Limits, tried: Set<Slot>): Acquired {
-    // The caller's last connect try goes to another region when one has room.
-    const lastTry = tried.size > 0 && tried.size === this.config.connect_tries - 1;
-    const s = this.balancer.pick(app, limits, tried.size > 0 ? tried : null, lastTry);
-    if (s) {
-      selected(s.outcome);
-      appMetrics(app).activeOn(s.machine.id).inc();
-      return s;
-    }
-    const left = this.balancer.candidateCount(app) - countLive(tried);
-    return left > 0 ? 'full' : 'none';
-  }
-
-  release(s: Slot): void {
-    appMetrics(s.machine.app).activeOn(s.machine.id).dec();
-    this.balancer.release(s);
-  }
-
-  /** Counts a refused caller by org pair (the denial path only: allowed callers never get here). */
-  countDenied(info: ConnInfo): void {
+  denied(info: ConnInfo, proto: 'tcp' | 'http', requestId?: string): void {
+    deniedTotal.inc({ proto });
     const callerOrg = this.view.orgByNetworkId(this.acl.callerNetwork(info.caller, this.view))?.name ?? '';
     deniedByOrg.inc({ org: info.target.ip.org, caller_org: callerOrg });
-  }
-
-  /** A connect to the machine failed: count it, tell passive ejection, give the slot back. */
-  connectFailed(s: Slot, err: unknown, requestId?: string): void {
-    appMetrics(s.machine.app).connectErrors.inc();
-    const ejectedMs = this.balancer.reportFailure(s);
     this.log.warn(
-      { app: s.machine.app, machine: s.machine.id, err: (err as Error).message, ...(requestId ? { request_id: requestId } : {}), ...(ejectedMs ? { ejected_ms: ejectedMs } : {}) },
-      ejectedMs ? 'machine connect failed; ejected from this node for a while' : 'machine connect failed; trying the next one',
+      { caller: info.caller, flycast: info.flycast, port: info.port, app: info.target.app.name, ...(requestId ? { request_id: requestId } : {}), reason: info.denied },
+      'caller denied',
     );
-    this.release(s);
   }
 
   /**
@@ -231,44 +143,12 @@ export class ProxyCore {
     return e;
   }
 
-  /** Opens a TCP connection to the machine; resolves with the socket or the error (never rejects). */
-  dial(s: Slot, service: Service): Promise<net.Socket | Error> {
-    const { host, port } = dialTarget(s.machine, service);
-    const localAddress = this.sourceFor(s.machine);
-    const started = performance.now();
-    let up: net.Socket;
-    try {
-      up = net.connect(localAddress === undefined ? { host, port, allowHalfOpen: true, noDelay: true } : { host, port, localAddress, allowHalfOpen: true, noDelay: true });
-    } catch (err) {
-      return Promise.resolve(badUpstream(s.machine, err));
-    }
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        const err = Object.assign(new Error(`connect to ${host}:${port} timed out after ${this.config.connect_timeout} ms`), { code: 'ETIMEDOUT' });
-        up.destroy();
-        resolve(err);
-      }, this.config.connect_timeout);
-      const onError = (err: Error): void => {
-        clearTimeout(timer);
-        resolve(err);
-      };
-      up.once('error', onError);
-      up.once('connect', () => {
-        clearTimeout(timer);
-        up.off('error', onError);
-        appMetrics(s.machine.app).connectSeconds.observe((performance.now() - started) / 1000);
-        resolve(up);
-      });
-    });
+  track(t: Tracked): void {
+    this.tracked.add(t);
   }
 
-  /** Remembers a caller connection (and what it reached) until it closes. */
-  track(socket: net.Socket, info: ConnInfo): void {
-    const s = socket as TrackedSocket;
-    this.sockets.add(s);
-    s[TRACKER] = this.sockets;
-    s[INFO] = info;
-    s.once('close', untrack);
+  untrack(t: Tracked): void {
+    this.tracked.delete(t);
   }
 
   /**
@@ -276,24 +156,13 @@ export class ProxyCore {
    * Flycast address released, the app behind it gone or changed, the address moved to an org the
    * caller is not in). The others keep going with their target refreshed.
    */
-  *lost(): Generator<[net.Socket, ConnInfo]> {
-    for (const socket of this.sockets) {
-      const info = (socket as TrackedSocket)[INFO];
-      if (!info || info.denied) continue; // denied ones are on their way out already
-      const t = findTarget(this.view, info.flycast, info.port);
-      if (t && t.app.name === info.target.app.name && t.http === info.target.http && this.acl.check(info.caller, t.ip.org, this.view) === null) info.target = t;
-      else yield [socket, info];
+  *lost(): Generator<Tracked> {
+    for (const t of this.tracked) {
+      const info = t.ctx;
+      if (info.denied) continue; // denied ones are on their way out already
+      const tg = findTarget(this.view, info.flycast, info.port);
+      if (tg && tg.app.name === info.target.app.name && tg.http === info.target.http && this.acl.check(info.caller, tg.ip.org, this.view) === null) info.target = tg;
+      else yield t;
     }
   }
-}
-
-/** What a tracked caller connection reached. */
-export function connInfo(socket: net.Socket): ConnInfo | undefined {
-  return (socket as TrackedSocket)[INFO];
-}
-
-function countLive(tried: Set<Slot>): number {
-  let n = 0;
-  for (const s of tried) if (s.live && s.pos >= 0) n++;
-  return n;
 }

@@ -10,26 +10,48 @@ import { localHostName, sourcePicker } from '../catalog/source.js';
 import type { CatalogChange } from '../catalog/types.js';
 import type { NodeContext, RunningRole } from '../role.js';
 import { ProxyCore } from './core.js';
-import { HttpProxy } from './http.js';
+import { HttpService } from './http-service.js';
+import { Deadlines } from './http1/deadlines.js';
 import { Listeners } from './listeners.js';
 import { startMemoryGuard } from './memory.js';
 import { appMetrics } from './metrics.js';
-import { closeTcp } from './tcp.js';
+import { TcpService } from './tcp.js';
+import { Upstream, type MachineStarter, type SourcePicker } from './upstream.js';
 
 export { findTarget, dialTarget } from './core.js';
+export type { MachineStarter, SourcePicker } from './upstream.js';
+
+/** How often the proxy's one timer wheel turns: an eighth of the shortest timeout it serves, 10 to 250 ms. */
+export function wheelTickMs(c: { header_timeout: number; upstream_timeout: number; connect_timeout: number }): number {
+  const shortest = Math.min(c.header_timeout, c.upstream_timeout, c.connect_timeout, 1_000);
+  return Math.max(10, Math.min(250, Math.floor(shortest / 8)));
+}
+
+/** What the roles around the proxy may plug in (each optional). */
+export interface ProxySeams {
+  /** The mesh: the local address to dial a machine from (every connect, TCP and HTTP). */
+  sourceFor?: SourcePicker;
+  /** Autostart: starts machines when callers find none with room. */
+  autostart?: MachineStarter | null;
+}
 
 /** The proxy's role handle: the control role reads passive ejections from it for the event feed. */
 export interface ProxyRole extends RunningRole {
   /** Machines this node's passive ejection keeps out right now. */
   ejections(): { app: string; machine: string; until: number }[];
+  /**
+   * Seam for the mesh: machine `id` can no longer be reached (its host left): its pooled HTTP
+   * connections are closed, and with `abort` the busy ones too, at once.
+   */
+  forgetMachine(id: string, abort?: Error): void;
 }
 
-export async function startProxyRole(ctx: NodeContext): Promise<ProxyRole> {
+export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): Promise<ProxyRole> {
   const cfg = ctx.config.proxy;
   const log = ctx.log.child({ module: 'proxy' });
   if (!cfg.enabled) {
     log.info('proxy disabled by config');
-    return { name: 'proxy', describe: () => ['proxy: disabled'], ejections: () => [], close: async () => undefined };
+    return { name: 'proxy', describe: () => ['proxy: disabled'], ejections: () => [], forgetMachine: () => undefined, close: async () => undefined };
   }
   const hc = ctx.config.health;
   const balancer = new Balancer({
@@ -44,10 +66,14 @@ export async function startProxyRole(ctx: NodeContext): Promise<ProxyRole> {
     },
   });
   const detach = attachToView(balancer, ctx.view);
-  const stopGuard = startMemoryGuard(cfg.gc_after_bytes);
-  const core = new ProxyCore(cfg, ctx.view, balancer, log, sourcePicker(ctx.view, localHostName(ctx.config)));
-  const http = new HttpProxy(core);
-  const listeners = new Listeners(core, http);
+  const core = new ProxyCore(cfg, ctx.view, log);
+  const wheel = new Deadlines(wheelTickMs(cfg));
+  const upstream = new Upstream(cfg, balancer, log, wheel, seams.sourceFor ?? sourcePicker(ctx.view, localHostName(ctx.config)));
+  upstream.autostart = seams.autostart ?? null;
+  const http = new HttpService(core, upstream);
+  const tcp = new TcpService(core, upstream);
+  const listeners = new Listeners(core, http, tcp);
+  const stopGuard = startMemoryGuard(cfg.gc_after_bytes, 20, () => http.inFlight > 0);
 
   // Machines of a host that stopped heartbeating are no candidates until it beats again.
   const liveness = new HostLiveness(ctx.view, ctx.config.host.heartbeat_timeout);
@@ -66,10 +92,9 @@ export async function startProxyRole(ctx: NodeContext): Promise<ProxyRole> {
   // connections that used it, not only new ones: HTTP once their requests end, TCP at once.
   const revalidate = (): void => {
     let n = 0;
-    for (const [socket, info] of core.lost()) {
+    for (const t of core.lost()) {
       n++;
-      if (info.target.http) http.revoke(socket);
-      else closeTcp(socket);
+      HttpService.revoke(t);
     }
     if (n > 0) log.info({ connections: n }, 'closing connections whose Flycast access was removed');
   };
@@ -79,13 +104,16 @@ export async function startProxyRole(ctx: NodeContext): Promise<ProxyRole> {
   };
   const onChange = (c: CatalogChange): void => {
     if (c.kind === 'flycast' || c.kind === 'app' || c.kind === 'org') refresh();
-    // Pools are keyed by machine and origin, so a changed upstream gets a fresh pool by itself.
     else if (c.kind === 'machine' && c.op === 'del') {
       http.forgetMachine(c.key);
       const app = machineApps.get(c.key);
       if (app !== undefined) appMetrics(app).forgetMachine(c.key);
       machineApps.delete(c.key);
-    } else if (c.kind === 'machine' && c.op === 'put') machineApps.set(c.key, c.value.app);
+    } else if (c.kind === 'machine' && c.op === 'put') {
+      machineApps.set(c.key, c.value.app);
+      // Pools that no longer match where the machine is dialed go (idle ones at once).
+      http.machineChanged(c.value);
+    }
   };
   // Which app a machine belonged to, for dropping its metric series once it is deleted.
   const machineApps = new Map([...ctx.view.machines.values()].map((m) => [m.id, m.app]));
@@ -100,20 +128,19 @@ export async function startProxyRole(ctx: NodeContext): Promise<ProxyRole> {
     ctx.view.off('reset', refresh);
     core.draining = true;
     listeners.stop();
-    http.server.closeIdleConnections();
+    http.drain();
   };
+  const inFlight = (): number => core.tcpInFlight + http.inFlight;
   return {
     name: 'proxy',
     describe: () => listeners.describe(),
     ejections: () => balancer.ejectedMachines(),
+    forgetMachine: (id, abort) => http.forgetMachine(id, abort),
     async drain(deadline: number) {
       stopAccepting();
-      log.info({ in_flight: core.inFlight, deadline: new Date(deadline).toISOString() }, 'proxy draining');
-      while (core.inFlight > 0 && Date.now() < deadline) {
-        http.server.closeIdleConnections();
-        await new Promise((r) => setTimeout(r, 25));
-      }
-      if (core.inFlight > 0) log.warn({ in_flight: core.inFlight }, 'drain deadline passed; closing what is left');
+      log.info({ in_flight: inFlight(), deadline: new Date(deadline).toISOString() }, 'proxy draining');
+      while (inFlight() > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+      if (inFlight() > 0) log.warn({ in_flight: inFlight() }, 'drain deadline passed; closing what is left');
       else log.info('proxy drained');
     },
     async close() {
@@ -123,8 +150,9 @@ export async function startProxyRole(ctx: NodeContext): Promise<ProxyRole> {
       detach();
       liveness.close();
       stopGuard();
-      for (const s of core.sockets) s.destroy();
-      await http.close();
+      for (const t of [...core.tracked]) t.destroy();
+      http.close();
+      wheel.close();
     },
   };
 }

@@ -15,8 +15,8 @@ import net from 'node:net';
 import { normalizeAddress } from '../addressing/index.js';
 import type { ConnInfo, ProxyCore } from './core.js';
 import { findTarget } from './core.js';
-import type { HttpProxy } from './http.js';
-import { proxyTcp } from './tcp.js';
+import type { HttpService } from './http-service.js';
+import type { TcpService } from './tcp.js';
 
 interface Spec {
   key: string;
@@ -50,7 +50,8 @@ export class Listeners {
 
   constructor(
     private readonly core: ProxyCore,
-    private readonly http: HttpProxy,
+    private readonly http: HttpService,
+    private readonly tcp: TcpService,
   ) {}
 
   private desired(): Map<string, Spec> {
@@ -165,14 +166,13 @@ export class Listeners {
     const caller = spec.asCaller !== undefined ? spec.asCaller : (socket.remoteAddress ?? null);
     const denied = caller === null ? 'development mapping without as_caller: callers have no 6PN identity' : core.acl.check(caller, target.ip.org, core.view);
     const info: ConnInfo = { flycast, port, caller: caller ?? socket.remoteAddress ?? '?', callerPort: socket.remotePort ?? 0, denied, target };
-    core.track(socket, info);
-    if (target.http) this.http.accept(socket, info);
-    else {
-      // No exception on the data path may end the process: whatever escapes ends this caller only.
-      proxyTcp(core, socket, info).catch((err: unknown) => {
-        core.log.error({ err, caller: info.caller, flycast: info.flycast }, 'tcp connection failed unexpectedly');
-        socket.destroy();
-      });
+    // No exception on the data path may end the process: whatever escapes ends this caller only.
+    try {
+      if (target.http) this.http.accept(socket, info);
+      else this.tcp.accept(socket, info);
+    } catch (err) {
+      core.log.error({ err, caller: info.caller, flycast: info.flycast }, `${target.http ? 'http' : 'tcp'} connection failed unexpectedly`);
+      socket.destroy();
     }
   }
 

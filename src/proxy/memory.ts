@@ -11,19 +11,10 @@ import vm from 'node:vm';
 
 type Gc = (opts?: { type: 'minor' | 'major' }) => void;
 let gcFn: Gc | null | undefined;
-/** HTTP requests in flight: the guard only collects while some exist (see below). */
-let holders = 0;
-
-/**
+/*
  * The guard bounds memory for HTTP bodies (a stated requirement); TCP splices are left to V8's
  * own collection, because forced collections cost bulk TCP throughput about a third.
  */
-export function holdGuard(): void {
-  holders++;
-}
-export function releaseGuard(): void {
-  if (holders > 0) holders--;
-}
 
 function collector(): Gc | null {
   if (gcFn !== undefined) return gcFn;
@@ -36,15 +27,15 @@ function collector(): Gc | null {
   return gcFn;
 }
 
-/** Starts the guard; returns a function that stops it. */
-export function startMemoryGuard(thresholdBytes: number, everyMs = 20): () => void {
+/** Starts the guard (it collects while `busy()`: HTTP work in flight); returns a function that stops it. */
+export function startMemoryGuard(thresholdBytes: number, everyMs: number, busy: () => boolean): () => void {
   const gc = thresholdBytes > 0 ? collector() : null;
   if (!gc) return () => undefined;
   let base = v8.getHeapStatistics().external_memory;
   const t = setInterval(() => {
     const now = v8.getHeapStatistics().external_memory;
     // Without HTTP work, or after a collection freed buffers (asynchronously), move the base.
-    if (holders === 0 || now < base) {
+    if (!busy() || now < base) {
       base = now;
       return;
     }

@@ -1,173 +1,220 @@
 /**
- * TCP services: pick a machine, dial it (next candidate on connect failure), optionally send a
- * PROXY protocol header, then splice bytes both ways with back-pressure and half-close. Nothing
- * is buffered beyond the sockets' high-water marks; an error on either side destroys both.
+ * TCP services: pick and connect a machine through the upstream layer (./upstream.ts), send a
+ * PROXY protocol header when the port asks for one, then splice bytes both ways with
+ * back-pressure and half-close until either side closes.
  *
- * The splice uses module-level handlers that find their partner socket through a property on
- * the socket, instead of stream.pipe() and per-connection closures: an idle proxied connection
- * then costs two sockets and little else (measured with 10,000 idle connections in bench/).
- * The same splice carries an HTTP connection once a machine answered an Upgrade with 101.
+ * One `TcpConn` per proxied connection holds both sockets, the machine's slot and the idle
+ * deadline (a wheel entry, not a timer per socket); the sockets' handlers are shared module
+ * functions that find it through a property, so an idle proxied connection costs two sockets and
+ * that one object. Bytes are never buffered beyond the sockets' own high-water marks. The same
+ * splice carries an HTTP connection after a 101 (in the HTTP engine).
  */
 import type net from 'node:net';
 import type { Slot } from '../balancer/index.js';
-import { NoCapacityError, UpstreamUnreachableError } from '../errors.js';
-import type { ConnInfo, ProxyCore } from './core.js';
-import { appMetrics, deniedTotal } from './metrics.js';
+import type { ConnInfo, ProxyCore, Tracked } from './core.js';
+import { Timed } from './http1/deadlines.js';
+import { appMetrics } from './metrics.js';
 import { proxyHeader } from './proxyproto.js';
+import type { Connected, Upstream } from './upstream.js';
 
-const PEER = Symbol('sixpn.peer');
-const SPLICE = Symbol('sixpn.splice');
-const CORE = Symbol('sixpn.core');
+const CONN = Symbol('sixpn.tcp');
+type Sock = net.Socket & { [CONN]?: TcpConn };
 
-interface SpliceState {
-  core: ProxyCore;
-  slot: Slot;
-  released: boolean;
+/**
+ * Machine bytes are read with `onread` into buffers that are used again (node otherwise makes a
+ * new 64 KiB buffer per read). A connection starts on one small buffer shared by all of them,
+ * whose bytes are copied before they are written (so it is free again at once): a connection that
+ * never moves much never gets a buffer of its own (10,000 idle connections cost nothing here).
+ * The first read that fills it marks the connection as bulk: it gets its own BULK_READ buffer,
+ * reused while each write flushes at once, and replaced by a fresh one when a write is left
+ * queued (the queued write still points into it).
+ */
+const SHARED_READ = Buffer.allocUnsafeSlow(16 * 1024);
+const BULK_READ = 256 * 1024;
+
+/** A proxied TCP connection: the caller, the machine once connected, and the idle deadline. */
+class TcpConn extends Timed implements Tracked {
+  up: Sock | null = null;
+  slot: Slot | null = null;
+  /** The wheel's clock when a byte last moved either way. */
+  lastAt: number;
+  readonly tried = new Set<Slot>();
+  /** Own read buffer once the connection moves bulk (see SHARED_READ). */
+  readBuf: Buffer | null = null;
+  readonly onread: net.OnReadOpts = { buffer: () => this.readBuf ?? SHARED_READ, callback: upRead };
+
+  constructor(
+    readonly tcp: TcpService,
+    readonly caller: Sock,
+    readonly ctx: ConnInfo,
+  ) {
+    super();
+    this.lastAt = tcp.upstream.wheel.now;
+  }
+
+  readonly gone = (): boolean => this.caller.destroyed;
+
+  onDeadline(now: number): void {
+    const idle = this.tcp.idleMs;
+    if (this.lastAt + idle > now) {
+      this.deadline = this.lastAt + idle;
+      return;
+    }
+    this.destroy();
+  }
+
+  revoke(): void {
+    this.destroy();
+  }
+
+  destroy(): void {
+    this.caller.destroy();
+    this.up?.destroy();
+  }
+
+  /** The machine side closed: give its slot back (once). */
+  releaseSlot(): void {
+    const s = this.slot;
+    this.slot = null;
+    if (s !== null) this.tcp.upstream.release(s);
+  }
 }
 
-type Sock = net.Socket & { [PEER]?: net.Socket; [SPLICE]?: SpliceState; [CORE]?: ProxyCore };
-
-function onData(this: Sock, chunk: Buffer): void {
-  if (!this[PEER]!.write(chunk)) this.pause();
+// Shared handlers: `this` is a socket, its TcpConn is this[CONN].
+function callerData(this: Sock, chunk: Buffer): void {
+  const c = this[CONN]!;
+  c.lastAt = c.tcp.upstream.wheel.now;
+  if (!c.up!.write(chunk)) this.pause();
 }
-function onDrain(this: Sock): void {
-  this[PEER]!.resume();
+/** `onread` of a machine socket: false stops reading until the caller's side drains. */
+function upRead(this: Sock, n: number, buf: Buffer): boolean {
+  const c = this[CONN]!;
+  c.lastAt = c.tcp.upstream.wheel.now;
+  const caller = c.caller;
+  if (buf === SHARED_READ) {
+    const ok = caller.write(Buffer.from(buf.subarray(0, n)));
+    if (n === buf.length) c.readBuf = Buffer.allocUnsafeSlow(BULK_READ);
+    return ok;
+  }
+  const ok = caller.write(buf.subarray(0, n));
+  // A write left queued still points into the buffer: the next read needs another one.
+  if (caller.writableLength > 0) c.readBuf = Buffer.allocUnsafeSlow(BULK_READ);
+  return ok;
+}
+function callerDrain(this: Sock): void {
+  this[CONN]!.up?.resume();
+}
+function upDrain(this: Sock): void {
+  this[CONN]!.caller.resume();
 }
 /** Half-close: the other side gets our FIN once its writes are flushed. */
-function onEnd(this: Sock): void {
-  this[PEER]!.end();
+function callerEnd(this: Sock): void {
+  this[CONN]!.up?.end();
 }
-function destroyBoth(this: Sock): void {
-  this.destroy();
-  this[PEER]?.destroy();
+function upEnd(this: Sock): void {
+  this[CONN]!.caller.end();
 }
-function onCallerClose(this: Sock, hadError: boolean): void {
-  const up = this[PEER]!;
-  if (hadError) up.destroy();
-  else up.end();
+function destroyConn(this: Sock): void {
+  this[CONN]!.destroy();
 }
-function onUpstreamClose(this: Sock, hadError: boolean): void {
-  const st = this[SPLICE]!;
-  if (!st.released) {
-    st.released = true;
-    st.core.release(st.slot);
+function callerClose(this: Sock, hadError: boolean): void {
+  const c = this[CONN]!;
+  const t = c.tcp;
+  t.core.tcpInFlight--;
+  t.core.untrack(c);
+  t.upstream.wheel.delete(c);
+  const up = c.up;
+  if (up !== null) {
+    if (hadError) up.destroy();
+    else up.end();
   }
-  const caller = this[PEER]!;
-  if (hadError) caller.destroy();
-  else caller.end();
+}
+function upClose(this: Sock, hadError: boolean): void {
+  const c = this[CONN]!;
+  c.releaseSlot();
+  if (hadError) c.caller.destroy();
+  else c.caller.end();
 }
 function destroySelf(this: net.Socket): void {
   this.destroy();
 }
-function leaveInFlight(this: Sock): void {
-  this[CORE]!.inFlight--;
-}
 
-export async function proxyTcp(core: ProxyCore, socket: net.Socket, info: ConnInfo): Promise<void> {
-  const caller = socket as Sock;
-  const { target } = info;
-  if (info.denied) {
-    deniedTotal.inc({ proto: 'tcp' });
-    core.countDenied(info);
-    core.log.warn({ caller: info.caller, flycast: info.flycast, port: info.port, app: target.app.name, reason: info.denied }, 'caller denied');
-    caller.destroy();
-    return;
+export class TcpService {
+  readonly idleMs: number;
+
+  constructor(
+    readonly core: ProxyCore,
+    readonly upstream: Upstream,
+  ) {
+    this.idleMs = core.config.idle_timeout;
   }
-  appMetrics(target.app.name).acceptedTcp.inc();
-  caller.setNoDelay(true);
-  core.inFlight++;
-  caller[CORE] = core;
-  caller.once('close', leaveInFlight);
-  // Until a machine is connected, errors only end the caller.
-  caller.on('error', destroySelf);
-  let conn: { slot: Slot; up: Sock } | null;
-  try {
-    conn = await connect(core, caller, info);
-  } catch (err) {
+
+  /** A caller connection from a Flycast listener (the ACL has judged it: `info.denied`). */
+  accept(socket: net.Socket, info: ConnInfo): void {
+    if (info.denied) {
+      this.core.denied(info, 'tcp');
+      socket.destroy();
+      return;
+    }
+    const t = info.target;
+    appMetrics(t.app.name).acceptedTcp.inc();
+    const caller = socket as Sock;
+    const c = new TcpConn(this, caller, info);
+    caller[CONN] = c;
+    this.core.tcpInFlight++;
+    this.core.track(c);
+    // Until a machine is connected, errors only end the caller.
+    caller.on('error', destroySelf);
+    caller.once('close', callerClose);
+    const r = this.upstream.connect<net.Socket>({ app: t.app.name, service: t.service, tried: c.tried, gone: c.gone, adopt: adoptSocket, reportConnect: true, onread: c.onread });
+    if (r instanceof Promise) r.then((x) => this.connected(c, x), (err: unknown) => this.failed(c, err));
+    else this.connected(c, r);
+  }
+
+  private failed(c: TcpConn, err: unknown): void {
     // The edge of a TCP caller: the error is logged and counted once here, then the caller closed.
-    if (!caller.destroyed) core.callerFailed('tcp', err, info);
-    caller.destroy();
-    return;
+    if (!c.caller.destroyed) this.core.callerFailed('tcp', err, c.ctx);
+    c.caller.destroy();
   }
-  if (!conn) return;
-  caller.off('error', destroySelf);
-  splice(core, caller, conn.up, conn.slot, info);
-}
 
-/**
- * A connected machine for the caller, trying up to connect_tries machines; null when the caller
- * left meanwhile. Throws NoCapacityError (all at hard limit after the queue wait) or
- * UpstreamUnreachableError (no candidate left).
- */
-async function connect(core: ProxyCore, caller: Sock, info: ConnInfo): Promise<{ slot: Slot; up: Sock } | null> {
-  const { target } = info;
-  const gone = (): boolean => caller.destroyed;
-  const tried = new Set<Slot>();
-  for (let attempt = 0; attempt < core.config.connect_tries; attempt++) {
-    const slot = await core.acquire(target.app.name, target.service.concurrency, tried, gone);
-    if (slot === 'full') throw new NoCapacityError('all machines are at their hard limit');
-    if (slot === 'none') break;
-    const up = await core.dial(slot, target.service);
-    if (up instanceof Error) {
-      core.connectFailed(slot, up);
-      tried.add(slot);
-      if (gone()) return null;
-      continue;
-    }
-    core.balancer.reportSuccess(slot);
-    if (gone()) {
+  private connected(c: TcpConn, r: Connected<net.Socket> | Error): void {
+    if (r instanceof Error) return this.failed(c, r);
+    const up = r.conn as Sock;
+    const caller = c.caller;
+    if (caller.destroyed) {
       up.destroy();
-      core.release(slot);
-      return null;
+      this.upstream.release(r.m);
+      return;
     }
-    return { slot, up: up as Sock };
+    c.up = up;
+    c.slot = r.m;
+    up[CONN] = c;
+    const port = c.ctx.target.port;
+    if (port.handlers.includes('proxy_proto')) {
+      up.write(proxyHeader(port.proxy_proto_options?.version ?? 'v1', { srcAddress: c.ctx.caller, srcPort: c.ctx.callerPort, dstAddress: c.ctx.flycast, dstPort: c.ctx.port }));
+    }
+    caller.off('error', destroySelf);
+    caller.on('data', callerData);
+    caller.on('drain', callerDrain);
+    caller.on('end', callerEnd);
+    caller.on('error', destroyConn);
+    up.on('drain', upDrain);
+    up.on('end', upEnd);
+    up.on('error', destroyConn);
+    up.once('close', upClose);
+    // A FIN that came before the splice (the caller ended while a machine was being picked and
+    // dialed: `nc -z`, a port scanner, a probe) has already emitted its 'end' with nobody
+    // listening; pass it on now, or the machine never learns and the slot stays taken.
+    if (caller.readableEnded) up.end();
+    if (up.readableEnded) caller.end();
+    if (this.idleMs > 0) {
+      c.lastAt = this.upstream.wheel.now;
+      c.deadline = performance.now() + this.idleMs;
+      this.upstream.wheel.add(c);
+    }
   }
-  throw new UpstreamUnreachableError(tried.size === 0 ? 'no machine available' : 'no machine reachable');
 }
 
-/** Closes a spliced (or still connecting) TCP caller connection and its machine side at once. */
-export function closeTcp(socket: net.Socket): void {
-  destroyBoth.call(socket as Sock);
-}
-
-function splice(core: ProxyCore, caller: Sock, up: Sock, slot: Slot, info: ConnInfo): void {
-  if (info.target.port.handlers.includes('proxy_proto')) {
-    up.write(
-      proxyHeader(info.target.port.proxy_proto_options?.version ?? 'v1', {
-        srcAddress: info.caller,
-        srcPort: info.callerPort,
-        dstAddress: info.flycast,
-        dstPort: info.port,
-      }),
-    );
-  }
-  pipeTunnel(core, caller, up, slot);
-}
-
-/**
- * Bytes both ways between a caller and a machine until either closes (also an HTTP connection
- * after a 101); the machine's slot is given back when its side closes.
- */
-export function pipeTunnel(core: ProxyCore, callerSocket: net.Socket, upSocket: net.Socket, slot: Slot): void {
-  const caller = callerSocket as Sock;
-  const up = upSocket as Sock;
-  caller[PEER] = up;
-  up[PEER] = caller;
-  up[SPLICE] = { core, slot, released: false };
-  for (const s of [caller, up]) {
-    s.on('data', onData);
-    s.on('drain', onDrain);
-    s.on('end', onEnd);
-    s.on('error', destroyBoth);
-  }
-  caller.once('close', onCallerClose);
-  up.once('close', onUpstreamClose);
-  // A FIN that came before the splice (the caller ended while a machine was being picked and
-  // dialed: `nc -z`, a port scanner, a probe) has already emitted its 'end' with nobody
-  // listening; pass it on now, or the machine never learns and the slot stays taken.
-  if (caller.readableEnded) up.end();
-  if (up.readableEnded) caller.end();
-  // Every byte either way is read from or written to the caller's socket, so its timer alone
-  // measures idleness in both directions.
-  if (core.config.idle_timeout > 0) caller.setTimeout(core.config.idle_timeout, destroyBoth);
+function adoptSocket(_s: Slot, socket: net.Socket): net.Socket {
+  return socket;
 }

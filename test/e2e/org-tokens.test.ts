@@ -263,6 +263,34 @@ describe('org tokens: every route with the right and the wrong org', () => {
     expect((await c.api('POST', '/v1/apps/web/ips', { type: 'private_v6', org: 'acme' }, acme)).status).toBe(201);
   });
 
+  it("lets an org token point a machine's upstream only inside its own org's prefix", async () => {
+    const dbMachine = (await admin('GET', '/v1/apps/db/machines'))[0];
+    const before = await everything();
+    // Another org's machine, loopback (the admin API lives there), an outside address, a hostname.
+    for (const upstream of [`[${dbMachine.address}]:8080`, '127.0.0.1:5432', '[::1]:9901', '10.0.0.5:80', 'db.internal:80']) {
+      const made = await c.api('POST', '/v1/apps/web/machines', { region: 'ams', upstream }, acme);
+      expect(made.status, upstream).toBe(403);
+      expect(made.body.error.message).toContain("outside org acme's prefix fdaa:0:18::/48");
+      const patched = await c.api('PATCH', `/v1/machines/${webMachine}`, { upstream }, acme);
+      expect(patched.status, upstream).toBe(403);
+    }
+    expect(await everything()).toEqual(before);
+    // Inside its own prefix it may; the admin token may point anywhere.
+    const own = await c.api('PATCH', `/v1/machines/${webMachine}`, { upstream: '[fdaa:0:18:a7b:9:0:0:5]:8080' }, acme);
+    expect(own.status).toBe(200);
+    expect((await c.api('PATCH', `/v1/machines/${webMachine}`, { upstream: '127.0.0.1:9' })).status).toBe(200);
+    expect((await c.api('PATCH', `/v1/machines/${webMachine}`, { upstream: null }, acme)).status).toBe(200);
+  });
+
+  it('keeps region and upstream of a machine a host runs with the host', async () => {
+    for (const patch of [{ region: 'fra' }, { upstream: '127.0.0.1:9' }]) {
+      const r = await c.api('PATCH', `/v1/machines/${runMachine}`, patch);
+      expect(r.status).toBe(400);
+      expect(r.body.error.message).toMatch(/is run by host|runs on host/);
+    }
+    expect((await admin('GET', `/v1/machines/${runMachine}`)).region).toBe('ams');
+  });
+
   it('refuses the other org for what it names in a body or a query, and status for any org token', async () => {
     expect((await c.api('POST', '/v1/apps', { name: 'sneaky', org: 'globex' }, acme)).status).toBe(403);
     expect((await c.api('GET', '/v1/apps?org=globex', undefined, acme)).status).toBe(403);

@@ -2,6 +2,7 @@
 // machine is connected (a port scanner, `nc -z`, a TCP health probe) must reach the machine and
 // free the slot; half-closes pass in both directions, before and after the machine is
 // connected. A contract for any proxy engine: raw sockets and `nc` against a real process.
+import { createHash, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
@@ -63,6 +64,37 @@ ${tcpApp('solo', SOLO_ID, 7002, '{ type = "connections", soft_limit = 1, hard_li
     await proxy?.stop();
     await stopMachines([echo, fin, solo].filter(Boolean));
   });
+
+  it('moves 48 MiB both ways intact through the splice while the caller stalls its reads (back-pressure, reused read buffers)', async () => {
+    // Bulk through the splice reads machine bytes into reused buffers: a write that is left
+    // queued must never see its bytes overwritten by the next read. A caller that stops reading
+    // for a while makes writes queue; the bytes that come back must be the bytes sent.
+    const payload = randomBytes(48 * 2 ** 20);
+    const s = await tcpFrom(INSIDER, ECHO_IP, 7000);
+    const got: Buffer[] = [];
+    let bytes = 0;
+    s.on('data', (b: Buffer) => {
+      got.push(b);
+      bytes += b.length;
+      if (bytes > 8 * 2 ** 20 && bytes < 9 * 2 ** 20) {
+        s.pause();
+        setTimeout(() => s.resume(), 300);
+      }
+    });
+    const ended = new Promise<void>((r) => s.once('end', () => r()));
+    for (let off = 0; off < payload.length; off += 1 << 20) {
+      if (!s.write(payload.subarray(off, off + (1 << 20)))) await new Promise((r) => s.once('drain', r));
+    }
+    s.end();
+    await ended;
+    const all = Buffer.concat(got);
+    const greeting = Buffer.from(`${ECHO_ID}\n`);
+    expect(all.subarray(0, greeting.length).equals(greeting)).toBe(true);
+    const echoed = all.subarray(greeting.length);
+    expect(echoed.length).toBe(payload.length);
+    expect(createHash('sha256').update(echoed).digest('hex')).toBe(createHash('sha256').update(payload).digest('hex'));
+    s.destroy();
+  }, 60_000);
 
   it('passes on a FIN that arrived while the caller waited for a machine (with and without data)', async () => {
     // The only slot is taken, so both callers below end their side long before a machine is dialed.

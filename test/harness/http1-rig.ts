@@ -4,7 +4,8 @@
 // per request. Also a raw caller that reads whole responses off a socket.
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
-import { Http1Forwarder, type CallerContext, type ForwarderOptions, type Refusal, type UpstreamPool } from '../../src/proxy/http1/index.js';
+import { NoCapacityError, UpstreamUnreachableError, type SixpnError } from '../../src/errors.js';
+import { Http1Forwarder, type CallerContext, type Connected, type ForwarderOptions, type UpstreamPool } from '../../src/proxy/http1/index.js';
 import { HeadParser, INVALID, NEED_MORE } from '../../src/proxy/http1/head.js';
 import { BODY, BODY_CONTINUES, BodyReader, responseBody } from '../../src/proxy/http1/framing.js';
 
@@ -22,11 +23,13 @@ export interface Rig {
   port: number;
   forwarder: Http1Forwarder<CallerContext, RigMachine>;
   machines: RigMachine[];
+  /** The keep-alive pool of each machine (made on its first connect). */
+  pools: Map<RigMachine, UpstreamPool>;
   done: { status: number; machine: string | null; id: string; method: string }[];
   denied: string[];
   logs: { level: string; msg: string; obj: object }[];
   /** Force the next picks: 'none', 'full', or a machine by name. */
-  script: (string | Refusal)[];
+  script: (string | 'none' | 'full')[];
   close(): Promise<void>;
 }
 
@@ -53,31 +56,52 @@ export async function startRig(machines: { name: string; port: number }[], opts:
   const logs: Rig['logs'] = [];
   const script: Rig['script'] = [];
   const log = (level: string) => (obj: object, msg: string) => void logs.push({ level, msg, obj });
+  const poolOf = (m: RigMachine): UpstreamPool => {
+    let p = pools.get(m);
+    if (!p) pools.set(m, (p = forwarder.newPool()));
+    return p;
+  };
+  const dial = (m: RigMachine): Promise<net.Socket | Error> =>
+    new Promise((resolve) => {
+      const s = net.connect({ host: '127.0.0.1', port: m.port, allowHalfOpen: true, noDelay: true });
+      s.once('connect', () => {
+        s.removeAllListeners('error');
+        resolve(s);
+      });
+      s.once('error', (err) => resolve(err));
+    });
   const forwarder: Http1Forwarder<CallerContext, RigMachine> = new Http1Forwarder<CallerContext, RigMachine>(
     {
-      pick(_ctx, tried) {
-        const forced = script.shift();
-        if (forced === 'none' || forced === 'full') return forced;
-        const m = forced ? list.find((x) => x.name === forced) : list.filter((x) => !tried.has(x)).sort((a, b) => a.held - b.held)[0];
-        if (!m || tried.has(m)) return 'none';
-        m.held++;
-        m.picks++;
-        return m;
-      },
-      pool(m) {
-        let p = pools.get(m);
-        if (!p) pools.set(m, (p = forwarder.newPool()));
-        return p;
-      },
-      dial(m) {
-        return new Promise((resolve) => {
-          const s = net.connect({ host: '127.0.0.1', port: m.port, allowHalfOpen: true, noDelay: true });
-          s.once('connect', () => {
-            s.removeAllListeners('error');
-            resolve(s);
-          });
-          s.once('error', (err) => resolve(err));
-        });
+      // What the proxy's upstream layer does, in small: pick (or the scripted refusal), an idle
+      // pooled connection or a dial, and on a failed connect the next machine, up to connectTries.
+      async connect(_ctx, tried, gone, id) {
+        let lastErr: Error | null = null;
+        for (;;) {
+          const forced = script.shift();
+          if (forced === 'full') return new NoCapacityError('all machines are at their hard limit');
+          const m = forced === 'none' ? undefined : forced ? list.find((x) => x.name === forced) : list.filter((x) => !tried.has(x)).sort((a, b) => a.held - b.held)[0];
+          if (!m || tried.has(m)) return new UpstreamUnreachableError(tried.size === 0 ? 'no machine available' : 'no machine reachable', lastErr ? { cause: lastErr } : undefined);
+          m.held++;
+          m.picks++;
+          const pool = poolOf(m);
+          const idle = pool.take();
+          if (idle !== null) return { m, conn: idle } satisfies Connected<RigMachine>;
+          const s = await dial(m);
+          if (!(s instanceof Error)) {
+            if (gone()) {
+              s.destroy();
+              m.held--;
+              return new UpstreamUnreachableError('caller went away');
+            }
+            return { m, conn: pool.adopt(s) };
+          }
+          m.failures.push((s as NodeJS.ErrnoException).code ?? s.message);
+          m.held--;
+          tried.add(m);
+          lastErr = s;
+          void id;
+          if (gone() || tried.size >= (opts.connectTries ?? 3)) return new UpstreamUnreachableError('no machine reachable', { cause: s }) as SixpnError;
+        }
       },
       release(m) {
         m.held--;
@@ -112,6 +136,7 @@ export async function startRig(machines: { name: string; port: number }[], opts:
     port,
     forwarder,
     machines: list,
+    pools,
     done,
     denied,
     logs,

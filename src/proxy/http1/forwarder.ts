@@ -20,7 +20,8 @@
  * request and still read the response), and dialed machine sockets opened with it too.
  */
 import type net from 'node:net';
-import { Deadlines, type Timed } from './deadlines.js';
+import { SixpnError, UpstreamTimeoutError, UpstreamUnreachableError } from '../../errors.js';
+import { Deadlines, Timed } from './deadlines.js';
 import { BODY, BODY_CONTINUES, BODY_INVALID, BodyReader, requestBody, responseBody, type BodyKind } from './framing.js';
 import { HeadParser, INVALID, NEED_MORE, type HeadLimits } from './head.js';
 import { UpstreamPool, type PoolOptions, type UpstreamConn, type UpstreamOwner } from './pool.js';
@@ -36,28 +37,55 @@ export interface CallerContext {
   denied: string | null;
 }
 
-/** Why no machine was picked: none left to try (502) or all at their hard limit (503). */
-export type Refusal = 'none' | 'full';
+/** A connection to a machine for one try of a request (from `hooks.connect`). */
+export interface Connected<M> {
+  m: M;
+  /** From the machine's pool: idle (`pool.take()`) or freshly dialed (`pool.adopt(socket)`). */
+  conn: UpstreamConn;
+}
 
 /**
- * How the forwarder reaches machines: plug these onto the balancer and its connect logic. Every
- * machine `pick` returns is `release`d exactly once; `reportSuccess` / `reportFailure` are
- * verdicts for passive ejection and metrics, and never release.
+ * What `hooks.route` may say about a request before a machine is picked: preferences for the
+ * pick (passed on to `connect`), or an answer of the proxy's own instead (an error with a status).
  */
-export interface ForwarderHooks<C extends CallerContext, M> {
-  /** A machine for the next try of a request, not one of `tried`; may wait (queue) and should stop waiting when `gone()`. */
-  pick(ctx: C, tried: ReadonlySet<M>, gone: () => boolean): M | Refusal | Promise<M | Refusal>;
-  /** The keep-alive pool of the machine as this caller reaches it (from `forwarder.newPool()`). */
-  pool(m: M, ctx: C): UpstreamPool;
-  /** A new connection to the machine (connect timeout included, `allowHalfOpen: true`), or why not. */
-  dial(m: M, ctx: C): Promise<net.Socket | Error>;
+export type Route<P> = P | SixpnError | null;
+
+/**
+ * How the forwarder reaches machines: plug these onto the upstream layer (pick with its queue,
+ * pooled connection or dial, connect retries, passive ejection). Every machine `connect` returns
+ * is `release`d exactly once; `reportSuccess` / `reportFailure` are verdicts for passive
+ * ejection and metrics, and never release.
+ */
+export interface ForwarderHooks<C extends CallerContext, M, P = unknown> {
+  /**
+   * A connection to a machine for the next try of a request, none of `tried`, or the typed
+   * error the caller is answered with (no capacity 503, none reachable 502). May wait (queue,
+   * dial) and should stop waiting when `gone()`. Connect failures are the hook's to retry; it
+   * adds the machines that failed to `tried` (the request's own set).
+   */
+  connect(ctx: C, tried: Set<M>, gone: () => boolean, requestId: string, route: P | null): Connected<M> | SixpnError | Promise<Connected<M> | SixpnError>;
   release(m: M): void;
   /** The machine answered (a response head arrived). */
   reportSuccess(m: M): void;
-  /** A connect failed, or a connection died before any response byte and the request goes elsewhere. */
+  /** A connection died before any response byte and the request goes elsewhere. */
   reportFailure(m: M, err: Error, requestId: string): void;
+  /**
+   * Seam for request steering (fly-prefer-region and friends): called once per request head
+   * before the first `connect`; what it returns is passed to every `connect` of the request.
+   */
+  route?(ctx: C, head: HeadParser, requestId: string): Route<P>;
   /** A request from a denied caller is being answered 403. */
   denied?(ctx: C, requestId: string): void;
+  /**
+   * The proxy answers a request itself with a typed error (502/503/504/500): the edge logs it
+   * once, with its code (without this hook the forwarder logs it).
+   */
+  failed?(ctx: C, m: M | null, err: SixpnError, requestId: string): void;
+  /**
+   * The connection holds no request now (`true`: a response ended and it stays open) or again
+   * holds one or went away (`false`). A connection starts idle (its admission counted it).
+   */
+  idle?(ctx: C, idle: boolean): void;
   /**
    * A request ended: `status` is what the caller got (0: the caller went away first), `m` the
    * machine that answered (null when the proxy answered itself). For metrics and access logs.
@@ -78,6 +106,8 @@ export interface ForwarderOptions {
   /** A new request id (Fly-Request-Id). */
   requestId: () => string;
   log: ForwarderLog;
+  /** The timer wheel to use (shared with the rest of the proxy); the forwarder makes one otherwise. */
+  deadlines?: Deadlines;
   /** Largest head (request or response), bytes; also bounds a chunk-size line and trailers. */
   maxHeadSize?: number;
   /** Most fields in a head. */
@@ -94,16 +124,20 @@ export interface ForwarderOptions {
   upstreamTimeout?: number;
   /** ms without a byte either way inside a body or a tunnel (both connections closed). */
   idleTimeout?: number;
+  /** ms a denied caller's connection is kept at most, request or not (its only answer is a 403). */
+  deniedHoldMs?: number;
+  /** ms a connection the proxy ended is still read (and the bytes dropped) before it is freed. */
+  lingerMs?: number;
   /** Pipelined request bytes buffered per caller while a request is in flight. */
   maxHeld?: number;
   /** Idle connections kept per machine, and for how long (ms). */
   poolMaxIdle?: number;
   poolIdleTimeout?: number;
-  /** Resolution of every timeout (ms). */
+  /** Resolution of every timeout (ms), when the forwarder makes its own wheel. */
   tickMs?: number;
 }
 
-type Settings = Required<Omit<ForwarderOptions, 'region' | 'requestId' | 'log'>>;
+type Settings = Required<Omit<ForwarderOptions, 'region' | 'requestId' | 'log' | 'deadlines'>>;
 
 const DEFAULTS: Settings = {
   maxHeadSize: 16_384,
@@ -114,6 +148,8 @@ const DEFAULTS: Settings = {
   keepAliveTimeout: 5_000,
   upstreamTimeout: 60_000,
   idleTimeout: 600_000,
+  deniedHoldMs: 2_000,
+  lingerMs: 1_000,
   maxHeld: 65_536,
   poolMaxIdle: 64,
   poolIdleTimeout: 4_000,
@@ -123,31 +159,48 @@ const DEFAULTS: Settings = {
 const REASONS: Record<number, string> = {
   400: 'Bad Request',
   403: 'Forbidden',
+  404: 'Not Found',
   408: 'Request Timeout',
+  500: 'Internal Server Error',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
   504: 'Gateway Timeout',
+  505: 'HTTP Version Not Supported',
 };
 
-const EMPTY = new Set<never>();
-const LINGER_MS = 2_000;
+/** The parser's reason for a request line of another HTTP version (answered 505, not 400). */
+const OTHER_VERSION = 'unsupported HTTP version';
 
 function isPromise<T>(x: unknown): x is Promise<T> {
   return typeof (x as { then?: unknown } | null)?.then === 'function';
 }
 
-export class Http1Forwarder<C extends CallerContext, M> {
+/** An open caller connection, as the integrator sees it (for access revocation and shutdown). */
+export interface CallerHandle<C> {
+  readonly ctx: C;
+  readonly socket: net.Socket;
+  /**
+   * Access to what the connection reached was taken away: an idle connection closes now, a
+   * tunnel at once, a busy one once its response is out (`Connection: close`); any further
+   * request on it is answered 403 `forbidden: <reason>`.
+   */
+  revoke(reason: string): void;
+  destroy(): void;
+}
+
+export class Http1Forwarder<C extends CallerContext, M, P = unknown> {
   readonly settings: Settings;
   readonly limits: HeadLimits;
   readonly deadlines: Deadlines;
   /** Requests (and tunnels) in progress. */
   inFlight = 0;
   draining = false;
-  private readonly callers = new Set<CallerConn<C, M>>();
+  private readonly callers = new Set<CallerConn<C, M, P>>();
   private readonly pools = new Set<UpstreamPool>();
+  private readonly ownWheel: boolean;
 
   constructor(
-    readonly hooks: ForwarderHooks<C, M>,
+    readonly hooks: ForwarderHooks<C, M, P>,
     readonly options: ForwarderOptions,
   ) {
     const s: Settings = { ...DEFAULTS };
@@ -156,12 +209,13 @@ export class Http1Forwarder<C extends CallerContext, M> {
       if (v !== undefined) s[k] = v;
     }
     if (s.tickMs <= 0) {
-      const shortest = Math.min(s.headerTimeout, s.keepAliveTimeout, s.upstreamTimeout, s.poolIdleTimeout);
-      s.tickMs = Math.max(20, Math.min(1_000, Math.floor(shortest / 8)));
+      const shortest = Math.min(s.headerTimeout, s.keepAliveTimeout, s.upstreamTimeout, s.poolIdleTimeout, s.deniedHoldMs, s.lingerMs);
+      s.tickMs = Math.max(10, Math.min(250, Math.floor(shortest / 8)));
     }
     this.settings = Object.freeze(s);
     this.limits = { maxHeadSize: s.maxHeadSize, maxHeaders: s.maxHeaders };
-    this.deadlines = new Deadlines(s.tickMs);
+    this.ownWheel = options.deadlines === undefined;
+    this.deadlines = options.deadlines ?? new Deadlines(s.tickMs);
   }
 
   /** Caller connections alive. */
@@ -170,10 +224,11 @@ export class Http1Forwarder<C extends CallerContext, M> {
   }
 
   /** Serves HTTP on a caller connection (ACL already judged: `ctx.denied`). */
-  accept(socket: net.Socket, ctx: C): void {
+  accept(socket: net.Socket, ctx: C): CallerHandle<C> {
     const c = new CallerConn(this, socket, ctx);
     this.callers.add(c);
     this.deadlines.add(c);
+    return c;
   }
 
   /** A keep-alive pool for one machine, on this forwarder's timer. */
@@ -188,8 +243,8 @@ export class Http1Forwarder<C extends CallerContext, M> {
   }
 
   /** Closes a pool made here (its machine left), now for idle connections, on return for the rest. */
-  closePool(p: UpstreamPool): void {
-    p.close();
+  closePool(p: UpstreamPool, abort?: Error): void {
+    p.close(abort);
     this.pools.delete(p);
   }
 
@@ -205,11 +260,11 @@ export class Http1Forwarder<C extends CallerContext, M> {
     for (const c of this.callers) c.destroy();
     for (const p of this.pools) p.close();
     this.pools.clear();
-    this.deadlines.close();
+    if (this.ownWheel) this.deadlines.close();
   }
 
   /** @internal */
-  forget(c: CallerConn<C, M>): void {
+  forget(c: CallerConn<C, M, P>): void {
     this.callers.delete(c);
     this.deadlines.delete(c);
   }
@@ -222,8 +277,7 @@ const PAUSE = { PICK: 1, UP_FULL: 2, HELD: 4 } as const;
 /** Response progress. */
 const RS = { HEAD: 0, BODY: 1, DONE: 2 } as const;
 
-class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
-  deadline = Infinity;
+class CallerConn<C extends CallerContext, M, P> extends Timed implements UpstreamOwner, CallerHandle<C> {
   private dl: number = DL.NONE;
   private dlAt = Infinity;
   private requestDeadline = Infinity;
@@ -234,10 +288,16 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
   private readonly s: Settings;
   /** Caller bytes read but not yet used (body start, pipelined requests, early tunnel bytes). */
   private held: Buffer | null = null;
+  /** `held` holds bytes that arrived while an earlier request was in flight (pipelined). */
+  private pipelined = false;
   private paused = 0;
   /** The caller sent FIN. */
   private ended = false;
   private upPaused = false;
+  /** No request in flight (as `hooks.idle` was last told). */
+  private idle = true;
+  /** Non-null once access was revoked: why (requests after that get 403). */
+  private revoked: string | null = null;
 
   // The exchange in flight.
   private active = false;
@@ -251,8 +311,9 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
   private retryable = false;
   private reqDone = true;
   private upHead: Buffer | null = null;
-  private tried: Set<M> | null = null;
-  private attempts = 0;
+  private route: P | null = null;
+  /** Machines tried for the request in flight (one set per connection, cleared per request). */
+  private readonly tried = new Set<M>();
   private m: M | null = null;
   private up: UpstreamConn | null = null;
   private resBytes = false;
@@ -264,10 +325,11 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
   private startedAt = 0;
 
   constructor(
-    private readonly fwd: Http1Forwarder<C, M>,
+    private readonly fwd: Http1Forwarder<C, M, P>,
     readonly socket: net.Socket,
     readonly ctx: C,
   ) {
+    super();
     this.s = fwd.settings;
     this.head = new HeadParser('request', fwd.limits);
     this.body = new BodyReader(fwd.limits.maxHeadSize);
@@ -277,7 +339,8 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
     socket.on('drain', this.onDrain);
-    this.setDeadline(DL.HEADER, this.s.headerTimeout);
+    // An outsider's only answer is a 403: it never holds the connection for long, request or not.
+    this.setDeadline(DL.HEADER, ctx.denied !== null ? Math.min(this.s.deniedHoldMs, this.s.headerTimeout) : this.s.headerTimeout);
   }
 
   // ---- caller socket -------------------------------------------------------------------
@@ -291,6 +354,7 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
           this.held = null;
           return this.readHead(h, 0);
         }
+        this.pipelined = false;
         return this.readHead(chunk, 0);
       case PH.FORWARD:
         if (!this.reqDone) return this.readBody(chunk, 0);
@@ -335,6 +399,10 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
   private readonly onClose = (): void => {
     this.phase = PH.CLOSED;
     this.fwd.forget(this);
+    if (this.idle) {
+      this.idle = false;
+      this.fwd.hooks.idle?.(this.ctx, false);
+    }
     const up = this.up;
     this.up = null;
     up?.destroy();
@@ -369,6 +437,7 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
   }
 
   private hold(b: Buffer): void {
+    if (this.phase !== PH.HEAD) this.pipelined = true;
     this.held = this.held === null ? b : Buffer.concat([this.held, b]);
     if (this.held.length > this.s.maxHeld) this.pause(PAUSE.HELD);
   }
@@ -380,13 +449,47 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     const h = this.head;
     const r = h.feed(chunk, off, chunk.length);
     if (r === NEED_MORE) return;
-    if (r === INVALID) return this.refuse(400, `malformed request: ${h.reason}`);
+    if (r === INVALID) {
+      if (h.reason === OTHER_VERSION) return this.refuse(505, 'HTTP version not supported (HTTP/1.0 and HTTP/1.1 only)');
+      return this.refuse(400, `malformed request: ${h.reason}`);
+    }
+    const pipelined = this.pipelined;
+    this.pipelined = false;
+    if (h.upgrade && pipelined) {
+      // Behind a request still in flight when it came: an answer to it would interleave with
+      // that one's, and a tunnel would carry what follows it raw; it is dropped, the connection ends.
+      this.fwd.options.log.info({ caller: this.ctx.caller }, 'upgrade request pipelined behind another request dropped; closing');
+      return this.closeCaller();
+    }
     this.begin(h);
     if (r < chunk.length) this.hold(chunk.subarray(r));
     if (this.ctx.denied !== null) {
       this.fwd.hooks.denied?.(this.ctx, this.id);
       this.keepCaller = false;
       return this.answer(403, `forbidden: ${this.ctx.denied}`);
+    }
+    if (this.revoked !== null) {
+      this.keepCaller = false;
+      return this.answer(403, `forbidden: ${this.revoked}`);
+    }
+    const target = this.head.buf[this.head.base + this.head.targetStart];
+    if (target !== 0x2f && !isAbsoluteTarget(this.head)) {
+      // `OPTIONS *` and authority targets mean nothing to the app behind a Flycast address.
+      this.keepCaller = false;
+      return this.answer(400, 'malformed request: the target must be a path or an absolute URL');
+    }
+    if (this.upgrade && !this.reqDone) {
+      // Its body would be lost (or tunnelled raw) once the machine switched protocols.
+      this.keepCaller = false;
+      return this.answer(400, 'malformed request: an upgrade request may not carry a body');
+    }
+    if (this.fwd.hooks.route) {
+      const r = this.fwd.hooks.route(this.ctx, h, this.id);
+      if (r instanceof SixpnError) {
+        this.keepCaller = this.reqDone && this.wantsKeepAlive;
+        return this.answer(r.status, r.message);
+      }
+      this.route = r;
     }
     this.pause(PAUSE.PICK);
     this.attempt();
@@ -397,6 +500,10 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     this.active = true;
     this.reported = false;
     this.fwd.inFlight++;
+    if (this.idle) {
+      this.idle = false;
+      this.fwd.hooks.idle?.(this.ctx, false);
+    }
     this.startedAt = performance.now();
     this.id = this.fwd.options.requestId();
     this.method = h.method!;
@@ -408,59 +515,43 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     this.reqDone = kind === BODY.NONE;
     this.retryable = this.reqDone && (this.method === 'GET' || this.method === 'HEAD' || this.method === 'OPTIONS');
     this.upHead = rewriteRequest(h, this.who, this.id, this.upgrade);
-    this.tried = null;
-    this.attempts = 0;
+    this.route = null;
+    this.tried.clear();
     this.resBytes = false;
     this.rs = RS.HEAD;
     this.status = 0;
     this.keepCaller = true;
     this.upReusable = false;
     this.phase = PH.PICK;
-    this.setDeadline(DL.NONE, 0);
     this.requestDeadline = this.reqDone || this.s.requestTimeout <= 0 ? Infinity : this.startedAt + this.s.requestTimeout;
-    this.deadline = Math.min(this.dlAt, this.requestDeadline);
+    this.setDeadline(DL.NONE, 0);
   }
 
   private attempt(): void {
-    this.attempts++;
     this.phase = PH.PICK;
-    const r = this.fwd.hooks.pick(this.ctx, this.tried ?? EMPTY, this.isGone);
-    if (isPromise<M | Refusal>(r)) r.then(this.onPicked, this.onPickFailed);
-    else this.onPicked(r);
+    const r = this.fwd.hooks.connect(this.ctx, this.tried, this.isGone, this.id, this.route);
+    if (isPromise<Connected<M> | SixpnError>(r)) r.then(this.onConnected, this.onConnectThrew);
+    else this.onConnected(r);
   }
 
-  private readonly onPickFailed = (err: unknown): void => {
-    this.fail(502, 'proxy error', err as Error);
+  private readonly onConnectThrew = (err: unknown): void => {
+    this.fail(new SixpnError('proxy error', { cause: err }));
   };
 
-  private readonly onPicked = (r: M | Refusal): void => {
-    if (r === 'full' || r === 'none') {
+  private readonly onConnected = (r: Connected<M> | SixpnError): void => {
+    if (r instanceof SixpnError) {
       if (this.phase === PH.CLOSED) return;
-      if (r === 'full') return this.fail(503, 'all machines are at their hard limit');
-      return this.fail(502, this.tried === null ? 'no machine available' : 'no machine reachable');
+      return this.fail(r);
     }
-    if (this.phase === PH.CLOSED) return this.fwd.hooks.release(r);
-    this.m = r;
-    const c = this.fwd.hooks.pool(r, this.ctx).take(this);
-    if (c !== null) return this.connected(c);
-    this.fwd.hooks.dial(r, this.ctx).then(this.onDialed, this.onDialed);
-  };
-
-  private readonly onDialed = (s: net.Socket | Error): void => {
-    const m = this.m!;
     if (this.phase === PH.CLOSED) {
-      if (!(s instanceof Error)) s.destroy();
-      return; // onClose released the machine
+      // The caller went away while the machine was being reached: the connection is clean.
+      this.fwd.hooks.release(r.m);
+      r.conn.pool.put(r.conn);
+      return;
     }
-    if (s instanceof Error) {
-      this.m = null;
-      this.fwd.hooks.reportFailure(m, s, this.id);
-      this.fwd.hooks.release(m);
-      (this.tried ??= new Set()).add(m);
-      if (this.attempts < this.s.connectTries) return this.attempt();
-      return this.fail(502, 'no machine reachable', s);
-    }
-    this.connected(this.fwd.hooks.pool(m, this.ctx).adopt(s, this));
+    this.m = r.m;
+    r.conn.lend(this);
+    this.connected(r.conn);
   };
 
   /** A connection to the picked machine: send the head and what is held of the body. */
@@ -551,7 +642,7 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     this.upReusable = h.keepAlive && kind !== BODY.CLOSE;
     // The caller's connection goes on only if its request was read whole (else the rest of its
     // body would be read as the next request) and the response has a length.
-    this.keepCaller = this.wantsKeepAlive && this.reqDone && !this.ended && !this.fwd.draining && kind !== BODY.CLOSE;
+    this.keepCaller = this.wantsKeepAlive && this.reqDone && !this.ended && !this.fwd.draining && this.revoked === null && kind !== BODY.CLOSE;
     const conn = !this.keepCaller ? CONNECTION.CLOSE : this.minor === 0 ? CONNECTION.KEEP_ALIVE : CONNECTION.NONE;
     this.up!.body.begin(kind, h.contentLength);
     this.socket.write(rewriteResponse(h, this.id, conn));
@@ -624,18 +715,18 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     const up = this.up;
     this.up = null;
     up.destroy();
-    if (!this.resBytes && this.retryable && this.attempts < this.s.connectTries) {
+    if (!this.resBytes && this.retryable && this.tried.size + 1 < this.s.connectTries) {
       // A bodiless GET/HEAD/OPTIONS on a connection that died before any response byte
       // (a machine just killed, a keep-alive race): another machine may take it.
       const m = this.m!;
       this.m = null;
       this.fwd.hooks.reportFailure(m, reason, this.id);
       this.fwd.hooks.release(m);
-      (this.tried ??= new Set()).add(m);
+      this.tried.add(m);
       this.pause(PAUSE.PICK);
       return this.attempt();
     }
-    this.fail(502, 'machine connection failed', reason);
+    this.fail(new UpstreamUnreachableError('machine connection failed', { cause: reason }));
   }
 
   private switchProtocols(h: HeadParser, chunk: Buffer, off: number): void {
@@ -681,12 +772,15 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
       if (!this.reported) this.fwd.hooks.done?.(this.ctx, m, this.status, this.id, this.method, this.startedAt);
     }
     this.upHead = null;
-    this.tried = null;
-    if (!this.keepCaller || this.ended || this.fwd.draining) return this.closeCaller();
+    this.tried.clear();
+    this.route = null;
+    if (!this.keepCaller || this.ended || this.fwd.draining || this.revoked !== null) return this.closeCaller();
     this.phase = PH.HEAD;
     this.head.reset();
     this.requestDeadline = Infinity;
     this.setDeadline(DL.KEEPALIVE, this.s.keepAliveTimeout);
+    this.idle = true;
+    this.fwd.hooks.idle?.(this.ctx, true);
     this.unpause(PAUSE.HELD | PAUSE.UP_FULL | PAUSE.PICK);
     // Pipelined requests go on from a fresh stack: answers the proxy gives at once (503s, say)
     // would otherwise recurse once per buffered request.
@@ -706,26 +800,31 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     if (m !== null) this.fwd.hooks.release(m);
   }
 
-  /** The proxy answers this request itself (before any byte of a machine's response went out). */
-  private fail(status: number, text: string, err?: Error): void {
+  /** The proxy answers this request itself with a typed error (before any byte of a machine's response went out). */
+  private fail(err: SixpnError): void {
     if (this.phase === PH.CLOSED) return;
-    if (this.rs !== RS.HEAD) return this.brokenResponse(text);
+    if (this.rs !== RS.HEAD) return this.brokenResponse(err.message);
     const m = this.m;
-    this.fwd.options.log.warn(
-      {
-        request_id: this.id,
-        caller: this.ctx.caller,
-        status,
-        ...(m !== null && this.fwd.hooks.describe ? { machine: this.fwd.hooks.describe(m) } : {}),
-        ...(err ? { err: err.message } : {}),
-      },
-      `request failed: ${text}`,
-    );
+    const hooks = this.fwd.hooks;
+    if (hooks.failed) hooks.failed(this.ctx, m, err, this.id);
+    else {
+      this.fwd.options.log.warn(
+        {
+          request_id: this.id,
+          caller: this.ctx.caller,
+          status: err.status,
+          code: err.code,
+          ...(m !== null && hooks.describe ? { machine: hooks.describe(m) } : {}),
+          ...(err.cause ? { err: (err.cause as Error).message ?? String(err.cause) } : {}),
+        },
+        `request failed: ${err.message}`,
+      );
+    }
     const up = this.up;
     this.up = null;
     up?.destroy();
     this.keepCaller = this.wantsKeepAlive && this.reqDone && !this.ended;
-    this.answer(status, text);
+    this.answer(err.status, err.message);
   }
 
   /** Writes the proxy's own response and ends the exchange. */
@@ -734,12 +833,12 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     this.status = status;
     this.rs = RS.DONE;
     this.upReusable = false;
-    if (this.fwd.draining) this.keepCaller = false;
+    if (this.fwd.draining || this.revoked !== null) this.keepCaller = false;
     this.socket.write(ownResponse(status, text, this.id, !this.keepCaller));
     this.finish();
   }
 
-  /** A head that could not be parsed: 400 (or 408) and close; no request id reached a machine. */
+  /** A head that could not be parsed: 400 (or 408, 505) and close; no request id reached a machine. */
   private refuse(status: number, text: string): void {
     const id = this.fwd.options.requestId();
     this.fwd.options.log.info({ caller: this.ctx.caller, request_id: id, status, reason: text }, 'malformed or slow HTTP request refused');
@@ -764,7 +863,7 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     const up = this.up;
     this.up = null;
     up?.destroy();
-    this.fail(502, text);
+    this.fail(new UpstreamUnreachableError(text));
   }
 
   /** The machine's response broke after its head went to the caller: nothing to say, close both. */
@@ -782,7 +881,7 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     this.phase = PH.CLOSED;
     this.held = null;
     this.requestDeadline = Infinity;
-    this.setDeadline(DL.LINGER, LINGER_MS);
+    this.setDeadline(DL.LINGER, this.s.lingerMs);
     this.socket.end();
     this.paused = 0;
     this.socket.resume();
@@ -791,6 +890,14 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
   /** Drain: an idle keep-alive connection is closed now. */
   closeIfIdle(): void {
     if (this.phase === PH.HEAD && !this.head.partial) this.closeCaller();
+  }
+
+  revoke(reason: string): void {
+    if (this.revoked !== null || this.phase === PH.CLOSED) return;
+    this.revoked = reason;
+    if (this.phase === PH.TUNNEL) return this.destroy();
+    if (this.phase === PH.HEAD && !this.head.partial) this.closeCaller();
+    // Busy: the response in flight goes out (with Connection: close if its head has not), then it closes.
   }
 
   destroy(): void {
@@ -806,9 +913,10 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
     this.dl = kind;
     this.dlAt = kind === DL.NONE || ms <= 0 ? Infinity : performance.now() + ms;
     this.deadline = Math.min(this.dlAt, this.requestDeadline);
+    this.fwd.deadlines.moved(this);
   }
 
-  /** Bytes moved: the idle deadline starts again. */
+  /** Bytes moved: the idle deadline starts again (later: the wheel needs no word). */
   private touch(): void {
     if (this.dl === DL.IDLE && this.s.idleTimeout > 0) {
       this.dlAt = performance.now() + this.s.idleTimeout;
@@ -841,7 +949,7 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
         return this.setDeadline(DL.HEADER, this.s.headerTimeout);
       case DL.UPSTREAM:
         if (this.rs !== RS.HEAD) return;
-        return this.fail(504, 'machine did not answer in time');
+        return this.fail(new UpstreamTimeoutError('machine did not answer in time'));
       case DL.IDLE:
         this.fwd.options.log.info({ request_id: this.id, caller: this.ctx.caller }, 'connection idle too long in the middle of a body or tunnel');
         return this.destroy();
@@ -850,6 +958,17 @@ class CallerConn<C extends CallerContext, M> implements Timed, UpstreamOwner {
         return void this.socket.destroy();
     }
   }
+}
+
+/** `http://` or `https://` (any case) at the start of the request target. */
+function isAbsoluteTarget(h: HeadParser): boolean {
+  const b = h.buf;
+  let i = h.base + h.targetStart;
+  const end = h.base + h.targetEnd;
+  if (end - i < 8) return false;
+  if ((b[i++]! | 0x20) !== 0x68 || (b[i++]! | 0x20) !== 0x74 || (b[i++]! | 0x20) !== 0x74 || (b[i++]! | 0x20) !== 0x70) return false;
+  if ((b[i]! | 0x20) === 0x73) i++;
+  return b[i] === 0x3a && b[i + 1] === 0x2f && b[i + 2] === 0x2f;
 }
 
 /** A response of the proxy's own: text body with the request id. */

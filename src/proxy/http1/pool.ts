@@ -9,7 +9,7 @@
  * burst's extra connections age out.
  */
 import type net from 'node:net';
-import type { Deadlines, Timed } from './deadlines.js';
+import { Timed, type Deadlines } from './deadlines.js';
 import { HeadParser, type HeadLimits } from './head.js';
 import { BodyReader } from './framing.js';
 
@@ -31,11 +31,10 @@ export interface PoolOptions {
 }
 
 /** One connection to a machine, with its own response parser (reused for every response). */
-export class UpstreamConn implements Timed {
+export class UpstreamConn extends Timed {
   owner: UpstreamOwner | null = null;
   /** Exchanges completed on it (> 0: a reused connection). */
   served = 0;
-  deadline = Infinity;
   readonly head: HeadParser;
   readonly body: BodyReader;
   private idle = false;
@@ -44,12 +43,17 @@ export class UpstreamConn implements Timed {
     readonly socket: net.Socket,
     readonly pool: UpstreamPool,
   ) {
+    super();
     this.head = new HeadParser('response', pool.options.limits);
     this.body = new BodyReader(pool.options.limits.maxHeadSize);
     socket.on('data', (c: Buffer) => (this.owner ? this.owner.upData(c) : this.dropIdle()));
     socket.on('end', () => (this.owner ? this.owner.upEnd() : this.dropIdle()));
     socket.on('error', (err: Error) => (this.owner ? this.owner.upError(err) : this.dropIdle()));
-    socket.on('close', () => (this.owner ? this.owner.upClose() : this.dropIdle()));
+    socket.on('close', () => {
+      pool.lent.delete(this);
+      if (this.owner) this.owner.upClose();
+      else this.dropIdle();
+    });
     socket.on('drain', () => this.owner?.upDrain());
   }
 
@@ -67,7 +71,13 @@ export class UpstreamConn implements Timed {
     this.socket.resume();
   }
 
-  /** Leaves the idle list for an exchange. */
+  /** @internal the pool handed it out: no longer idle, not owned yet. */
+  taken(): void {
+    this.idle = false;
+    this.deadline = Infinity;
+  }
+
+  /** The exchange that uses it from now on. */
   lend(owner: UpstreamOwner): void {
     this.idle = false;
     this.owner = owner;
@@ -89,10 +99,18 @@ export class UpstreamConn implements Timed {
     this.owner = null;
     this.socket.destroy();
   }
+
+  /** Destroys it with `err`; an exchange using it hears of it as a failed machine connection. */
+  abort(err: Error): void {
+    if (this.owner === null) return this.dropIdle();
+    this.socket.destroy(err);
+  }
 }
 
 export class UpstreamPool {
   private readonly idle: UpstreamConn[] = [];
+  /** @internal connections handed out (busy, or between a take and its exchange) */
+  readonly lent = new Set<UpstreamConn>();
   private closed = false;
 
   constructor(
@@ -104,8 +122,11 @@ export class UpstreamPool {
     return this.idle.length;
   }
 
-  /** An idle connection still fit for a request, or null. */
-  take(owner: UpstreamOwner): UpstreamConn | null {
+  /**
+   * An idle connection still fit for a request, or null. The caller lends it to its exchange
+   * (`lend`) before returning to the event loop.
+   */
+  take(): UpstreamConn | null {
     for (;;) {
       const c = this.idle.pop();
       if (!c) return null;
@@ -114,21 +135,23 @@ export class UpstreamPool {
         c.destroy();
         continue;
       }
-      c.lend(owner);
+      c.taken();
+      this.lent.add(c);
       return c;
     }
   }
 
-  /** Wraps a freshly dialed socket. */
-  adopt(socket: net.Socket, owner: UpstreamOwner): UpstreamConn {
+  /** Wraps a freshly dialed socket (lent to an exchange next, like `take`'s). */
+  adopt(socket: net.Socket): UpstreamConn {
     const c = new UpstreamConn(socket, this);
-    c.lend(owner);
+    this.lent.add(c);
     return c;
   }
 
   /** A connection whose exchange ended cleanly: keep it for the next one, or close it. */
   put(c: UpstreamConn): void {
     c.served++;
+    this.lent.delete(c);
     if (this.closed || this.idle.length >= this.options.maxIdle || !c.usable || c.socket.readableLength > 0) {
       c.destroy();
       return;
@@ -145,12 +168,16 @@ export class UpstreamPool {
     this.deadlines.delete(c);
   }
 
-  /** Closes idle connections now; connections in use are closed when they come back. */
-  close(): void {
+  /**
+   * Closes idle connections now; connections in use are closed when they come back, or at once
+   * with `abort` (their exchanges fail as if the machine had reset them).
+   */
+  close(abort?: Error): void {
     this.closed = true;
     for (const c of this.idle.splice(0)) {
       this.deadlines.delete(c);
       c.destroy();
     }
+    if (abort !== undefined) for (const c of [...this.lent]) c.abort(abort);
   }
 }

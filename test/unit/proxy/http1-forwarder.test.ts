@@ -602,6 +602,21 @@ describe('HTTP/1 forwarder errors', () => {
     await booksBalanced(r2);
   });
 
+  it('closing a pool with an error cuts its busy connections at once: the request waiting on one gets 502', async () => {
+    const m = await rawMachine('slow', (s) => void s.resume());
+    const r = await rig([m], { upstreamTimeout: 30_000 });
+    const c = await caller(r);
+    c.write('POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nhi');
+    await waitFor(() => m.open.size === 1 && r.pools.size === 1, { what: 'the request to reach the machine' });
+    const t0 = Date.now();
+    r.forwarder.closePool(r.pools.get(r.machines[0]!)!, new Error('host left the mesh'));
+    const res = await c.response('POST');
+    expect(res.status).toBe(502);
+    expect(Date.now() - t0).toBeLessThan(1_000);
+    await waitFor(() => m.open.size === 0, { what: 'the machine connection to be closed' });
+    await booksBalanced(r);
+  });
+
   it('answers 504 when a machine does not answer in time, and drops that connection', async () => {
     const m = await rawMachine('silent', (s) => void s.resume());
     const r = await rig([m], { upstreamTimeout: 300 });
@@ -667,7 +682,6 @@ describe('HTTP/1 forwarder errors', () => {
     ['duplicate Host', 'GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', 'duplicate Host'],
     ['HTTP/1.1 without Host', 'GET / HTTP/1.1\r\n\r\n', 'missing Host'],
     ['HTTP/0.9', 'GET /\r\n\r\n', 'HTTP/0.9'],
-    ['HTTP/2.0 request line', 'GET / HTTP/2.0\r\nHost: a\r\n\r\n', 'unsupported HTTP version'],
     ['the HTTP/2 preface', 'PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'HTTP/2 connection preface'],
     ['an unknown method', 'BREW / HTTP/1.1\r\nHost: a\r\n\r\n', 'unknown method'],
     ['CONNECT', 'CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\n', 'CONNECT is not supported'],
@@ -715,6 +729,18 @@ describe('HTTP/1 forwarder errors', () => {
     expect((await idle.response()).status).toBe(200);
     expect(await idle.closedWithin(1_500)).toBe(true);
     expect((await idle.rest()).length).toBe(0);
+  });
+
+  it('answers a request line of another HTTP version 505 (as node:http did), and no machine hears of it', async () => {
+    const m = await httpMachine('m1');
+    const r = await rig([m]);
+    const c = await caller(r);
+    c.write('GET / HTTP/2.0\r\nHost: a\r\n\r\n');
+    const res = await c.response();
+    expect(res.status).toBe(505);
+    expect(res.headers.connection).toBe('close');
+    expect(await c.closedWithin(3_000)).toBe(true);
+    expect(m.connections).toBe(0);
   });
 
   it('answers a denied caller 403 with the reason and never picks a machine', async () => {
