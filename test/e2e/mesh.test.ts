@@ -3,7 +3,8 @@
 // control), wireguard-go tunnels between them, machines of two orgs on every host. From inside
 // the machines: curl, a 10 MiB TCP stream, ping6, dig. Then the org boundary on every hop (a
 // host whose own filters are gone, a forged source), Flycast failover across hosts, and a host
-// whose agent is killed and whose link is cut.
+// whose agent is killed and whose link is cut; a laptop of the lhr gateway reaching every host.
+import { appendFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -11,6 +12,7 @@ import { hostOrgAddress } from '../../src/addressing/index.js';
 import type { Machine } from '../../src/catalog/types.js';
 import { CLI, hasCommand, IN_NETNS, ROOT } from '../harness/env.js';
 import { MeshLab, type LabHost } from '../harness/mesh.js';
+import { uniqueName, upLaptopTunnel } from '../harness/wg.js';
 import { waitFor } from '../harness/net.js';
 import { run, runSixpn } from '../harness/procs.js';
 
@@ -62,20 +64,31 @@ describe.skipIf(!ready)('mesh: 6PN across three hosts', () => {
 
   beforeAll(async () => {
     lab = await MeshLab.create(TOKEN);
-    for (const r of REGIONS) hosts[r] = await lab.addHost({ name: `${r}-1`, region: r, extra: r === 'ewr' ? SEED : '' });
+    // lhr also runs the WireGuard gateway for laptops
+    const gateway = (h: string) => `[wireguard]\nenabled = true\ninterface = "${uniqueName('sxg')}"\nlisten_port = 51820\nendpoint = "[${h}]:51820"\nstate_file = "state/gateway.json"\nstatus_interval = "300ms"`;
+    for (const r of REGIONS) {
+      hosts[r] = await lab.addHost({ name: `${r}-1`, region: r, extra: r === 'ewr' ? SEED : '' });
+      if (r === 'lhr') appendFileSync(hosts[r].configFile, `\n${gateway(hosts[r].address)}\n`);
+    }
+    const t0 = Date.now();
+    const step = (what: string) => console.log(`mesh e2e setup: ${what} at ${Date.now() - t0} ms`);
     await hosts.ewr.start();
     await Promise.all([hosts.iad.start(), hosts.lhr.start()]);
+    step('three hosts up');
     await lab.meshed(REGIONS.map((r) => `${r}-1`));
+    step('meshed');
     for (const r of REGIONS) {
       await runMachine(hosts[r], 'web', ID.web[r], 'http', 8080);
       await runMachine(hosts[r], 'intranet', ID.intra[r], 'http', 8080);
     }
     await runMachine(hosts.lhr, 'echo', ID.echo, 'tcp', 7);
+    step('machines run');
     for (const id of Object.keys(addr)) {
       const h = REGIONS.map((r) => hosts[r]).find((x) => x.machineNamespaces().includes(x.machineNs(id)))!;
       await waitFor(async () => (await curl(h, id, `http://[${addr[id]}]:8080/`, '1')).code === 0 || id === ID.echo, { what: `machine ${id} serving`, timeoutMs: 10_000 });
     }
-  }, 120_000);
+    step('machines serving');
+  }, 180_000);
 
   afterAll(async () => {
     await lab?.delete();
@@ -198,7 +211,7 @@ describe.skipIf(!ready)('mesh: 6PN across three hosts', () => {
     const good = await doctor(hosts.ewr.ns.name);
     for (const id of ['mesh-forwarding', 'mesh-wireguard', 'mesh-wg', 'mesh-nft', 'mesh-port', 'mesh-endpoint', 'mesh-routes']) expect(good.lines.get(id)?.status, `${id}: ${good.lines.get(id)?.detail}`).toBe('ok');
     expect(good.lines.get('mesh-wireguard')!.detail).toMatch(/^userspace wireguard-go \(the kernel has no WireGuard module\)/);
-    expect(good.lines.get('mesh-routes')!.detail).toMatch(/2 peers, 4 routes/);
+    expect(good.lines.get('mesh-routes')!.detail).toMatch(/2 peers, 6 routes/); // iad and lhr, and lhr's gateway: one /80 per org each
     expect(good.lines.get('mesh-port')!.detail).toContain('held by');
     // a server on the bridge with nothing set up: no forwarding, no local fdaa::/16
     const { ns } = await lab.attach('sxbare');
@@ -207,6 +220,25 @@ describe.skipIf(!ready)('mesh: 6PN across three hosts', () => {
     expect(bare.lines.get('mesh-forwarding')).toMatchObject({ status: 'fail', fix: expect.stringContaining('sysctl -w net.ipv6.conf.all.forwarding=1') });
     expect(bare.lines.get('mesh-routes')).toMatchObject({ status: 'fail', fix: expect.stringContaining('ip -6 route add local fdaa::/16 dev lo') });
     expect(bare.lines.get('mesh-port')!.status).toBe('ok');
+  });
+
+  it('a laptop peer of the lhr gateway reaches its org on every host, and nothing of the other org', async () => {
+    const conf = join(hosts.lhr.dir, 'laptop.conf');
+    const r = await cli(hosts.lhr, ['wireguard', 'create', 'acme', 'lhr', 'laptop', '--output', conf]);
+    expect(r.code, r.stderr).toBe(0);
+    const { ns } = await lab.attach('sxlap');
+    const tun = await upLaptopTunnel(ns, conf);
+    try {
+      for (const to of REGIONS) {
+        const ok = await ns.exec('curl', ['-sS', '-g', '-m', '3', `http://[${addr[ID.web[to]]}]:8080/`]);
+        expect(ok.stdout, `laptop -> web-${to}: ${ok.stderr}`).toBe(`web-${to}\n`);
+        const no = await ns.exec('curl', ['-sS', '-g', '-m', '1', `http://[${addr[ID.intra[to]]}]:8080/`]);
+        expect(no.code, `laptop -> intranet-${to} must fail`).not.toBe(0);
+      }
+      expect((await tun.gatewayStatus()).latest_handshake).toBeGreaterThan(0);
+    } finally {
+      await tun.stop();
+    }
   });
 
   it('Flycast from ewr lands in ewr, moves to iad when ewr stops, to lhr when the iad host dies', async () => {
