@@ -168,12 +168,33 @@ export class Balancer {
     return g;
   }
 
-  private static eligible(m: Machine): boolean {
-    return m.state === 'started' && m.health.status !== 'unhealthy';
+  /** Hosts whose heartbeat stopped: their machines are no candidates (see setHostReachable). */
+  private readonly downHosts = new Set<string>();
+
+  private eligible(m: Machine): boolean {
+    return m.state === 'started' && m.health.status !== 'unhealthy' && (m.host === undefined || !this.downHosts.has(m.host));
+  }
+
+  /**
+   * A host went silent (false) or came back (true): its machines leave or rejoin the candidates
+   * at once, counters kept. Rare (a host's heartbeat), so it walks the index.
+   */
+  setHostReachable(host: string, reachable: boolean): void {
+    if (reachable ? !this.downHosts.delete(host) : this.downHosts.has(host)) return;
+    if (!reachable) this.downHosts.add(host);
+    const touched = new Set<string>();
+    for (const s of this.slotsById.values()) {
+      if (s.machine.host !== host) continue;
+      const a = this.app(s.machine.app);
+      this.unindex(a, s);
+      this.index(a, s);
+      if (s.pos >= 0) touched.add(s.machine.app);
+    }
+    for (const app of touched) this.onCapacity?.(app, true);
   }
 
   private index(a: AppIndex, s: Slot): void {
-    if (s.pos >= 0 || !s.live || s.ejectedUntil > 0 || !Balancer.eligible(s.machine)) return;
+    if (s.pos >= 0 || !s.live || s.ejectedUntil > 0 || !this.eligible(s.machine)) return;
     s.group.add(s);
     a.candidates++;
   }

@@ -6,6 +6,8 @@
  */
 import { startAutostart, type Autostart } from '../autostart/index.js';
 import { attachToView, Balancer } from '../balancer/index.js';
+import { HostLiveness } from '../catalog/liveness.js';
+import { localHostName, sourcePicker } from '../catalog/source.js';
 import type { CatalogChange } from '../catalog/types.js';
 import type { NodeContext, RunningRole } from '../role.js';
 import { ProxyCore } from './core.js';
@@ -67,7 +69,7 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
   const detach = attachToView(balancer, ctx.view);
   const core = new ProxyCore(cfg, ctx.view, log);
   const wheel = new Deadlines(wheelTickMs(cfg));
-  const upstream = new Upstream(cfg, balancer, log, wheel, seams.sourceFor);
+  const upstream = new Upstream(cfg, balancer, log, wheel, seams.sourceFor ?? sourcePicker(ctx.view, localHostName(ctx.config)));
   // Autostart (src/autostart): the node's own waker and autostop unless a seam brings one; it
   // reads the balancer's counters for idleness, so it is made here, beside the balancer.
   const rank = ctx.regions.rankFrom(ctx.config.node.region);
@@ -80,6 +82,19 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
   const tcp = new TcpService(core, upstream);
   const listeners = new Listeners(core, http, tcp);
   const stopGuard = startMemoryGuard(cfg.gc_after_bytes, 20, () => http.inFlight > 0);
+
+  // Machines of a host that stopped heartbeating are no candidates until it beats again.
+  const liveness = new HostLiveness(ctx.view, ctx.config.host.heartbeat_timeout);
+  for (const host of liveness.unreachable()) balancer.setHostReachable(host, false);
+  liveness.on('change', (host, reachable) => {
+    balancer.setHostReachable(host, reachable);
+    if (reachable) return void log.info({ host }, 'host heartbeats again: its machines take traffic');
+    log.warn({ host, timeout_ms: liveness.timeoutMs }, 'host stopped heartbeating: its machines take no traffic');
+    // Kept-alive connections to a silent host would hold requests until upstream_timeout:
+    // reset them, so that what waits on them is retried elsewhere (bodiless GETs) or fails now.
+    const reset = Object.assign(new Error(`host ${host} stopped heartbeating`), { code: 'ECONNRESET' });
+    for (const m of ctx.view.machinesOnHost(host)) http.forgetMachine(m.id, reset);
+  });
 
   // Access taken away (an address released, an exposure removed, an app deleted) ends the
   // connections that used it, not only new ones: HTTP once their requests end, TCP at once.
@@ -142,6 +157,7 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
       stopAccepting();
       await own?.close();
       detach();
+      liveness.close();
       stopGuard();
       for (const t of [...core.tracked]) t.destroy();
       http.close();
