@@ -24,11 +24,6 @@ export interface RegionOrder {
 export interface BalancerOptions {
   /** The proxy's own region: picks start there. */
   region: string;
-  /**
-   * Units of a machine this balancer may hold before `setCap` says otherwise (the proxy's
-   * workers: 0, their share of hard_limit comes from the primary); default no cap.
-   */
-  defaultCap?: number;
   regions: RegionOrder;
   /** Ramp-up window (ms) for a machine re-admitted after being unhealthy; 0 turns it off. */
   slowStartMs: number;
@@ -65,8 +60,6 @@ export class Slot {
   constructor(
     public machine: Machine,
     public group: RegionGroup,
-    /** Most units this balancer may hold on it (its share of hard_limit when several share the machine). */
-    public cap: number,
   ) {}
 }
 
@@ -127,16 +120,13 @@ class AppIndex {
 export class Balancer {
   private readonly apps = new Map<string, AppIndex>();
   private readonly slotsById = new Map<string, Slot>();
-  /** Caps set for machines not in the index yet (the cap may arrive before the machine). */
-  private readonly pendingCaps = new Map<string, number>();
-  private readonly defaultCap: number;
   private readonly rank: Map<string, number>;
   private readonly random: () => number;
   private readonly now: () => number;
   readonly ejector: PassiveEjector;
   /**
-   * Called after a release (`all` false: one unit is free) or when a candidate appeared or a
-   * cap grew (`all` true: every queued caller may try again).
+   * Called after a release (`all` false: one unit is free) or when a candidate appeared (`all`
+   * true: every queued caller may try again).
    */
   onCapacity: ((app: string, all: boolean) => void) | null = null;
 
@@ -145,7 +135,6 @@ export class Balancer {
     this.random = opts.random ?? Math.random;
     this.now = opts.now ?? Date.now;
     this.ejector = new PassiveEjector(opts.passive);
-    this.defaultCap = opts.defaultCap ?? Number.POSITIVE_INFINITY;
   }
 
   get region(): string {
@@ -212,9 +201,7 @@ export class Balancer {
     const a = this.app(m.app);
     let s = this.slotsById.get(m.id);
     if (!s) {
-      const cap = this.pendingCaps.get(m.id);
-      if (cap !== undefined) this.pendingCaps.delete(m.id);
-      s = new Slot(m, this.group(a, m.region), cap ?? this.defaultCap);
+      s = new Slot(m, this.group(a, m.region));
       this.slotsById.set(m.id, s);
       a.slots.set(m.id, s);
     } else {
@@ -246,7 +233,6 @@ export class Balancer {
     this.unindex(a, s);
     s.live = false;
     a.slots.delete(id);
-    this.pendingCaps.delete(id);
     const i = a.ejected.indexOf(s);
     if (i >= 0) a.ejected.splice(i, 1);
     this.slotsById.delete(id);
@@ -261,18 +247,6 @@ export class Balancer {
       this.upsert(m);
     }
     for (const id of [...this.slotsById.keys()]) if (!keep.has(id)) this.remove(id);
-  }
-
-  /** Sets how many units of machine `id` this balancer may hold (kept until the machine is known). */
-  setCap(id: string, cap: number): void {
-    const s = this.slotsById.get(id);
-    if (!s) {
-      this.pendingCaps.set(id, cap);
-      return;
-    }
-    const more = cap > s.cap;
-    s.cap = cap;
-    if (more && s.live && s.outstanding < cap) this.onCapacity?.(s.machine.app, true);
   }
 
   /** Candidate machines of an app right now (started, not unhealthy, not ejected). */
@@ -363,7 +337,7 @@ export class Balancer {
       const start = len === 1 ? 0 : Math.floor(this.random() * len);
       for (let k = 0; k < len; k++) {
         const s = b[(start + k) % len]!;
-        if (s.outstanding >= s.cap || (exclude && exclude.has(s))) continue;
+        if (exclude && exclude.has(s)) continue;
         if (s.slowStartAt > 0) {
           const elapsed = now - s.slowStartAt;
           if (elapsed >= this.opts.slowStartMs || elapsed < 0) s.slowStartAt = 0;
@@ -403,7 +377,7 @@ export class Balancer {
     const ex = exclude ?? null;
     if (steer.machine !== null) {
       const s = a.slots.get(steer.machine);
-      if (s && s.pos >= 0 && s.outstanding < limits.hard_limit && s.outstanding < s.cap && !(ex && ex.has(s))) return this.acquire(s, s.group);
+      if (s && s.pos >= 0 && s.outstanding < limits.hard_limit && !(ex && ex.has(s))) return this.acquire(s, s.group);
       if (steer.forceMachine) return null;
     }
     const regions = steer.regions;

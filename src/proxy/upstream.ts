@@ -12,8 +12,8 @@
  *
  * Seams, each documented where it is declared: `autostart` (a stopped machine is started when no
  * started one has room), per-pick `prefs` (request steering), `sourceFor` and `dialOptions`
- * (the mesh: from which local address and where a machine is dialed), `lender` (the workers'
- * share of each machine's hard_limit).
+ * (the mesh: from which local address and where a machine is dialed), `share` (a worker's part
+ * of every limit, ./workers.ts).
  *
  * @example
  *   const r = upstream.connect({ app: 'web', service, tried: new Set(), gone: () => sock.destroyed,
@@ -30,6 +30,7 @@ import { badUpstream, dialTarget } from './core.js';
 import { Timed, type Deadlines } from './http1/deadlines.js';
 import { appMetrics, selected } from './metrics.js';
 import { CapacityQueue } from './queue.js';
+import { share } from './workers.js';
 
 export type Acquired = Slot | 'none' | 'full';
 
@@ -59,15 +60,6 @@ export interface MachineStarter {
 
 /** Where a machine is dialed from (the mesh: this host's address in the machine's org), or undefined for the default. */
 export type SourcePicker = (m: Machine) => string | undefined;
-
-/**
- * The workers' share of each machine's hard_limit (src/proxy/capacity.ts): told when a pick
- * found every candidate at this worker's cap, and of every release.
- */
-export interface CapacityLender {
-  want(app: string): void;
-  released(slot: Slot, localWaiters: boolean): void;
-}
 
 export interface ConnectRequest<T> {
   app: string;
@@ -164,10 +156,11 @@ export class Upstream {
    * use, which is a connect failure of that machine). `sourceFor` adds the local address.
    */
   dialOptions: (m: Machine, service: Service) => net.TcpNetConnectOpts = defaultDialOptions;
-  /** Set in a worker: its share of each machine's hard_limit. */
-  lender: CapacityLender | null = null;
-  /** Workers share soft_limit too: each balances up to its part of it (1 = the whole). */
-  softShare = 1;
+  /**
+   * In a proxy worker (./workers.ts): which of how many it is. Its limits are its share of each
+   * service's soft_limit and hard_limit, so the workers together never exceed hard_limit.
+   */
+  share: { index: number; count: number } | null = null;
   private readonly limitsByService = new WeakMap<Service, Limits>();
 
   constructor(
@@ -183,13 +176,15 @@ export class Upstream {
     balancer.onCapacity = (app, all) => (all ? this.queue.wakeAll(app) : this.queue.wake(app));
   }
 
-  /** The limits this process balances with for a service (its share of soft_limit with workers). */
+  /** The limits this process balances with for a service (with workers: its share of them). */
   limits(service: Service): Limits {
-    if (this.softShare === 1) return service.concurrency;
+    const sh = this.share;
+    if (sh === null || sh.count <= 1) return service.concurrency;
     let l = this.limitsByService.get(service);
     if (!l) {
       const c = service.concurrency;
-      l = { soft_limit: Math.max(1, Math.ceil(c.soft_limit / this.softShare)), hard_limit: c.hard_limit };
+      const hard = share(c.hard_limit, sh.index, sh.count);
+      l = { soft_limit: Math.min(hard, Math.max(1, share(c.soft_limit, sh.index, sh.count))), hard_limit: hard };
       this.limitsByService.set(service, l);
     }
     return l;
@@ -236,7 +231,6 @@ export class Upstream {
   }
 
   private async wait(app: string, limits: Limits, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: Steer | null, waitMs: number): Promise<Acquired> {
-    this.lender?.want(app);
     if (!this.queue.hasRoom || waitMs === 0) {
       selected('refused');
       return 'full';
@@ -281,9 +275,7 @@ export class Upstream {
   /** Gives back what `acquire` took. */
   release(s: Slot): void {
     appMetrics(s.machine.app).activeOn(s.machine.id).dec();
-    const waiters = this.lender !== null && this.queue.waiting(s.machine.app) > 0;
     this.balancer.release(s);
-    this.lender?.released(s, waiters);
   }
 
   /** The machine answered (TCP: connected; HTTP: a response head): passive ejection forgives it. */
