@@ -15,9 +15,11 @@ import type {
   Host,
   HostInput,
   HostPatch,
+  CatalogIdentity,
   Machine,
   MachineInput,
   MachinePatch,
+  NodeEntry,
   Org,
   Peer,
   PeerInput,
@@ -25,6 +27,7 @@ import type {
   Token,
   TokenKind,
 } from './types.js';
+import type { CatalogDocument } from './document.js';
 import type { HostOptions, HostUpdateOptions, MachineUpdateOptions } from './rules.js';
 
 export type { HostOptions, HostUpdateOptions, MachineUpdateOptions } from './rules.js';
@@ -96,6 +99,24 @@ export interface CatalogStore {
   updateHost(name: string, patch: HostPatch, opts?: HostUpdateOptions): Promise<Host>;
   /** Conflict while machines are placed on it. */
   removeHost(name: string): Promise<void>;
+
+  /** A node's liveness heartbeat; returns the entry it replaced. */
+  beatNode(entry: NodeEntry): Promise<NodeEntry | undefined>;
+  /** A node shut down cleanly (only while `session` runs it). */
+  nodeDown(name: string, session: string): Promise<void>;
+
+  /** The catalog's identity as the store holds it (null: none, e.g. an empty store). */
+  identity(): Promise<CatalogIdentity | null>;
+  /** Stores `candidate` unless the store holds an identity; returns the one it holds then. */
+  claimIdentity(candidate: CatalogIdentity): Promise<CatalogIdentity>;
+  /** Accepts the store as it is (`sixpn catalog adopt`): its identity now replaces `known`. */
+  adoptIdentity(known: string | null): Promise<CatalogIdentity>;
+  /** Replaces the whole catalog with a document (restore: `take` its identity; import: `keep` the store's). */
+  replaceAll(doc: CatalogDocument, opts: { identity: 'take' | 'keep'; ifEmpty: boolean }): Promise<CatalogIdentity>;
+  /** The whole catalog (tokens as hashes, counters, invalid entries as they are) in one consistent read. */
+  exportDocument(): Promise<CatalogDocument>;
+  /** From now on writes require the store to hold this identity (CatalogDivergedError otherwise); null: no check. */
+  setFence(id: string | null): void;
 
   /** Returns an unsubscribe function. */
   subscribe(listener: StoreListener): () => void;
