@@ -30,7 +30,7 @@ import {
   validateToken,
   type StoredKind,
 } from './rules.js';
-import type { AllocationOptions, CatalogStore, HostOptions, HostUpdateOptions, MachineUpdateOptions, PeerOptions, StoreListener } from './store.js';
+import type { AllocationOptions, CatalogBackend, HostOptions, HostUpdateOptions, MachineUpdateOptions, PeerOptions, StoreListener } from './store.js';
 import { ENTITY_TABLES, type StoreTx, type Table, type TableValues } from './tx.js';
 import {
   catalogIdentitySchema,
@@ -156,15 +156,19 @@ export function readEntries(tx: StoreTx): DocumentEntries {
     valid[kind] = (tx.all(kind) as unknown[]).sort(byKey(kind)) as never;
     invalid.push(...tx.invalidEntries(kind).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)));
   }
+  return { valid, invalid, sequences: readSequences(tx) };
+}
+
+function readSequences(tx: StoreTx): DocumentEntries['sequences'] {
   const seq = (t: 'flycastSeq' | 'peerSeq') => Object.fromEntries(tx.entries(t).sort(([a], [b]) => (a < b ? -1 : 1)));
-  return { valid, invalid, sequences: { flycast: seq('flycastSeq'), peer: seq('peerSeq') } };
+  return { flycast: seq('flycastSeq'), peer: seq('peerSeq') };
 }
 
 /**
  * The store interface implemented once: each method is one transaction. Subclasses provide the
  * transaction engine and change delivery.
  */
-export abstract class TransactionalStore implements CatalogStore {
+export abstract class TransactionalStore implements CatalogBackend {
   abstract readonly kind: 'embedded' | 'redis';
   protected readonly ops: OpsContext;
   /** The identity every write must still find in the store (null: unfenced). */
@@ -557,6 +561,11 @@ export abstract class TransactionalStore implements CatalogStore {
       },
       { unfenced: opts.identity === 'take' },
     );
+  }
+
+  /** What a node's snapshot holds besides its view: the identity, tokens (hashes) and counters, in one read. */
+  snapshotExtras(): Promise<{ identity: CatalogIdentity | null; tokens: Token[]; sequences: DocumentEntries['sequences'] }> {
+    return this.read('read snapshot extras', (tx) => ({ identity: readIdentity(tx), tokens: tx.all('token'), sequences: readSequences(tx) }), true);
   }
 
   /** Everything the catalog holds, as a document (`export`, restore points): one consistent read. */

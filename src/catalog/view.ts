@@ -81,6 +81,8 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
     this.loading = null;
     this.emit('reset');
     for (const e of raced) if (e.kind !== 'reset') this.apply(e);
+    // A reset that came while loading may mean the snapshot read missed changes: read again.
+    if (raced.some((e) => e.kind === 'reset')) this.reload().catch((err: Error) => this.emit('error', err));
   }
 
   private fill(s: CatalogSnapshot): void {

@@ -6,7 +6,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { orgOf } from '../../../src/addressing/index.js';
-import type { CatalogStore, StoreEvent } from '../../../src/catalog/store.js';
+import type { CatalogBackend, StoreEvent } from '../../../src/catalog/store.js';
 import type { Token } from '../../../src/catalog/types.js';
 import { CatalogView } from '../../../src/catalog/view.js';
 import { SixpnError } from '../../../src/errors.js';
@@ -14,7 +14,7 @@ import { SixpnError } from '../../../src/errors.js';
 export interface StoreFactory {
   /** A fresh, empty catalog for one test. */
   fresh(): Promise<void>;
-  open(): Promise<CatalogStore>;
+  open(): Promise<CatalogBackend>;
   cleanup(): Promise<void>;
 }
 
@@ -39,8 +39,8 @@ async function rejectsWith(p: Promise<unknown>, code: string): Promise<SixpnErro
 
 export function storeContract(name: string, factory: StoreFactory): void {
   describe(`catalog store contract: ${name}`, () => {
-    let store: CatalogStore;
-    const opened: CatalogStore[] = [];
+    let store: CatalogBackend;
+    const opened: CatalogBackend[] = [];
     const open = async () => {
       const s = await factory.open();
       opened.push(s);
