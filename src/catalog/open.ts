@@ -3,6 +3,7 @@
  * `[catalog] store = "redis"`) behind the node's guard (./guard.ts), which knows which catalog
  * this node serves and keeps its snapshot.
  */
+import { StoreUnavailableError } from '../errors.js';
 import type { CatalogConfig } from './config.js';
 import { CatalogGuard } from './guard.js';
 import { MemoryStore } from './memory.js';
@@ -39,8 +40,15 @@ export async function storeWhere(config: Readonly<CatalogConfig>): Promise<strin
 
 export async function openStore(config: Readonly<CatalogConfig>, regionCodes: Iterable<string>, log: Logger, node: string): Promise<CatalogGuard> {
   const snapshotPath = config.snapshot === 'off' || config.snapshot === '' ? null : config.snapshot;
-  // With a snapshot to fall back on, a node need not wait for Redis: the guard decides.
-  const store = await openBackend(config, regionCodes, log, snapshotPath === null || config.store !== 'redis');
+  let store: CatalogBackend;
+  try {
+    store = await openBackend(config, regionCodes, log);
+  } catch (err) {
+    // Redis is unreachable: with a snapshot to serve, open without waiting (the guard decides, and
+    // the store keeps connecting); without one the guard's refusal says why.
+    if (!(err instanceof StoreUnavailableError) || config.store !== 'redis') throw err;
+    store = await openBackend(config, regionCodes, log, false);
+  }
   try {
     return await CatalogGuard.open({
       store,
