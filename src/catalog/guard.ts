@@ -101,6 +101,12 @@ function documentSnapshot(doc: CatalogDocument): CatalogSnapshot {
   return { orgs: v.org ?? [], apps: v.app ?? [], machines: v.machine ?? [], flycast: v.flycast ?? [], peers: v.peer ?? [], hosts: v.host ?? [], nodes: [], identity: doc.identity };
 }
 
+/** Why a node whose store is unreachable does not start. */
+export function noSnapshotToStartFrom(err: StoreUnavailableError, snapshotPath: string | null): StoreUnavailableError {
+  const where = snapshotPath ? `at ${snapshotPath}` : '(snapshots are off: [catalog] snapshot = "off")';
+  return new StoreUnavailableError(`${err.message}; this node has no snapshot of the catalog ${where} to start from, so it does not start: start it once while the store is reachable`, { cause: err });
+}
+
 // Interface merging: the delegated store calls are installed by the constructor.
 export interface CatalogGuard extends Pick<CatalogStore, Delegated> {}
 
@@ -165,8 +171,7 @@ export class CatalogGuard extends EventEmitter<{ state: [CatalogStatus] }> imple
       if (!(err instanceof StoreUnavailableError)) throw err;
       if (!g.startupDoc) {
         g.unsubscribe();
-        const where = o.snapshotPath ? `at ${o.snapshotPath}` : '(snapshots are off: [catalog] snapshot = "off")';
-        throw new StoreUnavailableError(`${err.message}; this node has no snapshot of the catalog ${where} to start from, so it does not start: start it once while the store is reachable`, { cause: err });
+        throw noSnapshotToStartFrom(err, o.snapshotPath);
       }
       const doc = g.startupDoc;
       g.enter('snapshot', null, `the catalog store ${o.where} is unreachable (${err.message}); this node serves catalog ${g.known!.id} from its snapshot ${o.snapshotPath} (written ${iso(doc.written_at ?? 0)}: ${g.countsOf(documentCounts(doc))}) and takes writes again once the store is back`);

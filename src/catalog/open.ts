@@ -3,9 +3,10 @@
  * `[catalog] store = "redis"`) behind the node's guard (./guard.ts), which knows which catalog
  * this node serves and keeps its snapshot.
  */
+import { existsSync } from 'node:fs';
 import { StoreUnavailableError } from '../errors.js';
 import type { CatalogConfig } from './config.js';
-import { CatalogGuard } from './guard.js';
+import { CatalogGuard, noSnapshotToStartFrom } from './guard.js';
 import { MemoryStore } from './memory.js';
 import type { CatalogBackend } from './store.js';
 import type { Logger } from '../observe/log.js';
@@ -47,6 +48,7 @@ export async function openStore(config: Readonly<CatalogConfig>, regionCodes: It
     // Redis is unreachable: with a snapshot to serve, open without waiting (the guard decides, and
     // the store keeps connecting); without one the guard's refusal says why.
     if (!(err instanceof StoreUnavailableError) || config.store !== 'redis') throw err;
+    if (snapshotPath === null || !existsSync(snapshotPath)) throw noSnapshotToStartFrom(err, snapshotPath);
     store = await openBackend(config, regionCodes, log, false);
   }
   try {

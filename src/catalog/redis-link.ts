@@ -14,6 +14,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { Redis, type RedisOptions } from 'ioredis';
 import { ConfigError, SixpnError, StoreUnavailableError } from '../errors.js';
 import { gauge } from '../observe/metrics.js';
@@ -107,7 +108,9 @@ export function redisClientOptions(c: RedisConnection): RedisOptions {
     const ca = file('redis_tls_ca', c.tlsCa);
     const cert = file('redis_tls_cert', c.tlsCert);
     const key = file('redis_tls_key', c.tlsKey);
-    out.tls = { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), servername: (out.host as string | undefined) ?? undefined };
+    // SNI carries host names only (RFC 6066); an IP is checked against the certificate's IP SANs.
+    const host = out.host as string | undefined;
+    out.tls = { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), ...(host && !isIP(host) ? { servername: host } : {}) };
   } else if (c.tlsCa || c.tlsCert || c.tlsKey) {
     throw new ConfigError('catalog.redis_tls_ca: TLS files are set but catalog.redis_url is not rediss://');
   }
@@ -191,9 +194,10 @@ export class RedisLink extends EventEmitter<LinkEvents> {
       await this.sub.subscribe(this.channel);
       this.started = true;
     } catch (err) {
-      this.cmd.disconnect();
-      this.sub.disconnect();
-      throw new StoreUnavailableError(`cannot reach the catalog store at ${this.url}: ${(err as Error).message || this.lastError}`, { cause: err });
+      this.drop(this.cmd);
+      this.drop(this.sub);
+      // The connection's own error (WRONGPASS, a certificate problem) says more than "Connection is closed".
+      throw new StoreUnavailableError(`cannot reach the catalog store at ${this.url}: ${this.lastError || (err as Error).message}`, { cause: err });
     }
   }
 
@@ -252,8 +256,18 @@ export class RedisLink extends EventEmitter<LinkEvents> {
             // fall through: drop the socket
           }
         }
-        c.disconnect();
+        this.drop(c);
       }),
     );
+  }
+
+  /**
+   * Disconnects a client. ioredis detaches its handlers from the socket on disconnect, and a TLS
+   * socket may still report the server's alert after that (a refused certificate): without a
+   * listener that late error would end the process.
+   */
+  private drop(c: Redis): void {
+    (c as unknown as { stream?: EventEmitter }).stream?.on('error', () => undefined);
+    c.disconnect();
   }
 }
