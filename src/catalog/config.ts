@@ -5,13 +5,12 @@
 import { z } from 'zod';
 import { durationSchema } from './types.js';
 
-const redisUrlSchema = z.string().refine((s) => {
-  try {
-    return ['redis:', 'rediss:', 'redis+sentinel:'].includes(new URL(s).protocol);
-  } catch {
-    return false;
-  }
-}, 'must be a URL like redis://host:6379, rediss://user:password@host:6380/0 or redis+sentinel://h1:26379,h2:26379/mymaster');
+// The scheme here; host lists, database and TLS files are checked when the store opens
+// (redis-link.ts redisClientOptions), with the same key named. new URL() cannot parse a
+// Sentinel host list.
+const redisUrlSchema = z
+  .string()
+  .regex(/^(redis|rediss|redis\+sentinel):\/\/[^\s]+$/i, 'must be a URL like redis://host:6379, rediss://user:password@host:6380/0 or redis+sentinel://h1:26379,h2:26379/mymaster');
 
 export const catalogConfigSchema = z
   .object({
