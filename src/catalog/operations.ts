@@ -549,9 +549,16 @@ export abstract class TransactionalStore implements CatalogBackend {
           const held = countEntries(tx);
           if (held > 0) throw new ConflictError(`the catalog is not empty (${held} entries): import fills an empty catalog only; use sixpn catalog restore to replace one`);
         }
+        // Counters only grow: a restore over a store that handed out more keeps the higher number,
+        // so an address released there is not handed out again.
+        const before = readSequences(tx);
         for (const t of CONTENT_TABLES) for (const [k] of tx.entries(t)) tx.del(t, k);
         for (const kind of ENTITY_TABLES) for (const bad of tx.invalidEntries(kind)) if (kind !== 'node') tx.dropInvalid(kind, bad.key);
         loadEntries(tx, doc);
+        const orgs = new Set((doc.valid.org ?? []).map((o) => o.name));
+        for (const [table, seqs] of [['flycastSeq', before.flycast], ['peerSeq', before.peer]] as const) {
+          for (const [org, n] of Object.entries(seqs)) if (orgs.has(org) && n > ((table === 'flycastSeq' ? doc.sequences.flycast : doc.sequences.peer)[org] ?? 0)) tx.set(table, org, n);
+        }
         let identity = readIdentity(tx);
         if (opts.identity === 'take' && doc.identity) identity = doc.identity;
         identity ??= newIdentity(tx.now);

@@ -370,6 +370,19 @@ export function storeContract(name: string, factory: StoreFactory): void {
       expect({ ...(await store.exportDocument()), written_at: 0, identity: ID_A }).toEqual({ ...doc, written_at: 0 });
     });
 
+    it('keeps the higher sequence counter when a restore replaces a store that handed out more', async () => {
+      await store.claimIdentity(ID_A);
+      await store.allocateFlycast('web');
+      const doc = await store.exportDocument();
+      expect(doc.sequences.flycast).toEqual({ acme: 3 });
+      const later = await store.allocateFlycast('web');
+      expect(later.address).toBe('fdaa:0:18:0:1::4');
+      await store.releaseFlycast(later.address);
+      expect(await store.replaceAll(doc, { identity: 'take', ifEmpty: false })).toEqual(ID_A);
+      expect((await store.exportDocument()).sequences.flycast).toEqual({ acme: 4 });
+      expect((await store.allocateFlycast('web')).address).toBe('fdaa:0:18:0:1::5');
+    });
+
     it('adopts the store as it is: its identity then replaces the one a node knew', async () => {
       const fresh = await store.adoptIdentity(ID_A.id);
       expect(fresh.id).not.toBe(ID_A.id);
