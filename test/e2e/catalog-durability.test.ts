@@ -4,7 +4,8 @@
  * `sixpn control`), a steady HTTP load through Flycast, and the CLI.
  *
  * Redis is killed and comes back empty: not one proxied request fails, both nodes go
- * `diverged` and say so (error log line, metric, /v1/status, CLI exit 69 naming what to do),
+ * `diverged` and say so (error log line, metric, /v1/status, the dashboard's banner in Chromium,
+ * CLI exit 69 naming what to do),
  * writes are refused; `sixpn catalog restore --from-snapshot` puts the catalog back, both nodes
  * resume, and a change made then reaches the other node. A node started while Redis is down
  * serves its snapshot; one without a snapshot refuses to start and says why. Export and import
@@ -12,6 +13,7 @@
  */
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { startControl, type TestControl } from '../harness/control.js';
@@ -56,6 +58,7 @@ describe.skipIf(!IN_NETNS)('the catalog survives its store', () => {
   let machines: TestMachine[] = [];
   let a: TestControl;
   let b: TestControl;
+  let browser: BrowserContext | null = null;
   const others: TestControl[] = [];
   const keptDirs: string[] = [];
   const report: string[] = [];
@@ -69,6 +72,7 @@ describe.skipIf(!IN_NETNS)('the catalog survives its store', () => {
   }, 60_000);
 
   afterAll(async () => {
+    await browser?.close();
     for (const n of [a, b, ...others]) await n?.stop();
     await Promise.all(machines.map((m) => m.stop()));
     await redis?.stop();
@@ -88,6 +92,16 @@ describe.skipIf(!IN_NETNS)('the catalog survives its store', () => {
     const load = new SteadyLoad(`http://[${FLYCAST}]:80`, { localAddress: CALLER, concurrency: 4, timeoutMs: 3_000 });
     load.start();
     await waitFor(() => load.samples.length >= 100, { what: '100 requests' });
+    // The dashboard of node a, open before the wipe (its banner must appear live).
+    browser = await chromium.launchPersistentContext(join(a.dir, 'profile'), {
+      executablePath: '/usr/bin/chromium',
+      headless: true,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    });
+    const page: Page = await browser.newPage();
+    await page.goto(`${a.url}/dashboard?token=${a.token}`);
+    await page.locator('[data-app="web"]').first().waitFor({ timeout: 10_000 });
+    expect(await page.locator('#catalogbanner').isHidden()).toBe(true);
     const tWipe = Date.now();
     await redis.kill();
     redis.wipe();
@@ -110,6 +124,10 @@ describe.skipIf(!IN_NETNS)('the catalog survives its store', () => {
       const st = (await n.api('GET', '/v1/status')).body;
       expect(st.totals).toMatchObject({ orgs: 1, apps: 1, machines: 2 });
     }
+    // The dashboard banner, pushed to the open page.
+    await page.locator('#catalogbanner:not([hidden])').waitFor({ timeout: 10_000 });
+    expect(await page.locator('#catalogbanner').textContent()).toMatch(/Catalog diverged: writes are refused.*came back empty.*sixpn catalog restore/);
+    expect(await page.locator('[data-app="web"]').count()).toBeGreaterThan(0);
     const refused = await cli(b, ['apps', 'create', 'api', '--org', 'acme']);
     expect(refused.code).toBe(69);
     expect(refused.stderr).toMatch(/^Error: the catalog store .* came back empty.*sixpn catalog restore/);
@@ -125,6 +143,7 @@ describe.skipIf(!IN_NETNS)('the catalog survives its store', () => {
     for (const n of [a, b]) await waitFor(async () => (await catalogOf(n)).state === 'ok', { what: 'ok again', timeoutMs: 10_000 });
     expect((await catalogOf(b)).identity).toBe(before.identity);
     const resumed = Date.now() - tRestore;
+    await page.locator('#catalogbanner[hidden]').waitFor({ state: 'attached', timeout: 10_000 });
 
     const create = await cli(b, ['apps', 'create', 'api', '--org', 'acme']);
     expect(create.stderr).toBe('');
@@ -138,7 +157,7 @@ describe.skipIf(!IN_NETNS)('the catalog survives its store', () => {
     report.push(`wiped Redis: noticed by both nodes in ${noticed} ms, ${after.filter(failed).length}/${after.length} proxied requests failed, writes back on both ${resumed} ms after restore`);
     expect(load.samples.filter(failed)).toEqual([]);
     expect(after.length).toBeGreaterThan(100);
-  }, 60_000);
+  }, 90_000);
 
   it('export and import round-trip exactly', async () => {
     const file = join(a.dir, 'backup.json');
