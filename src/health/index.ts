@@ -65,7 +65,10 @@ export async function startHealthRole(ctx: NodeContext): Promise<RunningRole> {
       }
     };
     const recompute = (): void => {
-      if (stopped) return;
+      // While the node serves a snapshot or a diverged view, the liveness entries it sees are
+      // frozen and its own heartbeats are refused: every other node would look dead. Keep the
+      // regions as they are until the store holds this catalog again.
+      if (stopped || (ctx.catalog !== undefined && ctx.catalog.state !== 'ok')) return;
       const regions = new Set<string>();
       for (const m of ctx.view.machines.values()) regions.add(m.region);
       const next = takenOver({ self, nodes: ctx.view.nodes.values(), regions, now: Date.now(), rankFrom: (r) => ctx.regions.rankFrom(r) });
