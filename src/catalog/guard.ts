@@ -443,6 +443,7 @@ export class CatalogGuard extends EventEmitter<{ state: [CatalogStatus] }> imple
 
   /** `sixpn catalog adopt`: accepts the store as it is; every node that served this node's catalog follows. */
   async adopt(): Promise<CatalogIdentity> {
+    if (this.st === 'ok') throw new ConflictError(`the catalog store ${this.o.where} holds catalog ${this.known?.id} that this node serves: there is nothing to adopt`);
     const before = this.known?.id ?? null;
     const adopted = await this.inner.adoptIdentity(before);
     this.accept(adopted, before === adopted.id ? null : `catalog adopted: this node now serves catalog ${adopted.id} as the store ${this.o.where} holds it (replacing catalog ${before})`);

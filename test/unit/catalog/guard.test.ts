@@ -67,6 +67,8 @@ describe('catalog guard', () => {
     await waitFor(() => b.view.apps.has('web'), { what: 'web on b' });
     const id = a.guard.status().identity;
     expect(b.guard.status().identity).toBe(id);
+    // Nothing to adopt while the store holds this catalog.
+    expect(await code(a.guard.adopt())).toBe('SIXPN_CONFLICT');
 
     // Wiped (only this namespace: REDIS_URL may be a shared server).
     await admin.del(...(await admin.keys(`${ns}:*`)));
