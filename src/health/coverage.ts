@@ -4,8 +4,8 @@
  *
  * A checker node is alive while its entry says `up` and its last heartbeat is at most
  * DEAD_AFTER_BEATS of its own heartbeat intervals old. A region with machines that no live node
- * covers (by its configured regions, or `*`) is orphaned; of the live checker nodes, the one
- * nearest to it (region table rank, then name) takes it. Every node computes the same answer from
+ * covers (by its configured regions, or `*`) but a dead one did is orphaned; of the live checker nodes, the one
+ * nearest to it (region table rank, then name) takes it, provided some (dead) node did cover it. Every node computes the same answer from
  * the same entries, so a region is checked by one node, and handed back as soon as its own
  * checker heartbeats again (its entry covers it: no longer orphaned).
  */
@@ -42,11 +42,16 @@ export function takenOver(input: CoverageInput): Map<string, string[]> {
   const out = new Map<string, string[]>();
   for (const region of new Set(input.regions)) {
     if (covers(input.self, region) || live.some((n) => covers(n, region))) continue;
+    // Only a region whose checker died is taken: one that no node ever covered is a config
+    // choice (src/health/README.md), and a checker that has not started yet must find its
+    // machines' health still its to decide.
+    const dead = [...all.values()].filter((n) => n.name !== input.self.name && covers(n, region));
+    if (dead.length === 0) continue;
     const rank = input.rankFrom(region);
     const far = Number.MAX_SAFE_INTEGER;
     const adopter = [...live].sort((a, b) => (rank.get(a.region) ?? far) - (rank.get(b.region) ?? far) || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))[0]!;
     if (adopter.name !== input.self.name) continue;
-    out.set(region, [...all.values()].filter((n) => covers(n, region)).map((n) => n.name));
+    out.set(region, dead.map((n) => n.name));
   }
   return out;
 }
