@@ -168,6 +168,17 @@ export class RedisLink extends EventEmitter<LinkEvents> {
     this.cmd.on('error', (err: Error) => (this.lastError = err.message));
     this.sub.on('error', (err: Error) => (this.lastError = err.message));
     this.cmd.on('ready', () => this.setUp(true));
+    // ioredis may give a connection up for good ('end', e.g. after a Sentinel answered with an
+    // address that then refused): a catalog store must keep trying, so start it over.
+    for (const c of [this.cmd, this.sub]) {
+      c.on('end', () => {
+        if (this.closed || !this.started) return;
+        this.log?.warn({ url: this.url }, 'catalog store redis connection ended; connecting again');
+        setTimeout(() => {
+          if (!this.closed && c.status === 'end') c.connect().catch(() => undefined);
+        }, 500).unref();
+      });
+    }
     this.cmd.on('close', () => this.setUp(false));
     this.sub.on('message', (ch: string, text: string) => {
       if (ch === this.channel) this.emit('message', text);
