@@ -55,6 +55,16 @@ export class StoreUnavailableError extends SixpnError {
   override readonly status = 503;
 }
 
+/**
+ * The catalog store came back empty or holds another catalog (another identity): this node keeps
+ * serving its last good view and refuses writes until an operator restores the catalog
+ * (`sixpn catalog restore`) or accepts the store as it is (`sixpn catalog adopt`).
+ */
+export class CatalogDivergedError extends SixpnError {
+  override readonly code = 'SIXPN_CATALOG_DIVERGED';
+  override readonly status = 503;
+}
+
 /** Configuration that cannot be used; the message names the key. */
 export class ConfigError extends SixpnError {
   override readonly code = 'SIXPN_CONFIG';
@@ -127,6 +137,7 @@ export const ERROR_CLASSES = [
   ConflictError,
   ExhaustedError,
   StoreUnavailableError,
+  CatalogDivergedError,
   ConfigError,
   NoCapacityError,
   UpstreamUnreachableError,
@@ -153,6 +164,7 @@ export function exitCodeFor(err: unknown): number {
     case 'SIXPN_CONFLICT':
       return 5;
     case 'SIXPN_STORE_UNAVAILABLE':
+    case 'SIXPN_CATALOG_DIVERGED':
       return 69;
     case 'SIXPN_CONFIG':
       return 78;

@@ -31,11 +31,15 @@ export async function startNode(loaded: LoadedConfig, wanted: RoleName[], starte
   const regions = loadRegionTable(config.regions.file, config.regions.rtt);
   if (!regions.has(config.node.region)) throw new ConfigError(`node.region: unknown region ${config.node.region}`);
   const hostId = parseHostId(config.node.host_id)!;
-  const store = await openStore(config.catalog, regions.codes, log.child({ module: 'catalog' }));
+  const catalogLog = log.child({ module: 'catalog' });
+  const store = await openStore(config.catalog, regions.codes, catalogLog, config.node.name);
   let view: CatalogView;
   try {
-    await seedCatalog(store, { orgs: config.orgs, apps: config.apps, machines: config.machines, ips: config.ips }, hostId);
+    // Seeding writes: only into the catalog this node serves (not into a wiped or foreign store).
+    if (store.state === 'ok') await seedCatalog(store, { orgs: config.orgs, apps: config.apps, machines: config.machines, ips: config.ips }, hostId);
+    else catalogLog.warn({ catalog_state: store.state }, 'config seed skipped: the catalog store does not hold this node\'s catalog now');
     view = await CatalogView.open(store);
+    store.attach(view);
   } catch (err) {
     await store.close();
     throw err;
@@ -43,7 +47,7 @@ export async function startNode(loaded: LoadedConfig, wanted: RoleName[], starte
   view.on('error', (err) => log.error({ err, module: 'catalog' }, 'catalog view reload failed'));
   // Every role, not only the admin listener, logs and counts the catalog changes it sees.
   watchCatalog(view, log);
-  const ctx: NodeContext = { config, baseDir: loaded.baseDir, store, view, regions, log, hostId, roles: new Map() };
+  const ctx: NodeContext = { config, baseDir: loaded.baseDir, store, catalog: store, view, regions, log, hostId, roles: new Map() };
   const started: RunningRole[] = [];
   try {
     for (const { name } of ROLES) {

@@ -4,6 +4,7 @@
  * A role is started with the node's shared context and hands back a handle: `drain` stops
  * accepting new work and lets what is in flight finish (SIGTERM), `close` releases everything.
  */
+import type { CatalogGuard } from './catalog/guard.js';
 import type { CatalogStore } from './catalog/store.js';
 import type { CatalogView } from './catalog/view.js';
 import type { Config } from './config/index.js';
@@ -15,6 +16,8 @@ export interface NodeContext {
   /** Folder of the config file. */
   baseDir: string;
   store: CatalogStore;
+  /** The guard the store runs behind (state, restore, adopt, export, import); absent in small in-process test nodes. */
+  catalog?: CatalogGuard;
   view: CatalogView;
   regions: RegionTable;
   log: Logger;

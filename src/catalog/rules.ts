@@ -27,6 +27,7 @@ import {
   machineInputSchema,
   machineSchema,
   machinePatchSchema,
+  nodeEntrySchema,
   orgSchema,
   peerInputSchema,
   peerSchema,
@@ -367,6 +368,7 @@ const STORED_SCHEMAS = {
   flycast: flycastIpSchema.passthrough(),
   peer: peerSchema.passthrough(),
   host: hostSchema.passthrough(),
+  node: nodeEntrySchema.passthrough(),
   token: storedTokenSchema,
 } as const;
 /** What a store keeps: the catalog's entities, and tokens (which are not published to views). */
@@ -391,13 +393,18 @@ export interface RejectedEntry {
 export function checkStored<K extends StoredKind>(kind: K, raw: unknown): { value: StoredEntity<K> } | RejectedEntry {
   const r = STORED_SCHEMAS[kind].safeParse(raw);
   if (r.success) return { value: r.data as StoredEntity<K> };
-  const o = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
-  const keyField = kind === 'machine' ? o.id : kind === 'flycast' ? o.address : kind === 'peer' ? `${String(o.org)}/${String(o.name)}` : o.name;
   const reason = r.error.issues
     .slice(0, 3)
     .map((i) => `${i.path.length ? i.path.join('.') : kind}: ${i.message}`)
     .join('; ');
-  return { kind, key: typeof keyField === 'string' ? keyField : '?', reason };
+  return { kind, key: storedKey(kind, raw) ?? '?', reason };
+}
+
+/** The key an entry is stored under (machine id, Flycast address, `<org>/<name>` of a peer, token id, else name); undefined when it has none. */
+export function storedKey(kind: StoredKind, raw: unknown): string | undefined {
+  const o = (typeof raw === 'object' && raw !== null ? raw : {}) as Record<string, unknown>;
+  const k = kind === 'machine' || kind === 'token' ? o.id : kind === 'flycast' ? o.address : kind === 'peer' ? (typeof o.org === 'string' && typeof o.name === 'string' ? `${o.org}/${o.name}` : undefined) : o.name;
+  return typeof k === 'string' ? k : undefined;
 }
 
 /** Dashboard sessions kept at most; the oldest go first (a script logging in in a loop cannot fill the catalog). */

@@ -15,9 +15,11 @@ import type {
   Host,
   HostInput,
   HostPatch,
+  CatalogIdentity,
   Machine,
   MachineInput,
   MachinePatch,
+  NodeEntry,
   Org,
   Peer,
   PeerInput,
@@ -25,6 +27,7 @@ import type {
   Token,
   TokenKind,
 } from './types.js';
+import type { CatalogDocument, DocumentEntries } from './document.js';
 import type { AppServicesOptions, HostOptions, HostUpdateOptions, MachineUpdateOptions } from './rules.js';
 
 export type { AppServicesOptions, HostOptions, HostUpdateOptions, MachineUpdateOptions } from './rules.js';
@@ -98,7 +101,34 @@ export interface CatalogStore {
   /** Conflict while machines are placed on it. */
   removeHost(name: string): Promise<void>;
 
+  /** A node's liveness heartbeat; returns the entry it replaced. */
+  beatNode(entry: NodeEntry): Promise<NodeEntry | undefined>;
+  /** A node shut down cleanly (only while `session` runs it). */
+  nodeDown(name: string, session: string): Promise<void>;
+
   /** Returns an unsubscribe function. */
   subscribe(listener: StoreListener): () => void;
   close(): Promise<void>;
+}
+
+/**
+ * What a store engine offers beyond the roles' interface: the catalog's identity, whole-catalog
+ * replacement and export, and the fence. A node reaches these through its guard (./guard.ts),
+ * which decides when they are safe; roles never call them.
+ */
+export interface CatalogBackend extends CatalogStore {
+  /** The catalog's identity as the store holds it (null: none, e.g. an empty store). */
+  identity(): Promise<CatalogIdentity | null>;
+  /** Stores `candidate` unless the store holds an identity; returns the one it holds then. */
+  claimIdentity(candidate: CatalogIdentity): Promise<CatalogIdentity>;
+  /** Accepts the store as it is (`sixpn catalog adopt`): its identity now replaces `known`. */
+  adoptIdentity(known: string | null): Promise<CatalogIdentity>;
+  /** Replaces the whole catalog with a document (restore: `take` its identity; import: `keep` the store's). */
+  replaceAll(doc: CatalogDocument, opts: { identity: 'take' | 'keep'; ifEmpty: boolean }): Promise<CatalogIdentity>;
+  /** The identity, tokens (hashes) and counters: what a node's snapshot adds to its view. */
+  snapshotExtras(): Promise<{ identity: CatalogIdentity | null; tokens: Token[]; sequences: DocumentEntries['sequences'] }>;
+  /** The whole catalog (tokens as hashes, counters, invalid entries as they are) in one consistent read. */
+  exportDocument(): Promise<CatalogDocument>;
+  /** From now on writes require the store to hold this identity (CatalogDivergedError otherwise); null: no check. */
+  setFence(id: string | null): void;
 }

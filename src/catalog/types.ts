@@ -269,6 +269,42 @@ export const hostSchema = z
   })
   .strict();
 
+/**
+ * A sixpn node's liveness (not a host: a node runs roles, a host runs machines). Every node on a
+ * shared store heartbeats its entry; checker nodes use them to take over the checks of a region
+ * whose checker died, and hand them back when it returns (src/health/README.md).
+ */
+export const nodeEntrySchema = z
+  .object({
+    name: z.string().min(1).max(200),
+    region: regionCodeSchema,
+    /** `up` while it heartbeats, `down` after a clean shutdown. */
+    state: z.enum(['up', 'down']),
+    /** The running process (`<boot id>/<pid>`), so a second node under the same name is noticed. */
+    session: z.string().min(1).max(200),
+    /** Regions its health checker covers by config (`*` = all); absent when it runs no checker. */
+    checks: z.array(z.union([regionCodeSchema, z.literal('*')])).max(64).optional(),
+    /** How often it heartbeats: a node silent for a few of these is gone. */
+    heartbeat_interval: z.number().int().positive().max(MAX_TIMER_MS),
+    heartbeat_at: z.number().int().nonnegative(),
+    started_at: z.number().int().nonnegative(),
+  })
+  .strict();
+
+/**
+ * Which catalog this is: created once with the catalog and stored with it. A node that finds
+ * its store empty or holding another identity keeps serving its last good view and refuses
+ * writes until an operator restores or adopts (src/catalog/README.md, "Identity").
+ */
+export const catalogIdentitySchema = z
+  .object({
+    id: z.string().regex(/^[0-9a-f-]{36}$/, 'must be a UUID'),
+    created_at: z.number().int().nonnegative(),
+    /** Identities this one replaced by `sixpn catalog adopt`: nodes that knew one of them follow. */
+    replaces: z.array(z.string().regex(/^[0-9a-f-]{36}$/)).max(64).optional(),
+  })
+  .strict();
+
 export const flycastIpSchema = z
   .object({
     address: storedAddressSchema,
@@ -343,6 +379,8 @@ export type MachineExit = z.infer<typeof machineExitSchema>;
 export type Host = z.infer<typeof hostSchema>;
 export type HostState = z.infer<typeof hostStateSchema>;
 export type HostDriver = z.infer<typeof hostDriverSchema>;
+export type NodeEntry = z.infer<typeof nodeEntrySchema>;
+export type CatalogIdentity = z.infer<typeof catalogIdentitySchema>;
 
 /** Input shapes accepted by the store (it fills ids, addresses and timestamps). */
 export const appInputSchema = appSchema;
@@ -419,9 +457,13 @@ export interface CatalogSnapshot {
   flycast: FlycastIp[];
   peers: Peer[];
   hosts: Host[];
+  /** Node liveness entries (shared stores only). */
+  nodes: NodeEntry[];
+  /** The identity of the catalog this snapshot was read from (null: the store has none). */
+  identity: CatalogIdentity | null;
 }
 
-export type EntityKind = 'org' | 'app' | 'machine' | 'flycast' | 'peer' | 'host';
+export type EntityKind = 'org' | 'app' | 'machine' | 'flycast' | 'peer' | 'host' | 'node';
 
 /**
  * One change, as published to every node. `value` is the entity after the change (absent on
@@ -434,6 +476,7 @@ export type CatalogChange =
   | { kind: 'flycast'; op: 'put'; key: string; value: FlycastIp; at: number }
   | { kind: 'peer'; op: 'put'; key: string; value: Peer; at: number }
   | { kind: 'host'; op: 'put'; key: string; value: Host; at: number }
+  | { kind: 'node'; op: 'put'; key: string; value: NodeEntry; at: number }
   | { kind: EntityKind; op: 'del'; key: string; at: number };
 
 /** Peers are keyed `<org>/<name>`: names are unique inside an org only. */

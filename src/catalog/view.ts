@@ -9,7 +9,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { CatalogStore, StoreEvent } from './store.js';
-import { peerKey, type App, type CatalogChange, type CatalogSnapshot, type FlycastIp, type Host, type Machine, type Org, type Peer } from './types.js';
+import { peerKey, type App, type CatalogChange, type CatalogSnapshot, type FlycastIp, type Host, type Machine, type NodeEntry, type Org, type Peer } from './types.js';
 
 export interface CatalogViewEvents {
   change: [CatalogChange];
@@ -31,6 +31,8 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
   readonly peers = new Map<string, Peer>();
   /** Host agents by name. */
   readonly hosts = new Map<string, Host>();
+  /** Node liveness entries by node name (shared stores). */
+  readonly nodes = new Map<string, NodeEntry>();
   /** host name -> machine id -> machine (machines run by that host) */
   readonly machinesByHost = new Map<string, Map<string, Machine>>();
   /** Changes applied since the view was opened; dashboards and tests use it to wait. */
@@ -79,6 +81,8 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
     this.loading = null;
     this.emit('reset');
     for (const e of raced) if (e.kind !== 'reset') this.apply(e);
+    // A reset that came while loading may mean the snapshot read missed changes: read again.
+    if (raced.some((e) => e.kind === 'reset')) this.reload().catch((err: Error) => this.emit('error', err));
   }
 
   private fill(s: CatalogSnapshot): void {
@@ -90,6 +94,7 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
     this.flycast.clear();
     this.peers.clear();
     this.hosts.clear();
+    this.nodes.clear();
     this.machinesByHost.clear();
     for (const o of s.orgs) this.putOrg(o);
     for (const a of s.apps) this.apps.set(a.name, a);
@@ -97,6 +102,7 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
     for (const f of s.flycast) this.flycast.set(f.address, f);
     for (const p of s.peers) this.peers.set(peerKey(p.org, p.name), p);
     for (const h of s.hosts ?? []) this.hosts.set(h.name, h);
+    for (const n of s.nodes ?? []) this.nodes.set(n.name, n);
   }
 
   private putOrg(o: Org): void {
@@ -142,6 +148,9 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
         case 'host':
           this.hosts.set(c.key, c.value);
           break;
+        case 'node':
+          this.nodes.set(c.key, c.value);
+          break;
       }
     } else {
       switch (c.kind) {
@@ -169,6 +178,9 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
           break;
         case 'host':
           this.hosts.delete(c.key);
+          break;
+        case 'node':
+          this.nodes.delete(c.key);
           break;
       }
     }

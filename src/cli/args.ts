@@ -39,6 +39,8 @@ export const OPTIONS = {
   machine: { type: 'string' },
   force: { type: 'boolean' },
   lines: { type: 'string', short: 'n' },
+  from: { type: 'string' },
+  'from-snapshot': { type: 'boolean' },
 } as const;
 
 export type OptionName = keyof typeof OPTIONS;

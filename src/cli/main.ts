@@ -8,6 +8,7 @@ import { exitCodeFor, ValidationError } from '../errors.js';
 import { checkOptions, parseArgv, type CliIo, type Command } from './args.js';
 import { ApiClient, resolveEndpoint } from './client.js';
 import { catalogCommands } from './commands/catalog.js';
+import { catalogStateCommands } from './commands/catalog-state.js';
 import { doctorCommands } from './commands/doctor.js';
 import { hostCommands } from './commands/hosts.js';
 import { nodeCommands } from './commands/node.js';
@@ -15,7 +16,7 @@ import { statusCommands } from './commands/status.js';
 import { tokenCommands } from './commands/tokens.js';
 import { wireguardCommands } from './commands/wireguard.js';
 
-const COMMANDS: Command[] = [...nodeCommands, ...catalogCommands, ...hostCommands, ...wireguardCommands, ...tokenCommands, ...statusCommands, ...doctorCommands];
+const COMMANDS: Command[] = [...nodeCommands, ...catalogCommands, ...catalogStateCommands, ...hostCommands, ...wireguardCommands, ...tokenCommands, ...statusCommands, ...doctorCommands];
 
 function helpText(cmds: Command[]): string {
   const width = Math.max(...cmds.map((c) => c.usage.length > 60 ? 0 : c.usage.length));

@@ -181,6 +181,9 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
 function resolvePaths(c: Config, baseDir: string): Config {
   const at = (p: string): string => (p === '' || isAbsolute(p) ? p : resolve(baseDir, p));
   c.catalog.path = at(c.catalog.path);
+  if (c.catalog.snapshot === '' && c.catalog.store === 'redis') c.catalog.snapshot = 'data/catalog-snapshot.json';
+  if (c.catalog.snapshot !== 'off') c.catalog.snapshot = at(c.catalog.snapshot);
+  for (const k of ['redis_tls_ca', 'redis_tls_cert', 'redis_tls_key'] as const) c.catalog[k] = at(c.catalog[k]);
   c.regions.file = c.regions.file === '' ? resolve(PACKAGE_CONFIG_DIR, 'regions.csv') : at(c.regions.file);
   c.wireguard.state_file = at(c.wireguard.state_file);
   c.host.state_dir = at(c.host.state_dir);

@@ -21,6 +21,9 @@ header{position:sticky;top:0;z-index:2;display:flex;align-items:center;gap:.75re
 .brand{font-weight:700;font-size:1.05rem;letter-spacing:.02em}
 .brand b{color:var(--accent)}
 .nodeinfo{color:var(--muted)}
+.catalog-banner{margin:0 0 12px;padding:10px 14px;border-radius:6px;background:#b3261e;color:#fff;font-weight:600}
+.catalog-banner.snapshot{background:#8a5a00}
+.catalog-banner p{margin:4px 0 0;font-weight:400}
 .live{margin-left:auto;display:flex;align-items:center;gap:.4rem;color:var(--muted);font-size:.85rem}
 .live i{width:.55rem;height:.55rem;border-radius:50%;background:var(--off);display:inline-block}
 .live.on i{background:var(--ok);box-shadow:0 0 0 3px color-mix(in srgb,var(--ok) 25%,transparent)}
@@ -351,6 +354,8 @@ function render(){
   var s=state.status;if(!s)return;
   state.drawn=withData();
   byId('nodeinfo').textContent=s.node.name+' \\u00b7 '+s.node.region+' \\u00b7 catalog v'+s.catalog.version;
+  var cb=byId('catalogbanner'),cs=s.catalog.state||'ok';cb.hidden=cs==='ok';cb.className='catalog-banner '+cs;
+  if(cs!=='ok'){cb.replaceChildren($('span',null,cs==='diverged'?'Catalog diverged: writes are refused; this node serves its last good view.':'Catalog store unreachable: this node serves its snapshot; writes are refused.'),$('p',null,s.catalog.message||''));}
   var t=s.totals,tot=byId('totals');
   tot.replaceChildren(total(t.orgs,'orgs'),total(t.apps,'apps'),total(t.started+'/'+t.machines,'started'),total(t.healthy,'healthy'),total(t.unhealthy,'unhealthy',t.unhealthy>0),total(t.flycast,'flycast'),total(t.peers,'peers'),total('\\u2013','req/s',false,'node-rate'));
   var hs=byId('hosts');hs.replaceChildren();
@@ -524,6 +529,7 @@ export const DASHBOARD_HTML = `<!doctype html>
 <p class="err" id="loginerr"></p>
 </div>
 <main id="app">
+<div class="catalog-banner" id="catalogbanner" role="alert" hidden></div>
 <div class="totals" id="totals"></div>
 <div class="hosts" id="hosts"></div>
 <div class="tools"><input id="filter" type="search" placeholder="Filter by org, app, machine, region\u2026" aria-label="filter"></div>

@@ -41,6 +41,8 @@ interface Client {
 export interface HubSource extends StatusSource {
   /** The proxy role of this node, when it runs one (started before control): its ejections feed the events. */
   proxy(): RunningRole | undefined;
+  /** The catalog guard's state changes: pushed to dashboards at once. */
+  catalogEvents?: { on(event: 'state', fn: () => void): unknown };
 }
 
 const SSE_HEADERS = {
@@ -69,6 +71,7 @@ export class StatusHub {
     this.watcher = new FeedWatcher(src.view, this.feed, this.sampler, src.proxy);
     src.view.on('change', () => this.schedule());
     src.view.on('reset', () => this.schedule());
+    src.catalogEvents?.on('state', () => this.schedule());
     this.sampler.on('tick', () => this.pushPoints());
     this.feed.subscribe((e) => this.pushFeed(e));
     this.sampler.start();

@@ -15,6 +15,7 @@ import { observeRoutes } from './observe.js';
 import type { NodeContext, RunningRole } from '../role.js';
 import { errorReply, HttpError, readJsonBody, sendJson } from './http.js';
 import { authenticator } from './tokens.js';
+import { CATALOG_BODY_BYTES } from './catalog.js';
 import { buildRoutes } from './routes.js';
 import { gatewayInfoSource } from './wireguard.js';
 
@@ -59,6 +60,7 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
     hostStaleAfterMs: config.host.heartbeat_timeout,
     hostRole: () => ctx.roles.get('host'),
     meshRole: () => ctx.roles.get('mesh'),
+    catalog: () => ctx.catalog,
   });
 
   let inFlight = 0;
@@ -79,7 +81,7 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
       if (m.kind === 'method') {
         throw new HttpError(405, 'SIXPN_METHOD_NOT_ALLOWED', `${method} is not allowed on ${m.route} (allowed: ${m.allowed.join(', ')})`, { allow: m.allowed.join(', ') });
       }
-      const body = METHODS_WITH_BODY.has(method) ? await readJsonBody(req) : undefined;
+      const body = METHODS_WITH_BODY.has(method) ? await readJsonBody(req, route.startsWith('/v1/catalog/') ? CATALOG_BODY_BYTES : undefined) : undefined;
       const out = await m.handler({ method, principal, params: m.params, query: url.searchParams, body, id });
       if (out.stream) out.stream(res);
       else sendJson(res, out.status, out.body, { 'x-request-id': id });

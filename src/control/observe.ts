@@ -97,6 +97,7 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
     regions: ctx.regions,
     node: { name: ctx.config.node.name, region: ctx.config.node.region },
     store: ctx.store.kind,
+    ...(ctx.catalog ? { catalogStatus: () => ctx.catalog!.status(), catalogEvents: ctx.catalog } : {}),
     startedAt: Date.now(),
     proxy: () => ctx.roles.get('proxy'),
     hostStaleAfterMs: ctx.config.host.heartbeat_timeout,

@@ -15,6 +15,7 @@ import { z } from 'zod';
 import { normalizeAddress, orgDnsAddress, orgOf, orgPrefixCidr, parseHostPort } from '../addressing/index.js';
 import { readFlyToml } from '../catalog/flytoml.js';
 import { parseOrThrow } from '../catalog/rules.js';
+import type { CatalogGuard } from '../catalog/guard.js';
 import type { CatalogStore } from '../catalog/store.js';
 import {
   machineInputSchema,
@@ -34,6 +35,7 @@ import { defaultPeerName } from '../gateway/keys.js';
 import type { CatalogView } from '../catalog/view.js';
 import type { RunningRole } from '../role.js';
 import { Router, type ApiRequest, type ApiResponse } from './http.js';
+import { addCatalogRoutes } from './catalog.js';
 import { addMachineRoutes } from './machines.js';
 import { adminOnly, allow, DEFAULT_EXPIRY, issueToken, orgList, parseExpiry, tokenView, type Principal } from './tokens.js';
 import { withPeerStatus, type GatewayInfo } from './wireguard.js';
@@ -51,6 +53,8 @@ export interface RouteDeps {
   hostRole(): RunningRole | undefined;
   /** The local mesh role (hosts list shows its tunnel state). */
   meshRole?(): RunningRole | undefined;
+  /** The node's catalog guard (the /v1/catalog routes). */
+  catalog?: () => CatalogGuard | undefined;
 }
 
 /** An org as the API shows it: with its /48 and resolver, which clients need for configs. */
@@ -373,5 +377,6 @@ export function buildRoutes(d: RouteDeps): Router {
     return ok({ revoked: await store.revokeTokens(kind) });
   });
 
+  addCatalogRoutes(r, d.catalog ?? (() => undefined));
   return r;
 }

@@ -6,6 +6,7 @@
  */
 import { formatHostId, orgPrefixCidr } from '../addressing/index.js';
 import { hostStatus, type HostStatus } from '../host/placement.js';
+import type { CatalogStatus } from '../catalog/guard.js';
 import type { CatalogView } from '../catalog/view.js';
 import type { App, Machine } from '../catalog/types.js';
 import type { RegionTable } from '../regions/index.js';
@@ -76,7 +77,8 @@ export interface HostRow {
 export interface NodeStatus {
   node: { name: string; region: string; uptime_s: number; pid: number };
   generated_at: number;
-  catalog: { store: string; version: number; last_change_lag_ms: number };
+  /** `state` and the rest from the node's catalog guard (src/catalog/guard.ts): not `ok` means writes are refused and an operator must act. */
+  catalog: { store: string; version: number; last_change_lag_ms: number } & CatalogStatus;
   totals: { orgs: number; apps: number; machines: number; started: number; healthy: number; unhealthy: number; peers: number; flycast: number };
   orgs: OrgStatus[];
   /** Host agents, by name. */
@@ -150,10 +152,14 @@ export interface StatusSource {
   regions: RegionTable;
   node: { name: string; region: string };
   store: string;
+  /** The guard's state; absent: always ok (in-process test nodes without a guard). */
+  catalogStatus?: () => CatalogStatus;
   startedAt: number;
   /** A host silent for longer than this shows as unreachable (default 6 s). */
   hostStaleAfterMs?: number;
 }
+
+const OK_CATALOG: CatalogStatus = { state: 'ok', identity: null, store_identity: null, since: null, message: null, snapshot: null };
 
 /** Builds the status document; regions are ordered nearest to this node first. */
 export function buildStatus(src: StatusSource, traffic: Traffic, now = Date.now()): NodeStatus {
@@ -247,7 +253,7 @@ export function buildStatus(src: StatusSource, traffic: Traffic, now = Date.now(
   return {
     node: { name: src.node.name, region: src.node.region, uptime_s: Math.round((now - src.startedAt) / 1000), pid: process.pid },
     generated_at: now,
-    catalog: { store: src.store, version: view.version, last_change_lag_ms: view.lastChangeLagMs },
+    catalog: { store: src.store, version: view.version, last_change_lag_ms: view.lastChangeLagMs, ...(src.catalogStatus?.() ?? OK_CATALOG) },
     totals,
     orgs,
     hosts,

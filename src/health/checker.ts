@@ -84,6 +84,11 @@ export class HealthChecker {
     this.reconcileAll();
   }
 
+  /** The scope changed (regions taken over or handed back): start and stop checks to match. */
+  rescope(): void {
+    this.reconcileAll();
+  }
+
   /** Machines and checks currently scheduled on this node. */
   stats(): { machines: number; checks: number; inFlight: number; queued: number } {
     let checks = 0;

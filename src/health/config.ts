@@ -21,6 +21,11 @@ export const healthConfigSchema = z
      * is shared (Redis), every region with the embedded store (a single node). `"*"`: all.
      */
     regions: z.array(z.union([regionCodeSchema, z.literal('*')])).default([]),
+    /**
+     * How often a checker node on a shared catalog (Redis) heartbeats its liveness entry; a node
+     * silent for 3 of these has its regions' checks taken over by the nearest live checker.
+     */
+    node_heartbeat: durationSchema.default(2_000),
     /** Window over which a re-admitted machine's share of new connections ramps up (balancer). */
     slow_start: durationSchema.default(10_000),
     passive: z

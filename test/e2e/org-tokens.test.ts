@@ -166,6 +166,13 @@ const rows: Row[] = [
   { route: 'DELETE /v1/tokens?kind=', call: () => ['DELETE', '/v1/tokens?kind=dashboard'], ok: 200, platform: true },
   // The admin token gets past the check: the host still runs machines, so 409.
   { route: 'DELETE /v1/hosts/:name', call: () => ['DELETE', `/v1/hosts/${HOST}`], ok: 409, platform: true },
+  // The catalog as a whole is the platform's; the admin token gets past the check and then meets
+  // a catalog that is not empty (import, restore without force) and a store that holds it (adopt).
+  { route: 'GET /v1/catalog', call: () => ['GET', '/v1/catalog'], ok: 200, platform: true },
+  { route: 'GET /v1/catalog/export', call: () => ['GET', '/v1/catalog/export'], ok: 200, platform: true },
+  { route: 'POST /v1/catalog/import', call: () => ['POST', '/v1/catalog/import', { document: { format: 'sixpn-catalog/1', orgs: [], apps: [], machines: [], flycast: [], peers: [], sequences: { flycast: {}, peer: {} } } }], ok: 409, platform: true },
+  { route: 'POST /v1/catalog/restore', call: () => ['POST', '/v1/catalog/restore', { from_snapshot: true }], ok: 409, platform: true },
+  { route: 'POST /v1/catalog/adopt', call: () => ['POST', '/v1/catalog/adopt'], ok: 409, platform: true },
 ];
 
 describe('org tokens: every route with the right and the wrong org', () => {

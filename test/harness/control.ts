@@ -17,6 +17,9 @@ export interface ControlOptions {
   namespace?: string;
   /** Extra TOML appended to the config (e.g. a [wireguard] section). */
   extraToml?: string;
+  /** Extra keys of the [node] and [catalog] sections (TOML lines). */
+  nodeToml?: string;
+  catalogToml?: string;
   /** Use this folder (and the catalog file in it) instead of a fresh one; it is kept on stop. */
   dir?: string;
   /** `sixpn up` (every role the config enables) instead of `sixpn control`. */
@@ -80,10 +83,12 @@ export async function startControl(opts: ControlOptions = {}): Promise<TestContr
     [
       '[node]',
       'region = "ams"',
+      opts.nodeToml ?? '',
       '[log]',
       'level = "warn"',
       '[catalog]',
       store,
+      opts.catalogToml ?? '',
       '[control]',
       `listen = "127.0.0.1:${port}"`,
       `token = "${token}"`,
@@ -101,7 +106,7 @@ export async function startControl(opts: ControlOptions = {}): Promise<TestContr
     if (!opts.dir) rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await proc.waitForLine(/sixpn ready/);
+    await proc.waitForLine(/sixpn ready/, 20_000);
   } catch (err) {
     await proc.stop('SIGKILL');
     removeDir();

@@ -6,7 +6,7 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { orgOf } from '../../../src/addressing/index.js';
-import type { CatalogStore, StoreEvent } from '../../../src/catalog/store.js';
+import type { CatalogBackend, StoreEvent } from '../../../src/catalog/store.js';
 import type { Token } from '../../../src/catalog/types.js';
 import { CatalogView } from '../../../src/catalog/view.js';
 import { SixpnError } from '../../../src/errors.js';
@@ -14,7 +14,7 @@ import { SixpnError } from '../../../src/errors.js';
 export interface StoreFactory {
   /** A fresh, empty catalog for one test. */
   fresh(): Promise<void>;
-  open(): Promise<CatalogStore>;
+  open(): Promise<CatalogBackend>;
   cleanup(): Promise<void>;
 }
 
@@ -39,8 +39,8 @@ async function rejectsWith(p: Promise<unknown>, code: string): Promise<SixpnErro
 
 export function storeContract(name: string, factory: StoreFactory): void {
   describe(`catalog store contract: ${name}`, () => {
-    let store: CatalogStore;
-    const opened: CatalogStore[] = [];
+    let store: CatalogBackend;
+    const opened: CatalogBackend[] = [];
     const open = async () => {
       const s = await factory.open();
       opened.push(s);
@@ -354,6 +354,117 @@ export function storeContract(name: string, factory: StoreFactory): void {
       expect(await store.listTokens()).toEqual([]);
       await store.createToken({ ...base, id: '00000000000000d2', expires_at: Date.now() + 60_000 });
       expect(await store.getToken('00000000000000d1')).toBeUndefined();
+    });
+
+    const ID_A = { id: '11111111-1111-4111-8111-111111111111', created_at: 1 };
+    const ID_B = { id: '22222222-2222-4222-8222-222222222222', created_at: 2 };
+
+    it('has no identity until one is claimed; the first claim wins and every node sees it', async () => {
+      expect(await store.identity()).toBeNull();
+      expect((await store.snapshot()).identity).toBeNull();
+      expect(await store.claimIdentity(ID_A)).toEqual(ID_A);
+      const other = await open();
+      expect(await other.claimIdentity(ID_B)).toEqual(ID_A);
+      expect(await other.identity()).toEqual(ID_A);
+      expect((await store.snapshot()).identity).toEqual(ID_A);
+    });
+
+    it('refuses fenced writes while the store holds another identity or none, changing nothing', async () => {
+      await store.claimIdentity(ID_A);
+      store.setFence(ID_B.id);
+      const before = await store.snapshot();
+      const err = await rejectsWith(store.createOrg({ name: 'initech', network_id: 0x99 }), 'SIXPN_CATALOG_DIVERGED');
+      expect(err.message).toContain(ID_A.id);
+      await rejectsWith(store.allocateFlycast('web'), 'SIXPN_CATALOG_DIVERGED');
+      await rejectsWith(store.registerHost({ name: 'h', region: 'ewr', driver: 'local', session: 's' }, HOSTS), 'SIXPN_CATALOG_DIVERGED');
+      expect(await store.snapshot()).toEqual(before);
+      store.setFence(ID_A.id);
+      expect((await store.allocateFlycast('web')).address).toBe('fdaa:0:18:0:1::3');
+      store.setFence(null);
+    });
+
+    it('exports the whole catalog and restores it from the document, exactly, with a reset for subscribers', async () => {
+      await store.claimIdentity(ID_A);
+      await store.registerMachine({ id: 'f066b83b2c4e71', app: 'web', region: 'ewr' }, HOST);
+      const released = await store.allocateFlycast('web');
+      await store.releaseFlycast(released.address);
+      await store.allocateFlycast('web');
+      await store.createPeer({ name: 'laptop', org: 'acme', region: 'ewr', public_key: publicKey() }, GW);
+      await store.registerHost({ name: 'ewr-1', region: 'ewr', host_id: 0x0b000001, driver: 'netns', session: 's' }, HOSTS);
+      const now = Date.now();
+      await store.createToken({ id: '00000000000000e1', kind: 'org', name: 'ci', orgs: ['acme'], hash: 'ef'.repeat(32), created_at: now, expires_at: now + 60_000 });
+      const doc = await store.exportDocument();
+      expect(doc.identity).toEqual(ID_A);
+      expect(doc.valid.token?.map((t) => t.hash)).toEqual(['ef'.repeat(32)]);
+      expect(doc.sequences.flycast).toEqual({ acme: 4 });
+      // Changes after the export, then the restore: the catalog is the exported one again.
+      await store.deleteApp('web');
+      await store.removePeer('acme', 'laptop');
+      await store.createOrg({ name: 'initech', network_id: 0x99 });
+      const other = await open();
+      const seen: StoreEvent[] = [];
+      other.subscribe((e) => seen.push(e));
+      await rejectsWith(store.replaceAll(doc, { identity: 'keep', ifEmpty: true }), 'SIXPN_CONFLICT');
+      expect(await store.replaceAll(doc, { identity: 'take', ifEmpty: false })).toEqual(ID_A);
+      const again = await store.exportDocument();
+      expect({ ...again, written_at: 0 }).toEqual({ ...doc, written_at: 0 });
+      const deadline = Date.now() + 1000;
+      while (!seen.some((e) => e.kind === 'reset') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      expect(seen.filter((e) => e.kind !== 'reset')).toEqual([]);
+      expect(seen.some((e) => e.kind === 'reset')).toBe(true);
+      // The counters came back too: the released address is not handed out again.
+      expect((await store.allocateFlycast('web')).address).toBe('fdaa:0:18:0:1::5');
+      expect((await store.getToken('00000000000000e1'))?.hash).toBe('ef'.repeat(32));
+      await rejectsWith(store.registerHost({ name: 'other', region: 'ewr', host_id: 0x0b000001, driver: 'netns', session: 't' }, HOSTS), 'SIXPN_CONFLICT');
+      await rejectsWith(store.registerMachine({ id: 'f066b83b2c4e71', app: 'web', region: 'ewr' }, HOST), 'SIXPN_CONFLICT');
+      // An import fills an empty catalog and keeps the catalog's own identity.
+      const empty = { ...doc, identity: ID_B, valid: {}, invalid: [], sequences: { flycast: {}, peer: {} } };
+      expect(await store.replaceAll(empty, { identity: 'take', ifEmpty: false })).toEqual(ID_B);
+      expect(await store.snapshot()).toMatchObject({ orgs: [], apps: [], machines: [], flycast: [], peers: [], hosts: [] });
+      expect(await store.replaceAll(doc, { identity: 'keep', ifEmpty: true })).toEqual(ID_B);
+      expect({ ...(await store.exportDocument()), written_at: 0, identity: ID_A }).toEqual({ ...doc, written_at: 0 });
+    });
+
+    it('keeps the higher sequence counter when a restore replaces a store that handed out more', async () => {
+      await store.claimIdentity(ID_A);
+      await store.allocateFlycast('web');
+      const doc = await store.exportDocument();
+      expect(doc.sequences.flycast).toEqual({ acme: 3 });
+      const later = await store.allocateFlycast('web');
+      expect(later.address).toBe('fdaa:0:18:0:1::4');
+      await store.releaseFlycast(later.address);
+      expect(await store.replaceAll(doc, { identity: 'take', ifEmpty: false })).toEqual(ID_A);
+      expect((await store.exportDocument()).sequences.flycast).toEqual({ acme: 4 });
+      expect((await store.allocateFlycast('web')).address).toBe('fdaa:0:18:0:1::5');
+    });
+
+    it('adopts the store as it is: its identity then replaces the one a node knew', async () => {
+      const fresh = await store.adoptIdentity(ID_A.id);
+      expect(fresh.id).not.toBe(ID_A.id);
+      expect(fresh.replaces).toEqual([ID_A.id]);
+      const again = await store.adoptIdentity(ID_B.id);
+      expect(again).toEqual({ ...fresh, replaces: [ID_A.id, ID_B.id] });
+      expect(await store.identity()).toEqual(again);
+      expect((await store.adoptIdentity(again.id)).replaces).toEqual([ID_A.id, ID_B.id]);
+    });
+
+    it('keeps node liveness entries, shared with other nodes, out of exports', async () => {
+      const view = await CatalogView.open(await open());
+      const entry = { name: 'node-ewr', region: 'ewr', state: 'up' as const, session: 'boot/1', checks: ['ewr'], heartbeat_interval: 1000, heartbeat_at: 0, started_at: 5 };
+      expect(await store.beatNode(entry)).toBeUndefined();
+      const beat = await store.beatNode({ ...entry, session: 'boot/2' });
+      expect(beat?.session).toBe('boot/1');
+      const deadline = Date.now() + 1000;
+      while (view.nodes.get('node-ewr')?.session !== 'boot/2' && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+      expect(view.nodes.get('node-ewr')).toMatchObject({ region: 'ewr', state: 'up', checks: ['ewr'] });
+      expect(view.nodes.get('node-ewr')!.heartbeat_at).toBeGreaterThan(0);
+      await store.nodeDown('node-ewr', 'boot/1');
+      expect((await store.snapshot()).nodes[0]!.state).toBe('up');
+      await store.nodeDown('node-ewr', 'boot/2');
+      expect((await store.snapshot()).nodes.map((n) => n.state)).toEqual(['down']);
+      await rejectsWith(store.beatNode({ ...entry, region: 'nope' }), 'SIXPN_INVALID');
+      expect(JSON.stringify(await store.exportDocument())).not.toContain('node-ewr');
+      view.close();
     });
 
     it('publishes every change to subscribers on other nodes within 1 s', async () => {

@@ -4,14 +4,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../../src/catalog/memory.js';
-import type { CatalogStore } from '../../../src/catalog/store.js';
+import type { CatalogBackend } from '../../../src/catalog/store.js';
 import { SixpnError } from '../../../src/errors.js';
 import { storeContract } from './contract.js';
 
 const regions = ['ewr', 'iad', 'lhr', 'ams', 'syd', 'ord'];
 
 // In memory only: one store shared by "both nodes" (the embedded store is single-process).
-let mem: CatalogStore | null = null;
+let mem: CatalogBackend | null = null;
 storeContract('embedded (memory)', {
   fresh: async () => {
     mem = await MemoryStore.open({ regions });
@@ -22,7 +22,7 @@ storeContract('embedded (memory)', {
 
 // Persisted to a file.
 let dir = '';
-let fileStore: CatalogStore | null = null;
+let fileStore: CatalogBackend | null = null;
 storeContract('embedded (file)', {
   fresh: async () => {
     dir = mkdtempSync(join(tmpdir(), 'sixpn-cat-'));
