@@ -33,5 +33,5 @@ export interface RunningRole {
   close(): Promise<void>;
 }
 
-export type RoleName = 'demo' | 'control' | 'health' | 'proxy' | 'dns' | 'host' | 'gateway';
+export type RoleName = 'demo' | 'control' | 'health' | 'proxy' | 'dns' | 'host' | 'mesh' | 'gateway';
 export type RoleStarter = (ctx: NodeContext) => Promise<RunningRole>;

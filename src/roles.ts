@@ -65,6 +65,14 @@ export const ROLES: readonly RoleSpec[] = [
     load: async () => (await import('./host/index.js')).startHostRole,
   },
   {
+    name: 'mesh',
+    summary: 'the WireGuard mesh between hosts (with the host role and the netns driver)',
+    enabled: (c) => c.mesh.enabled && c.host.enabled && c.host.driver === 'netns',
+    command: false,
+    companions: [],
+    load: async () => (await import('./mesh/index.js')).startMeshRole,
+  },
+  {
     name: 'gateway',
     summary: 'the WireGuard gateway',
     enabled: (c) => c.wireguard.enabled,

@@ -7,6 +7,8 @@
  *   fdaa:0:18:0:1::<n>           Flycast addresses (host id 1 is the Flycast range)
  *   fdaa:0:18:a7b:7d:f066:b83b:2 a machine: 32-bit host id, first 8 hex digits of its id, 2
  *   fdaa:0:18:a7b:d6b:0:a:2/120  a WireGuard peer: gateway host id, 32-bit peer number, 2
+ *   fdaa:0:18:a7b:7d::/80        a host's slice of the org: everything of the org under one host id
+ *   fdaa:0:18:a7b:7d::3          the host's own address in the org (what it dials machines from)
  * Network id 0 is reserved: `fdaa::3` is the resolver every machine uses.
  *
  * @example orgOf('fdaa:0:18:a7b:7d:f066:b83b:2') // 0x18
@@ -143,6 +145,32 @@ export function peerAddress(networkId: number, gatewayHostId: number, n: number)
 }
 
 export const PEER_PREFIX_LENGTH = 120;
+
+/** Prefix length of a host's slice of an org: the /48 and the 32-bit host id. */
+export const HOST_SLICE_LENGTH = 80;
+
+/**
+ * A host's slice of an org, `fdaa:0:<network id>:<host id>::/80`: every address of the org that
+ * lives on that host (its machines, or a gateway's laptops under the gateway host id). The mesh
+ * routes and admits each remote host's slices, and nothing else, through that host's tunnel.
+ */
+export function hostSlice(networkId: number, hostId: number): string {
+  assertNetworkId(networkId);
+  assertHostId(hostId);
+  return `${fromParts([0xfdaa, 0, networkId, Math.floor(hostId / 0x10000), hostId & 0xffff, 0, 0, 0])}/${HOST_SLICE_LENGTH}`;
+}
+
+/**
+ * The host's own address in an org, `<slice>::3`: a host speaks to a machine of the org (the
+ * Flycast proxy on a caller's behalf, health checks) from it, so the org rule of every hop
+ * applies to the host as to anyone. No machine has it: machine addresses end in 2.
+ */
+export function hostOrgAddress(networkId: number, hostId: number): string {
+  assertNetworkId(networkId);
+  assertHostId(hostId);
+  if (isReservedHostId(hostId)) throw new RangeError(`host id ${hostId} is reserved`);
+  return fromParts([0xfdaa, 0, networkId, Math.floor(hostId / 0x10000), hostId & 0xffff, 0, 0, 3]);
+}
 
 /** Strips a zone id (`%eth0`) and brackets; does not validate. */
 function stripDecorations(text: string): string {

@@ -256,6 +256,11 @@ export const hostSchema = z
         public_key: publicKeySchema,
         /** `host:port` the other hosts dial: checked like an upstream, so no stored entry can make a dial throw. */
         endpoint: z.string().max(300).pipe(upstreamSchema).optional(),
+        /**
+         * Set when this host also runs the WireGuard gateway: the host id its laptops' addresses
+         * live under, so that the mesh routes (and admits from this host) those laptops too.
+         */
+        gateway_host_id: hostIdSchema.optional(),
       })
       .strict()
       .optional(),

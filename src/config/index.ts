@@ -21,6 +21,7 @@ import { dnsConfigSchema } from '../dns/config.js';
 import { wireguardConfigSchema } from '../gateway/config.js';
 import { healthConfigSchema } from '../health/config.js';
 import { hostConfigSchema } from '../host/config.js';
+import { meshConfigSchema } from '../mesh/config.js';
 import { proxyConfigSchema } from '../proxy/config.js';
 import { isLoopbackHost } from '../addressing/index.js';
 import { hostIdSchema } from './common.js';
@@ -66,6 +67,7 @@ export const configSchema = z
     health: healthConfigSchema.default({}),
     wireguard: wireguardConfigSchema.default({}),
     host: hostConfigSchema.default({}),
+    mesh: meshConfigSchema.default({}),
     autostart: autostartConfigSchema.default({}),
     demo: demoConfigSchema.default({}),
     /** Inline catalog seed: created at start when missing (idempotent). */

@@ -58,6 +58,7 @@ export async function startControlRole(ctx: NodeContext): Promise<ControlRole> {
     view: ctx.view,
     hostStaleAfterMs: config.host.heartbeat_timeout,
     hostRole: () => ctx.roles.get('host'),
+    meshRole: () => ctx.roles.get('mesh'),
   });
 
   let inFlight = 0;

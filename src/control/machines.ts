@@ -22,6 +22,7 @@ import type { CatalogView } from '../catalog/view.js';
 import { ConflictError, ForbiddenError, MachineFailedError, NotFoundError, ValidationError } from '../errors.js';
 import type { HostRole, LogLine } from '../host/index.js';
 import { hostStatus, placeMachine, type HostStatus } from '../host/placement.js';
+import type { MeshPeerStatus, MeshRole } from '../mesh/index.js';
 import type { RunningRole } from '../role.js';
 import type { ApiRequest, ApiResponse, Router } from './http.js';
 import { adminOnly, allow, orgList, type Principal } from './tokens.js';
@@ -33,6 +34,8 @@ export interface MachineRouteDeps {
   staleAfterMs: number;
   /** The host role of this node, if it runs one (serves logs). */
   hostRole(): RunningRole | undefined;
+  /** The mesh role of this node, if it runs one (each host's tunnel state, as this host sees it). */
+  meshRole?(): RunningRole | undefined;
 }
 
 export const runInputSchema = z
@@ -45,14 +48,31 @@ export const runInputSchema = z
   .strict();
 
 /** A host as the API shows it: with its status and machine count. */
-export type HostView = Host & { status: HostStatus; heartbeat_age_ms: number; machines: number };
+export type HostView = Host & { status: HostStatus; heartbeat_age_ms: number; machines: number; mesh?: HostMeshView };
 
 export function hostView(h: Host, machines: number, now: number, staleAfterMs: number): HostView {
   return { ...h, status: hostStatus(h, now, staleAfterMs), heartbeat_age_ms: Math.max(0, now - h.heartbeat_at), machines };
 }
 
 /** What an org token sees of a host: not the agent's session, nor the mesh key and endpoint. */
-export type OrgHostView = Omit<HostView, 'session' | 'wireguard'>;
+export type OrgHostView = Omit<HostView, 'session' | 'wireguard' | 'mesh'>;
+
+/**
+ * The tunnel to a host as the answering node's mesh sees it (admin only): `self` for the
+ * answering host itself; otherwise the last handshake (epoch seconds, 0: none) and bytes.
+ */
+export type HostMeshView = { seen_from: string; self: true; interface: string; implementation: string } | ({ seen_from: string; self?: false } & MeshPeerStatus) | { seen_from: string; self?: false; peer: false };
+
+/** The part of the mesh role the API reads (src/mesh). */
+type MeshStatusSource = RunningRole & Pick<MeshRole, 'hostName' | 'interface' | 'implementation' | 'peerStatus'>;
+
+function meshViewOf(role: RunningRole | undefined, host: string): HostMeshView | undefined {
+  const m = role as MeshStatusSource | undefined;
+  if (!m || typeof m.peerStatus !== 'function') return undefined;
+  if (host === m.hostName) return { seen_from: m.hostName, self: true, interface: m.interface, implementation: m.implementation };
+  const s = m.peerStatus().get(host);
+  return s ? { seen_from: m.hostName, ...s } : { seen_from: m.hostName, peer: false };
+}
 
 /**
  * The hosts `p` may see, each with the count of the machines it may see on it: every host for
@@ -233,7 +253,15 @@ export function addMachineRoutes(r: Router, d: MachineRouteDeps): MachineVerbs {
   r.add('GET', '/v1/hosts', async (req) => {
     const now = Date.now();
     const seen = [...visibleHosts(await store.snapshot(), req.principal).values()].sort((a, b) => (a.host.name < b.host.name ? -1 : a.host.name > b.host.name ? 1 : 0));
-    return { status: 200, body: seen.map((s) => hostViewFor(req.principal, s.host, s.machines, now, d.staleAfterMs)) };
+    const mesh = req.principal.kind === 'admin' ? d.meshRole?.() : undefined;
+    return {
+      status: 200,
+      body: seen.map((s) => {
+        const v = hostViewFor(req.principal, s.host, s.machines, now, d.staleAfterMs);
+        const m = meshViewOf(mesh, s.host.name);
+        return m ? { ...v, mesh: m } : v;
+      }),
+    };
   });
   r.add('GET', '/v1/hosts/:name', async (req) => {
     const p = req.principal;
@@ -243,7 +271,9 @@ export function addMachineRoutes(r: Router, d: MachineRouteDeps): MachineVerbs {
       if (p.kind === 'org') throw new ForbiddenError(`host ${req.params.name} runs no machine of org ${orgList(p)}; this token is for org ${orgList(p)} only (the admin token sees every host)`);
       throw new NotFoundError(`host ${req.params.name} not found`);
     }
-    return { status: 200, body: hostViewFor(p, s.host, s.machines, Date.now(), d.staleAfterMs) };
+    const v = hostViewFor(p, s.host, s.machines, Date.now(), d.staleAfterMs);
+    const m = p.kind === 'admin' ? meshViewOf(d.meshRole?.(), s.host.name) : undefined;
+    return { status: 200, body: m ? { ...v, mesh: m } : v };
   });
   r.add('DELETE', '/v1/hosts/:name', async (req) => {
     adminOnly(req.principal, 'removing a host');

@@ -49,6 +49,8 @@ export interface RouteDeps {
   view: CatalogView;
   hostStaleAfterMs: number;
   hostRole(): RunningRole | undefined;
+  /** The local mesh role (hosts list shows its tunnel state). */
+  meshRole?(): RunningRole | undefined;
 }
 
 /** An org as the API shows it: with its /48 and resolver, which clients need for configs. */
@@ -110,7 +112,7 @@ function freeNetworkId(snap: CatalogSnapshot): number {
 export function buildRoutes(d: RouteDeps): Router {
   const { store } = d;
   const r = new Router();
-  const run = addMachineRoutes(r, { store, view: d.view, staleAfterMs: d.hostStaleAfterMs, hostRole: d.hostRole });
+  const run = addMachineRoutes(r, { store, view: d.view, staleAfterMs: d.hostStaleAfterMs, hostRole: d.hostRole, ...(d.meshRole ? { meshRole: d.meshRole } : {}) });
 
   const findOrg = (snap: CatalogSnapshot, name: string): Org => {
     const org = snap.orgs.find((o) => o.name === name);

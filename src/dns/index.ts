@@ -4,6 +4,7 @@
  * and forwarding other names to `[dns] upstreams`.
  */
 import { GLOBAL_DNS_ADDRESS, orgDnsAddress } from '../addressing/index.js';
+import { HostLiveness } from '../catalog/liveness.js';
 import { ConfigError } from '../errors.js';
 import type { NodeContext, RunningRole } from '../role.js';
 import { Forwarder } from './forward.js';
@@ -31,7 +32,8 @@ export async function startDnsRole(ctx: NodeContext): Promise<DnsRole> {
     );
     if (!ctx.view.orgs.has(cfg.loopback_org)) log.warn({ loopback_org: cfg.loopback_org }, 'dns.loopback_org names an org that does not exist (yet): loopback queries are REFUSED until it does');
   }
-  const index = new DnsIndex(ctx.view);
+  const liveness = new HostLiveness(ctx.view, ctx.config.host.heartbeat_timeout);
+  const index = new DnsIndex(ctx.view, liveness);
   const forwarder = cfg.upstreams.length ? new Forwarder(cfg.upstreams, cfg.upstream_timeout, log) : null;
   const responder = new Responder({
     index,

@@ -7,6 +7,7 @@
  * maps machine and peer addresses to their region, for `top<N>.nearest.of.<app>.internal`.
  */
 import { orgOf, parseParts } from '../addressing/index.js';
+import type { HostLiveness } from '../catalog/liveness.js';
 import type { CatalogView } from '../catalog/view.js';
 import { peerKey, type CatalogChange, type Machine, type Org, type Peer } from '../catalog/types.js';
 
@@ -106,10 +107,24 @@ export class DnsIndex {
   private readonly listeners = new Set<(org: string | null) => void>();
   private readonly onChange = (c: CatalogChange): void => this.apply(c);
   private readonly onReset = (): void => this.rebuildAll();
+  /** A host went silent or came back: the orgs of its machines answer without or with them again. */
+  private readonly onHost = (host: string): void => {
+    const orgs = new Set<string>();
+    for (const m of this.view.machinesOnHost(host)) {
+      const org = this.appOrg.get(m.app);
+      if (org) orgs.add(org);
+    }
+    for (const org of orgs) this.touch(org);
+  };
 
-  constructor(private readonly view: CatalogView) {
+  /** `liveness` (closed with the index): machines of hosts that stopped heartbeating are left out like stopped ones. */
+  constructor(
+    private readonly view: CatalogView,
+    private readonly liveness: HostLiveness | null = null,
+  ) {
     view.on('change', this.onChange);
     view.on('reset', this.onReset);
+    liveness?.on('change', this.onHost);
     this.rebuildAll();
   }
 
@@ -122,6 +137,7 @@ export class DnsIndex {
   close(): void {
     this.view.off('change', this.onChange);
     this.view.off('reset', this.onReset);
+    this.liveness?.close();
     this.listeners.clear();
   }
 
@@ -167,7 +183,7 @@ export class DnsIndex {
       const app = this.view.apps.get(name);
       if (!app) continue;
       const all = [...this.view.machinesOf(app.name)].sort(byId);
-      const started = all.filter((m) => m.state === 'started');
+      const started = all.filter((m) => m.state === 'started' && (this.liveness === null || this.liveness.reachable(m.host)));
       const regionsAll = new Map<string, Machine[]>();
       for (const m of started) {
         let list = regionsAll.get(m.region);

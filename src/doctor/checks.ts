@@ -9,6 +9,7 @@ import net from 'node:net';
 import { dirname } from 'node:path';
 import type { Config } from '../config/index.js';
 import type { CheckResult, DoctorCheck } from './index.js';
+import { MESH_CHECKS } from './mesh-checks.js';
 
 /** A Flycast address to probe with: the range is fdaa::/16 host id 1 of any org. */
 const PROBE_FLYCAST = 'fdaa:0:1:0:1::3';
@@ -312,4 +313,5 @@ export const CHECKS: readonly DoctorCheck[] = [
       return ok(`${file}: mode 0600`);
     },
   },
+  ...MESH_CHECKS,
 ];

@@ -6,6 +6,7 @@
  * fleet costs no writes. When the store is down checks go on; the write is retried and the
  * outage logged once. Nothing here runs per proxied request.
  */
+import type { SourcePicker } from '../catalog/source.js';
 import type { CatalogStore } from '../catalog/store.js';
 import type { CatalogChange, HealthStatus, Machine } from '../catalog/types.js';
 import type { CatalogView } from '../catalog/view.js';
@@ -28,6 +29,8 @@ export interface CheckerOptions {
   inScope: (region: string) => boolean;
   /** Delay before a failed catalog write is tried again. */
   retryWriteMs?: number;
+  /** Where checks dial machines from (the host's address in their org; src/catalog/source.ts). */
+  sourceFor?: SourcePicker;
   random?: () => number;
 }
 
@@ -116,7 +119,7 @@ export class HealthChecker {
   private reconcile(m: Machine): void {
     if (this.closed) return;
     const app = this.o.view.apps.get(m.app);
-    const plans = app && m.state === 'started' && this.o.inScope(m.region) ? planChecks(app, m) : [];
+    const plans = app && m.state === 'started' && this.o.inScope(m.region) ? planChecks(app, m, this.o.sourceFor?.(m)) : [];
     const e = this.entries.get(m.id);
     if (plans.length === 0) {
       // No checks (or not ours, or stopped): the machine's health is left as it is.

@@ -44,7 +44,7 @@ export function tcpCheck(target: CheckTarget, timeoutMs: number): Promise<CheckR
   return new Promise((resolve) => {
     let sock: ReturnType<typeof connect>;
     try {
-      sock = connect({ host: target.host, port: target.port });
+      sock = connect({ host: target.host, port: target.port, ...(target.localAddress !== undefined ? { localAddress: target.localAddress } : {}) });
     } catch (err) {
       resolve(cannotRun('tcp', err));
       return;
@@ -77,6 +77,7 @@ export function httpCheck(target: CheckTarget, check: HttpCheck, timeoutMs: numb
         path: check.path,
         headers,
         agent: false,
+        ...(target.localAddress !== undefined ? { localAddress: target.localAddress } : {}),
         ...(check.protocol === 'https' ? { rejectUnauthorized: !check.tls_skip_verify } : {}),
       });
     } catch (err) {

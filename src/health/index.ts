@@ -2,6 +2,7 @@
  * The health checker role: runs the active checks of the machines this node is responsible
  * for and writes their health transitions to the catalog (see src/health/README.md).
  */
+import { localHostName, sourcePicker } from '../catalog/source.js';
 import type { NodeContext, RunningRole } from '../role.js';
 import { HealthChecker } from './checker.js';
 import { describeScope, regionScope } from './plan.js';
@@ -22,6 +23,7 @@ export async function startHealthRole(ctx: NodeContext): Promise<RunningRole> {
     rise: cfg.rise,
     maxConcurrent: cfg.max_concurrent_checks,
     inScope: regionScope(cfg.regions, ctx.config.node.region, ctx.store.kind),
+    sourceFor: sourcePicker(ctx.view, localHostName(ctx.config)),
   });
   checker.start();
   const first = checker.stats();

@@ -8,6 +8,8 @@ import type { App, HttpCheck, Machine } from '../catalog/types.js';
 export interface CheckTarget {
   host: string;
   port: number;
+  /** Dial from here: this host's own address in the machine's org (src/catalog/source.ts); absent off a host. */
+  localAddress?: string;
 }
 
 interface PlannedBase {
@@ -41,15 +43,16 @@ export function checkTarget(machine: Machine, internalPort: number, checkPort: n
   return { host: machine.address, port: checkPort ?? internalPort };
 }
 
-export function planChecks(app: App, machine: Machine): PlannedCheck[] {
+export function planChecks(app: App, machine: Machine, localAddress?: string): PlannedCheck[] {
   const out: PlannedCheck[] = [];
+  const from = (t: CheckTarget): CheckTarget => (localAddress === undefined ? t : { ...t, localAddress });
   for (const svc of app.services) {
     for (const c of svc.tcp_checks) {
-      const target = checkTarget(machine, svc.internal_port, c.port);
+      const target = from(checkTarget(machine, svc.internal_port, c.port));
       out.push({ kind: 'tcp', label: `tcp :${target.port}`, target, interval: c.interval, timeout: c.timeout, grace: c.grace_period });
     }
     for (const c of svc.http_checks) {
-      const target = checkTarget(machine, svc.internal_port, c.port);
+      const target = from(checkTarget(machine, svc.internal_port, c.port));
       out.push({
         kind: 'http',
         label: `${c.protocol} ${c.method} ${c.path} :${target.port}`,

@@ -10,6 +10,10 @@
  *               connections (proxy, health checks) and neighbour discovery
  *   forward     machine -> anything: only inside its own org /48 (set `orgs`: address . /48);
  *               anything -> machine: only from its org
+ *   output      the host itself -> machine: a new connection only from inside the machine's org
+ *               (the proxy and health checks dial from the host's own address in that org,
+ *               src/catalog/source.ts), else replies and neighbour discovery only: the host is
+ *               not trusted either
  *
  * Every drop is counted against the machine it came from (map `drops`: veth -> counter
  * `m_<id8>`), so that the agent reports drops per org and logs them once a minute per machine;
@@ -80,10 +84,12 @@ export function renderRuleset(machines: Iterable<FirewallMachine>, staleCounters
     `add chain ${t} prerouting { type filter hook prerouting priority raw; policy accept; }`,
     `add chain ${t} input { type filter hook input priority filter; policy accept; }`,
     `add chain ${t} forward { type filter hook forward priority filter; policy accept; }`,
+    `add chain ${t} output { type filter hook output priority filter; policy accept; }`,
     `add chain ${t} from_machine`,
     `add chain ${t} machine_input`,
     `add chain ${t} machine_forward`,
     `add chain ${t} to_machine`,
+    `add chain ${t} host_to_machine`,
     `add set ${t} sources { type ifname . ipv6_addr; }`,
     `add set ${t} orgs { type ipv6_addr . ipv6_addr; flags interval; }`,
     `add set ${t} services { type ipv6_addr . ipv6_addr; flags interval; }`,
@@ -91,7 +97,7 @@ export function renderRuleset(machines: Iterable<FirewallMachine>, staleCounters
     `add counter ${t} ${OTHER_COUNTER}`,
   ];
   for (const m of list) lines.push(`add counter ${t} ${counterName(m.id)}`);
-  for (const c of ['prerouting', 'input', 'forward', 'from_machine', 'machine_input', 'machine_forward', 'to_machine']) lines.push(`flush chain ${t} ${c}`);
+  for (const c of ['prerouting', 'input', 'forward', 'output', 'from_machine', 'machine_input', 'machine_forward', 'to_machine', 'host_to_machine']) lines.push(`flush chain ${t} ${c}`);
   lines.push(`flush set ${t} sources`, `flush set ${t} orgs`, `flush set ${t} services`, `flush map ${t} drops`);
   if (list.length) {
     const prefix = (m: FirewallMachine) => orgPrefixCidr(m.networkId);
@@ -121,6 +127,11 @@ export function renderRuleset(machines: Iterable<FirewallMachine>, staleCounters
     ...drop.map((d) => `add rule ${t} machine_forward ${d}`),
     `add rule ${t} to_machine ip6 daddr . ip6 saddr @orgs accept`,
     `add rule ${t} to_machine counter name ${OTHER_COUNTER} drop`,
+    `add rule ${t} output oifname "${VETH_PREFIX}*" jump host_to_machine`,
+    `add rule ${t} host_to_machine ct state established,related accept`,
+    `add rule ${t} host_to_machine ip6 saddr fe80::/10 icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, mld-listener-report, mld2-listener-report } accept`,
+    `add rule ${t} host_to_machine ip6 daddr . ip6 saddr @orgs accept`,
+    `add rule ${t} host_to_machine counter name ${OTHER_COUNTER} drop`,
   );
   const keep = new Set(list.map((m) => counterName(m.id)));
   for (const c of staleCounters) if (c !== OTHER_COUNTER && !keep.has(c)) lines.push(`delete counter ${t} ${c}`);

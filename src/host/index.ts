@@ -94,7 +94,8 @@ export async function startHostRole(ctx: NodeContext): Promise<HostRole> {
 
   const boot = bootId();
   const session = `${boot}/${process.pid}`;
-  const reserved = [parseHostId(ctx.config.node.host_id), parseHostId(ctx.config.wireguard.host_id)].filter((x): x is number => x !== null);
+  const gatewayHostId = parseHostId(ctx.config.wireguard.host_id);
+  const reserved = [parseHostId(ctx.config.node.host_id), gatewayHostId].filter((x): x is number => x !== null);
   const register = (): Promise<Host> => {
     const known = view.hosts.get(hostName);
     const hostId = configuredId ?? (known ? undefined : remembered ?? undefined);
@@ -105,7 +106,12 @@ export async function startHostRole(ctx: NodeContext): Promise<HostRole> {
         ...(hostId !== undefined ? { host_id: hostId } : {}),
         driver: cfg.driver,
         session,
-        wireguard: { public_key: keys.public_key, ...(cfg.wireguard_endpoint ? { endpoint: cfg.wireguard_endpoint } : {}) },
+        wireguard: {
+          public_key: keys.public_key,
+          ...(cfg.wireguard_endpoint ? { endpoint: cfg.wireguard_endpoint } : {}),
+          // A gateway on this host: the mesh routes its laptops' addresses here.
+          ...(ctx.config.wireguard.enabled && gatewayHostId !== null ? { gateway_host_id: gatewayHostId } : {}),
+        },
       },
       { reservedHostIds: reserved, staleAfterMs: cfg.heartbeat_timeout, ...(known && replaceable(known.session, boot) ? { replaceSession: known.session } : {}) },
     );

@@ -73,6 +73,12 @@ export class NetnsDriver implements Driver {
           'turn it on with `sysctl -w net.ipv6.conf.all.forwarding=1` (sixpn does not change sysctls: forwarding stops the host from taking router advertisements)',
       );
     }
+    if (readText('/proc/sys/net/ipv6/ip_nonlocal_bind')?.trim() !== '1') {
+      throw new ConfigError(
+        'host.driver = "netns": net.ipv6.ip_nonlocal_bind is off, so the proxy and health checks cannot dial machines from this host\'s own address in their org ' +
+          '(under the local fdaa::/16 route; the host filter lets nothing else start a connection to a machine); turn it on with `sysctl -w net.ipv6.ip_nonlocal_bind=1`',
+      );
+    }
     if (this.cfg.machine_user) {
       this.user = lookupUser(this.cfg.machine_user);
       if (!this.user) throw new ConfigError(`host.machine_user: no user ${this.cfg.machine_user} in /etc/passwd`);

@@ -5,7 +5,10 @@
  * the catalog live; SIGTERM drains (stop accepting, let work in flight finish, then close).
  */
 import { startAutostart, type Autostart } from '../autostart/index.js';
+import os from 'node:os';
 import { attachToView, Balancer } from '../balancer/index.js';
+import { HostLiveness } from '../catalog/liveness.js';
+import { localHostName, sourcePicker } from '../catalog/source.js';
 import type { CatalogChange } from '../catalog/types.js';
 import type { NodeContext, RunningRole } from '../role.js';
 import { ProxyCore } from './core.js';
@@ -16,6 +19,7 @@ import { startMemoryGuard } from './memory.js';
 import { appMetrics } from './metrics.js';
 import { TcpService } from './tcp.js';
 import { Upstream, type MachineStarter, type SourcePicker } from './upstream.js';
+import { startProxyWorkers } from './workers.js';
 
 export { findTarget, dialTarget } from './core.js';
 export type { MachineStarter, SourcePicker } from './upstream.js';
@@ -32,6 +36,13 @@ export interface ProxySeams {
   sourceFor?: SourcePicker;
   /** Autostart: starts machines when callers find none with room. */
   autostart?: MachineStarter | null;
+  /** Set in a proxy worker (./worker.ts): which of how many; its limits are its share. */
+  share?: { index: number; count: number };
+}
+
+/** `[proxy] workers`, 0 meaning one per core. */
+export function workerCount(workers: number): number {
+  return workers === 0 ? os.availableParallelism() : workers;
 }
 
 /** The proxy's role handle: the control role reads passive ejections from it for the event feed. */
@@ -52,6 +63,13 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
     log.info('proxy disabled by config');
     return { name: 'proxy', describe: () => ['proxy: disabled'], ejections: () => [], forgetMachine: () => undefined, close: async () => undefined };
   }
+  const workers = workerCount(cfg.workers);
+  if (workers > 1 && seams.share === undefined) {
+    // The data path runs in worker processes; this one relays the catalog to them. Passive
+    // ejections and the HTTP pools are per worker, so the seams below are theirs.
+    const w = await startProxyWorkers(ctx, workers);
+    return { name: 'proxy', describe: () => w.describe(), ejections: () => [], forgetMachine: () => undefined, drain: (d) => w.drain(d), close: () => w.close() };
+  }
   const hc = ctx.config.health;
   const balancer = new Balancer({
     region: ctx.config.node.region,
@@ -67,7 +85,7 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
   const detach = attachToView(balancer, ctx.view);
   const core = new ProxyCore(cfg, ctx.view, log);
   const wheel = new Deadlines(wheelTickMs(cfg));
-  const upstream = new Upstream(cfg, balancer, log, wheel, seams.sourceFor);
+  const upstream = new Upstream(cfg, balancer, log, wheel, seams.sourceFor ?? sourcePicker(ctx.view, localHostName(ctx.config)));
   // Autostart (src/autostart): the node's own waker and autostop unless a seam brings one; it
   // reads the balancer's counters for idleness, so it is made here, beside the balancer.
   const rank = ctx.regions.rankFrom(ctx.config.node.region);
@@ -76,10 +94,24 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
       ? startAutostart({ config: ctx.config.autostart, store: ctx.store, view: ctx.view, balancer, rank: (r) => rank.get(r) ?? Number.MAX_SAFE_INTEGER, connectTimeoutMs: cfg.connect_timeout, nodeName: ctx.config.node.name, log })
       : null;
   upstream.autostart = seams.autostart ?? own;
-  const http = new HttpService(core, upstream);
+  upstream.share = seams.share ?? null;
+  const http = new HttpService(core, upstream, ctx.regions);
   const tcp = new TcpService(core, upstream);
   const listeners = new Listeners(core, http, tcp);
   const stopGuard = startMemoryGuard(cfg.gc_after_bytes, 20, () => http.inFlight > 0);
+
+  // Machines of a host that stopped heartbeating are no candidates until it beats again.
+  const liveness = new HostLiveness(ctx.view, ctx.config.host.heartbeat_timeout);
+  for (const host of liveness.unreachable()) balancer.setHostReachable(host, false);
+  liveness.on('change', (host, reachable) => {
+    balancer.setHostReachable(host, reachable);
+    if (reachable) return void log.info({ host }, 'host heartbeats again: its machines take traffic');
+    log.warn({ host, timeout_ms: liveness.timeoutMs }, 'host stopped heartbeating: its machines take no traffic');
+    // Kept-alive connections to a silent host would hold requests until upstream_timeout:
+    // reset them, so that what waits on them is retried elsewhere (bodiless GETs) or fails now.
+    const reset = Object.assign(new Error(`host ${host} stopped heartbeating`), { code: 'ECONNRESET' });
+    for (const m of ctx.view.machinesOnHost(host)) http.forgetMachine(m.id, reset);
+  });
 
   // Access taken away (an address released, an exposure removed, an app deleted) ends the
   // connections that used it, not only new ones: HTTP once their requests end, TCP at once.
@@ -142,6 +174,7 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
       stopAccepting();
       await own?.close();
       detach();
+      liveness.close();
       stopGuard();
       for (const t of [...core.tracked]) t.destroy();
       http.close();

@@ -88,7 +88,8 @@ describe.skipIf(!ready)('host: machines in their own network namespaces', () => 
   it('registers the host: hosts list shows it up with its host id and key', async () => {
     const t = await cli(['hosts', 'list']);
     expect(t.code, t.stderr).toBe(0);
-    expect(t.stdout).toMatch(/^NAME\s+REGION\s+HOST ID\s+STATUS\s+DRIVER\s+MACHINES\s+HEARTBEAT\s+WIREGUARD\n/);
+    expect(t.stdout).toMatch(/^NAME\s+REGION\s+HOST ID\s+STATUS\s+DRIVER\s+MACHINES\s+HEARTBEAT\s+WIREGUARD\s+MESH \(from ewr-1\)\n/);
+    expect(t.stdout).toMatch(/self \((wireguard-go|kernel)\)/);
     expect(t.stdout).toMatch(/ewr-1\s+ewr\s+[0-9a-f]+:[0-9a-f]+\s+up\s+netns\s+0\s+just now/);
     const [h] = JSON.parse((await cli(['hosts', 'list', '--json'])).stdout);
     expect(h).toMatchObject({ name: 'ewr-1', region: 'ewr', status: 'up', state: 'up', driver: 'netns', machines: 0 });

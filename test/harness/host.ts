@@ -73,19 +73,24 @@ export class TestHost {
   }
 
   async delete(): Promise<void> {
-    for (const name of this.machineNamespaces()) {
-      const pids = (await run('ip', ['netns', 'pids', name])).stdout.split(/\s+/).filter(Boolean);
-      for (const pid of pids) {
-        try {
-          process.kill(Number(pid), 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-      await run('ip', ['netns', 'del', name]);
-      rmSync(`/etc/netns/${name}`, { recursive: true, force: true });
-    }
+    await deleteMachineNamespaces(this.machineNamespaces());
     await this.ns.delete();
     await run('ip', ['link', 'del', this.link]);
+  }
+}
+
+/** Kills what runs in these machine namespaces and deletes them (with their /etc/netns files). */
+export async function deleteMachineNamespaces(names: string[]): Promise<void> {
+  for (const name of names) {
+    const pids = (await run('ip', ['netns', 'pids', name])).stdout.split(/\s+/).filter(Boolean);
+    for (const pid of pids) {
+      try {
+        process.kill(Number(pid), 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+    await run('ip', ['netns', 'del', name]);
+    rmSync(`/etc/netns/${name}`, { recursive: true, force: true });
   }
 }

@@ -9,9 +9,17 @@ import type { HostView } from '../../control/machines.js';
 import type { LogLine } from '../../host/logs.js';
 import { API_OPTIONS, need, type Command, type CommandContext } from '../args.js';
 import { seg } from '../client.js';
-import { ago, json, renderTable } from '../output.js';
+import { ago, bytes, json, renderTable } from '../output.js';
 
-
+/** The tunnel to the host as the answering host sees it: `self`, `no peer`, or handshake and bytes. */
+export function meshText(h: HostView): string {
+  const m = h.mesh;
+  if (!m) return '-';
+  if (m.self) return `self (${m.implementation === 'kernel' ? 'kernel' : 'wireguard-go'})`;
+  if ('peer' in m) return 'no peer';
+  const hs = m.latest_handshake > 0 ? `handshake ${ago(m.latest_handshake * 1000)}` : 'no handshake';
+  return `${hs}, rx ${bytes(m.rx_bytes)} tx ${bytes(m.tx_bytes)}`;
+}
 
 function statusText(h: HostView): string {
   return h.status === 'unreachable' ? `unreachable (silent ${Math.round(h.heartbeat_age_ms / 1000)}s)` : h.status;
@@ -19,8 +27,18 @@ function statusText(h: HostView): string {
 
 const hostRows = (hs: HostView[]) =>
   renderTable(
-    ['NAME', 'REGION', 'HOST ID', 'STATUS', 'DRIVER', 'MACHINES', 'HEARTBEAT', 'WIREGUARD'],
-    hs.map((h) => [h.name, h.region, formatHostId(h.host_id), statusText(h), h.driver, String(h.machines), ago(h.heartbeat_at), h.wireguard ? `${h.wireguard.public_key}${h.wireguard.endpoint ? ` ${h.wireguard.endpoint}` : ''}` : '-']),
+    ['NAME', 'REGION', 'HOST ID', 'STATUS', 'DRIVER', 'MACHINES', 'HEARTBEAT', 'WIREGUARD', ...(hs.some((h) => h.mesh) ? [`MESH (from ${hs.find((h) => h.mesh)!.mesh!.seen_from})`] : [])],
+    hs.map((h) => [
+      h.name,
+      h.region,
+      formatHostId(h.host_id),
+      statusText(h),
+      h.driver,
+      String(h.machines),
+      ago(h.heartbeat_at),
+      h.wireguard ? `${h.wireguard.public_key}${h.wireguard.endpoint ? ` ${h.wireguard.endpoint}` : ''}` : '-',
+      ...(hs.some((x) => x.mesh) ? [meshText(h)] : []),
+    ]),
   );
 
 /** `K=V` pairs of --env; the key is checked by the API (it must be a variable name). */
@@ -49,7 +67,7 @@ export const hostCommands: Command[] = [
   {
     words: ['hosts', 'list'],
     usage: 'sixpn hosts list [--json]',
-    summary: 'List hosts with region, host id, status (up, down, unreachable) and machine count',
+    summary: 'List hosts with region, host id, status (up, down, unreachable), machine count and, on a mesh host, the tunnel to each (last handshake, bytes)',
     options: [...API_OPTIONS, 'json'],
     maxArgs: 0,
     async run(ctx) {

@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import {
   flycastAddress,
   formatHostId,
+  hostOrgAddress,
+  hostSlice,
   inOrg,
   isFlycastAddress,
   isIPv4Like,
@@ -79,6 +81,19 @@ describe('machine, flycast and peer addresses', () => {
     expect(peerAddress(0x18, parseHostId('a7b:d6b')!, 0xa)).toBe('fdaa:0:18:a7b:d6b:0:a:2');
     expect(peerAddress(0x18, parseHostId('a7b:d6b')!, 0x10001)).toBe('fdaa:0:18:a7b:d6b:1:1:2');
     expect(() => peerAddress(0x18, 0x0a7b0d6b, 0)).toThrow(RangeError);
+  });
+
+  it('a host slice holds its machines; the host address in it is no machine', () => {
+    const hostId = parseHostId('a7b:7d')!;
+    expect(hostSlice(0x18, hostId)).toBe('fdaa:0:18:a7b:7d::/80');
+    expect(hostSlice(0x18, 0x10000)).toBe('fdaa:0:18:1::/80');
+    expect(hostOrgAddress(0x18, hostId)).toBe('fdaa:0:18:a7b:7d::3');
+    expect(parseMachineAddress(hostOrgAddress(0x18, hostId))).toBeNull();
+    // the lowest machine address of the host is in the slice and differs from the host's own
+    expect(machineAddress(0x18, hostId, '00000000ab')).toBe('fdaa:0:18:a7b:7d::2');
+    expect(orgOf(hostOrgAddress(0x30, hostId))).toBe(0x30);
+    expect(() => hostOrgAddress(0x18, 1)).toThrow(RangeError);
+    expect(() => hostSlice(0, hostId)).toThrow(RangeError);
   });
 
   it.each([

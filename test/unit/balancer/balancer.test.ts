@@ -316,3 +316,41 @@ describe('balancer: slow start', () => {
     expect(b.pick('web', limits)!.machine.id).toBe(m.id);
   });
 });
+
+describe('balancer: hosts that stopped heartbeating', () => {
+  it('leaves the machines of an unreachable host out, counters kept, and takes them back', () => {
+    const b = balancer({ region: 'ewr' });
+    const ewr = machine('ewr', { host: 'ewr-1' });
+    const iad = machine('iad', { host: 'iad-1' });
+    const byHand = machine('ewr');
+    for (const m of [ewr, iad, byHand]) b.upsert(m);
+    const held = b.pick('web', limits)!;
+    expect(held.machine.region).toBe('ewr');
+    let woken = 0;
+    b.onCapacity = () => woken++;
+    b.setHostReachable('ewr-1', false);
+    b.setHostReachable('ewr-1', false); // twice changes nothing
+    expect(b.candidateCount('web')).toBe(2);
+    const seen = new Set<string>();
+    const slots: Slot[] = [];
+    for (let i = 0; i < 4; i++) {
+      const s = b.pick('web', limits)!;
+      seen.add(s.machine.id);
+      slots.push(s);
+    }
+    expect(seen.has(ewr.id)).toBe(false); // the machine registered by hand in ewr is still picked
+    expect(seen.has(byHand.id)).toBe(true);
+    // a catalog update of a machine on the silent host does not bring it back
+    b.upsert({ ...ewr, updated_at: 5 });
+    expect(b.candidateCount('web')).toBe(2);
+    b.setHostReachable('ewr-1', true);
+    expect(b.candidateCount('web')).toBe(3);
+    expect(woken).toBe(1);
+    // its in-flight count survived the round trip
+    expect(b.slot(ewr.id)!.outstanding).toBe(held.machine.id === ewr.id ? 1 : 0);
+    for (const s of [held, ...slots]) b.release(s);
+    woken = 0;
+    b.setHostReachable('iad-1', true); // never down: nothing happens
+    expect(woken).toBe(0);
+  });
+});

@@ -142,6 +142,19 @@ export function storeContract(name: string, factory: StoreFactory): void {
       expect((await store.snapshot()).hosts.map((h) => h.name)).toEqual(['ewr-1', 'iad-1']);
     });
 
+    it('keeps a host\'s mesh key, endpoint and gateway host id; refuses a bad one and changes nothing', async () => {
+      const key = 'yRDvYNYGZFT1kwP7k8y/0S0z43W9r+AthtMy9n+FVSA=';
+      const wg = { public_key: key, endpoint: '[fd00::1]:51821', gateway_host_id: 0x0a7b0d6b };
+      const h = await store.registerHost({ name: 'ewr-1', region: 'ewr', driver: 'netns', session: 's', wireguard: wg }, HOSTS);
+      expect(h.wireguard).toEqual(wg);
+      expect((await store.snapshot()).hosts[0]!.wireguard).toEqual(wg);
+      const moved = await store.updateHost('ewr-1', { wireguard: { public_key: key, endpoint: '[fd00::2]:51821' } });
+      expect(moved.wireguard).toEqual({ public_key: key, endpoint: '[fd00::2]:51821' });
+      await rejectsWith(store.updateHost('ewr-1', { wireguard: { public_key: key, gateway_host_id: 1 } }), 'SIXPN_INVALID');
+      await rejectsWith(store.updateHost('ewr-1', { wireguard: { public_key: key, endpoint: 'nope' } }), 'SIXPN_INVALID');
+      expect((await store.snapshot()).hosts[0]!.wireguard).toEqual(moved.wireguard);
+    });
+
     it('refuses a second agent under a live host name, but lets one take over a gone one', async () => {
       await store.registerHost({ name: 'ewr-1', region: 'ewr', driver: 'netns', session: 'boot/1' }, HOSTS);
       await rejectsWith(store.registerHost({ name: 'ewr-1', region: 'ewr', driver: 'netns', session: 'boot/9' }, HOSTS), 'SIXPN_CONFLICT');

@@ -47,6 +47,7 @@ describe('config/sixpn.example.toml', () => {
     expect(config.control).toEqual(defaults.control);
     expect(config.log).toEqual(defaults.log);
     expect({ ...config.host, state_dir: '', workdir: '' }).toEqual({ ...defaults.host, state_dir: '', workdir: '' });
+    expect(config.mesh).toEqual(defaults.mesh);
   });
 
   it('names every key of every section (set, or shown commented out)', () => {

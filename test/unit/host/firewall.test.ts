@@ -23,6 +23,11 @@ describe('host renderRuleset', () => {
     expect(chain('from_machine')[0]).toContain('meta nfproto ipv4');
     expect(chain('machine_forward')[0]).toContain('ip6 saddr . ip6 daddr @orgs accept');
     expect(chain('to_machine')[0]).toContain('ip6 daddr . ip6 saddr @orgs accept');
+    // the host's own new connections to a machine meet the org rule too (no fe80::1 exception)
+    expect(chain('output')).toEqual([`add rule inet ${TABLE} output oifname "sxm*" jump host_to_machine`]);
+    expect(chain('host_to_machine')[0]).toContain('ct state established,related accept');
+    expect(chain('host_to_machine')[2]).toContain('ip6 daddr . ip6 saddr @orgs accept');
+    expect(chain('host_to_machine').at(-1)).toBe(`add rule inet ${TABLE} host_to_machine counter name ${OTHER_COUNTER} drop`);
   });
 
   it('changes one machine\'s elements only, taking out before putting in', () => {
