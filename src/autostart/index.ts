@@ -51,6 +51,8 @@ export interface AutostartOptions {
   /** This proxy's region order: rank 0 is its own region. */
   rank(region: string): number;
   connectTimeoutMs: number;
+  /** How the proxy dials a machine (the mesh's source address included): the start probe takes the same path. */
+  dialTo?: (m: Machine, service: Service) => import('node:net').TcpNetConnectOpts;
   nodeName: string;
   log: Logger;
 }
@@ -58,7 +60,7 @@ export interface AutostartOptions {
 export function startAutostart(o: AutostartOptions): Autostart {
   const log = o.log.child({ module: 'autostart' });
   const hooks = new Map<string, Hook>(o.config.hooks.map((h) => [h.app, h]));
-  const waker = new Waker({ store: o.store, view: o.view, rank: o.rank, startTimeoutMs: o.config.start_timeout, connectTimeoutMs: o.connectTimeoutMs, hooks, nodeName: o.nodeName, log });
+  const waker = new Waker({ store: o.store, view: o.view, rank: o.rank, startTimeoutMs: o.config.start_timeout, connectTimeoutMs: o.connectTimeoutMs, hooks, nodeName: o.nodeName, ...(o.dialTo ? { dialTo: o.dialTo } : {}), log });
   const autostop = new Autostop({ store: o.store, view: o.view, balancer: o.balancer, idlePeriodMs: o.config.idle_period, checkIntervalMs: o.config.check_interval, hookTimeoutMs: o.config.start_timeout, hooks, waking: (id) => waker.isWaking(id), log });
   autostop.start();
   return {

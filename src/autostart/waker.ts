@@ -54,6 +54,8 @@ export interface WakerOptions {
   connectTimeoutMs: number;
   hooks: ReadonlyMap<string, Hook>;
   nodeName: string;
+  /** How the proxy dials this machine (host, port and its local address: the mesh's source), so the probe takes the same path. */
+  dialTo?: (m: Machine, service: Service) => net.TcpNetConnectOpts;
   log: Logger;
 }
 
@@ -203,7 +205,7 @@ export class Waker {
       }
       const up = await this.untilStarted(s.id, deadline);
       if (typeof up === 'string') return await this.fail(s, up);
-      const target = probeTarget(up, service);
+      const target = this.o.dialTo ? this.o.dialTo(up, service) : probeTarget(up, service);
       if (!(await this.probe(s.id, target, deadline))) {
         const now = this.o.view.machines.get(s.id);
         if (now && now.state !== 'started') return await this.fail(s, `it ${now.state === 'failed' ? 'failed' : `went ${now.state}`} before it accepted${now.state_reason ? `: ${now.state_reason}` : ''}`);
@@ -267,7 +269,7 @@ export class Waker {
   }
 
   /** Connects until the machine accepts (true), leaves `state` (null: whatever it is), or the deadline passes. */
-  private async probe(id: string, target: { host: string; port: number } | null, deadline: number, state: Machine['state'] | null = 'started'): Promise<boolean> {
+  private async probe(id: string, target: net.TcpNetConnectOpts | null, deadline: number, state: Machine['state'] | null = 'started'): Promise<boolean> {
     if (!target) return false;
     for (let pause = 2; !this.closed; pause = Math.min(pause * 2, 50)) {
       const left = deadline - Date.now();
@@ -305,16 +307,17 @@ function probeTarget(m: Machine, service: Service): { host: string; port: number
   return 'error' in hp ? null : hp;
 }
 
-function fmt(t: { host: string; port: number } | null): string {
+function fmt(t: { host?: string | undefined; port: number } | null): string {
   if (!t) return 'its upstream (unusable)';
-  return t.host.includes(':') ? `[${t.host}]:${t.port}` : `${t.host}:${t.port}`;
+  const h = t.host ?? '';
+  return h.includes(':') ? `[${h}]:${t.port}` : `${h}:${t.port}`;
 }
 
-function connectOnce(t: { host: string; port: number }, timeoutMs: number): Promise<boolean> {
+function connectOnce(t: net.TcpNetConnectOpts, timeoutMs: number): Promise<boolean> {
   return new Promise((resolve) => {
     let sock: net.Socket;
     try {
-      sock = net.connect({ host: t.host, port: t.port });
+      sock = net.connect(t);
     } catch {
       resolve(false);
       return;

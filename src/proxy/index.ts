@@ -91,7 +91,7 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
   const rank = ctx.regions.rankFrom(ctx.config.node.region);
   const own: Autostart | null =
     seams.autostart === undefined && ctx.config.autostart.enabled
-      ? startAutostart({ config: ctx.config.autostart, store: ctx.store, view: ctx.view, balancer, rank: (r) => rank.get(r) ?? Number.MAX_SAFE_INTEGER, connectTimeoutMs: cfg.connect_timeout, nodeName: ctx.config.node.name, log })
+      ? startAutostart({ config: ctx.config.autostart, store: ctx.store, view: ctx.view, balancer, rank: (r) => rank.get(r) ?? Number.MAX_SAFE_INTEGER, connectTimeoutMs: cfg.connect_timeout, dialTo: (m, service) => { const o = upstream.dialOptions(m, service); const localAddress = upstream.sourceFor(m); return localAddress === undefined ? o : { ...o, localAddress }; }, nodeName: ctx.config.node.name, log })
       : null;
   upstream.autostart = seams.autostart ?? own;
   upstream.share = seams.share ?? null;

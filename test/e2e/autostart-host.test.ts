@@ -129,7 +129,7 @@ describe.skipIf(!ready)('autostart and autostop for machines a host runs (e2e)',
   it('curl through the Flycast address of an app whose only machine is stopped: 200 from the started machine', async () => {
     const r = await curl(`http://[${flycast.web}]/`);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.status).toBe(200);
+    expect(r.status, r.body).toBe(200);
     expect(r.body).toBe('web\n');
     const m = await machine(IDS.web);
     expect(m.state).toBe('started');
