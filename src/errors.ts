@@ -94,6 +94,30 @@ export class StartFailedError extends SixpnError {
   override readonly status = 503;
 }
 
+/** A fly-replay a machine sent that the proxy cannot follow (logged; the caller gets 502). */
+export class ReplayInvalidError extends SixpnError {
+  override readonly code = 'SIXPN_REPLAY_INVALID';
+  override readonly status = 502;
+}
+
+/** A replay was asked for a request whose body was not kept (over 1 MiB: src/proxy/steering.ts). */
+export class ReplayBodyTooLargeError extends SixpnError {
+  override readonly code = 'SIXPN_REPLAY_BODY_TOO_LARGE';
+  override readonly status = 413;
+}
+
+/** A replayed request asked for yet another replay past the bound (src/proxy/steering.ts MAX_REPLAYS) or after a fallback. */
+export class ReplayLoopError extends SixpnError {
+  override readonly code = 'SIXPN_REPLAY_LOOP';
+  override readonly status = 508;
+}
+
+/** No machine a steering constraint allows has room (a forced region or machine). */
+export class SteerUnavailableError extends SixpnError {
+  override readonly code = 'SIXPN_STEER_UNAVAILABLE';
+  override readonly status = 503;
+}
+
 /** Every error class with its code and status: the README table is checked against this list. */
 export const ERROR_CLASSES = [
   ValidationError,
@@ -109,6 +133,10 @@ export const ERROR_CLASSES = [
   UpstreamTimeoutError,
   MachineFailedError,
   StartFailedError,
+  ReplayInvalidError,
+  ReplayBodyTooLargeError,
+  ReplayLoopError,
+  SteerUnavailableError,
 ] as const;
 
 /** Process exit codes for the CLI, by error code (sysexits-like). */

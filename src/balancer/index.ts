@@ -24,11 +24,6 @@ export interface RegionOrder {
 export interface BalancerOptions {
   /** The proxy's own region: picks start there. */
   region: string;
-  /**
-   * Units of a machine this balancer may hold before `setCap` says otherwise (the proxy's
-   * workers: 0, their share of hard_limit comes from the primary); default no cap.
-   */
-  defaultCap?: number;
   regions: RegionOrder;
   /** Ramp-up window (ms) for a machine re-admitted after being unhealthy; 0 turns it off. */
   slowStartMs: number;
@@ -43,18 +38,6 @@ export interface Limits {
 }
 
 export type PickOutcome = 'same_region' | 'spilled';
-
-/**
- * Per-pick preferences (request steering: fly-prefer-region, fly-force-instance-id ...). A
- * preferred machine is taken when it is a candidate under hard_limit, else a preferred region
- * is tried first; `force*` makes the preference the only choice (null when it has no room).
- */
-export interface PickPrefs {
-  region?: string;
-  forceRegion?: boolean;
-  machine?: string;
-  forceMachine?: boolean;
-}
 
 /** One machine in the index; handed to the caller by `pick` and given back to `release`. */
 export class Slot {
@@ -77,8 +60,6 @@ export class Slot {
   constructor(
     public machine: Machine,
     public group: RegionGroup,
-    /** Most units this balancer may hold on it (its share of hard_limit when several share the machine). */
-    public cap: number,
   ) {}
 }
 
@@ -139,16 +120,13 @@ class AppIndex {
 export class Balancer {
   private readonly apps = new Map<string, AppIndex>();
   private readonly slotsById = new Map<string, Slot>();
-  /** Caps set for machines not in the index yet (the cap may arrive before the machine). */
-  private readonly pendingCaps = new Map<string, number>();
-  private readonly defaultCap: number;
   private readonly rank: Map<string, number>;
   private readonly random: () => number;
   private readonly now: () => number;
   readonly ejector: PassiveEjector;
   /**
-   * Called after a release (`all` false: one unit is free) or when a candidate appeared or a
-   * cap grew (`all` true: every queued caller may try again).
+   * Called after a release (`all` false: one unit is free) or when a candidate appeared (`all`
+   * true: every queued caller may try again).
    */
   onCapacity: ((app: string, all: boolean) => void) | null = null;
 
@@ -157,7 +135,6 @@ export class Balancer {
     this.random = opts.random ?? Math.random;
     this.now = opts.now ?? Date.now;
     this.ejector = new PassiveEjector(opts.passive);
-    this.defaultCap = opts.defaultCap ?? Number.POSITIVE_INFINITY;
   }
 
   get region(): string {
@@ -224,9 +201,7 @@ export class Balancer {
     const a = this.app(m.app);
     let s = this.slotsById.get(m.id);
     if (!s) {
-      const cap = this.pendingCaps.get(m.id);
-      if (cap !== undefined) this.pendingCaps.delete(m.id);
-      s = new Slot(m, this.group(a, m.region), cap ?? this.defaultCap);
+      s = new Slot(m, this.group(a, m.region));
       this.slotsById.set(m.id, s);
       a.slots.set(m.id, s);
     } else {
@@ -258,7 +233,6 @@ export class Balancer {
     this.unindex(a, s);
     s.live = false;
     a.slots.delete(id);
-    this.pendingCaps.delete(id);
     const i = a.ejected.indexOf(s);
     if (i >= 0) a.ejected.splice(i, 1);
     this.slotsById.delete(id);
@@ -273,18 +247,6 @@ export class Balancer {
       this.upsert(m);
     }
     for (const id of [...this.slotsById.keys()]) if (!keep.has(id)) this.remove(id);
-  }
-
-  /** Sets how many units of machine `id` this balancer may hold (kept until the machine is known). */
-  setCap(id: string, cap: number): void {
-    const s = this.slotsById.get(id);
-    if (!s) {
-      this.pendingCaps.set(id, cap);
-      return;
-    }
-    const more = cap > s.cap;
-    s.cap = cap;
-    if (more && s.live && s.outstanding < cap) this.onCapacity?.(s.machine.app, true);
   }
 
   /** Candidate machines of an app right now (started, not unhealthy, not ejected). */
@@ -319,11 +281,8 @@ export class Balancer {
    * queues when `candidateCount` > 0, else fails). `exclude` skips machines already tried
    * for this caller (connect retries).
    */
-  pick(app: string, limits: Limits, exclude?: ReadonlySet<Slot> | null, avoidTriedRegions = false, prefs?: PickPrefs | null): Slot | null {
-    if (prefs) {
-      const s = this.pickPreferred(app, limits, exclude ?? null, prefs);
-      if (s !== undefined) return s;
-    }
+  pick(app: string, limits: Limits, exclude?: ReadonlySet<Slot> | null, avoidTriedRegions = false, steer?: Steer | null): Slot | null {
+    if (steer) return this.pickSteered(app, limits, steer, exclude);
     // A caller's last try avoids regions where its earlier tries failed: when a whole region
     // has just died (before any health verdict), the tries would otherwise all go to its dead
     // machines. When no other region has room, the normal pick still runs.
@@ -332,26 +291,6 @@ export class Balancer {
       if (s) return s;
     }
     return this.pickFrom(app, limits, exclude ?? null, false);
-  }
-
-  /** The pick a preference asks for; undefined to go on with the normal pick. */
-  private pickPreferred(app: string, limits: Limits, exclude: ReadonlySet<Slot> | null, prefs: PickPrefs): Slot | null | undefined {
-    const a = this.apps.get(app);
-    if (!a) return prefs.forceMachine || prefs.forceRegion ? null : undefined;
-    const now = this.now();
-    this.readmit(a, now);
-    if (prefs.machine !== undefined) {
-      const s = a.slots.get(prefs.machine);
-      if (s && s.pos >= 0 && !(exclude && exclude.has(s)) && s.outstanding < limits.hard_limit && s.outstanding < s.cap) return this.acquire(s, s.group);
-      if (prefs.forceMachine) return null;
-    }
-    if (prefs.region !== undefined) {
-      const g = a.groups.get(prefs.region);
-      const s = g ? (this.pickIn(g, limits.soft_limit, now, exclude) ?? this.pickIn(g, limits.hard_limit, now, exclude)) : null;
-      if (s) return this.acquire(s, g!);
-      if (prefs.forceRegion) return null;
-    }
-    return undefined;
   }
 
   private pickFrom(app: string, limits: Limits, exclude: ReadonlySet<Slot> | null, skipTriedRegions: boolean): Slot | null {
@@ -398,7 +337,7 @@ export class Balancer {
       const start = len === 1 ? 0 : Math.floor(this.random() * len);
       for (let k = 0; k < len; k++) {
         const s = b[(start + k) % len]!;
-        if (s.outstanding >= s.cap || (exclude && exclude.has(s))) continue;
+        if (exclude && exclude.has(s)) continue;
         if (s.slowStartAt > 0) {
           const elapsed = now - s.slowStartAt;
           if (elapsed >= this.opts.slowStartMs || elapsed < 0) s.slowStartAt = 0;
@@ -421,6 +360,63 @@ export class Balancer {
     if (s.pos >= 0) g.move(s);
     s.outcome = g.rank === 0 ? 'same_region' : 'spilled';
     return s;
+  }
+
+  /**
+   * A pick under a steering constraint (Fly's routing headers and fly-replay): the named
+   * machine first when it is a candidate under `hard_limit`; then the named regions in the
+   * order given (soft limit first, then hard limit, as a normal pick does across regions);
+   * then, unless the constraint forces, the normal pick. Returns null when nothing allowed
+   * has room; `steerCandidates` tells "full" (wait) from "none" (fail) apart.
+   */
+  pickSteered(app: string, limits: Limits, steer: Steer, exclude?: ReadonlySet<Slot> | null): Slot | null {
+    const a = this.apps.get(app);
+    if (!a) return null;
+    const now = this.now();
+    this.readmit(a, now);
+    const ex = exclude ?? null;
+    if (steer.machine !== null) {
+      const s = a.slots.get(steer.machine);
+      if (s && s.pos >= 0 && s.outstanding < limits.hard_limit && !(ex && ex.has(s))) return this.acquire(s, s.group);
+      if (steer.forceMachine) return null;
+    }
+    const regions = steer.regions;
+    if (regions !== null) {
+      for (let pass = 0; pass < 2; pass++) {
+        const limit = pass === 0 ? limits.soft_limit : limits.hard_limit;
+        for (let i = 0; i < regions.length; i++) {
+          const g = a.groups.get(regions[i]!);
+          if (!g || g.min >= limit) continue;
+          const s = this.pickIn(g, limit, now, ex);
+          if (s) return this.acquire(s, g);
+        }
+      }
+      if (steer.forceRegions) return null;
+    }
+    return this.pickFrom(app, limits, ex, false);
+  }
+
+  /**
+   * Candidates a steered pick may still take (started, not unhealthy, not ejected, not
+   * excluded), whatever their load: > 0 means "wait for a release", 0 means "none there".
+   */
+  steerCandidates(app: string, steer: Steer, exclude?: ReadonlySet<Slot> | null): number {
+    const a = this.apps.get(app);
+    if (!a) return 0;
+    this.readmit(a, this.now());
+    if (steer.machine !== null && steer.forceMachine) {
+      const s = a.slots.get(steer.machine);
+      return s && s.pos >= 0 && !exclude?.has(s) ? 1 : 0;
+    }
+    if (steer.regions === null || !steer.forceRegions) return a.candidates - countIndexed(exclude);
+    let n = 0;
+    for (const r of steer.regions) {
+      const g = a.groups.get(r);
+      if (!g) continue;
+      n += g.size;
+      if (exclude) for (const s of exclude) if (s.group === g && s.pos >= 0) n--;
+    }
+    return n;
   }
 
   /** Gives back what `pick` acquired. */
@@ -463,6 +459,25 @@ export class Balancer {
     const a = this.apps.get(app);
     if (a) yield* a.slots.values();
   }
+}
+
+/**
+ * A steering constraint on a pick. `machine`: a machine id to take when it has room
+ * (`forceMachine`: nothing else). `regions`: regions to try in this order (`forceRegions`:
+ * nowhere else). Both null: a normal pick.
+ */
+export interface Steer {
+  machine: string | null;
+  forceMachine: boolean;
+  regions: readonly string[] | null;
+  forceRegions: boolean;
+}
+
+function countIndexed(set: ReadonlySet<Slot> | null | undefined): number {
+  if (!set) return 0;
+  let n = 0;
+  for (const s of set) if (s.pos >= 0) n++;
+  return n;
 }
 
 /** True when one of the caller's tried machines is in `g` (a retry set holds a few slots). */

@@ -30,6 +30,11 @@ export const proxyConfigSchema = z
           .strict(),
       )
       .default([]),
+    /**
+     * Processes the data path runs in (node:cluster, sharing the listeners; ./workers.ts): 1 is a
+     * single process; 0 = one per core.
+     */
+    workers: z.number().int().min(0).max(64).default(1),
     connect_timeout: durationSchema.default(2_000),
     idle_timeout: durationSchema.default(600_000),
     queue_timeout: durationSchema.default(1_000),

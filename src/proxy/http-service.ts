@@ -14,9 +14,9 @@
  *  - pools per machine, keyed by where it is dialed, closed when the machine leaves or moves.
  */
 import type net from 'node:net';
-import type { PickPrefs, Slot } from '../balancer/index.js';
+import type { Slot } from '../balancer/index.js';
 import type { Machine, Service } from '../catalog/types.js';
-import type { SixpnError } from '../errors.js';
+import { SixpnError } from '../errors.js';
 import { IdleCaps, NO_ORG, type Refusal } from './admission.js';
 import { dialTarget, type ConnInfo, type ProxyCore, type Tracked } from './core.js';
 import { Http1Forwarder, type CallerHandle, type Connected } from './http1/index.js';
@@ -24,6 +24,12 @@ import type { UpstreamConn, UpstreamPool } from './http1/pool.js';
 import { appMetrics, refusedConnections } from './metrics.js';
 import type { Upstream } from './upstream.js';
 import { randomBytes } from 'node:crypto';
+import { HttpSteering, type Route } from './steer-http.js';
+import type { RegionCodes } from './steering.js';
+
+function isPromise<T>(x: unknown): x is Promise<T> {
+  return typeof (x as { then?: unknown } | null)?.then === 'function';
+}
 
 /** Longest an outsider's connection stays open, request or not: its only answer is a 403. */
 export const DENIED_HOLD_MS = 2_000;
@@ -47,7 +53,7 @@ function untrack(this: HandleSocket): void {
 }
 
 export class HttpService {
-  readonly forwarder: Http1Forwarder<HttpCaller, Slot, PickPrefs>;
+  readonly forwarder: Http1Forwarder<HttpCaller, Slot, Route>;
   private readonly caps: IdleCaps;
   /** Per cap: refusals since the last log line about it, and when that was. */
   private readonly refusals = { source: { n: 0, at: 0 }, org: { n: 0, at: 0 } };
@@ -56,18 +62,25 @@ export class HttpService {
   private readonly poolByMachine = new WeakMap<Machine, { service: Service; pool: UpstreamPool }>();
   private readonly idPrefix = randomBytes(4).toString('hex');
   private idCounter = 0;
+  private readonly steering: HttpSteering;
 
   constructor(
     private readonly core: ProxyCore,
     private readonly upstream: Upstream,
+    /** The region table: steering checks region codes against it. */
+    regions: RegionCodes,
   ) {
     const c = core.config;
     this.caps = new IdleCaps(c.max_idle_per_source, c.max_idle_per_org);
+    const steering = (this.steering = new HttpSteering(core, regions));
     const region = upstream.balancer.region;
     const log = core.log;
-    this.forwarder = new Http1Forwarder<HttpCaller, Slot, PickPrefs>(
+    this.forwarder = new Http1Forwarder<HttpCaller, Slot, Route>(
       {
-        connect: (info, tried, gone, id, prefs) => this.connect(info, tried, gone, id, prefs),
+        connect: (info, tried, gone, id, route) => this.connect(info, tried, gone, id, route),
+        route: steering.route,
+        replay: steering.replay,
+        replayFailed: steering.replayFailed,
         release: (s) => upstream.release(s),
         reportSuccess: (s) => upstream.succeeded(s),
         reportFailure: (s, err, id) => upstream.failed(s, err, id),
@@ -137,19 +150,26 @@ export class HttpService {
     r.at = now;
   }
 
-  private connect(info: HttpCaller, tried: Set<Slot>, gone: () => boolean, requestId: string, prefs: PickPrefs | null): Connected<Slot> | SixpnError | Promise<Connected<Slot> | SixpnError> {
-    const t = info.target;
-    return this.upstream.connect<UpstreamConn>({
-      app: t.app.name,
-      service: t.service,
+  private connect(info: HttpCaller, tried: Set<Slot>, gone: () => boolean, requestId: string, route: Route | null): Connected<Slot> | SixpnError | Promise<Connected<Slot> | SixpnError> {
+    // A steered request (routing headers, a replay) may go to another app of the org, under a constraint.
+    const app = route === null ? info.target.app : route.app;
+    const service = route === null ? info.target.service : route.service;
+    const r = this.upstream.connect<UpstreamConn>({
+      app: app.name,
+      service,
       tried,
       gone,
       requestId,
-      prefs,
-      reuse: (s) => this.pool(s, t.service).take(),
-      adopt: (s, socket) => this.pool(s, t.service).adopt(socket),
+      prefs: route === null ? null : route.steer,
+      waitMs: route === null ? null : route.waitMs,
+      reuse: (s) => this.pool(s, service).take(),
+      adopt: (s, socket) => this.pool(s, service).adopt(socket),
       reportConnect: false,
     });
+    if (route === null || !route.forced) return r;
+    if (r instanceof SixpnError) return this.steering.refusal(route, r);
+    if (isPromise(r)) return r.then((x) => (x instanceof SixpnError ? this.steering.refusal(route, x) : x));
+    return r;
   }
 
   private done(info: HttpCaller, m: Slot | null, status: number, id: string, method: string, t0: number): void {

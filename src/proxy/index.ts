@@ -5,6 +5,7 @@
  * the catalog live; SIGTERM drains (stop accepting, let work in flight finish, then close).
  */
 import { startAutostart, type Autostart } from '../autostart/index.js';
+import os from 'node:os';
 import { attachToView, Balancer } from '../balancer/index.js';
 import { HostLiveness } from '../catalog/liveness.js';
 import { localHostName, sourcePicker } from '../catalog/source.js';
@@ -18,6 +19,7 @@ import { startMemoryGuard } from './memory.js';
 import { appMetrics } from './metrics.js';
 import { TcpService } from './tcp.js';
 import { Upstream, type MachineStarter, type SourcePicker } from './upstream.js';
+import { startProxyWorkers } from './workers.js';
 
 export { findTarget, dialTarget } from './core.js';
 export type { MachineStarter, SourcePicker } from './upstream.js';
@@ -34,6 +36,13 @@ export interface ProxySeams {
   sourceFor?: SourcePicker;
   /** Autostart: starts machines when callers find none with room. */
   autostart?: MachineStarter | null;
+  /** Set in a proxy worker (./worker.ts): which of how many; its limits are its share. */
+  share?: { index: number; count: number };
+}
+
+/** `[proxy] workers`, 0 meaning one per core. */
+export function workerCount(workers: number): number {
+  return workers === 0 ? os.availableParallelism() : workers;
 }
 
 /** The proxy's role handle: the control role reads passive ejections from it for the event feed. */
@@ -53,6 +62,13 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
   if (!cfg.enabled) {
     log.info('proxy disabled by config');
     return { name: 'proxy', describe: () => ['proxy: disabled'], ejections: () => [], forgetMachine: () => undefined, close: async () => undefined };
+  }
+  const workers = workerCount(cfg.workers);
+  if (workers > 1 && seams.share === undefined) {
+    // The data path runs in worker processes; this one relays the catalog to them. Passive
+    // ejections and the HTTP pools are per worker, so the seams below are theirs.
+    const w = await startProxyWorkers(ctx, workers);
+    return { name: 'proxy', describe: () => w.describe(), ejections: () => [], forgetMachine: () => undefined, drain: (d) => w.drain(d), close: () => w.close() };
   }
   const hc = ctx.config.health;
   const balancer = new Balancer({
@@ -78,7 +94,8 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
       ? startAutostart({ config: ctx.config.autostart, store: ctx.store, view: ctx.view, balancer, rank: (r) => rank.get(r) ?? Number.MAX_SAFE_INTEGER, connectTimeoutMs: cfg.connect_timeout, nodeName: ctx.config.node.name, log })
       : null;
   upstream.autostart = seams.autostart ?? own;
-  const http = new HttpService(core, upstream);
+  upstream.share = seams.share ?? null;
+  const http = new HttpService(core, upstream, ctx.regions);
   const tcp = new TcpService(core, upstream);
   const listeners = new Listeners(core, http, tcp);
   const stopGuard = startMemoryGuard(cfg.gc_after_bytes, 20, () => http.inFlight > 0);

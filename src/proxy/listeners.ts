@@ -155,6 +155,8 @@ export class Listeners {
       return;
     }
     socket.on('error', destroyOnError);
+    // Sockets handed over by node:cluster (workers) do not get the server's noDelay; set it here.
+    socket.setNoDelay(true);
     const flycast = spec.flycast ?? normalizeAddress(socket.localAddress ?? '');
     const port = spec.flycast ? spec.flycastPort : (socket.localPort ?? 0);
     const target = flycast ? findTarget(core.view, flycast, port) : null;

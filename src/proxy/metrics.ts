@@ -59,6 +59,18 @@ export const selectionTotal = counter({
   labelNames: ['outcome'] as const,
 });
 
+export const replaysTotal = counter({
+  name: 'sixpn_proxy_replays_total',
+  help: 'fly-replay answers from machines, by the app that asked and outcome: replayed, fallback, loop, body_too_large, forbidden, invalid, failed',
+  labelNames: ['app', 'outcome'] as const,
+});
+
+export const steeredTotal = counter({
+  name: 'sixpn_proxy_steered_requests_total',
+  help: 'Requests with a caller routing header (fly-prefer-region, fly-force-region, fly-prefer-instance-id, fly-force-instance-id), by app and outcome: steered, refused',
+  labelNames: ['app', 'outcome'] as const,
+});
+
 export const requestDuration = histogram({
   name: 'sixpn_proxy_request_duration_seconds',
   help: 'HTTP request time through the proxy, from request head to response end',

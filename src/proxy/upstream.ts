@@ -12,8 +12,8 @@
  *
  * Seams, each documented where it is declared: `autostart` (a stopped machine is started when no
  * started one has room), per-pick `prefs` (request steering), `sourceFor` and `dialOptions`
- * (the mesh: from which local address and where a machine is dialed), `lender` (the workers'
- * share of each machine's hard_limit).
+ * (the mesh: from which local address and where a machine is dialed), `share` (a worker's part
+ * of every limit, ./workers.ts).
  *
  * @example
  *   const r = upstream.connect({ app: 'web', service, tried: new Set(), gone: () => sock.destroyed,
@@ -22,7 +22,7 @@
  */
 import net from 'node:net';
 import type { Logger } from 'pino';
-import { Balancer, type Limits, type PickPrefs, type Slot } from '../balancer/index.js';
+import { Balancer, type Limits, type Slot, type Steer } from '../balancer/index.js';
 import type { Machine, Service } from '../catalog/types.js';
 import { NoCapacityError, SixpnError, UpstreamUnreachableError } from '../errors.js';
 import type { ProxyConfig } from './config.js';
@@ -30,6 +30,7 @@ import { badUpstream, dialTarget } from './core.js';
 import { Timed, type Deadlines } from './http1/deadlines.js';
 import { appMetrics, selected } from './metrics.js';
 import { CapacityQueue } from './queue.js';
+import { share } from './workers.js';
 
 export type Acquired = Slot | 'none' | 'full';
 
@@ -60,15 +61,6 @@ export interface MachineStarter {
 /** Where a machine is dialed from (the mesh: this host's address in the machine's org), or undefined for the default. */
 export type SourcePicker = (m: Machine) => string | undefined;
 
-/**
- * The workers' share of each machine's hard_limit (src/proxy/capacity.ts): told when a pick
- * found every candidate at this worker's cap, and of every release.
- */
-export interface CapacityLender {
-  want(app: string): void;
-  released(slot: Slot, localWaiters: boolean): void;
-}
-
 export interface ConnectRequest<T> {
   app: string;
   service: Service;
@@ -76,7 +68,9 @@ export interface ConnectRequest<T> {
   tried: Set<Slot>;
   gone: () => boolean;
   requestId?: string;
-  prefs?: PickPrefs | null;
+  prefs?: Steer | null;
+  /** The longest wait in the capacity queue for this request (a replay's `timeout=`); never above queue_timeout. */
+  waitMs?: number | null;
   /** An idle connection to the slot's machine, if any (HTTP pools). */
   reuse?: (slot: Slot) => T | null;
   /** A freshly dialed socket as what the caller wants. */
@@ -162,10 +156,11 @@ export class Upstream {
    * use, which is a connect failure of that machine). `sourceFor` adds the local address.
    */
   dialOptions: (m: Machine, service: Service) => net.TcpNetConnectOpts = defaultDialOptions;
-  /** Set in a worker: its share of each machine's hard_limit. */
-  lender: CapacityLender | null = null;
-  /** Workers share soft_limit too: each balances up to its part of it (1 = the whole). */
-  softShare = 1;
+  /**
+   * In a proxy worker (./workers.ts): which of how many it is. Its limits are its share of each
+   * service's soft_limit and hard_limit, so the workers together never exceed hard_limit.
+   */
+  share: { index: number; count: number } | null = null;
   private readonly limitsByService = new WeakMap<Service, Limits>();
 
   constructor(
@@ -181,13 +176,15 @@ export class Upstream {
     balancer.onCapacity = (app, all) => (all ? this.queue.wakeAll(app) : this.queue.wake(app));
   }
 
-  /** The limits this process balances with for a service (its share of soft_limit with workers). */
+  /** The limits this process balances with for a service (with workers: its share of them). */
   limits(service: Service): Limits {
-    if (this.softShare === 1) return service.concurrency;
+    const sh = this.share;
+    if (sh === null || sh.count <= 1) return service.concurrency;
     let l = this.limitsByService.get(service);
     if (!l) {
       const c = service.concurrency;
-      l = { soft_limit: Math.max(1, Math.ceil(c.soft_limit / this.softShare)), hard_limit: c.hard_limit };
+      const hard = share(c.hard_limit, sh.index, sh.count);
+      l = { soft_limit: Math.min(hard, Math.max(1, share(c.soft_limit, sh.index, sh.count))), hard_limit: hard };
       this.limitsByService.set(service, l);
     }
     return l;
@@ -198,15 +195,16 @@ export class Upstream {
    * waiting in the queue (or for an autostart). 'none' when the app has no candidate left to
    * try, 'full' when the wait ran out or the queue is full, an Error when a start failed.
    */
-  acquire(app: string, service: Service, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: PickPrefs | null = null): Acquired | Error | Promise<Acquired | Error> {
+  acquire(app: string, service: Service, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: Steer | null = null, waitMs: number | null = null): Acquired | Error | Promise<Acquired | Error> {
     const limits = this.limits(service);
     const got = this.pickNow(app, limits, tried, prefs);
     const starter = this.autostart;
+    const queueMs = waitMs === null ? this.config.queue_timeout : Math.min(waitMs, this.config.queue_timeout);
     if (typeof got === 'object') {
       const warm = starter?.warming?.(got.machine.id) ?? null;
       if (warm !== null) {
         this.release(got);
-        const again = (): Acquired | Promise<Acquired> => this.afterStart(app, limits, tried, gone, prefs);
+        const again = (): Acquired | Promise<Acquired> => this.afterStart(app, limits, tried, gone, prefs, queueMs);
         return warm.then(again, again);
       }
       if (starter !== null && (got.outcome === 'spilled' || got.outstanding > limits.soft_limit)) {
@@ -218,29 +216,27 @@ export class Upstream {
       // No started machine at all: the caller waits for one to be started.
       if (starter === null || tried.size > 0) return 'none';
       return starter.wake(app, service).then(
-        (woke) => (woke instanceof Error ? woke : woke === null || gone() ? 'none' : this.afterStart(app, limits, tried, gone, prefs)),
+        (woke) => (woke instanceof Error ? woke : woke === null || gone() ? 'none' : this.afterStart(app, limits, tried, gone, prefs, queueMs)),
         (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
       );
     }
     starter?.nudge(app, service, Infinity);
-    return this.wait(app, limits, tried, gone, prefs);
+    return this.wait(app, limits, tried, gone, prefs, queueMs);
   }
 
   /** The pick once a start this caller waited for is over: the started machines may all be full for now (many callers woke at once), which is a wait in the queue like any other. */
-  private afterStart(app: string, limits: Limits, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: PickPrefs | null): Acquired | Promise<Acquired> {
+  private afterStart(app: string, limits: Limits, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: Steer | null, waitMs: number): Acquired | Promise<Acquired> {
     const got = this.pickNow(app, limits, tried, prefs);
-    return got === 'full' ? this.wait(app, limits, tried, gone, prefs) : got;
+    return got === 'full' ? this.wait(app, limits, tried, gone, prefs, waitMs) : got;
   }
 
-  private async wait(app: string, limits: Limits, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: PickPrefs | null): Promise<Acquired> {
-    const cfg = this.config;
-    this.lender?.want(app);
-    if (!this.queue.hasRoom || cfg.queue_timeout === 0) {
+  private async wait(app: string, limits: Limits, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: Steer | null, waitMs: number): Promise<Acquired> {
+    if (!this.queue.hasRoom || waitMs === 0) {
       selected('refused');
       return 'full';
     }
     selected('queued');
-    const deadline = performance.now() + cfg.queue_timeout;
+    const deadline = performance.now() + waitMs;
     let front = false;
     for (;;) {
       const left = deadline - performance.now();
@@ -261,7 +257,7 @@ export class Upstream {
     return 'full';
   }
 
-  private pickNow(app: string, limits: Limits, tried: ReadonlySet<Slot>, prefs: PickPrefs | null): Acquired {
+  private pickNow(app: string, limits: Limits, tried: ReadonlySet<Slot>, prefs: Steer | null): Acquired {
     // The caller's last connect try goes to another region when one has room.
     const lastTry = tried.size > 0 && tried.size === this.config.connect_tries - 1;
     const s = this.balancer.pick(app, limits, tried.size > 0 ? tried : null, lastTry, prefs);
@@ -270,6 +266,8 @@ export class Upstream {
       appMetrics(app).activeOn(s.machine.id).inc();
       return s;
     }
+    // Under a steering constraint, "none" means nothing the constraint allows (a forced region or machine).
+    if (prefs !== null) return this.balancer.steerCandidates(app, prefs, tried) > 0 ? 'full' : 'none';
     const left = this.balancer.candidateCount(app) - countLive(tried);
     return left > 0 ? 'full' : 'none';
   }
@@ -277,9 +275,7 @@ export class Upstream {
   /** Gives back what `acquire` took. */
   release(s: Slot): void {
     appMetrics(s.machine.app).activeOn(s.machine.id).dec();
-    const waiters = this.lender !== null && this.queue.waiting(s.machine.app) > 0;
     this.balancer.release(s);
-    this.lender?.released(s, waiters);
   }
 
   /** The machine answered (TCP: connected; HTTP: a response head): passive ejection forgives it. */
@@ -326,7 +322,7 @@ export class Upstream {
    * connection or the typed error the caller is answered with.
    */
   connect<T>(r: ConnectRequest<T>): Connected<T> | SixpnError | Promise<Connected<T> | SixpnError> {
-    const a = this.acquire(r.app, r.service, r.tried, r.gone, r.prefs ?? null);
+    const a = this.acquire(r.app, r.service, r.tried, r.gone, r.prefs ?? null, r.waitMs ?? null);
     if (isPromise<Acquired | Error>(a)) return a.then((x) => this.connectTo(r, x, null));
     return this.connectTo(r, a, null);
   }
@@ -350,7 +346,7 @@ export class Upstream {
       r.tried.add(slot);
       if (r.gone()) return CALLER_GONE;
       if (r.tried.size >= this.config.connect_tries) return new UpstreamUnreachableError('no machine reachable', { cause: s });
-      const a = this.acquire(r.app, r.service, r.tried, r.gone, r.prefs ?? null);
+      const a = this.acquire(r.app, r.service, r.tried, r.gone, r.prefs ?? null, r.waitMs ?? null);
       if (isPromise<Acquired | Error>(a)) return a.then((x) => this.connectTo(r, x, s));
       return this.connectTo(r, a, s);
     }

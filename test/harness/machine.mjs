@@ -12,6 +12,12 @@
 //   /sleep?ms=N  -> "<id>\n" after N ms (holds a request in flight)
 //   /bytes?n=N   -> N bytes streamed in 64 KiB chunks
 //   POST /sink   -> reads the body, answers {"bytes":N}
+//   /echo        -> reads the body, answers JSON {id, region, method, url, headers, bytes, sha256}
+//   /replay?to=V -> answers 409 with `fly-replay: V` (after reading the body; with early=1 at
+//                   once; `to_<region>=V` overrides V on machines of that region), except on a
+//                   machine whose --region or id is in `unless` (comma list), or for a request
+//                   that carries fly-replay-failed: those answer as /echo
+//   --region R   -> the machine's region (for /echo and `unless`)
 //   Upgrade      -> 101, then echoes raw bytes (a WebSocket-like tunnel); on /no-upgrade a plain
 //                   200 "<id>\n" instead, and the connection goes on serving HTTP requests
 //                   (what a server that ignores Upgrade does)
@@ -21,6 +27,7 @@
 // Stats (never through the proxy): GET http://127.0.0.1:<statsPort>/stats, POST /reset.
 // {connections, active, maxActive, requests, activeRequests, maxActiveRequests, remotes{addr:n},
 //  bytesIn, eofs (callers whose end of stream arrived)}
+import { createHash } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 
@@ -36,6 +43,7 @@ const port = Number(opt('port', '0'));
 const greet = args.includes('--greet');
 const finFirst = args.includes('--fin-first');
 const logConnections = args.includes('--log');
+const region = opt('region', '');
 
 let stats;
 const resetStats = () => {
@@ -101,6 +109,32 @@ if (kind === 'tcp') {
         res.end();
       };
       pump();
+    } else if (
+      url.pathname === '/echo' ||
+      (url.pathname === '/replay' && (req.headers['fly-replay-failed'] !== undefined || (url.searchParams.get('unless') ?? '').split(',').some((u) => u === region || u === id)))
+    ) {
+      const hash = createHash('sha256');
+      let bytes = 0;
+      req.on('data', (c) => {
+        bytes += c.length;
+        hash.update(c);
+      });
+      req.on('end', () => {
+        res.setHeader('content-type', 'application/json');
+        res.end(JSON.stringify({ id, region, method: req.method, url: req.url, headers: req.headers, bytes, sha256: hash.digest('hex') }));
+      });
+    } else if (url.pathname === '/replay') {
+      const answer = () => {
+        res.writeHead(409, { 'fly-replay': url.searchParams.get(`to_${region}`) ?? url.searchParams.get('to') ?? '', 'content-length': '0' });
+        res.end();
+      };
+      if (url.searchParams.get('early') === '1') {
+        answer();
+        req.resume();
+      } else {
+        req.resume();
+        req.on('end', answer);
+      }
     } else if (url.pathname === '/sink') {
       let bytes = 0;
       req.on('data', (c) => (bytes += c.length));

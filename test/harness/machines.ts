@@ -43,6 +43,8 @@ export interface MachineOptions {
   greet?: boolean;
   /** TCP machines: write "<id>\n" and end their side at once (a half-close from the machine). */
   finFirst?: boolean;
+  /** The machine's region (HTTP machines report it on /echo and match it in /replay's `unless`). */
+  region?: string;
 }
 
 const SCRIPT = resolve(ROOT, 'test/harness/machine.mjs');
@@ -51,6 +53,7 @@ async function startMachine(kind: 'http' | 'tcp', o: MachineOptions): Promise<Te
   const args = [SCRIPT, '--kind', kind, '--id', o.id, '--host', o.host, '--port', String(o.port ?? 0)];
   if (o.greet) args.push('--greet');
   if (o.finFirst) args.push('--fin-first');
+  if (o.region) args.push('--region', o.region);
   const proc = start(process.execPath, args);
   const line = await proc.waitForLine(/^ready /, 10_000);
   const ready = JSON.parse(line.slice('ready '.length)) as { port: number; statsPort: number };

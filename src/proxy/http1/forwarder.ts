@@ -50,6 +50,26 @@ export interface Connected<M> {
  */
 export type Route<P> = P | SixpnError | null;
 
+/** A replay to make (from `replay` or `replayFailed`): where to, and what the target is told. */
+export interface ReplayTo<P> {
+  /** The route every `connect` of the replay gets. */
+  route: P;
+  /** Whole header lines added to the replayed request (`fly-replay-src: ...\r\n`). */
+  header: string;
+  /** The machine that asked is no candidate for this replay (fly-replay elsewhere=true). */
+  excludeSource: boolean;
+}
+
+/** Where a request stands when a machine asks for a replay. */
+export interface ReplayState {
+  /** Replays already made for this request. */
+  replays: number;
+  /** It already went back to its source after a failed replay. */
+  fallback: boolean;
+  /** Its body was over `maxReplayBody` and was not kept. */
+  bodyTooLarge: boolean;
+}
+
 /**
  * How the forwarder reaches machines: plug these onto the upstream layer (pick with its queue,
  * pooled connection or dial, connect retries, passive ejection). Every machine `connect` returns
@@ -70,10 +90,19 @@ export interface ForwarderHooks<C extends CallerContext, M, P = unknown> {
   /** A connection died before any response byte and the request goes elsewhere. */
   reportFailure(m: M, err: Error, requestId: string): void;
   /**
-   * Seam for request steering (fly-prefer-region and friends): called once per request head
-   * before the first `connect`; what it returns is passed to every `connect` of the request.
+   * Request steering (fly-prefer-region and friends): called only for a request head that
+   * carries a routing field (`head.steering`), before the first `connect`; what it returns is
+   * passed to every `connect` of the request (an error is the answer instead).
    */
   route?(ctx: C, head: HeadParser, requestId: string): Route<P>;
+  /**
+   * Replay: called only for a final response head that carries `fly-replay`. That response is not
+   * sent to the caller: the request (head and body) goes where the result says, or the error is
+   * the answer. Without this hook `fly-replay` passes through and bodies are not kept.
+   */
+  replay?(ctx: C, m: M, response: HeadParser, route: P | null, state: ReplayState, requestId: string): ReplayTo<P> | SixpnError;
+  /** A replay found no machine (refused or unreachable): a fallback to make, or null for the error. */
+  replayFailed?(ctx: C, route: P, err: SixpnError, requestId: string): ReplayTo<P> | null;
   /** A request from a denied caller is being answered 403. */
   denied?(ctx: C, requestId: string): void;
   /**
@@ -135,6 +164,8 @@ export interface ForwarderOptions {
   poolIdleTimeout?: number;
   /** Resolution of every timeout (ms), when the forwarder makes its own wheel. */
   tickMs?: number;
+  /** Request body bytes kept while they pass so the request can be replayed (with a `replay` hook). */
+  maxReplayBody?: number;
 }
 
 type Settings = Required<Omit<ForwarderOptions, 'region' | 'requestId' | 'log' | 'deadlines'>>;
@@ -154,6 +185,7 @@ const DEFAULTS: Settings = {
   poolMaxIdle: 64,
   poolIdleTimeout: 4_000,
   tickMs: 0,
+  maxReplayBody: 1024 * 1024,
 };
 
 const REASONS: Record<number, string> = {
@@ -161,11 +193,13 @@ const REASONS: Record<number, string> = {
   403: 'Forbidden',
   404: 'Not Found',
   408: 'Request Timeout',
+  413: 'Content Too Large',
   500: 'Internal Server Error',
   502: 'Bad Gateway',
   503: 'Service Unavailable',
   504: 'Gateway Timeout',
   505: 'HTTP Version Not Supported',
+  508: 'Loop Detected',
 };
 
 /** The parser's reason for a request line of another HTTP version (answered 505, not 400). */
@@ -323,6 +357,13 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
   private upReusable = false;
   private status = 0;
   private startedAt = 0;
+  // Replays (see hooks.replay).
+  private replays = 0;
+  private fellBack = false;
+  /** Body bytes as they went to the machine, kept for a replay (null: not kept). */
+  private kept: Buffer[] | null = null;
+  private keptBytes = 0;
+  private bodyTooLarge = false;
 
   constructor(
     private readonly fwd: Http1Forwarder<C, M, P>,
@@ -483,7 +524,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
       this.keepCaller = false;
       return this.answer(400, 'malformed request: an upgrade request may not carry a body');
     }
-    if (this.fwd.hooks.route) {
+    if (h.steering && this.fwd.hooks.route) {
       const r = this.fwd.hooks.route(this.ctx, h, this.id);
       if (r instanceof SixpnError) {
         this.keepCaller = this.reqDone && this.wantsKeepAlive;
@@ -517,6 +558,12 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
     this.upHead = rewriteRequest(h, this.who, this.id, this.upgrade);
     this.route = null;
     this.tried.clear();
+    this.replays = 0;
+    this.fellBack = false;
+    this.keptBytes = 0;
+    const keep = kind !== BODY.NONE && this.fwd.hooks.replay !== undefined;
+    this.bodyTooLarge = keep && h.contentLength > this.s.maxReplayBody;
+    this.kept = keep && !this.bodyTooLarge ? [] : null;
     this.resBytes = false;
     this.rs = RS.HEAD;
     this.status = 0;
@@ -541,7 +588,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
   private readonly onConnected = (r: Connected<M> | SixpnError): void => {
     if (r instanceof SixpnError) {
       if (this.phase === PH.CLOSED) return;
-      return this.fail(r);
+      return this.noMachine(r);
     }
     if (this.phase === PH.CLOSED) {
       // The caller went away while the machine was being reached: the connection is clean.
@@ -553,6 +600,77 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
     r.conn.lend(this);
     this.connected(r.conn);
   };
+
+  /** No machine for this request: a replay may fall back to where it came from, else the error. */
+  private noMachine(err: SixpnError): void {
+    const hooks = this.fwd.hooks;
+    if (this.replays > 0 && !this.fellBack && this.route !== null && hooks.replayFailed !== undefined) {
+      const r = hooks.replayFailed(this.ctx, this.route, err, this.id);
+      if (r !== null) {
+        this.fellBack = true;
+        return this.startReplay(r, null);
+      }
+    }
+    this.fail(err);
+  }
+
+  /** Keeps body bytes sent to the machine for a replay, until there are too many. */
+  private keep(b: Buffer): void {
+    this.keptBytes += b.length;
+    if (this.keptBytes > this.s.maxReplayBody) {
+      this.kept = null;
+      this.bodyTooLarge = true;
+    } else this.kept!.push(b);
+  }
+
+  /** A final response head asked for a replay: drop that answer and send the request elsewhere. */
+  private replayAsked(h: HeadParser, kind: BodyKind, rest: boolean): void {
+    const m = this.m!;
+    const hooks = this.fwd.hooks;
+    hooks.reportSuccess(m);
+    const r = hooks.replay!(this.ctx, m, h, this.route, { replays: this.replays, fallback: this.fellBack, bodyTooLarge: this.bodyTooLarge }, this.id);
+    const up = this.up!;
+    this.up = null;
+    if (this.upPaused) up.socket.resume();
+    this.upPaused = false;
+    // The machine's connection goes back only when its answer had no body and our request went whole.
+    if (kind === BODY.NONE && h.keepAlive && this.reqDone && !rest) up.pool.put(up);
+    else up.destroy();
+    // Refused: answered (and logged, naming the machine that asked) by fail, which lets go of it.
+    if (r instanceof SixpnError) return this.fail(r);
+    this.releaseMachine();
+    this.replays++;
+    this.startReplay(r, m);
+  }
+
+  /** Sends the request again (a replay, or its fallback): same head plus `r.header`, the body from its first byte. */
+  private startReplay(r: ReplayTo<P>, source: M | null): void {
+    this.route = r.route;
+    this.tried.clear();
+    if (r.excludeSource && source !== null) this.tried.add(source);
+    this.resBytes = false;
+    this.rs = RS.HEAD;
+    this.status = 0;
+    this.upReusable = false;
+    this.upHead = rewriteRequest(this.head, this.who, this.id, this.upgrade, Buffer.from(r.header, 'latin1'));
+    const kind = requestBody(this.head);
+    if (kind !== BODY.NONE) {
+      // What was kept goes first, then what the caller still sends (read once the target is connected).
+      const kept = this.kept!;
+      if (kept.length > 0) {
+        const prefix = kept.length === 1 ? kept[0]! : Buffer.concat(kept);
+        this.held = this.held === null ? prefix : Buffer.concat([prefix, this.held]);
+      }
+      this.kept = [];
+      this.keptBytes = 0;
+      this.body.begin(kind, this.head.contentLength);
+      this.reqDone = false;
+    }
+    this.setDeadline(DL.NONE, 0);
+    this.pause(PAUSE.PICK);
+    this.unpause(PAUSE.UP_FULL);
+    this.attempt();
+  }
 
   /** A connection to the picked machine: send the head and what is held of the body. */
   private connected(c: UpstreamConn): void {
@@ -578,11 +696,17 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
     if (e === BODY_INVALID) return this.abortRequest(`malformed request body: ${this.body.reason}`);
     const up = this.up!.socket;
     if (e === BODY_CONTINUES) {
-      if (!up.write(off === 0 ? chunk : chunk.subarray(off))) this.pause(PAUSE.UP_FULL);
+      const b = off === 0 ? chunk : chunk.subarray(off);
+      if (this.kept !== null) this.keep(b);
+      if (!up.write(b)) this.pause(PAUSE.UP_FULL);
       this.touch();
       return;
     }
-    if (e > off && !up.write(off === 0 && e === chunk.length ? chunk : chunk.subarray(off, e))) this.pause(PAUSE.UP_FULL);
+    if (e > off) {
+      const b = off === 0 && e === chunk.length ? chunk : chunk.subarray(off, e);
+      if (this.kept !== null) this.keep(b);
+      if (!up.write(b)) this.pause(PAUSE.UP_FULL);
+    }
     this.reqDone = true;
     this.requestDeadline = Infinity;
     if (this.rs === RS.HEAD) this.setDeadline(DL.UPSTREAM, this.s.upstreamTimeout);
@@ -621,6 +745,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
           if (!this.upgrade) return this.badResponse('invalid response from machine: 101 to a request that did not ask to upgrade');
           return this.switchProtocols(h, chunk, off);
         }
+        if (h.replayField >= 0 && this.fwd.hooks.replay !== undefined) return this.replayAsked(h, kind, off < chunk.length);
         this.responseHead(h, kind);
         break;
       }
@@ -636,6 +761,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
 
   private responseHead(h: HeadParser, kind: BodyKind): void {
     this.status = h.status;
+    this.kept = null; // answered: no replay any more
     this.fwd.hooks.reportSuccess(this.m!);
     this.resKind = kind;
     this.upHead = null;

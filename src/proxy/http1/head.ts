@@ -80,6 +80,11 @@ export class HeadParser {
   upgradeField = -1;
   expectContinue = false;
   hostCount = 0;
+  /** A request carries one of Fly's routing headers (fly-prefer-region, ...): worth a look. */
+  steering = false;
+  /** Index of the (last) fly-replay field of a response, or -1; how many there were. */
+  replayField = -1;
+  replayFields = 0;
   /** Ranges (relative start, end pairs) of the names a Connection field lists, to drop them. */
   readonly connectionNames: number[] = [];
 
@@ -125,6 +130,9 @@ export class HeadParser {
     this.upgradeField = -1;
     this.expectContinue = false;
     this.hostCount = 0;
+    this.steering = false;
+    this.replayField = -1;
+    this.replayFields = 0;
     this.connectionNames.length = 0;
   }
 
@@ -313,6 +321,16 @@ export class HeadParser {
         return true;
       case H.EXPECT:
         if (equalsLower(buf, vs, ve, LOWER.continue100)) this.expectContinue = true;
+        return true;
+      case H.FLY_PREFER_REGION:
+      case H.FLY_FORCE_REGION:
+      case H.FLY_PREFER_INSTANCE_ID:
+      case H.FLY_FORCE_INSTANCE_ID:
+        this.steering = true;
+        return true;
+      case H.FLY_REPLAY:
+        this.replayField = n;
+        this.replayFields++;
         return true;
     }
     return true;

@@ -34,6 +34,10 @@ const REQUEST_ACTION = new Uint8Array(32);
 for (const c of [H.CONNECTION, H.PROXY_CONNECTION, H.KEEP_ALIVE, H.TE, H.UPGRADE, H.PROXY_AUTHORIZATION, H.PROXY_AUTHENTICATE, H.HTTP2_SETTINGS, H.FORWARDED, H.X_REAL_IP, H.FLY_CLIENT_IP, H.FLY_FORWARDED_PORT, H.FLY_REGION, H.FLY_REQUEST_ID, H.FLY_FORWARDED_PROTO, H.FLY_FORWARDED_SSL]) {
   REQUEST_ACTION[c] = 1;
 }
+// The caller's routing headers are for the proxy, and only the proxy may say where a replay came from.
+for (const c of [H.FLY_PREFER_REGION, H.FLY_FORCE_REGION, H.FLY_PREFER_INSTANCE_ID, H.FLY_FORCE_INSTANCE_ID, H.FLY_REPLAY_SRC, H.FLY_REPLAY_FAILED]) {
+  REQUEST_ACTION[c] = 1;
+}
 REQUEST_ACTION[H.X_FORWARDED_FOR] = 2;
 REQUEST_ACTION[H.VIA] = 2;
 
@@ -170,14 +174,17 @@ function writeRest(h: HeadParser, conn: Buffer | null, out: Buffer, o: number): 
   put(CRLF, out, o);
 }
 
-/** The head to send to the machine for the request in `h`. */
-export function rewriteRequest(h: HeadParser, who: CallerIdentity, requestId: string, upgrade: boolean): Buffer {
+/**
+ * The head to send to the machine for the request in `h`. `extra`: whole header lines the proxy
+ * adds after its identity fields (a replay's `fly-replay-src`), CRLF-terminated.
+ */
+export function rewriteRequest(h: HeadParser, who: CallerIdentity, requestId: string, upgrade: boolean, extra: Buffer | null = null): Buffer {
   const kept = keptRuns(h, REQUEST_ACTION, upgrade);
   const plain = joinedLength(h, H.X_FORWARDED_FOR) === 0 && joinedLength(h, H.VIA) === 0;
   const tail = plain ? who.plainTail.length : 2 + mergedLength(h, H.X_FORWARDED_FOR, XFF, who.caller) + mergedLength(h, H.VIA, VIA, VIA_SELF);
   // HTTP/1.0 is not persistent by default: ask the machine to keep our connection open.
   const conn = upgrade ? CONN_UPGRADE : h.minor === 0 ? CONN_KEEP_ALIVE : null;
-  const size = h.lineEnd + 2 + who.head.length + requestId.length + tail + (conn ? conn.length : 0) + kept + 2;
+  const size = h.lineEnd + 2 + who.head.length + requestId.length + tail + (conn ? conn.length : 0) + (extra ? extra.length : 0) + kept + 2;
   const out = Buffer.allocUnsafe(size);
   let o = copy(h.buf, h.base, h.base + h.lineEnd + 2, out, 0);
   o = put(who.head, out, o);
@@ -188,6 +195,7 @@ export function rewriteRequest(h: HeadParser, who: CallerIdentity, requestId: st
     o = writeMerged(h, H.X_FORWARDED_FOR, XFF, who.caller, out, o);
     o = writeMerged(h, H.VIA, VIA, VIA_SELF, out, o);
   }
+  if (extra) o = put(extra, out, o);
   writeRest(h, conn, out, o);
   return out;
 }

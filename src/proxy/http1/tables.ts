@@ -77,6 +77,14 @@ export const H = {
   FLY_REQUEST_ID: 20,
   FLY_FORWARDED_PROTO: 21,
   FLY_FORWARDED_SSL: 22,
+  // Request steering (a caller's routing headers, the proxy's replay fields) and the machine's replay ask.
+  FLY_PREFER_REGION: 23,
+  FLY_FORCE_REGION: 24,
+  FLY_PREFER_INSTANCE_ID: 25,
+  FLY_FORCE_INSTANCE_ID: 26,
+  FLY_REPLAY_SRC: 27,
+  FLY_REPLAY_FAILED: 28,
+  FLY_REPLAY: 29,
 } as const;
 
 const NAMES: [string, number][] = [
@@ -102,6 +110,13 @@ const NAMES: [string, number][] = [
   ['fly-request-id', H.FLY_REQUEST_ID],
   ['fly-forwarded-proto', H.FLY_FORWARDED_PROTO],
   ['fly-forwarded-ssl', H.FLY_FORWARDED_SSL],
+  ['fly-prefer-region', H.FLY_PREFER_REGION],
+  ['fly-force-region', H.FLY_FORCE_REGION],
+  ['fly-prefer-instance-id', H.FLY_PREFER_INSTANCE_ID],
+  ['fly-force-instance-id', H.FLY_FORCE_INSTANCE_ID],
+  ['fly-replay-src', H.FLY_REPLAY_SRC],
+  ['fly-replay-failed', H.FLY_REPLAY_FAILED],
+  ['fly-replay', H.FLY_REPLAY],
 ];
 
 const BY_LENGTH: { bytes: Uint8Array; code: number }[][] = [];

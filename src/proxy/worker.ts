@@ -1,0 +1,96 @@
+/**
+ * A proxy worker process (forked by ./workers.ts): runs the ordinary proxy role on a catalog view
+ * relayed from the primary, with its share of every service's limits. It obeys the primary only:
+ * signals to the process group (Ctrl-C, SIGTERM) are the primary's to act on, and a primary that
+ * went away (the IPC channel closed) ends the worker.
+ */
+import type { CatalogStore, StoreListener } from '../catalog/store.js';
+import type { CatalogSnapshot } from '../catalog/types.js';
+import { CatalogView } from '../catalog/view.js';
+import type { Config } from '../config/index.js';
+import { createRootLogger, flushLogs } from '../observe/log.js';
+import { loadRegionTable } from '../regions/load.js';
+import type { NodeContext } from '../role.js';
+import { startProxyRole, type ProxyRole } from './index.js';
+import type { FromWorker, ToWorker } from './workers.js';
+
+const tell = (m: FromWorker): void => {
+  if (process.connected) process.send!(m);
+};
+
+/** The part of a store a CatalogView reads, fed by the primary. */
+class RelayStore {
+  private readonly listeners = new Set<StoreListener>();
+  private readonly pending = new Map<number, { resolve: (s: CatalogSnapshot) => void; reject: (e: Error) => void }>();
+  private next = 0;
+
+  subscribe(l: StoreListener): () => void {
+    this.listeners.add(l);
+    return () => this.listeners.delete(l);
+  }
+
+  snapshot(): Promise<CatalogSnapshot> {
+    const id = ++this.next;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      tell({ t: 'snapshot', id });
+    });
+  }
+
+  onMessage(m: ToWorker): void {
+    if (m.t === 'event') for (const l of this.listeners) l(m.e);
+    else if (m.t === 'snapshot') {
+      const p = this.pending.get(m.id);
+      this.pending.delete(m.id);
+      if (m.error !== undefined) p?.reject(new Error(m.error));
+      else p?.resolve(m.snap as CatalogSnapshot);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.listeners.clear();
+  }
+}
+
+let role: ProxyRole | null = null;
+const relay = new RelayStore();
+
+async function start(m: Extract<ToWorker, { t: 'init' }>): Promise<void> {
+  const config = m.config as Config;
+  const log = createRootLogger({ level: config.log.level, pretty: config.log.pretty }).child({ worker: m.index });
+  const regions = loadRegionTable(config.regions.file, config.regions.rtt);
+  const view = await CatalogView.open(relay as unknown as CatalogStore);
+  const ctx: NodeContext = { config, baseDir: m.baseDir, store: relay as unknown as CatalogStore, view, regions, log, hostId: m.hostId, roles: new Map() };
+  role = await startProxyRole(ctx, { share: { index: m.index, count: m.count } });
+  tell({ t: 'ready', describe: role.describe?.() ?? [] });
+}
+
+async function stop(): Promise<void> {
+  await role?.close();
+  flushLogs();
+  process.exit(0);
+}
+
+process.on('SIGINT', () => undefined);
+process.on('SIGTERM', () => undefined);
+process.on('disconnect', () => void stop());
+process.on('message', (m: ToWorker) => {
+  switch (m.t) {
+    case 'init':
+      start(m).catch((err: unknown) => {
+        tell({ t: 'failed', error: (err as Error).message });
+        process.exit(1);
+      });
+      return;
+    case 'drain':
+      void role?.drain?.(m.deadline).then(() => tell({ t: 'drained' }));
+      return;
+    case 'close':
+      void stop();
+      return;
+    default:
+      relay.onMessage(m);
+  }
+});
+// Messages sent before this module ran (it loads asynchronously) would be lost: ask for init now.
+tell({ t: 'hello' });
