@@ -54,8 +54,8 @@ export class LabHost {
     return `http://[${this.address}]:4280`;
   }
 
-  /** `sixpn up` inside the host namespace; resolves when it is ready. */
-  async start(timeoutMs = 20_000): Promise<Proc> {
+  /** `sixpn up` inside the host namespace; resolves when it is ready (a loaded 2-core machine has taken 20 s). */
+  async start(timeoutMs = 45_000): Promise<Proc> {
     const p = start('nsenter', [`--net=/run/netns/${this.ns.name}`, process.execPath, CLI, 'up', '--config', this.configFile], { env: { ...process.env, LOG_LEVEL: 'info' } });
     this.node = p;
     await p.waitForLine(/sixpn ready/, timeoutMs);
