@@ -103,7 +103,7 @@ export async function startControl(opts: ControlOptions = {}): Promise<TestContr
     ? start('unshare', ['-m', '--propagation', 'private', 'sh', '-c', 'mount --bind "$1" "$1" && shift && exec "$@"', 'sh', dir, process.execPath, CLI, ...args], { env })
     : startSixpn(args, { env });
   const removeDir = () => {
-    if (!opts.dir) rmSync(dir, { recursive: true, force: true });
+    if (!opts.dir) rmSync(dir, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 }); // a machine process may still be closing its log file
   };
   try {
     await proc.waitForLine(/sixpn ready/, 20_000);
