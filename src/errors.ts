@@ -109,6 +109,15 @@ export class SteerUnavailableError extends SixpnError {
   override readonly status = 503;
 }
 
+/**
+ * Flycast proxy: the app had no started machine with room, and the one started for the caller
+ * failed or did not accept connections within `[autostart] start_timeout`.
+ */
+export class StartFailedError extends SixpnError {
+  override readonly code = 'SIXPN_START_FAILED';
+  override readonly status = 503;
+}
+
 /** Every error class with its code and status: the README table is checked against this list. */
 export const ERROR_CLASSES = [
   ValidationError,
@@ -127,6 +136,7 @@ export const ERROR_CLASSES = [
   ReplayBodyTooLargeError,
   ReplayLoopError,
   SteerUnavailableError,
+  StartFailedError,
 ] as const;
 
 /** Process exit codes for the CLI, by error code (sysexits-like). */

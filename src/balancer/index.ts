@@ -48,6 +48,8 @@ export type PickOutcome = 'same_region' | 'spilled';
 export class Slot {
   /** Requests or connections in flight to this machine through this balancer. */
   outstanding = 0;
+  /** Picks ever made of it (a counter, not a clock: autostop's idle tracker compares samples). */
+  picks = 0;
   /** Position in its region's bucket, -1 when not a candidate. */
   pos = -1;
   /** Where `pos` points: the bucket index (== outstanding while indexed). */
@@ -359,6 +361,7 @@ export class Balancer {
 
   private acquire(s: Slot, g: RegionGroup): Slot {
     s.outstanding++;
+    s.picks++;
     if (s.pos >= 0) g.move(s);
     s.outcome = g.rank === 0 ? 'same_region' : 'spilled';
     return s;

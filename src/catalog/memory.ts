@@ -32,7 +32,8 @@ import {
   validateOrg,
   validatePeerInput,
   validateRelease,
-  validateServices,
+  withServices,
+  type AppServicesOptions,
   tokensOfOrg,
   validateToken,
   type RejectedEntry,
@@ -443,17 +444,17 @@ export class MemoryStore implements CatalogStore {
 
   createApp(input: AppInput): Promise<App> {
     return this.mutate((d) => {
-      const app = validateApp(input, (n) => d.apps.get(n), (n) => d.orgs.get(n));
+      const app = validateApp(input, (n) => d.apps.get(n), (n) => d.orgs.get(n), this.regionExists);
       d.apps.set(app.name, app);
       return { result: structuredClone(app), changes: [{ kind: 'app', op: 'put', key: app.name, value: app, at: this.now() }] };
     });
   }
 
-  updateAppServices(name: string, services: Service[]): Promise<App> {
+  updateAppServices(name: string, services: Service[], opts: AppServicesOptions = {}): Promise<App> {
     return this.mutate((d) => {
       const app = d.apps.get(name);
       if (!app) throw new NotFoundError(`app ${name} not found`);
-      const next: App = { ...app, services: validateServices(services) };
+      const next: App = withServices(app, services, opts, this.regionExists);
       d.apps.set(name, next);
       return { result: structuredClone(next), changes: [{ kind: 'app', op: 'put', key: name, value: next, at: this.now() }] };
     });

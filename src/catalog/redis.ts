@@ -35,7 +35,8 @@ import {
   validateOrg,
   validatePeerInput,
   validateRelease,
-  validateServices,
+  withServices,
+  type AppServicesOptions,
   tokensOfOrg,
   validateToken,
   type RejectedEntry,
@@ -664,18 +665,18 @@ export class RedisStore implements CatalogStore {
 
   createApp(input: AppInput): Promise<App> {
     return this.mutate('create app', (tx) => {
-      const app = validateApp(input, (n) => tx.get<App>(this.k.app, n), (n) => tx.get<Org>(this.k.org, n));
+      const app = validateApp(input, (n) => tx.get<App>(this.k.app, n), (n) => tx.get<Org>(this.k.org, n), this.regionExists);
       tx.put('app', app.name, app);
       tx.change({ kind: 'app', op: 'put', key: app.name, value: app, at: tx.now });
       return app;
     });
   }
 
-  updateAppServices(name: string, services: Service[]): Promise<App> {
+  updateAppServices(name: string, services: Service[], opts: AppServicesOptions = {}): Promise<App> {
     return this.mutate('update app services', (tx) => {
       const app = tx.get<App>(this.k.app, name);
       if (!app) throw new NotFoundError(`app ${name} not found`);
-      const next: App = { ...app, services: validateServices(services) };
+      const next: App = withServices(app, services, opts, this.regionExists);
       tx.put('app', name, next);
       tx.change({ kind: 'app', op: 'put', key: name, value: next, at: tx.now });
       return next;

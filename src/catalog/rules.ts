@@ -69,8 +69,9 @@ export function validateOrg(input: unknown, orgByName: (n: string) => Org | unde
   return org;
 }
 
-export function validateApp(input: AppInput, appByName: (n: string) => App | undefined, orgByName: (n: string) => Org | undefined): App {
+export function validateApp(input: AppInput, appByName: (n: string) => App | undefined, orgByName: (n: string) => Org | undefined, regionExists: (c: string) => boolean = () => true): App {
   const app = parseOrThrow(appSchema, input, 'app');
+  if (app.primary_region !== undefined && !regionExists(app.primary_region)) throw new ValidationError(`invalid app: primary_region: unknown region ${app.primary_region}`);
   if (!orgByName(app.org)) throw new NotFoundError(`org ${app.org} not found`);
   if (appByName(app.name)) throw new ConflictError(`app ${app.name} already exists`);
   return app;
@@ -78,6 +79,23 @@ export function validateApp(input: AppInput, appByName: (n: string) => App | und
 
 export function validateServices(services: unknown): Service[] {
   return parseOrThrow(z.array(serviceSchema), services, 'services');
+}
+
+export interface AppServicesOptions {
+  /** fly.toml's primary_region: a region code, null to remove it, absent to keep the app's. */
+  primary_region?: string | null;
+}
+
+/** The app with new services (and primary_region when given), validated. */
+export function withServices(app: App, services: unknown, opts: AppServicesOptions, regionExists: (c: string) => boolean): App {
+  const next: App = { ...app, services: validateServices(services) };
+  if (opts.primary_region === null) delete next.primary_region;
+  else if (opts.primary_region !== undefined) {
+    const r = parseOrThrow(appSchema.shape.primary_region, opts.primary_region, 'primary_region');
+    if (r === undefined || !regionExists(r)) throw new ValidationError(`invalid app: primary_region: unknown region ${opts.primary_region}`);
+    next.primary_region = r;
+  }
+  return next;
 }
 
 export function randomMachineId(random: () => number = Math.random): string {
@@ -168,6 +186,7 @@ export function applyMachinePatch(machine: Machine, patch: MachinePatch, now: nu
   if (p.state !== undefined) next.state = p.state;
   if (p.last_exit !== undefined) next.last_exit = p.last_exit;
   if (p.restarts !== undefined) next.restarts = p.restarts;
+  if (p.last_active_at !== undefined) next.last_active_at = p.last_active_at;
   if (p.state_reason === null) delete next.state_reason;
   else if (p.state_reason !== undefined) next.state_reason = p.state_reason;
   if (p.region !== undefined) next.region = p.region;

@@ -25,9 +25,9 @@ import type {
   Token,
   TokenKind,
 } from './types.js';
-import type { HostOptions, HostUpdateOptions, MachineUpdateOptions } from './rules.js';
+import type { AppServicesOptions, HostOptions, HostUpdateOptions, MachineUpdateOptions } from './rules.js';
 
-export type { HostOptions, HostUpdateOptions, MachineUpdateOptions } from './rules.js';
+export type { AppServicesOptions, HostOptions, HostUpdateOptions, MachineUpdateOptions } from './rules.js';
 
 /** `reset`: events may have been missed (reconnect); reload the snapshot. */
 export type StoreEvent = CatalogChange | { kind: 'reset'; at: number };
@@ -55,7 +55,8 @@ export interface CatalogStore {
 
   /** Conflict when the name is taken anywhere (app names are global, as on Fly). */
   createApp(app: AppInput): Promise<App>;
-  updateAppServices(name: string, services: Service[]): Promise<App>;
+  /** Replaces the app's services (fly.toml's); `primary_region` too when given (null removes it). */
+  updateAppServices(name: string, services: Service[], opts?: AppServicesOptions): Promise<App>;
   /** Removes the app with its machines and Flycast addresses. */
   deleteApp(name: string): Promise<void>;
 

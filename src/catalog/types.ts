@@ -92,6 +92,13 @@ export const portSchema = z
   })
   .strict();
 
+/**
+ * fly.toml's `auto_stop_machines`: what the proxy does with a machine that has been idle.
+ * `true`/`false` are fly.toml's older spelling of "stop"/"off".
+ */
+export const autoStopSchema = z.preprocess((v) => (v === true ? 'stop' : v === false ? 'off' : v), z.enum(['off', 'stop', 'suspend']));
+export type AutoStop = z.infer<typeof autoStopSchema>;
+
 export const serviceSchema = z
   .object({
     protocol: z.enum(['tcp', 'http']).default('tcp'),
@@ -100,6 +107,12 @@ export const serviceSchema = z
     concurrency: concurrencySchema.default({}),
     tcp_checks: z.array(tcpCheckSchema).default([]),
     http_checks: z.array(httpCheckSchema).default([]),
+    /** Stop or suspend machines idle for `[autostart] idle_period` (src/autostart). Absent: "off". */
+    auto_stop_machines: autoStopSchema.optional(),
+    /** Start a stopped or suspended machine when a caller finds none with room. Absent: on when auto_stop_machines is. */
+    auto_start_machines: z.boolean().optional(),
+    /** Autostop never leaves fewer started machines than this in the app's primary_region. */
+    min_machines_running: z.number().int().min(0).max(10_000).optional(),
   })
   .strict();
 
@@ -116,6 +129,8 @@ export const appSchema = z
     name: nameSchema,
     org: nameSchema,
     services: z.array(serviceSchema).default([]),
+    /** fly.toml's `primary_region`: where min_machines_running holds. */
+    primary_region: regionCodeSchema.optional(),
   })
   .strict();
 
@@ -124,9 +139,11 @@ export const appSchema = z
  * `stopped`. Machines a host agent runs (`config` set) move through the rest: the API writes the
  * wish (`created`, `starting`, `stopping`, `destroying`), the host agent the outcome (`started`,
  * `stopped`, `failed`) and removes a destroyed machine; `destroyed` is what the API answers then.
- * Only `started` machines are dialed, answered in DNS and health-checked.
+ * Only `started` machines are dialed, answered in DNS and health-checked. `suspending` and
+ * `suspended` (Fly's words) are a run machine frozen in place by autostop: its process kept,
+ * not scheduled; `starting` thaws it.
  */
-export const MACHINE_STATES = ['created', 'starting', 'started', 'stopping', 'stopped', 'destroying', 'destroyed', 'failed'] as const;
+export const MACHINE_STATES = ['created', 'starting', 'started', 'stopping', 'stopped', 'suspending', 'suspended', 'destroying', 'destroyed', 'failed'] as const;
 export const machineStateSchema = z.enum(MACHINE_STATES);
 export const healthStatusSchema = z.enum(['unknown', 'healthy', 'unhealthy']);
 
@@ -206,6 +223,11 @@ export const machineSchema = z
     restarts: z.number().int().nonnegative().optional(),
     /** Why it is in its state, in a few words ("exited with code 1", "command not found: x"). */
     state_reason: z.string().max(500).optional(),
+    /**
+     * Epoch ms a proxy node last saw traffic on it, published (at most every half idle period)
+     * so that autostop on every node knows what the others see (src/autostart).
+     */
+    last_active_at: z.number().int().nonnegative().optional(),
     created_at: z.number().int().nonnegative(),
     updated_at: z.number().int().nonnegative(),
   })
@@ -347,6 +369,7 @@ export const machinePatchSchema = z
     last_exit: machineExitSchema.optional(),
     restarts: z.number().int().nonnegative().optional(),
     state_reason: z.string().max(500).nullable().optional(),
+    last_active_at: z.number().int().nonnegative().optional(),
   })
   .strict();
 export type MachinePatch = z.input<typeof machinePatchSchema>;

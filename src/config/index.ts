@@ -11,6 +11,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseToml } from 'smol-toml';
 import { z } from 'zod';
+import { autostartConfigSchema } from '../autostart/config.js';
 import { appSchema, machineInputSchema, orgSchema, regionCodeSchema } from '../catalog/types.js';
 import { catalogConfigSchema } from '../catalog/config.js';
 import { controlConfigSchema } from '../control/config.js';
@@ -65,6 +66,7 @@ export const configSchema = z
     health: healthConfigSchema.default({}),
     wireguard: wireguardConfigSchema.default({}),
     host: hostConfigSchema.default({}),
+    autostart: autostartConfigSchema.default({}),
     demo: demoConfigSchema.default({}),
     /** Inline catalog seed: created at start when missing (idempotent). */
     orgs: z.array(orgSchema).default([]),

@@ -134,7 +134,7 @@ export interface MachineVerbs {
   destroy(m: Machine, req: ApiRequest): Promise<Machine>;
 }
 
-const ALL_BUT_DESTROYING: MachineState[] = ['created', 'starting', 'started', 'stopping', 'stopped', 'failed'];
+const ALL_BUT_DESTROYING: MachineState[] = ['created', 'starting', 'started', 'stopping', 'stopped', 'suspending', 'suspended', 'failed'];
 
 export function addMachineRoutes(r: Router, d: MachineRouteDeps): MachineVerbs {
   const { store, view } = d;
@@ -165,7 +165,7 @@ export function addMachineRoutes(r: Router, d: MachineRouteDeps): MachineVerbs {
   const stop = async (m: Machine, req: ApiRequest): Promise<Machine> => {
     if (m.state === 'stopped' || m.state === 'failed') return m;
     if (m.state === 'destroying') throw new ConflictError(`machine ${m.id} is being destroyed`);
-    await wish(m, 'stopping', ['created', 'starting', 'started']);
+    await wish(m, 'stopping', ['created', 'starting', 'started', 'suspending', 'suspended']);
     const got = await waitForMachine(view, m.id, (x) => !x || ['stopped', 'failed', 'destroying'].includes(x.state), waitMs(req, stopWait(m)));
     if (got === null) throw new MachineFailedError(`host ${m.host} did not stop machine ${m.id} in time (is its agent running? sixpn hosts list)`);
     if (got === undefined) throw new NotFoundError(`machine ${m.id} was removed meanwhile`);
@@ -174,12 +174,13 @@ export function addMachineRoutes(r: Router, d: MachineRouteDeps): MachineVerbs {
 
   const start = async (m: Machine, req: ApiRequest): Promise<Machine> => {
     if (m.state === 'destroying') throw new ConflictError(`machine ${m.id} is being destroyed`);
-    if (m.state === 'stopping') {
-      const got = await waitForMachine(view, m.id, (x) => !x || x.state !== 'stopping', stopWait(m));
-      if (!got) throw new MachineFailedError(`machine ${m.id} is still stopping`);
+    if (m.state === 'stopping' || m.state === 'suspending') {
+      const was = m.state;
+      const got = await waitForMachine(view, m.id, (x) => !x || x.state !== was, stopWait(m));
+      if (!got) throw new MachineFailedError(`machine ${m.id} is still ${was}`);
       m = got;
     }
-    if (m.state === 'stopped' || m.state === 'failed') await wish(m, 'starting', ['stopped', 'failed'], { restarts: 0, state_reason: null });
+    if (m.state === 'stopped' || m.state === 'failed' || m.state === 'suspended') await wish(m, 'starting', ['stopped', 'failed', 'suspended'], { restarts: 0, state_reason: null });
     const got = await waitForMachine(view, m.id, (x) => !x || ['started', 'failed', 'stopped', 'destroying'].includes(x.state), waitMs(req, START_WAIT_MS));
     if (got === null) throw new MachineFailedError(`host ${m.host} did not start machine ${m.id} in time (is its agent running? sixpn hosts list)`);
     if (got === undefined) throw new NotFoundError(`machine ${m.id} was removed meanwhile`);
@@ -211,6 +212,22 @@ export function addMachineRoutes(r: Router, d: MachineRouteDeps): MachineVerbs {
     allow(req.principal, snap.apps.find((a) => a.name === m.app)?.org, `machine ${m.id}`);
     if (!m.config) throw new ValidationError(`machine ${req.params.id} is registered by hand: sixpn does not run its process (use stop and start)`);
     return { status: 200, body: await start(await stop(m, req), req) };
+  });
+
+  // Fly's `machine suspend`: the process is frozen in place; `start` (or Flycast traffic) thaws it.
+  r.add('POST', '/v1/machines/:id/suspend', async (req) => {
+    const snap = await store.snapshot();
+    const m = snap.machines.find((x) => x.id === req.params.id);
+    if (!m) throw new NotFoundError(`machine ${req.params.id} not found`);
+    allow(req.principal, snap.apps.find((a) => a.name === m.app)?.org, `machine ${m.id}`);
+    if (!m.config) throw new ValidationError(`machine ${m.id} is registered by hand: sixpn does not run its process, so it cannot suspend it (use stop)`);
+    if (m.state === 'suspended') return { status: 200, body: m };
+    if (m.state !== 'started' && m.state !== 'suspending') throw new ConflictError(`machine ${m.id} is ${m.state}: only a started machine can be suspended`);
+    await wish(m, 'suspending', ['started']);
+    const got = await waitForMachine(view, m.id, (x) => !x || ['suspended', 'stopped', 'failed', 'destroying'].includes(x.state), waitMs(req, START_WAIT_MS));
+    if (got === null) throw new MachineFailedError(`host ${m.host} did not suspend machine ${m.id} in time (is its agent running? sixpn hosts list)`);
+    if (got === undefined) throw new NotFoundError(`machine ${m.id} was removed meanwhile`);
+    return { status: 200, body: got };
   });
 
   r.add('GET', '/v1/hosts', async (req) => {

@@ -13,6 +13,7 @@
  */
 import { z } from 'zod';
 import { normalizeAddress, orgDnsAddress, orgOf, orgPrefixCidr, parseHostPort } from '../addressing/index.js';
+import { readFlyToml } from '../catalog/flytoml.js';
 import { parseOrThrow } from '../catalog/rules.js';
 import type { CatalogStore } from '../catalog/store.js';
 import {
@@ -215,10 +216,13 @@ export function buildRoutes(d: RouteDeps): Router {
   });
   r.add('PUT', '/v1/apps/:app/services', async (req) => {
     const b = req.body;
-    const services = Array.isArray(b) ? b : objectBody(req, 'services').services;
-    if (!Array.isArray(services)) throw new ValidationError('invalid services: send a JSON array of services, or {"services": [...]}');
     await checkApp(req.principal, req.params.app!);
-    return ok(await store.updateAppServices(req.params.app!, services));
+    if (Array.isArray(b)) return ok(await store.updateAppServices(req.params.app!, b));
+    // fly.toml's shape (its JSON, as `fly config show` prints it): [http_service], [[services]],
+    // primary_region; keys sixpn does not use are answered as warnings.
+    const fly = readFlyToml(objectBody(req, 'services'), req.params.app!);
+    const app = await store.updateAppServices(req.params.app!, fly.services, fly.primary_region !== undefined ? { primary_region: fly.primary_region } : {});
+    return ok({ ...app, warnings: fly.warnings });
   });
 
   // Machines

@@ -17,6 +17,12 @@ export const demoConfigSchema = z
     apps: z.array(nameSchema).default([]),
     /** Address the demo machines listen on (a free port each). */
     host: hostSchema.default('127.0.0.1'),
+    /**
+     * Apps that show scale to zero: when one has no machine, the demo gives it one run by this
+     * node's host (the program dist/demo/machine-main.js); the app's own auto_stop_machines and
+     * `[autostart]` do the rest (src/autostart).
+     */
+    scale_to_zero: z.array(nameSchema).default([]),
   })
   .strict();
 

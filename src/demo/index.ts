@@ -4,6 +4,7 @@
  * starts, so the Flycast proxy dials them on loopback without root or host network changes.
  * Its banner lines tell a newcomer what to try (./try.ts).
  */
+import { fileURLToPath } from 'node:url';
 import type { CatalogChange, Machine } from '../catalog/types.js';
 import type { NodeContext, RunningRole } from '../role.js';
 import { startDemoMachine, type DemoKind, type DemoMachine } from './machines.js';
@@ -88,6 +89,33 @@ export async function startDemoRole(ctx: NodeContext): Promise<DemoRole> {
   }
   view.on('change', onChange);
 
+  // Scale to zero: a machine this node's host runs, made once its host is in the catalog (the
+  // host role starts after this one). Stopped with the demo (stop_on_exit), started again by the
+  // first Flycast caller of the next run.
+  const hostName = config.host.name || config.node.name;
+  const program = fileURLToPath(new URL('./machine-main.js', import.meta.url));
+  let giving = false;
+  const giveMachines = async (): Promise<void> => {
+    if (closed || giving || !config.host.enabled || !view.hosts.has(hostName)) return;
+    giving = true;
+    try {
+      for (const app of config.demo.scale_to_zero) {
+        if (!view.apps.has(app) || [...view.machinesOf(app)].length > 0) continue;
+        const m = await store.registerMachine({ app, region: config.host.region || config.node.region, host: hostName, config: { cmd: [process.execPath, program] } }, { hostId: ctx.hostId });
+        log.info({ machine: m.id, app, host: hostName }, 'demo: gave a scale-to-zero app a machine run by this host');
+      }
+    } finally {
+      giving = false;
+    }
+  };
+  const onHost = (c: CatalogChange): void => {
+    if (c.kind === 'host' && c.op === 'put' && c.key === hostName) giveMachines().catch((err: unknown) => log.error({ err }, 'demo: cannot give a scale-to-zero app its machine'));
+  };
+  if (config.demo.scale_to_zero.length > 0) {
+    view.on('change', onHost);
+    void giveMachines().catch((err: unknown) => log.error({ err }, 'demo: cannot give a scale-to-zero app its machine'));
+  }
+
   const regions = [...new Set(initial.map((m) => m.region))].sort();
   return {
     name: 'demo',
@@ -100,6 +128,7 @@ export async function startDemoRole(ctx: NodeContext): Promise<DemoRole> {
       if (closed) return;
       closed = true;
       view.off('change', onChange);
+      view.off('change', onHost);
       await Promise.allSettled([...starting.values()]);
       await Promise.all([...running.values()].map((dm) => dm.close()));
       running.clear();

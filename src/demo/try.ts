@@ -9,6 +9,9 @@ import type { CatalogView } from '../catalog/view.js';
 import type { Config } from '../config/index.js';
 import { PACKAGE_CONFIG_DIR } from '../config/index.js';
 import type { RegionTable } from '../regions/index.js';
+import { autoStopOf } from '../autostart/policy.js';
+
+const fmtDuration = (ms: number): string => (ms % 60_000 === 0 ? `${ms / 60_000} min` : ms % 1000 === 0 ? `${ms / 1000} s` : `${ms} ms`);
 
 export interface TryCommand {
   /** Short label: dashboard, curl, tcp, dns, cli, metrics. */
@@ -62,7 +65,12 @@ export function tryCommands(config: Readonly<Config>, view: CatalogView, regions
       const callerOrg = callerNet === null ? null : view.orgByNetworkId(callerNet)?.name ?? null;
       const refused = callerOrg !== null && callerOrg !== ip.org;
       const via = `Flycast ${ip.address} port ${m.port}, app ${ip.app}`;
-      if (isHttp) {
+      const scales = app !== undefined && !refused && isHttp && autoStopOf(app).mode !== 'off';
+      if (scales) {
+        const { mode, minRunning } = autoStopOf(app);
+        const idle = fmtDuration(config.autostart.idle_period);
+        out.push({ what: 'scale', run: `curl -s http://${target}/`, note: `${via}: scales to zero (auto_stop_machines = "${mode}"${minRunning ? `, min ${minRunning}` : ''}): ${idle} idle and its machine is ${mode === 'suspend' ? 'suspended' : 'stopped'}; this request starts it and is answered` });
+      } else if (isHttp) {
         out.push({
           what: refused ? 'refused' : 'curl',
           run: `curl -s http://${target}/`,

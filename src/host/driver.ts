@@ -39,6 +39,8 @@ export interface Driver {
   teardown(id: string): Promise<void>;
   /** Kills processes left in the machine's network after its process group was killed. */
   killRemaining(id: string): Promise<void>;
+  /** Sends `sig` to every process in the machine's network besides its process group (suspend, resume); the local driver has no network of its own. */
+  signalAll(id: string, sig: 'SIGSTOP' | 'SIGCONT'): Promise<void>;
   /** Ids of machines whose network exists on this host now (to find what an earlier run left). */
   existing(): Promise<string[]>;
   /** Re-applies the shared filter for exactly these machines (resync). */
@@ -99,6 +101,7 @@ export class LocalDriver implements Driver {
 
   async teardown(): Promise<void> {}
   async killRemaining(): Promise<void> {}
+  async signalAll(): Promise<void> {}
   async existing(): Promise<string[]> {
     return [];
   }

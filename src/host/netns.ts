@@ -159,11 +159,16 @@ export class NetnsDriver implements Driver {
   }
 
   async killRemaining(id: string): Promise<void> {
+    await this.signalAll(id, 'SIGKILL');
+  }
+
+  /** Every process in the namespace: also those that left the machine's process group (a daemon's own session). */
+  async signalAll(id: string, sig: NodeJS.Signals): Promise<void> {
     if (!this.nsExists(id)) return;
     const pids = (await runTool(this.cfg.ip, ['netns', 'pids', this.nsName(id)]).catch(() => '')).split(/\s+/).filter(Boolean);
     for (const pid of pids) {
       try {
-        process.kill(Number(pid), 'SIGKILL');
+        process.kill(Number(pid), sig);
       } catch {
         // gone already
       }

@@ -66,6 +66,14 @@ export function alive(pid: number): boolean {
   }
 }
 
+/** True when `pid` is stopped by a signal (state T in /proc/<pid>/stat): a suspended machine. */
+export function isFrozen(pid: number): boolean {
+  const stat = readText(`/proc/${pid}/stat`);
+  if (stat === null) return false;
+  // The state follows the command name, which is in parentheses and may itself hold spaces.
+  return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'T';
+}
+
 /** True when `pid` is a shim of this folder (not a recycled pid). */
 function isShimOf(pid: number, dir: string): boolean {
   const cmdline = readText(`/proc/${pid}/cmdline`);

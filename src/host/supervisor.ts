@@ -27,7 +27,7 @@ import type { Driver, MachineNetwork } from './driver.js';
 import { LaunchError, machineEnv, resolveCommand } from './env.js';
 import type { LogHub, LogMeta } from './logs.js';
 import { decideOnExit, describeExit, type Backoff } from './policy.js';
-import { MachineProcess, readExit, type ProcessExit } from './process.js';
+import { isFrozen, MachineProcess, readExit, type ProcessExit } from './process.js';
 
 const starts = counter({ name: 'sixpn_host_machine_starts_total', help: 'Machine processes started by this host, by outcome', labelNames: ['outcome'] as const });
 const exits = counter({ name: 'sixpn_host_machine_exits_total', help: 'Machine processes that ended, by whether a stop was asked', labelNames: ['requested'] as const });
@@ -49,6 +49,8 @@ interface Slot {
   requested: boolean;
   /** Last config seen, to stop a machine the catalog no longer has with its own signal. */
   config: Machine['config'];
+  /** Its processes are stopped (SIGSTOP) for `suspended`. */
+  frozen: boolean;
 }
 
 export interface SupervisorDeps {
@@ -144,8 +146,9 @@ export class Supervisor {
       if (!proc) continue;
       const slot = this.slot(id);
       slot.proc = proc;
+      slot.frozen = isFrozen(proc.pid);
       this.watchExit(id, proc);
-      this.d.log.info({ machine: id, pid: proc.pid }, 'adopted a running machine process');
+      this.d.log.info({ machine: id, pid: proc.pid, ...(slot.frozen ? { frozen: true } : {}) }, 'adopted a running machine process');
     }
     this.d.view.on('change', this.onChange);
     this.d.view.on('reset', this.onReset);
@@ -165,7 +168,7 @@ export class Supervisor {
 
   private slot(id: string): Slot {
     let s = this.slots.get(id);
-    if (!s) this.slots.set(id, (s = { proc: null, timer: null, chain: Promise.resolve(), requested: false, config: undefined }));
+    if (!s) this.slots.set(id, (s = { proc: null, timer: null, chain: Promise.resolve(), requested: false, config: undefined, frozen: false }));
     return s;
   }
 
@@ -225,8 +228,38 @@ export class Supervisor {
       case 'created':
       case 'starting':
         if (exitQueued) return;
-        if (slot.proc?.running) await this.cas(id, ['created', 'starting'], { state: 'started', state_reason: null });
-        else if (!slot.timer) await this.launch(m, slot);
+        if (slot.proc?.running) {
+          // A suspended machine resumes here: its process thaws and is started again at once.
+          // The process group first and the catalog next (what the caller waits for); the rest
+          // of the machine's network right after.
+          const thawed = slot.frozen;
+          if (thawed) {
+            slot.proc.signal('SIGCONT');
+            slot.frozen = false;
+          }
+          await this.cas(id, ['created', 'starting'], { state: 'started', state_reason: null });
+          if (thawed) {
+            await this.freeze(m, slot, false);
+            await this.note(m, 'resumed: processes continued (SIGCONT)');
+          }
+        } else if (!slot.timer) await this.launch(m, slot);
+        return;
+      case 'suspending':
+        if (exitQueued) return;
+        if (slot.proc?.running) {
+          await this.freeze(m, slot, true);
+          await this.note(m, 'suspended: processes stopped (SIGSTOP) until traffic resumes them');
+          await this.cas(id, ['suspending'], { state: 'suspended' });
+        } else await this.cas(id, ['suspending'], { state: 'stopped', state_reason: 'nothing ran to suspend' });
+        return;
+      case 'suspended':
+        if (exitQueued) return;
+        // After an agent restart the process is adopted still stopped; stop it again if it is not.
+        if (slot.proc?.running) {
+          if (!slot.frozen || !isFrozen(slot.proc.pid)) await this.freeze(m, slot, true);
+          return;
+        }
+        await this.cas(id, ['suspended'], { state: 'stopped', restarts: 0, state_reason: 'its process ended while suspended' });
         return;
       case 'started':
         if (exitQueued) return;
@@ -278,6 +311,8 @@ export class Supervisor {
     const running = MachineProcess.adopt(dir);
     if (running) {
       slot.proc = running;
+      running.signal('SIGCONT');
+      slot.frozen = false;
       this.watchExit(m.id, running);
       await this.cas(m.id, ['created', 'starting'], { state: 'started', state_reason: null });
       return;
@@ -374,6 +409,8 @@ export class Supervisor {
     const sig = (m.config?.kill_signal ?? 'SIGTERM') as NodeJS.Signals;
     const timeout = m.config?.kill_timeout ?? 5_000;
     proc.signal(sig);
+    // A suspended process gets its kill_signal when it runs again: continue it right after.
+    if (slot.frozen) await this.freeze(m, slot, false);
     await this.note(m, `stopping: sent ${sig}, SIGKILL after ${timeout} ms`);
     let exit = await Promise.race([proc.exited, sleep(timeout)]);
     if (!exit) {
@@ -386,6 +423,19 @@ export class Supervisor {
     await this.d.logs.flush(m.id);
     await this.note(m, `process ${describeExit(exit)}`);
     return exit;
+  }
+
+  /**
+   * Suspend and resume: SIGSTOP / SIGCONT to the machine's process group (its session: the
+   * shim starts it with setsid, so everything it starts is in it unless it makes a session of
+   * its own), then to whatever else runs in its network (the netns driver). The kernel keeps
+   * its sockets: connections queue in its listen backlog and are answered once it continues.
+   */
+  private async freeze(m: Pick<Machine, 'id'>, slot: Slot, frozen: boolean): Promise<void> {
+    const sig = frozen ? 'SIGSTOP' : 'SIGCONT';
+    slot.proc?.signal(sig);
+    slot.frozen = frozen;
+    await this.d.driver.signalAll(m.id, sig).catch((err: unknown) => this.d.log.warn({ err, machine: m.id }, `${sig} to the processes of the machine's network failed`));
   }
 
   /** Stops it, removes its network and folder: the machine is gone from this host. */

@@ -4,6 +4,7 @@
  * (TCP) or request (HTTP) to the nearest machine with room (src/balancer). Listeners follow
  * the catalog live; SIGTERM drains (stop accepting, let work in flight finish, then close).
  */
+import { startAutostart, type Autostart } from '../autostart/index.js';
 import { attachToView, Balancer } from '../balancer/index.js';
 import type { CatalogChange } from '../catalog/types.js';
 import type { NodeContext, RunningRole } from '../role.js';
@@ -67,7 +68,14 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
   const core = new ProxyCore(cfg, ctx.view, log);
   const wheel = new Deadlines(wheelTickMs(cfg));
   const upstream = new Upstream(cfg, balancer, log, wheel, seams.sourceFor);
-  upstream.autostart = seams.autostart ?? null;
+  // Autostart (src/autostart): the node's own waker and autostop unless a seam brings one; it
+  // reads the balancer's counters for idleness, so it is made here, beside the balancer.
+  const rank = ctx.regions.rankFrom(ctx.config.node.region);
+  const own: Autostart | null =
+    seams.autostart === undefined && ctx.config.autostart.enabled
+      ? startAutostart({ config: ctx.config.autostart, store: ctx.store, view: ctx.view, balancer, rank: (r) => rank.get(r) ?? Number.MAX_SAFE_INTEGER, connectTimeoutMs: cfg.connect_timeout, nodeName: ctx.config.node.name, log })
+      : null;
+  upstream.autostart = seams.autostart ?? own;
   const http = new HttpService(core, upstream, ctx.regions);
   const tcp = new TcpService(core, upstream);
   const listeners = new Listeners(core, http, tcp);
@@ -118,7 +126,7 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
   const inFlight = (): number => core.tcpInFlight + http.inFlight;
   return {
     name: 'proxy',
-    describe: () => listeners.describe(),
+    describe: () => [...listeners.describe(), ...(own ? [own.describe()] : [])],
     ejections: () => balancer.ejectedMachines(),
     forgetMachine: (id, abort) => http.forgetMachine(id, abort),
     async drain(deadline: number) {
@@ -132,6 +140,7 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
       if (closed) return;
       closed = true;
       stopAccepting();
+      await own?.close();
       detach();
       stopGuard();
       for (const t of [...core.tracked]) t.destroy();

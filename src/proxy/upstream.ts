@@ -49,6 +49,12 @@ export interface Connected<T> {
 export interface MachineStarter {
   wake(app: string, service: Service): Promise<Machine | Error | null>;
   nudge(app: string, service: Service, nearerThan: number): void;
+  /**
+   * The start of this machine this node is waiting on, or null. A machine its host reports
+   * started at launch may not listen yet: a caller picked onto it waits with the start's other
+   * callers instead of dialing it and being refused.
+   */
+  warming?(machine: string): Promise<unknown> | null;
 }
 
 /** Where a machine is dialed from (the mesh: this host's address in the machine's org), or undefined for the default. */
@@ -199,6 +205,12 @@ export class Upstream {
     const got = this.pickNow(app, limits, tried, prefs);
     const starter = this.autostart;
     if (typeof got === 'object') {
+      const warm = starter?.warming?.(got.machine.id) ?? null;
+      if (warm !== null) {
+        this.release(got);
+        const again = (): Acquired | Promise<Acquired> => this.afterStart(app, limits, tried, gone, prefs, this.waitFor(waitMs));
+        return warm.then(again, again);
+      }
       if (starter !== null && (got.outcome === 'spilled' || got.outstanding > limits.soft_limit)) {
         starter.nudge(app, service, got.outstanding > limits.soft_limit ? Infinity : got.group.rank);
       }
@@ -208,12 +220,23 @@ export class Upstream {
       // No started machine at all: the caller waits for one to be started.
       if (starter === null || tried.size > 0) return 'none';
       return starter.wake(app, service).then(
-        (woke) => (woke instanceof Error ? woke : woke === null || gone() ? 'none' : this.pickNow(app, limits, tried, prefs)),
+        (woke) => (woke instanceof Error ? woke : woke === null || gone() ? 'none' : this.afterStart(app, limits, tried, gone, prefs, this.waitFor(waitMs))),
         (err: unknown) => (err instanceof Error ? err : new Error(String(err))),
       );
     }
     starter?.nudge(app, service, Infinity);
-    return this.wait(app, limits, tried, gone, prefs, waitMs === null ? this.config.queue_timeout : Math.min(waitMs, this.config.queue_timeout));
+    return this.wait(app, limits, tried, gone, prefs, this.waitFor(waitMs));
+  }
+
+  /** How long a caller may wait in the queue: queue_timeout, or less when its request asks (a replay's timeout=). */
+  private waitFor(waitMs: number | null): number {
+    return waitMs === null ? this.config.queue_timeout : Math.min(waitMs, this.config.queue_timeout);
+  }
+
+  /** The pick once a start this caller waited for is over: the started machines may all be full for now (many callers woke at once), which is a wait in the queue like any other. */
+  private afterStart(app: string, limits: Limits, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: Steer | null, waitMs: number): Acquired | Promise<Acquired> {
+    const got = this.pickNow(app, limits, tried, prefs);
+    return got === 'full' ? this.wait(app, limits, tried, gone, prefs, waitMs) : got;
   }
 
   private async wait(app: string, limits: Limits, tried: ReadonlySet<Slot>, gone: () => boolean, prefs: Steer | null, waitMs: number): Promise<Acquired> {

@@ -123,6 +123,7 @@ const rows: Row[] = [
   { route: 'POST /v1/machines/:id/stop (run)', call: () => ['POST', `/v1/machines/${runMachine}/stop`], ok: 200 },
   { route: 'POST /v1/machines/:id/start (run)', call: () => ['POST', `/v1/machines/${runMachine}/start`], ok: 200 },
   { route: 'POST /v1/machines/:id/restart', call: () => ['POST', `/v1/machines/${runMachine}/restart`], ok: 200 },
+  { route: 'POST /v1/machines/:id/suspend', call: () => ['POST', `/v1/machines/${runMachine}/suspend`], ok: 200 },
   { route: 'DELETE /v1/machines/:id (run)', setup: tmpRun, call: (v) => ['DELETE', `/v1/machines/${v.id}`], ok: 200 },
   { route: 'GET /v1/apps/:app/logs', call: () => ['GET', '/v1/apps/web/logs'], ok: 200 },
   { route: 'GET /v1/apps/:app/logs?follow=', call: () => ['GET', '/v1/apps/web/logs?follow=1&lines=1'], ok: 200 },

@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseToml } from 'smol-toml';
 import type { App, FlycastIp, Machine, Org, Service } from '../../catalog/types.js';
+import { isFlyTomlShaped, readFlyToml } from '../../catalog/flytoml.js';
 import { ValidationError } from '../../errors.js';
 import { API_OPTIONS, need, type Command, type CommandContext } from '../args.js';
 import { seg } from '../client.js';
@@ -29,26 +30,41 @@ function parseNetworkId(text: string): number {
   return n;
 }
 
-/** Services from a JSON array or a fly.toml-style TOML file with [[services]] tables. */
-function readServices(file: string): unknown {
+/**
+ * Services from a fly.toml ([http_service] or [[services]], primary_region), its JSON (`fly
+ * config show`), or a JSON array of catalog services. Keys sixpn does not use come back as
+ * warnings; a wrong type is an error naming the key.
+ */
+function readServices(file: string, app: string): { services: unknown; primary_region?: string; warnings: string[] } {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
     throw new ValidationError(`--services ${file}: ${(err as Error).message}`);
   }
+  let doc: unknown;
   try {
-    if (file.endsWith('.toml')) return (parseToml(text) as { services?: unknown }).services ?? [];
-    const v = JSON.parse(text) as unknown;
-    return Array.isArray(v) ? v : (v as { services?: unknown }).services;
+    doc = file.endsWith('.toml') ? parseToml(text) : (JSON.parse(text) as unknown);
   } catch (err) {
     throw new ValidationError(`--services ${file}: ${(err as Error).message.split('\n')[0]}`);
+  }
+  if (!isFlyTomlShaped(doc)) return { services: doc, warnings: [] };
+  try {
+    return readFlyToml(doc, app);
+  } catch (err) {
+    if (err instanceof ValidationError) throw new ValidationError(`--services ${file}: ${err.message}`);
+    throw err;
   }
 }
 
 function servicesSummary(services: Service[]): string {
   if (!services.length) return '-';
-  return services.map((s) => `${s.protocol} ${s.ports.map((p) => p.port).join(',')}->${s.internal_port}`).join('; ');
+  return services
+    .map((s) => {
+      const auto = s.auto_stop_machines && s.auto_stop_machines !== 'off' ? `, auto_stop ${s.auto_stop_machines}${s.min_machines_running ? ` (min ${s.min_machines_running})` : ''}` : '';
+      return `${s.protocol} ${s.ports.map((p) => p.port).join(',')}->${s.internal_port}${auto}`;
+    })
+    .join('; ');
 }
 
 const orgRows = (orgs: OrgView[]) => renderTable(['NAME', 'NETWORK ID', 'PREFIX', 'DNS'], orgs.map((o) => [o.name, String(o.network_id), o.prefix, o.dns]));
@@ -119,14 +135,16 @@ export const catalogCommands: Command[] = [
   {
     words: ['apps', 'create'],
     usage: 'sixpn apps create NAME --org ORG [--services FILE.json|fly.toml]',
-    summary: 'Create an app, optionally with services from a JSON array or fly.toml [[services]]',
+    summary: 'Create an app, optionally with services from a fly.toml ([http_service] or [[services]], primary_region) or a JSON array',
     options: [...API_OPTIONS, ...J, 'org', 'services'],
     maxArgs: 1,
     async run(ctx) {
       const name = argOr(ctx, 0, 'app', 'app name', this.usage);
       const org = need(ctx.values, 'org', 'sixpn apps create');
-      const services = ctx.values.services !== undefined ? readServices(ctx.values.services) : [];
-      const app = await (await ctx.client()).call<App>('POST', '/v1/apps', { name, org, services });
+      const read = ctx.values.services !== undefined ? readServices(ctx.values.services, name) : { services: [], warnings: [] };
+      for (const w of read.warnings) ctx.io.err(`Warning: ${w}\n`);
+      const body = { name, org, services: read.services, ...(read.primary_region !== undefined ? { primary_region: read.primary_region } : {}) };
+      const app = await (await ctx.client()).call<App>('POST', '/v1/apps', body);
       print(ctx, app, () => `New app created: ${app.name} (org ${app.org}, services: ${servicesSummary(app.services)})\n`);
     },
   },

@@ -95,6 +95,18 @@ export const hostCommands: Command[] = [
     },
   },
   {
+    words: ['machines', 'suspend'],
+    usage: 'sixpn machines suspend ID [ID...]',
+    summary: 'Freeze machines that hosts run in place (SIGSTOP); `machines start` or Flycast traffic resumes them in milliseconds',
+    options: [...API_OPTIONS],
+    maxArgs: 64,
+    async run(ctx) {
+      if (!ctx.args.length) throw new ValidationError(`missing machine id (usage: ${this.usage})`);
+      for (const id of ctx.args) ctx.io.out(`${machineLine(await (await ctx.client()).call<Machine>('POST', `/v1/machines/${seg(id)}/suspend`))}
+`);
+    },
+  },
+  {
     words: ['machines', 'destroy'],
     usage: 'sixpn machines destroy ID [ID...] [--force]',
     summary: 'Stop machines and remove them with their namespace and address (--force: from the catalog at once, for a host that is gone)',

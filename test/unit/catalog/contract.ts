@@ -206,6 +206,48 @@ export function storeContract(name: string, factory: StoreFactory): void {
       expect((await store.snapshot()).machines[0]!.state).toBe('stopped');
     });
 
+    it('keeps autostop settings and primary_region; suspends and resumes with compare-and-set; one of two nodes wins stopped -> starting', async () => {
+      const app = await store.createApp({
+        name: 'nap',
+        org: 'acme',
+        primary_region: 'ewr',
+        services: [{ ...svc, auto_stop_machines: 'suspend', auto_start_machines: true, min_machines_running: 1 }],
+      });
+      expect(app.primary_region).toBe('ewr');
+      expect(app.services[0]).toMatchObject({ auto_stop_machines: 'suspend', auto_start_machines: true, min_machines_running: 1 });
+      // fly.toml's older booleans mean "stop" and "off"
+      const legacy = await store.updateAppServices('nap', [{ ...svc, auto_stop_machines: true as never }], { primary_region: 'iad' });
+      expect(legacy.services[0]!.auto_stop_machines).toBe('stop');
+      expect(legacy.primary_region).toBe('iad');
+      expect((await store.updateAppServices('nap', [svc])).primary_region).toBe('iad');
+      expect((await store.updateAppServices('nap', [svc], { primary_region: null })).primary_region).toBeUndefined();
+      await rejectsWith(store.updateAppServices('nap', [svc], { primary_region: 'zzz' }), 'SIXPN_INVALID');
+      await rejectsWith(store.updateAppServices('nap', [{ ...svc, auto_stop_machines: 'sleep' as never }]), 'SIXPN_INVALID');
+      await rejectsWith(store.updateAppServices('nap', [{ ...svc, min_machines_running: -1 }]), 'SIXPN_INVALID');
+      await rejectsWith(store.createApp({ name: 'far', org: 'acme', primary_region: 'zzz' }), 'SIXPN_INVALID');
+      expect((await store.snapshot()).apps.find((a) => a.name === 'nap')!.services[0]!.auto_stop_machines).toBeUndefined();
+
+      await store.registerHost({ name: 'ewr-1', region: 'ewr', driver: 'netns', session: 's' }, HOSTS);
+      const m = await store.registerMachine({ app: 'nap', region: 'ewr', host: 'ewr-1', config: cfg }, HOST);
+      await store.updateMachine(m.id, { state: 'started' });
+      const seen = Date.now();
+      expect((await store.updateMachine(m.id, { last_active_at: seen })).last_active_at).toBe(seen);
+      await store.updateMachine(m.id, { state: 'suspending' }, { ifState: ['started'] });
+      expect((await store.updateMachine(m.id, { state: 'suspended' }, { ifState: ['suspending'] })).state).toBe('suspended');
+      await rejectsWith(store.updateMachine(m.id, { last_active_at: -1 }), 'SIXPN_INVALID');
+      // two nodes wake the same machine at once: exactly one compare-and-set wins
+      const other = await open();
+      const race = await Promise.allSettled([
+        store.updateMachine(m.id, { state: 'starting', state_reason: 'node a' }, { ifState: ['stopped', 'suspended'] }),
+        other.updateMachine(m.id, { state: 'starting', state_reason: 'node b' }, { ifState: ['stopped', 'suspended'] }),
+      ]);
+      expect(race.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      expect((race.find((r) => r.status === 'rejected') as PromiseRejectedResult).reason.code).toBe('SIXPN_CONFLICT');
+      const after = (await other.snapshot()).machines.find((x) => x.id === m.id)!;
+      expect(after.state).toBe('starting');
+      expect(after.last_active_at).toBe(seen);
+    });
+
     it('allocates Flycast addresses in order, never reusing one', async () => {
       const a = await store.allocateFlycast('web');
       const b = await store.allocateFlycast('web');

@@ -43,6 +43,7 @@ describe('config/sixpn.example.toml', () => {
     expect(config.dns).toEqual(defaults.dns);
     expect(config.health).toEqual(defaults.health);
     expect(config.demo).toEqual(defaults.demo);
+    expect(config.autostart).toEqual(defaults.autostart);
     expect(config.control).toEqual(defaults.control);
     expect(config.log).toEqual(defaults.log);
     expect({ ...config.host, state_dir: '', workdir: '' }).toEqual({ ...defaults.host, state_dir: '', workdir: '' });

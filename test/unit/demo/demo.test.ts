@@ -85,6 +85,9 @@ describe('demo role', () => {
     expect(byWhat('curl')).toEqual(['curl -s http://127.0.0.1:10080/']);
     expect(byWhat('tcp')).toEqual(['nc 127.0.0.1 10007']);
     expect(byWhat('refused')).toEqual(['curl -s http://127.0.0.1:10081/']);
+    // sleepy scales to zero (auto_stop_machines = "stop"): its own line, with the idle period
+    expect(byWhat('scale')).toEqual(['curl -s http://127.0.0.1:10082/']);
+    expect(cmds.find((c) => c.what === 'scale')!.note).toMatch(/app sleepy: scales to zero \(auto_stop_machines = "stop"\): 1 min idle and its machine is stopped; this request starts it/);
     expect(byWhat('dns')).toEqual(['dig @127.0.0.1 -p 8053 +short _apps.internal TXT', 'dig @127.0.0.1 -p 8053 +short hello.internal AAAA']);
     const cli = 'SIXPN_API_URL=http://127.0.0.1:4280 SIXPN_TOKEN=demo-token node dist/cli/main.js';
     expect(byWhat('cli')).toEqual([`${cli} ips list --app hello`]);

@@ -196,6 +196,49 @@ describe('host role (local driver)', () => {
     await stopNode(n);
   });
 
+  it('suspends a machine (its process group stopped, its socket kept) and resumes it with the same process; an agent restart keeps it frozen', async () => {
+    let n = await startHost('h9');
+    const m = await run(n, 'c9000000000001', { cmd: ['node', '-e', SERVER] });
+    await waitFor(async () => (await get(m.upstream!).catch(() => '')).startsWith('c9000000000001'), { what: 'the machine answers' });
+    const pid = pidOf(n, m.id);
+    const state = (): string => {
+      const t = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return t.slice(t.lastIndexOf(')') + 2, t.lastIndexOf(')') + 3);
+    };
+    await n.ctx.store.updateMachine(m.id, { state: 'suspending' }, { ifState: ['started'] });
+    await waitState(n, m.id, 'suspended');
+    expect(state()).toBe('T');
+    // the kernel still takes the connection; nothing answers while it is frozen
+    const frozen = await request(`http://${m.upstream}/`, { headersTimeout: 300 }).then(() => 'answered', (e: Error & { code?: string }) => e.code);
+    expect(frozen).toBe('UND_ERR_HEADERS_TIMEOUT');
+    // an agent restart adopts it still frozen and leaves it so
+    await stopNode(n);
+    n = await startHost('h9');
+    await new Promise((r) => setTimeout(r, 300));
+    expect(machineOf(n, m.id)?.state).toBe('suspended');
+    expect(state()).toBe('T');
+    const t0 = performance.now();
+    await n.ctx.store.updateMachine(m.id, { state: 'starting' }, { ifState: ['suspended'] });
+    await waitState(n, m.id, 'started');
+    const resumedMs = performance.now() - t0;
+    expect(await get(m.upstream!)).toMatch(/^c9000000000001/);
+    expect(pidOf(n, m.id)).toBe(pid);
+    expect(state()).not.toBe('T');
+    expect(resumedMs).toBeLessThan(2_000);
+    // The host writes `started` first (what callers wait for) and its note right after.
+    const notes = () => (n.roles[0] as HostRole).recentLogs({ app: 'web', machine: m.id }, 100).map((l) => l.message);
+    await expect.poll(() => notes().some((l) => l.startsWith('resumed: processes continued (SIGCONT)')), { timeout: 3_000 }).toBe(true);
+    expect(notes().some((l) => l.startsWith('suspended: processes stopped (SIGSTOP)'))).toBe(true);
+    // a stop of a suspended machine delivers its kill_signal (it is continued for it)
+    await n.ctx.store.updateMachine(m.id, { state: 'suspending' }, { ifState: ['started'] });
+    await waitState(n, m.id, 'suspended');
+    await n.ctx.store.updateMachine(m.id, { state: 'stopping' }, { ifState: ['suspended'] });
+    const stopped = await waitState(n, m.id, 'stopped');
+    expect(stopped.last_exit).toMatchObject({ signal: 'SIGINT', requested: true });
+    expect(existsSync(`/proc/${pid}`)).toBe(false);
+    await stopNode(n);
+  });
+
   it('refuses a host id clash and bad heartbeat settings, changing nothing', async () => {
     const a = await startHost('h6');
     const id = formatHostId(a.ctx.view.hosts.get('h6')!.host_id);
