@@ -32,7 +32,9 @@ describe.skipIf(!hasCommand('dig'))('dns: loopback_org development option', () =
     await sixpn?.stop();
   });
 
-  it('warns loudly at start and says so in the banner', () => {
+  it('warns loudly at start and says so in the banner', async () => {
+    // The log is written asynchronously: the warning may follow the (synchronous) banner.
+    await node.waitForLine(/DEVELOPMENT ONLY: dns.loopback_org/, 5_000);
     expect(node.output()).toMatch(/DEVELOPMENT ONLY: dns.loopback_org/);
     expect(node.output()).toMatch(/dns: \[127\.0\.0\.1\]:\d+ udp\+tcp/);
   });
