@@ -16,12 +16,13 @@ import os, { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
+import { machineProgram } from '../test/harness/machine-program.mjs';
 import { freePort, rssBytes, sleep, start } from '../test/harness/spawn.mjs';
 import { machineLine, median, writeSection } from './lib/results.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist/cli/main.js');
-const MACHINE = join(ROOT, 'test/harness/machine.mjs');
+const MACHINE = machineProgram(); // readable by the machines' unprivileged user
 const COMMAND = 'npm run build && sh test/harness/netns-run.sh node bench/host.bench.mjs';
 const RUNS = Number(process.env.HOST_BENCH_RUNS ?? 20);
 const MANY = Number(process.env.HOST_BENCH_MACHINES ?? 100);

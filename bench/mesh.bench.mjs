@@ -15,10 +15,11 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { machineLine, median, writeSection } from './lib/results.mjs';
 import { hostOrgAddress } from '../dist/addressing/index.js';
+import { machineProgram } from '../test/harness/machine-program.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist/cli/main.js');
-const MACHINE = join(ROOT, 'test/harness/machine.mjs');
+const MACHINE = machineProgram(); // readable by the machines' unprivileged user
 const RUNS = Number(process.env.BENCH_RUNS ?? 3);
 const ROUNDS = Number(process.env.BENCH_MESH_ROUNDS ?? 5);
 const MIB = Number(process.env.BENCH_MESH_MIB ?? 50);

@@ -12,13 +12,14 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Machine } from '../../src/catalog/types.js';
-import { hasCommand, IN_NETNS, ROOT } from '../harness/env.js';
+import { machineProgram } from '../harness/machine-program.mjs';
+import { hasCommand, IN_NETNS } from '../harness/env.js';
 import { TestHost } from '../harness/host.js';
 import { waitFor } from '../harness/net.js';
 import { run, runSixpn, type Proc } from '../harness/procs.js';
 
 const ready = IN_NETNS && ['nft', 'curl', 'nc', 'setpriv'].every(hasCommand);
-const MACHINE = join(ROOT, 'test/harness/machine.mjs');
+const MACHINE = machineProgram(); // readable by the machines' unprivileged user
 const TOKEN = 'autostart-host-e2e-token-0123456789';
 // Ids of this run only: the last test looks for leftover processes machine-wide by FLY_MACHINE_ID.
 const RUN = (process.pid % 0xffff).toString(16).padStart(4, '0');

@@ -9,13 +9,14 @@ import { join } from 'node:path';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Machine } from '../../src/catalog/types.js';
-import { hasCommand, IN_NETNS, ROOT } from '../harness/env.js';
+import { machineProgram } from '../harness/machine-program.mjs';
+import { hasCommand, IN_NETNS } from '../harness/env.js';
 import { TestHost } from '../harness/host.js';
 import { waitFor } from '../harness/net.js';
 import { run, runSixpn, startSixpn, type Proc } from '../harness/procs.js';
 
 const ready = IN_NETNS && ['nft', 'curl', 'nc', 'dig', 'setpriv'].every(hasCommand);
-const MACHINE = join(ROOT, 'test/harness/machine.mjs');
+const MACHINE = machineProgram(); // readable by the machines' unprivileged user
 const TOKEN = 'host-e2e-token-0123456789';
 const WEB_FLYCAST = 'fdaa:0:18:0:1::3';
 const ECHO_FLYCAST = 'fdaa:0:18:0:1::4';

@@ -10,14 +10,15 @@ import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostOrgAddress } from '../../src/addressing/index.js';
 import type { Machine } from '../../src/catalog/types.js';
-import { CLI, hasCommand, IN_NETNS, ROOT } from '../harness/env.js';
+import { machineProgram } from '../harness/machine-program.mjs';
+import { CLI, hasCommand, IN_NETNS } from '../harness/env.js';
 import { MeshLab, type LabHost } from '../harness/mesh.js';
 import { uniqueName, upLaptopTunnel } from '../harness/wg.js';
 import { waitFor } from '../harness/net.js';
 import { run, runSixpn } from '../harness/procs.js';
 
 const ready = IN_NETNS && ['nft', 'curl', 'dig', 'wg', 'wireguard-go', 'redis-server', 'nsenter', 'setpriv'].every(hasCommand);
-const MACHINE = join(ROOT, 'test/harness/machine.mjs');
+const MACHINE = machineProgram(); // readable by the machines' unprivileged user
 const TOKEN = 'mesh-e2e-token-0123456789';
 const REGIONS = ['ewr', 'iad', 'lhr'] as const;
 type Region = (typeof REGIONS)[number];
