@@ -319,7 +319,7 @@ app = "api"
     const endpointsFile = join(dir, 'state/gateway.json.endpoints.json');
     const peerB = (await listPeers('beta'))[0]!;
     // Written on the status poll after a change (the status cache itself may be a few ms ahead).
-    await waitFor(() => (JSON.parse(readFileSync(endpointsFile, 'utf8')) as Record<string, string>)[peerB.public_key] === peerB.endpoint, { what: 'B in the endpoints file', timeoutMs: 3_000 });
+    await waitFor(() => (JSON.parse(readFileSync(endpointsFile, 'utf8')) as Record<string, string>)[peerB.public_key] === peerB.endpoint, { what: 'B in the endpoints file', timeoutMs: 10_000 });
     expect(statSync(endpointsFile).mode & 0o777).toBe(0o600);
     expect(await node!.stop()).toBe(0);
     node = null;
