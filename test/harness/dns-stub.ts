@@ -30,11 +30,9 @@ export async function startDnsStub(host: string, records: Record<string, string[
       answers: tc || !ips ? [] : ips.map((data) => ({ name: question.name, type: 'A' as const, class: 'IN' as const, ttl: 60, data })),
     });
   };
-  const udp = createSocket(host.includes(':') ? 'udp6' : 'udp4');
-  udp.on('message', (msg, r) => udp.send(answer(msg, 'udp'), r.port, r.address));
-  await new Promise<void>((resolve) => udp.bind(0, host, resolve));
-  const port = udp.address().port;
-  const tcp = createServer((s) => {
+  // UDP takes a free port and TCP must get the same one: another test may hold it on TCP, so
+  // try again with a new port instead of failing (EADDRINUSE seen under parallel unit files).
+  const serve = (s: import('node:net').Socket): void => {
     let buf = Buffer.alloc(0);
     s.on('error', () => s.destroy());
     s.on('data', (c: Buffer) => {
@@ -46,14 +44,29 @@ export async function startDnsStub(host: string, records: Record<string, string[
         s.end(Buffer.concat([len, out]));
       }
     });
-  });
-  await new Promise<void>((resolve) => tcp.listen(port, host, resolve));
-  return {
-    port,
-    seen,
-    close: async () => {
-      await new Promise<void>((r) => udp.close(() => r()));
-      await new Promise<void>((r) => tcp.close(() => r()));
-    },
   };
+  for (let attempt = 1; ; attempt++) {
+    const udp = createSocket(host.includes(':') ? 'udp6' : 'udp4');
+    udp.on('message', (msg, r) => udp.send(answer(msg, 'udp'), r.port, r.address));
+    await new Promise<void>((resolve) => udp.bind(0, host, resolve));
+    const port = udp.address().port;
+    const tcp = createServer(serve);
+    const listened = await new Promise<Error | null>((resolve) => {
+      tcp.once('error', resolve);
+      tcp.listen(port, host, () => resolve(null));
+    });
+    if (listened) {
+      await new Promise<void>((r) => udp.close(() => r()));
+      if (attempt < 20 && (listened as NodeJS.ErrnoException).code === 'EADDRINUSE') continue;
+      throw listened;
+    }
+    return {
+      port,
+      seen,
+      close: async () => {
+        await new Promise<void>((r) => udp.close(() => r()));
+        await new Promise<void>((r) => tcp.close(() => r()));
+      },
+    };
+  }
 }
