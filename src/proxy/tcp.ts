@@ -15,19 +15,21 @@ import type { ConnInfo, ProxyCore, Tracked } from './core.js';
 import { Timed } from './http1/deadlines.js';
 import { appMetrics } from './metrics.js';
 import { proxyHeader } from './proxyproto.js';
+import { readBuffersSupported, setNextReadBuffer, useReadBuffer } from './read-buffer.js';
 import type { Connected, Upstream } from './upstream.js';
 
 const CONN = Symbol('sixpn.tcp');
 type Sock = net.Socket & { [CONN]?: TcpConn };
 
 /**
- * Machine bytes are read with `onread` into buffers that are used again (node otherwise makes a
- * new 64 KiB buffer per read). A connection starts on one small buffer shared by all of them,
- * whose bytes are copied before they are written (so it is free again at once): a connection that
- * never moves much never gets a buffer of its own (10,000 idle connections cost nothing here).
- * The first read that fills it marks the connection as bulk: it gets its own BULK_READ buffer,
- * reused while each write flushes at once, and replaced by a fresh one when a write is left
- * queued (the queued write still points into it).
+ * Both directions read into buffers that are used again (node otherwise makes a new 64 KiB buffer
+ * per read): machine sockets with `onread`, caller sockets through ./read-buffer.ts. A direction
+ * starts on one small buffer shared by every connection, whose bytes are copied before they are
+ * written (so it is free again at once): a connection that never moves much never gets a buffer
+ * of its own (10,000 idle connections cost nothing here). The first read that fills it marks the
+ * direction as bulk: it gets its own BULK_READ buffer. A write the kernel does not take whole
+ * still points into that buffer, so reading stops until the other side drains (then the buffer is
+ * free again): one buffer per direction, as a C proxy would hold.
  */
 const SHARED_READ = Buffer.allocUnsafeSlow(16 * 1024);
 const BULK_READ = 256 * 1024;
@@ -39,8 +41,12 @@ class TcpConn extends Timed implements Tracked {
   /** The wheel's clock when a byte last moved either way. */
   lastAt: number;
   readonly tried = new Set<Slot>();
-  /** Own read buffer once the connection moves bulk (see SHARED_READ). */
+  /** Own read buffer of the machine -> caller direction once it moves bulk (see SHARED_READ). */
   readBuf: Buffer | null = null;
+  /** Caller bytes read before the machine was connected (reading stops after the first read). */
+  early: Buffer | null = null;
+  /** Whether the caller's socket reads through callerRead (else 'data' events: callerData). */
+  callerReads = false;
   readonly onread: net.OnReadOpts = { buffer: () => this.readBuf ?? SHARED_READ, callback: upRead };
 
   constructor(
@@ -81,10 +87,30 @@ class TcpConn extends Timed implements Tracked {
 }
 
 // Shared handlers: `this` is a socket, its TcpConn is this[CONN].
+/** The fallback where node lacks reused buffers for accepted sockets (./read-buffer.ts). */
 function callerData(this: Sock, chunk: Buffer): void {
   const c = this[CONN]!;
   c.lastAt = c.tcp.upstream.wheel.now;
   if (!c.up!.write(chunk)) this.pause();
+}
+/** A read of the caller's socket (./read-buffer.ts): false stops reading until the machine drains. */
+function callerRead(this: Sock, n: number, buf: Buffer): boolean {
+  const c = this[CONN]!;
+  c.lastAt = c.tcp.upstream.wheel.now;
+  const up = c.up;
+  if (up === null) {
+    const b = Buffer.from(buf.subarray(0, n));
+    c.early = c.early === null ? b : Buffer.concat([c.early, b]);
+    return false;
+  }
+  if (buf === SHARED_READ) {
+    if (n === buf.length) setNextReadBuffer(Buffer.allocUnsafeSlow(BULK_READ));
+    return up.write(Buffer.from(buf.subarray(0, n)));
+  }
+  if (!up.write(buf.subarray(0, n))) return false; // 'drain' resumes us; the buffer is free then
+  // Queued under the high-water mark: no 'drain' will come, so the next read needs another buffer.
+  if (up.writableLength > 0) setNextReadBuffer(Buffer.allocUnsafeSlow(BULK_READ));
+  return true;
 }
 /** `onread` of a machine socket: false stops reading until the caller's side drains. */
 function upRead(this: Sock, n: number, buf: Buffer): boolean {
@@ -92,14 +118,12 @@ function upRead(this: Sock, n: number, buf: Buffer): boolean {
   c.lastAt = c.tcp.upstream.wheel.now;
   const caller = c.caller;
   if (buf === SHARED_READ) {
-    const ok = caller.write(Buffer.from(buf.subarray(0, n)));
     if (n === buf.length) c.readBuf = Buffer.allocUnsafeSlow(BULK_READ);
-    return ok;
+    return caller.write(Buffer.from(buf.subarray(0, n)));
   }
-  const ok = caller.write(buf.subarray(0, n));
-  // A write left queued still points into the buffer: the next read needs another one.
+  if (!caller.write(buf.subarray(0, n))) return false;
   if (caller.writableLength > 0) c.readBuf = Buffer.allocUnsafeSlow(BULK_READ);
-  return ok;
+  return true;
 }
 function callerDrain(this: Sock): void {
   this[CONN]!.up?.resume();
@@ -166,6 +190,7 @@ export class TcpService {
     // Until a machine is connected, errors only end the caller.
     caller.on('error', destroySelf);
     caller.once('close', callerClose);
+    c.callerReads = readBuffersSupported && useReadBuffer(caller, SHARED_READ, callerRead);
     const r = this.upstream.connect<net.Socket>({ app: t.app.name, service: t.service, tried: c.tried, gone: c.gone, adopt: adoptSocket, reportConnect: true, onread: c.onread });
     if (r instanceof Promise) r.then((x) => this.connected(c, x), (err: unknown) => this.failed(c, err));
     else this.connected(c, r);
@@ -194,7 +219,7 @@ export class TcpService {
       up.write(proxyHeader(port.proxy_proto_options?.version ?? 'v1', { srcAddress: c.ctx.caller, srcPort: c.ctx.callerPort, dstAddress: c.ctx.flycast, dstPort: c.ctx.port }));
     }
     caller.off('error', destroySelf);
-    caller.on('data', callerData);
+    if (!c.callerReads) caller.on('data', callerData);
     caller.on('drain', callerDrain);
     caller.on('end', callerEnd);
     caller.on('error', destroyConn);
@@ -205,6 +230,11 @@ export class TcpService {
     // A FIN that came before the splice (the caller ended while a machine was being picked and
     // dialed: `nc -z`, a port scanner, a probe) has already emitted its 'end' with nobody
     // listening; pass it on now, or the machine never learns and the slot stays taken.
+    const early = c.early;
+    if (early !== null) {
+      c.early = null;
+      if (up.write(early)) caller.resume();
+    }
     if (caller.readableEnded) up.end();
     if (up.readableEnded) caller.end();
     if (this.idleMs > 0) {
