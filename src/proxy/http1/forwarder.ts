@@ -308,6 +308,8 @@ const PH = { HEAD: 0, PICK: 1, FORWARD: 2, TUNNEL: 3, CLOSED: 4 } as const;
 const DL = { NONE: 0, HEADER: 1, KEEPALIVE: 2, UPSTREAM: 3, IDLE: 4, LINGER: 5 } as const;
 /** Why the caller socket is paused (reading resumes when none is left). */
 const PAUSE = { PICK: 1, UP_FULL: 2, HELD: 4 } as const;
+/** Bodies up to this size that came in the head's read are copied behind the head (one write); larger ones go corked. */
+const MERGE_BODY = 8192;
 /** Response progress. */
 const RS = { HEAD: 0, BODY: 1, DONE: 2 } as const;
 
@@ -746,20 +748,15 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
           return this.switchProtocols(h, chunk, off);
         }
         if (h.replayField >= 0 && this.fwd.hooks.replay !== undefined) return this.replayAsked(h, kind, off < chunk.length);
-        this.responseHead(h, kind);
-        break;
+        return this.responseHead(h, kind, chunk, off);
       }
-      if ((this.rs as number) === RS.DONE) {
-        if (off < chunk.length) this.upReusable = false;
-        return this.finish();
-      }
-      if (off === chunk.length) return;
     }
     if (this.rs === RS.BODY) this.readResponseBody(up, chunk, off);
     else this.upReusable = false; // bytes after the response: never reuse
   }
 
-  private responseHead(h: HeadParser, kind: BodyKind): void {
+  /** A final response head in `chunk` (its body, if any, starts at `off`): head and body start go out in one write. */
+  private responseHead(h: HeadParser, kind: BodyKind, chunk: Buffer, off: number): void {
     this.status = h.status;
     this.kept = null; // answered: no replay any more
     this.fwd.hooks.reportSuccess(this.m!);
@@ -770,25 +767,53 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
     // body would be read as the next request) and the response has a length.
     this.keepCaller = this.wantsKeepAlive && this.reqDone && !this.ended && !this.fwd.draining && this.revoked === null && kind !== BODY.CLOSE;
     const conn = !this.keepCaller ? CONNECTION.CLOSE : this.minor === 0 ? CONNECTION.KEEP_ALIVE : CONNECTION.NONE;
-    this.up!.body.begin(kind, h.contentLength);
-    this.socket.write(rewriteResponse(h, this.id, conn));
+    const up = this.up!;
+    up.body.begin(kind, h.contentLength);
     if (kind === BODY.NONE) {
+      this.socket.write(rewriteResponse(h, this.id, conn));
       this.rs = RS.DONE;
-      return;
+      if (off < chunk.length) this.upReusable = false;
+      return this.finish();
     }
     this.rs = RS.BODY;
     this.setDeadline(DL.IDLE, this.s.idleTimeout);
+    if (off === chunk.length) {
+      this.socket.write(rewriteResponse(h, this.id, conn));
+      return;
+    }
+    const e = up.body.read(chunk, off, chunk.length);
+    if (e === BODY_INVALID) {
+      this.socket.write(rewriteResponse(h, this.id, conn));
+      return this.brokenResponse(`invalid response body from machine: ${up.body.reason}`);
+    }
+    const end = e === BODY_CONTINUES ? chunk.length : e;
+    let ok: boolean;
+    if (end - off <= MERGE_BODY) ok = this.socket.write(rewriteResponse(h, this.id, conn, chunk, off, end));
+    else {
+      this.socket.cork();
+      this.socket.write(rewriteResponse(h, this.id, conn));
+      ok = this.socket.write(chunk.subarray(off, end));
+      this.socket.uncork();
+    }
+    this.bodyWritten(e, ok, chunk);
   }
 
   private readResponseBody(up: UpstreamConn, chunk: Buffer, off: number): void {
     const e = up.body.read(chunk, off, chunk.length);
     if (e === BODY_INVALID) return this.brokenResponse(`invalid response body from machine: ${up.body.reason}`);
+    const end = e === BODY_CONTINUES ? chunk.length : e;
+    let ok = true;
+    if (end > off) ok = this.socket.write(off === 0 && end === chunk.length ? chunk : chunk.subarray(off, end));
+    this.bodyWritten(e, ok, chunk);
+  }
+
+  /** Body bytes of a read went to the caller (`ok`: without filling its socket); `e` is where the body ended, if it did. */
+  private bodyWritten(e: number, ok: boolean, chunk: Buffer): void {
     if (e === BODY_CONTINUES) {
-      if (!this.socket.write(off === 0 ? chunk : chunk.subarray(off))) this.pauseUp();
+      if (!ok) this.pauseUp();
       this.touch();
       return;
     }
-    if (e > off) this.socket.write(off === 0 && e === chunk.length ? chunk : chunk.subarray(off, e));
     if (e < chunk.length) this.upReusable = false;
     this.rs = RS.DONE;
     this.finish();

@@ -204,14 +204,17 @@ export function rewriteRequest(h: HeadParser, who: CallerIdentity, requestId: st
 export const CONNECTION = { NONE: 0, CLOSE: 1, KEEP_ALIVE: 2, UPGRADE: 3 } as const;
 export type ConnectionField = (typeof CONNECTION)[keyof typeof CONNECTION];
 
-/** The head to send to the caller for the response in `h`. */
-export function rewriteResponse(h: HeadParser, requestId: string, connection: ConnectionField): Buffer {
+/**
+ * The head to send to the caller for the response in `h`, followed by `tail[ts, te)` when given
+ * (the start of the body that came in the same read: one write, one system call, for both).
+ */
+export function rewriteResponse(h: HeadParser, requestId: string, connection: ConnectionField, tail: Buffer | null = null, ts = 0, te = 0): Buffer {
   const upgrade = connection === CONNECTION.UPGRADE;
   const kept = keptRuns(h, RESPONSE_ACTION, upgrade);
   const conn = connection === CONNECTION.CLOSE ? CONN_CLOSE : connection === CONNECTION.KEEP_ALIVE ? CONN_KEEP_ALIVE : upgrade ? CONN_UPGRADE : null;
   const status = h.lineEnd - h.statusStart;
   const size = HTTP11.length + status + 2 + REQUEST_ID.length + requestId.length + 2 + mergedLength(h, H.VIA, VIA, VIA_SELF) + (conn ? conn.length : 0) + kept + 2;
-  const out = Buffer.allocUnsafe(size);
+  const out = Buffer.allocUnsafe(tail === null ? size : size + te - ts);
   let o = put(HTTP11, out, 0);
   o = copy(h.buf, h.base + h.statusStart, h.base + h.lineEnd + 2, out, o);
   o = put(REQUEST_ID, out, o);
@@ -219,5 +222,6 @@ export function rewriteResponse(h: HeadParser, requestId: string, connection: Co
   o = put(CRLF, out, o);
   o = writeMerged(h, H.VIA, VIA, VIA_SELF, out, o);
   writeRest(h, conn, out, o);
+  if (tail !== null) copy(tail, ts, te, out, size);
   return out;
 }
