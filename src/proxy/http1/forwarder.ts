@@ -534,7 +534,6 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
       }
       this.route = r;
     }
-    this.pause(PAUSE.PICK);
     this.attempt();
   }
 
@@ -559,7 +558,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
     this.retryable = this.reqDone && (this.method === 'GET' || this.method === 'HEAD' || this.method === 'OPTIONS');
     this.upHead = rewriteRequest(h, this.who, this.id, this.upgrade);
     this.route = null;
-    this.tried.clear();
+    if (this.tried.size > 0) this.tried.clear(); // Set#clear allocates a new table even when empty
     this.replays = 0;
     this.fellBack = false;
     this.keptBytes = 0;
@@ -579,8 +578,11 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
   private attempt(): void {
     this.phase = PH.PICK;
     const r = this.fwd.hooks.connect(this.ctx, this.tried, this.isGone, this.id, this.route);
-    if (isPromise<Connected<M> | SixpnError>(r)) r.then(this.onConnected, this.onConnectThrew);
-    else this.onConnected(r);
+    if (isPromise<Connected<M> | SixpnError>(r)) {
+      // Caller bytes wait (held) while a machine is reached; a pooled connection needs no pause at all.
+      this.pause(PAUSE.PICK);
+      r.then(this.onConnected, this.onConnectThrew);
+    } else this.onConnected(r);
   }
 
   private readonly onConnectThrew = (err: unknown): void => {
@@ -648,7 +650,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
   /** Sends the request again (a replay, or its fallback): same head plus `r.header`, the body from its first byte. */
   private startReplay(r: ReplayTo<P>, source: M | null): void {
     this.route = r.route;
-    this.tried.clear();
+    if (this.tried.size > 0) this.tried.clear();
     if (r.excludeSource && source !== null) this.tried.add(source);
     this.resBytes = false;
     this.rs = RS.HEAD;
@@ -923,7 +925,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
       if (!this.reported) this.fwd.hooks.done?.(this.ctx, m, this.status, this.id, this.method, this.startedAt);
     }
     this.upHead = null;
-    this.tried.clear();
+    if (this.tried.size > 0) this.tried.clear();
     this.route = null;
     if (!this.keepCaller || this.ended || this.fwd.draining || this.revoked !== null) return this.closeCaller();
     this.phase = PH.HEAD;
