@@ -12,7 +12,7 @@
 //   /sleep?ms=N  -> "<id>\n" after N ms (holds a request in flight)
 //   /bytes?n=N   -> N bytes streamed in 64 KiB chunks
 //   POST /sink   -> reads the body, answers {"bytes":N}
-//   /echo        -> reads the body, answers JSON {id, region, method, url, headers, bytes, sha256}
+//   /echo        -> reads the body (?stall=MS: pausing MS after each chunk), answers JSON {id, region, method, url, headers, bytes, sha256}
 //   /replay?to=V -> answers 409 with `fly-replay: V` (after reading the body; with early=1 at
 //                   once; `to_<region>=V` overrides V on machines of that region), except on a
 //                   machine whose --region or id is in `unless` (comma list), or for a request
@@ -115,9 +115,15 @@ if (kind === 'tcp') {
     ) {
       const hash = createHash('sha256');
       let bytes = 0;
+      // ?stall=MS: stop reading for MS after each chunk (a slow machine: the proxy's writes queue).
+      const stall = Number(url.searchParams.get('stall') ?? '0');
       req.on('data', (c) => {
         bytes += c.length;
         hash.update(c);
+        if (stall > 0) {
+          req.pause();
+          setTimeout(() => req.resume(), stall);
+        }
       });
       req.on('end', () => {
         res.setHeader('content-type', 'application/json');

@@ -26,6 +26,7 @@ import { BODY, BODY_CONTINUES, BODY_INVALID, BodyReader, requestBody, responseBo
 import { HeadParser, INVALID, NEED_MORE, type HeadLimits } from './head.js';
 import { UpstreamPool, type PoolOptions, type UpstreamConn, type UpstreamOwner } from './pool.js';
 import { CallerIdentity, CONNECTION, rewriteRequest, rewriteResponse } from './rewrite.js';
+import { readBuffersSupported, setNextReadBuffer, useReadBuffer } from '../read-buffer.js';
 
 /** What the forwarder needs to know of a caller connection; the integrator may carry more. */
 export interface CallerContext {
@@ -310,6 +311,18 @@ const DL = { NONE: 0, HEADER: 1, KEEPALIVE: 2, UPSTREAM: 3, IDLE: 4, LINGER: 5 }
 const PAUSE = { PICK: 1, UP_FULL: 2, HELD: 4 } as const;
 /** Bodies up to this size that came in the head's read are copied behind the head (one write); larger ones go corked. */
 const MERGE_BODY = 8192;
+/**
+ * Caller bytes are read into reused buffers (../read-buffer.ts), not a new 64 KiB one per read: a
+ * connection starts on SHARED_READ, one buffer for all of them, so whatever outlives the read (a
+ * head in flight, held or kept bytes, body bytes written to the machine) is copied out of it.
+ * The first read that fills it gives the connection a BODY_READ buffer of its own for the rest
+ * of that exchange: body bytes are written to the machine straight from it, and reading stops
+ * until the machine drains when the kernel did not take a write whole (the write still points
+ * into it); at the end of the exchange the connection goes back to the shared one.
+ */
+const SHARED_READ = Buffer.allocUnsafeSlow(16 * 1024);
+const SCRATCH = { NONE: 0, SHARED: 1, OWN: 2 } as const;
+const BODY_READ = 64 * 1024;
 /** Response progress. */
 const RS = { HEAD: 0, BODY: 1, DONE: 2 } as const;
 
@@ -366,6 +379,8 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
   private kept: Buffer[] | null = null;
   private keptBytes = 0;
   private bodyTooLarge = false;
+  /** The chunk being handled lives in a reused read buffer: SCRATCH.NONE, SHARED or OWN (see SHARED_READ). */
+  private scratch: number = SCRATCH.NONE;
 
   constructor(
     private readonly fwd: Http1Forwarder<C, M, P>,
@@ -377,7 +392,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
     this.head = new HeadParser('request', fwd.limits);
     this.body = new BodyReader(fwd.limits.maxHeadSize);
     this.who = new CallerIdentity(ctx.caller, ctx.port, fwd.options.region);
-    socket.on('data', this.onData);
+    if (!(readBuffersSupported && useReadBuffer(socket, SHARED_READ, this.onRead))) socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
@@ -387,6 +402,24 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
   }
 
   // ---- caller socket -------------------------------------------------------------------
+
+  /** A read into a reused buffer (see SHARED_READ); pausing is done with socket.pause(). */
+  private readonly onRead = (n: number, buf: Buffer): boolean => {
+    const own = buf !== SHARED_READ;
+    this.scratch = own ? SCRATCH.OWN : SCRATCH.SHARED;
+    this.onData(n === buf.length ? buf : buf.subarray(0, n));
+    this.scratch = SCRATCH.NONE;
+    const body = !this.reqDone && this.phase === PH.FORWARD;
+    if (own) {
+      // Back to the shared buffer once the body is over; a new one while a write still holds this
+      // one and no 'drain' will come to resume reading (it was queued under the high-water mark).
+      if (!body) setNextReadBuffer(SHARED_READ);
+      else if (this.up !== null && this.up.socket.writableLength > 0 && (this.paused & PAUSE.UP_FULL) === 0) setNextReadBuffer(Buffer.allocUnsafeSlow(BODY_READ));
+    } else if (n === buf.length && body) {
+      setNextReadBuffer(Buffer.allocUnsafeSlow(BODY_READ));
+    }
+    return true;
+  };
 
   private readonly onData = (chunk: Buffer): void => {
     switch (this.phase) {
@@ -405,7 +438,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
       case PH.PICK:
         return this.hold(chunk);
       case PH.TUNNEL:
-        if (this.up && !this.up.socket.write(chunk)) this.pause(PAUSE.UP_FULL);
+        if (this.up && !this.up.socket.write(this.scratch !== SCRATCH.NONE ? Buffer.from(chunk) : chunk)) this.pause(PAUSE.UP_FULL);
         this.touch();
         return;
       default:
@@ -481,7 +514,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
 
   private hold(b: Buffer): void {
     if (this.phase !== PH.HEAD) this.pipelined = true;
-    this.held = this.held === null ? b : Buffer.concat([this.held, b]);
+    this.held = this.held === null ? (this.scratch !== SCRATCH.NONE ? Buffer.from(b) : b) : Buffer.concat([this.held, b]);
     if (this.held.length > this.s.maxHeld) this.pause(PAUSE.HELD);
   }
 
@@ -547,6 +580,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
       this.fwd.hooks.idle?.(this.ctx, false);
     }
     this.startedAt = performance.now();
+    if (this.scratch !== SCRATCH.NONE) h.detach(); // the head outlives this read (rewrites, replays)
     this.id = this.fwd.options.requestId();
     this.method = h.method!;
     this.minor = h.minor;
@@ -624,7 +658,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
     if (this.keptBytes > this.s.maxReplayBody) {
       this.kept = null;
       this.bodyTooLarge = true;
-    } else this.kept!.push(b);
+    } else this.kept!.push(this.scratch !== SCRATCH.NONE ? Buffer.from(b) : b);
   }
 
   /** A final response head asked for a replay: drop that answer and send the request elsewhere. */
@@ -699,17 +733,19 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
     const e = this.body.read(chunk, off, chunk.length);
     if (e === BODY_INVALID) return this.abortRequest(`malformed request body: ${this.body.reason}`);
     const up = this.up!.socket;
+    // From the shared read buffer a write must not point into it (see SHARED_READ).
+    const copy = this.scratch === SCRATCH.SHARED;
     if (e === BODY_CONTINUES) {
       const b = off === 0 ? chunk : chunk.subarray(off);
       if (this.kept !== null) this.keep(b);
-      if (!up.write(b)) this.pause(PAUSE.UP_FULL);
+      if (!up.write(copy ? Buffer.from(b) : b)) this.pause(PAUSE.UP_FULL);
       this.touch();
       return;
     }
     if (e > off) {
       const b = off === 0 && e === chunk.length ? chunk : chunk.subarray(off, e);
       if (this.kept !== null) this.keep(b);
-      if (!up.write(b)) this.pause(PAUSE.UP_FULL);
+      if (!up.write(copy ? Buffer.from(b) : b)) this.pause(PAUSE.UP_FULL);
     }
     this.reqDone = true;
     this.requestDeadline = Infinity;

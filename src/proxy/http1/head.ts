@@ -111,6 +111,13 @@ export class HeadParser {
     return this.f[4 * i + 3]!;
   }
 
+  /** Copies the parsed head out of the buffer it was read into, which its reader is about to reuse. */
+  detach(): void {
+    if (this.size === 0) return;
+    this.buf = Buffer.from(this.buf.subarray(this.base, this.base + this.size));
+    this.base = 0;
+  }
+
   /** Forgets the last head (and any partial one): ready for the next message. */
   reset(): void {
     this.pending = null;
