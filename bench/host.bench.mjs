@@ -6,9 +6,10 @@
 //   npm run build && sh test/harness/netns-run.sh node bench/host.bench.mjs
 //
 // The bench makes a host namespace (`ip netns add`, inside the test namespace) set up like a 6PN
-// host, re-runs itself inside it (network namespace only), starts `sixpn up` there with the host,
-// DNS, routed proxy and control roles, and measures through the control API and a caller bound
-// to an address of the app's org. Everything it makes is deleted at the end.
+// host, re-runs itself inside it (network namespace only; bench/lib/host-namespace.mjs), starts
+// `sixpn up` there with the host, DNS, routed proxy and control roles, and measures through the
+// control API and a caller bound to an address of the app's org. Everything it makes is deleted
+// at the end.
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,6 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { machineProgram } from '../test/harness/machine-program.mjs';
 import { freePort, rssBytes, sleep, start } from '../test/harness/spawn.mjs';
+import { enterHostNamespace } from './lib/host-namespace.mjs';
 import { machineLine, median, writeSection } from './lib/results.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -35,42 +37,9 @@ if (process.env.SIXPN_IN_NETNS !== '1') {
   process.exit(2);
 }
 
-if (!process.env.HOST_BENCH_NS) {
-  // Outside: make the host namespace, run the bench inside it, clean up whatever happens.
-  const ns = `sxbench${process.pid.toString(36)}`;
-  const prefix = `sxb${process.pid.toString(36)}-`;
-  sh('ip', ['netns', 'add', ns]);
-  let code = 1;
-  try {
-    sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-    sh('ip', ['-n', ns, '-6', 'route', 'add', 'local', 'fdaa::/16', 'dev', 'lo']);
-    for (const s of ['net.ipv6.ip_nonlocal_bind=1', 'net.ipv6.conf.all.forwarding=1']) sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', s]);
-    const child = spawn('nsenter', [`--net=/run/netns/${ns}`, process.execPath, fileURLToPath(import.meta.url)], { stdio: 'inherit', env: { ...process.env, HOST_BENCH_NS: ns, HOST_BENCH_PREFIX: prefix } });
-    code = await new Promise((r) => child.on('exit', (c) => r(c ?? 1)));
-  } finally {
-    for (const n of readdirSync('/run/netns').filter((x) => x.startsWith(prefix))) {
-      for (const pid of sh('ip', ['netns', 'pids', n]).split(/\s+/).filter(Boolean)) {
-        try {
-          process.kill(Number(pid), 'SIGKILL');
-        } catch {}
-      }
-      try {
-        sh('ip', ['netns', 'del', n]);
-      } catch {}
-      rmSync(`/etc/netns/${n}`, { recursive: true, force: true });
-    }
-    for (const pid of sh('ip', ['netns', 'pids', ns]).split(/\s+/).filter(Boolean)) {
-      try {
-        process.kill(Number(pid), 'SIGKILL');
-      } catch {}
-    }
-    sh('ip', ['netns', 'del', ns]);
-  }
-  process.exit(code);
-}
-
-// Inside the host namespace.
-const prefix = process.env.HOST_BENCH_PREFIX;
+// Outside, this makes the host namespace, re-runs the bench inside it and exits; inside, it
+// returns the machines' namespace prefix.
+const prefix = await enterHostNamespace({ script: fileURLToPath(import.meta.url), envStem: 'HOST_BENCH', nsStem: 'sxbench', prefixStem: 'sxb' });
 const dir = mkdtempSync(join(tmpdir(), 'sixpn-host-bench-'));
 const port = await freePort();
 const TOKEN = 'host-bench-token-0123456789';
