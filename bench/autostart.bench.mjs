@@ -19,8 +19,9 @@ import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { machineProgram } from '../test/harness/machine-program.mjs';
 import { freePort, sleep, start } from '../test/harness/spawn.mjs';
+import { controlCaller } from './lib/control.mjs';
 import { enterHostNamespace } from './lib/host-namespace.mjs';
-import { machineLine, median, writeSection } from './lib/results.mjs';
+import { machineLine, median, pct, writeSection } from './lib/results.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist/cli/main.js');
@@ -55,12 +56,7 @@ writeFileSync(
     `[[ips]]\napp = "web"\n`,
 );
 const api = `http://127.0.0.1:${port}`;
-const call = async (method, path, body) => {
-  const res = await request(api + path, { method, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body), headersTimeout: 60_000, bodyTimeout: 60_000 });
-  const text = await res.body.text();
-  if (res.statusCode >= 400) throw new Error(`${method} ${path}: ${res.statusCode} ${text}`);
-  return text ? JSON.parse(text) : undefined;
-};
+const call = controlCaller(api, TOKEN, 60_000);
 // A fresh connection per request (keep-alive off on the caller's side): every measured request
 // pays the caller -> proxy connect, as a first request after a cold start does.
 const caller = () => new Agent({ localAddress: CALLER, connect: { timeout: 2000 }, pipelining: 0 });
@@ -94,7 +90,6 @@ async function directStart() {
   }
 }
 
-const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)];
 const f0 = (x) => x.toFixed(0);
 const f1 = (x) => x.toFixed(1);
 

@@ -19,8 +19,9 @@ import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { machineProgram } from '../test/harness/machine-program.mjs';
 import { freePort, rssBytes, sleep, start } from '../test/harness/spawn.mjs';
+import { controlCaller } from './lib/control.mjs';
 import { enterHostNamespace } from './lib/host-namespace.mjs';
-import { machineLine, median, writeSection } from './lib/results.mjs';
+import { machineLine, median, pct, writeSection } from './lib/results.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist/cli/main.js');
@@ -52,12 +53,7 @@ writeFileSync(
     `[[apps]]\nname = "idle"\norg = "acme"\n[[ips]]\napp = "web"\n`,
 );
 const api = `http://127.0.0.1:${port}`;
-const call = async (method, path, body) => {
-  const res = await request(api + path, { method, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body), headersTimeout: 120_000, bodyTimeout: 120_000 });
-  const text = await res.body.text();
-  if (res.statusCode >= 400) throw new Error(`${method} ${path}: ${res.statusCode} ${text}`);
-  return text ? JSON.parse(text) : undefined;
-};
+const call = controlCaller(api, TOKEN, 120_000);
 const caller = new Agent({ localAddress: CALLER, connect: { timeout: 1000 }, keepAliveTimeout: 10 });
 const direct = new Agent({ connect: { timeout: 1000 }, keepAliveTimeout: 10 });
 
@@ -77,7 +73,6 @@ async function firstByte(url, want, dispatcher, deadlineMs = 20_000) {
   }
 }
 const id = () => randomBytes(7).toString('hex');
-const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)];
 const meminfo = () => Object.fromEntries(readFileSync('/proc/meminfo', 'utf8').split('\n').filter(Boolean).map((l) => [l.split(':')[0], Number(l.split(/\s+/)[1]) * 1024]));
 const mib = (b) => (b / 2 ** 20).toFixed(1);
 const kib = (b) => (b / 1024).toFixed(0);
