@@ -8,18 +8,20 @@
 //
 //   npm run build && sh test/harness/netns-run.sh node bench/autostart.bench.mjs
 //
-// Like bench/host.bench.mjs it makes a host namespace (inside the test namespace), re-runs itself
-// inside it, and starts `sixpn up` there with the host (netns driver), routed proxy and control
-// roles. Everything it makes is deleted at the end.
-import { execFileSync, spawn } from 'node:child_process';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+// Like bench/host.bench.mjs it makes a host namespace (inside the test namespace; see
+// bench/lib/host-namespace.mjs), re-runs itself inside it, and starts `sixpn up` there with the
+// host (netns driver), routed proxy and control roles. Everything it makes is deleted at the end.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os, { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { machineProgram } from '../test/harness/machine-program.mjs';
 import { freePort, sleep, start } from '../test/harness/spawn.mjs';
-import { machineLine, median, writeSection } from './lib/results.mjs';
+import { controlCaller } from './lib/control.mjs';
+import { enterHostNamespace } from './lib/host-namespace.mjs';
+import { machineLine, median, pct, writeSection } from './lib/results.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist/cli/main.js');
@@ -31,47 +33,15 @@ const CALLERS = Number(process.env.AUTOSTART_BENCH_CALLERS ?? 20);
 const FLYCAST = 'fdaa:0:18:0:1::3';
 const CALLER = 'fdaa:0:18::99';
 const MID = 'a5000000000001';
-const sh = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
 
 if (process.env.SIXPN_IN_NETNS !== '1') {
   console.error('autostart bench: run it inside the test namespace: sh test/harness/netns-run.sh node bench/autostart.bench.mjs');
   process.exit(2);
 }
 
-if (!process.env.AUTOSTART_BENCH_NS) {
-  const ns = `sxabench${process.pid.toString(36)}`;
-  const prefix = `sxa${process.pid.toString(36)}-`;
-  sh('ip', ['netns', 'add', ns]);
-  let code = 1;
-  try {
-    sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-    sh('ip', ['-n', ns, '-6', 'route', 'add', 'local', 'fdaa::/16', 'dev', 'lo']);
-    for (const s of ['net.ipv6.ip_nonlocal_bind=1', 'net.ipv6.conf.all.forwarding=1']) sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', s]);
-    const child = spawn('nsenter', [`--net=/run/netns/${ns}`, process.execPath, fileURLToPath(import.meta.url)], { stdio: 'inherit', env: { ...process.env, AUTOSTART_BENCH_NS: ns, AUTOSTART_BENCH_PREFIX: prefix } });
-    code = await new Promise((r) => child.on('exit', (c) => r(c ?? 1)));
-  } finally {
-    const kill = (name) => {
-      for (const pid of sh('ip', ['netns', 'pids', name]).split(/\s+/).filter(Boolean)) {
-        try {
-          process.kill(Number(pid), 'SIGKILL');
-        } catch {}
-      }
-    };
-    for (const n of readdirSync('/run/netns').filter((x) => x.startsWith(prefix))) {
-      kill(n);
-      try {
-        sh('ip', ['netns', 'del', n]);
-      } catch {}
-      rmSync(`/etc/netns/${n}`, { recursive: true, force: true });
-    }
-    kill(ns);
-    sh('ip', ['netns', 'del', ns]);
-  }
-  process.exit(code);
-}
-
-// Inside the host namespace.
-const prefix = process.env.AUTOSTART_BENCH_PREFIX;
+// Outside, this makes the host namespace, re-runs the bench inside it and exits; inside, it
+// returns the machines' namespace prefix.
+const prefix = await enterHostNamespace({ script: fileURLToPath(import.meta.url), envStem: 'AUTOSTART_BENCH', nsStem: 'sxabench', prefixStem: 'sxa' });
 const dir = mkdtempSync(join(tmpdir(), 'sixpn-autostart-bench-'));
 const port = await freePort();
 const TOKEN = 'autostart-bench-token-0123456789';
@@ -86,12 +56,7 @@ writeFileSync(
     `[[ips]]\napp = "web"\n`,
 );
 const api = `http://127.0.0.1:${port}`;
-const call = async (method, path, body) => {
-  const res = await request(api + path, { method, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body), headersTimeout: 60_000, bodyTimeout: 60_000 });
-  const text = await res.body.text();
-  if (res.statusCode >= 400) throw new Error(`${method} ${path}: ${res.statusCode} ${text}`);
-  return text ? JSON.parse(text) : undefined;
-};
+const call = controlCaller(api, TOKEN, 60_000);
 // A fresh connection per request (keep-alive off on the caller's side): every measured request
 // pays the caller -> proxy connect, as a first request after a cold start does.
 const caller = () => new Agent({ localAddress: CALLER, connect: { timeout: 2000 }, pipelining: 0 });
@@ -125,7 +90,6 @@ async function directStart() {
   }
 }
 
-const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)];
 const f0 = (x) => x.toFixed(0);
 const f1 = (x) => x.toFixed(1);
 

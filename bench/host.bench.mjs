@@ -6,9 +6,10 @@
 //   npm run build && sh test/harness/netns-run.sh node bench/host.bench.mjs
 //
 // The bench makes a host namespace (`ip netns add`, inside the test namespace) set up like a 6PN
-// host, re-runs itself inside it (network namespace only), starts `sixpn up` there with the host,
-// DNS, routed proxy and control roles, and measures through the control API and a caller bound
-// to an address of the app's org. Everything it makes is deleted at the end.
+// host, re-runs itself inside it (network namespace only; bench/lib/host-namespace.mjs), starts
+// `sixpn up` there with the host, DNS, routed proxy and control roles, and measures through the
+// control API and a caller bound to an address of the app's org. Everything it makes is deleted
+// at the end.
 import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -18,7 +19,9 @@ import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { machineProgram } from '../test/harness/machine-program.mjs';
 import { freePort, rssBytes, sleep, start } from '../test/harness/spawn.mjs';
-import { machineLine, median, writeSection } from './lib/results.mjs';
+import { controlCaller } from './lib/control.mjs';
+import { enterHostNamespace } from './lib/host-namespace.mjs';
+import { machineLine, median, pct, writeSection } from './lib/results.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist/cli/main.js');
@@ -35,42 +38,9 @@ if (process.env.SIXPN_IN_NETNS !== '1') {
   process.exit(2);
 }
 
-if (!process.env.HOST_BENCH_NS) {
-  // Outside: make the host namespace, run the bench inside it, clean up whatever happens.
-  const ns = `sxbench${process.pid.toString(36)}`;
-  const prefix = `sxb${process.pid.toString(36)}-`;
-  sh('ip', ['netns', 'add', ns]);
-  let code = 1;
-  try {
-    sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
-    sh('ip', ['-n', ns, '-6', 'route', 'add', 'local', 'fdaa::/16', 'dev', 'lo']);
-    for (const s of ['net.ipv6.ip_nonlocal_bind=1', 'net.ipv6.conf.all.forwarding=1']) sh('ip', ['netns', 'exec', ns, 'sysctl', '-qw', s]);
-    const child = spawn('nsenter', [`--net=/run/netns/${ns}`, process.execPath, fileURLToPath(import.meta.url)], { stdio: 'inherit', env: { ...process.env, HOST_BENCH_NS: ns, HOST_BENCH_PREFIX: prefix } });
-    code = await new Promise((r) => child.on('exit', (c) => r(c ?? 1)));
-  } finally {
-    for (const n of readdirSync('/run/netns').filter((x) => x.startsWith(prefix))) {
-      for (const pid of sh('ip', ['netns', 'pids', n]).split(/\s+/).filter(Boolean)) {
-        try {
-          process.kill(Number(pid), 'SIGKILL');
-        } catch {}
-      }
-      try {
-        sh('ip', ['netns', 'del', n]);
-      } catch {}
-      rmSync(`/etc/netns/${n}`, { recursive: true, force: true });
-    }
-    for (const pid of sh('ip', ['netns', 'pids', ns]).split(/\s+/).filter(Boolean)) {
-      try {
-        process.kill(Number(pid), 'SIGKILL');
-      } catch {}
-    }
-    sh('ip', ['netns', 'del', ns]);
-  }
-  process.exit(code);
-}
-
-// Inside the host namespace.
-const prefix = process.env.HOST_BENCH_PREFIX;
+// Outside, this makes the host namespace, re-runs the bench inside it and exits; inside, it
+// returns the machines' namespace prefix.
+const prefix = await enterHostNamespace({ script: fileURLToPath(import.meta.url), envStem: 'HOST_BENCH', nsStem: 'sxbench', prefixStem: 'sxb' });
 const dir = mkdtempSync(join(tmpdir(), 'sixpn-host-bench-'));
 const port = await freePort();
 const TOKEN = 'host-bench-token-0123456789';
@@ -83,12 +53,7 @@ writeFileSync(
     `[[apps]]\nname = "idle"\norg = "acme"\n[[ips]]\napp = "web"\n`,
 );
 const api = `http://127.0.0.1:${port}`;
-const call = async (method, path, body) => {
-  const res = await request(api + path, { method, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body), headersTimeout: 120_000, bodyTimeout: 120_000 });
-  const text = await res.body.text();
-  if (res.statusCode >= 400) throw new Error(`${method} ${path}: ${res.statusCode} ${text}`);
-  return text ? JSON.parse(text) : undefined;
-};
+const call = controlCaller(api, TOKEN, 120_000);
 const caller = new Agent({ localAddress: CALLER, connect: { timeout: 1000 }, keepAliveTimeout: 10 });
 const direct = new Agent({ connect: { timeout: 1000 }, keepAliveTimeout: 10 });
 
@@ -108,7 +73,6 @@ async function firstByte(url, want, dispatcher, deadlineMs = 20_000) {
   }
 }
 const id = () => randomBytes(7).toString('hex');
-const pct = (xs, p) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)];
 const meminfo = () => Object.fromEntries(readFileSync('/proc/meminfo', 'utf8').split('\n').filter(Boolean).map((l) => [l.split(':')[0], Number(l.split(/\s+/)[1]) * 1024]));
 const mib = (b) => (b / 2 ** 20).toFixed(1);
 const kib = (b) => (b / 1024).toFixed(0);

@@ -13,6 +13,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { BULK_SENDER } from './lib/bulk-sender.mjs';
+import { runTag, sh, uniqueName, waitFor } from './lib/links.mjs';
 import { machineLine, median, writeSection } from './lib/results.mjs';
 import { hostOrgAddress } from '../dist/addressing/index.js';
 import { machineProgram } from '../test/harness/machine-program.mjs';
@@ -35,27 +37,7 @@ if (process.env.SIXPN_IN_NETNS !== '1') {
   process.exit(1);
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const tag = process.pid.toString(36);
-let seq = 0;
-const uname = (p) => `${p}${tag}${(seq++).toString(36)}`;
-
-function sh(cmd, args, input) {
-  const r = spawnSync(cmd, args, { input, encoding: 'utf8', timeout: 60_000 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error}`);
-  return r.stdout;
-}
 const tryRun = (cmd, args) => spawnSync(cmd, args, { encoding: 'utf8', timeout: 30_000 });
-
-async function waitFor(fn, ms, what, every = 20) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(every);
-  }
-}
 
 /** Async command (the event loop keeps running): stdout, exit code. */
 function runAsync(cmd, args) {
@@ -98,7 +80,7 @@ const hosts = new Map();
 let nextAddr = 0x11;
 
 function makeNs(prefix) {
-  const ns = uname(prefix);
+  const ns = uniqueName(prefix);
   sh('ip', ['netns', 'add', ns]);
   namespaces.push(ns);
   sh('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
@@ -110,7 +92,7 @@ sh('ip', ['-n', internet, 'link', 'add', 'br0', 'address', '02:5a:e5:00:00:01', 
 sh('ip', ['-n', internet, '-6', 'addr', 'add', `${INTERNET}/64`, 'dev', 'br0', 'nodad']);
 sh('ip', ['-n', internet, 'link', 'set', 'br0', 'up']);
 // This process on the bridge too: it reaches the control APIs.
-here = uname('sxbo');
+here = uniqueName('sxbo');
 sh('ip', ['link', 'add', here, 'type', 'veth', 'peer', 'name', 'op0', 'netns', internet]);
 sh('ip', ['-n', internet, 'link', 'set', 'op0', 'master', 'br0', 'up']);
 sh('ip', ['-6', 'addr', 'add', `${UNDERLAY}2/64`, 'dev', here, 'nodad']);
@@ -132,14 +114,14 @@ async function addHost(name, region, extra = '') {
   await waitFor(() => tryRun('ip', ['netns', 'exec', ns, 'ping', '-6', '-c', '1', '-W', '1', INTERNET]).status === 0, 10_000, `${name} on the bridge`);
   const hostDir = join(dir, name);
   mkdirSync(hostDir, { recursive: true });
-  const prefix = `${uname('sxbm')}-`;
-  const iface = uname('sxbw');
+  const prefix = `${uniqueName('sxbm')}-`;
+  const iface = uniqueName('sxbw');
   const config = join(hostDir, 'sixpn.toml');
   writeFileSync(
     config,
     [
       `[node]\nname = "${name}"\nregion = "${region}"`,
-      `[catalog]\nstore = "redis"\nredis_url = "redis://[${INTERNET}]:6379"\nnamespace = "meshbench${tag}"`,
+      `[catalog]\nstore = "redis"\nredis_url = "redis://[${INTERNET}]:6379"\nnamespace = "meshbench${runTag}"`,
       `[control]\nlisten = "[${address}]:4280"\ntoken = "${TOKEN}"`,
       '[proxy]\nmode = "routed"',
       '[dns]\nupstreams = []',
@@ -198,30 +180,11 @@ const peerHandshakes = (h) =>
     .filter(Boolean)
     .map((l) => ({ key: l.split('\t')[0], handshake: Number(l.split('\t')[4]) }));
 
-const SINK = `require('net').createServer((s)=>{let n=0;s.on('data',(b)=>(n+=b.length));s.on('end',()=>s.end('ok '+n+'\\n'));s.on('error',()=>{});}).listen(5001,'::');`;
-const SENDER = `
-const net = require('node:net');
-const [host, bytes] = process.argv.slice(1);
-const chunk = Buffer.alloc(1 << 20, 7);
-let left = Number(bytes);
-const t0 = process.hrtime.bigint();
-const s = net.connect({ host, port: 5001 }, () => {
-  const pump = () => {
-    while (left > 0) {
-      left -= chunk.length;
-      if (!s.write(chunk)) return s.once('drain', pump);
-    }
-    s.end();
-  };
-  pump();
-});
-let reply = '';
-s.on('data', (b) => (reply += b));
-s.on('end', () => console.log(JSON.stringify({ ms: Number(process.hrtime.bigint() - t0) / 1e6, reply: reply.trim() })));
-s.on('error', (e) => { console.error(e.message); process.exit(2); });`;
+const SINK_PORT = 5001;
+const SINK = `require('net').createServer((s)=>{let n=0;s.on('data',(b)=>(n+=b.length));s.on('end',()=>s.end('ok '+n+'\\n'));s.on('error',()=>{});}).listen(${SINK_PORT},'::');`;
 
 async function transfer(from, id, to) {
-  const [cmd, args] = inMachine(from, id, process.execPath, ['-e', SENDER, to, String(MIB * 2 ** 20)]);
+  const [cmd, args] = inMachine(from, id, process.execPath, ['-e', BULK_SENDER, to, String(SINK_PORT), String(MIB * 2 ** 20)]);
   const r = await runAsync(cmd, args);
   if (r.code !== 0) throw new Error(`sender exited ${r.code}`);
   const j = JSON.parse(r.out);
@@ -261,7 +224,7 @@ try {
   // The hand-made link: wireguard-go on both host namespaces, keys made here, AllowedIPs the
   // two machines' /128, routes for them more specific than the mesh's /80 slices.
   // One name per side: wireguard-go's control sockets share one run directory across namespaces.
-  const handOf = new Map([[ewr.name, uname('sxbk')], [iad.name, uname('sxbk')]]);
+  const handOf = new Map([[ewr.name, uniqueName('sxbk')], [iad.name, uniqueName('sxbk')]]);
   const keyA = sh('wg', ['genkey']).trim();
   const keyB = sh('wg', ['genkey']).trim();
   const pubA = sh('wg', ['pubkey'], `${keyA}\n`).trim();

@@ -12,10 +12,13 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { BULK_SENDER } from './lib/bulk-sender.mjs';
+import { runTag, sh, uniqueName, waitFor } from './lib/links.mjs';
 import { machineLine, median, writeSection } from './lib/results.mjs';
 import { peerAddress } from '../dist/addressing/index.js';
 import { renderRuleset } from '../dist/gateway/firewall.js';
 import { generateKeyPair } from '../dist/gateway/keys.js';
+import { freePort, sleep } from '../test/harness/spawn.mjs';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const CLI = join(ROOT, 'dist/cli/main.js');
@@ -33,36 +36,6 @@ if (process.env.SIXPN_IN_NETNS !== '1') {
   process.exit(1);
 }
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const tag = process.pid.toString(36);
-let seq = 0;
-const uname = (p) => `${p}${tag}${(seq++).toString(36)}`;
-
-function sh(cmd, args, input, env = process.env) {
-  const r = spawnSync(cmd, args, { input, env, encoding: 'utf8', timeout: 60_000 });
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr || r.error}`);
-  return r.stdout;
-}
-
-function freePort() {
-  return new Promise((res) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
-
-async function waitFor(fn, ms, what) {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
-
 /** A TCP sink that answers "ok" once the sender has half-closed. */
 async function startSink(host) {
   const port = await freePort();
@@ -76,30 +49,10 @@ async function startSink(host) {
   return { port, close: () => srv.close() };
 }
 
-const SENDER = `
-const net = require('node:net');
-const [host, port, bytes] = process.argv.slice(1);
-const chunk = Buffer.alloc(1 << 20, 7);
-let left = Number(bytes);
-const t0 = process.hrtime.bigint();
-const s = net.connect({ host, port: Number(port) }, () => {
-  const pump = () => {
-    while (left > 0) {
-      left -= chunk.length;
-      if (!s.write(chunk)) return s.once('drain', pump);
-    }
-    s.end();
-  };
-  pump();
-});
-let reply = '';
-s.on('data', (b) => (reply += b));
-s.on('end', () => { console.log(JSON.stringify({ ms: Number(process.hrtime.bigint() - t0) / 1e6, reply: reply.trim() })); });
-s.on('error', (e) => { console.error(e.message); process.exit(2); });`;
 
 /** Async: the sink lives in this process, so its event loop must keep running meanwhile. */
 async function transfer(ns, host, port) {
-  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', SENDER, host, String(port), String(MIB * 2 ** 20)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn('ip', ['netns', 'exec', ns, process.execPath, '-e', BULK_SENDER, host, String(port), String(MIB * 2 ** 20)], { stdio: ['ignore', 'pipe', 'inherit'] });
   let out = '';
   child.stdout.on('data', (b) => (out += b));
   const code = await new Promise((r) => child.on('exit', r));
@@ -111,10 +64,10 @@ async function transfer(ns, host, port) {
 
 const dir = mkdtempSync(join(tmpdir(), 'sixpn-wgbench-'));
 const prefix = `fd5b:${Math.floor(Math.random() * 0xffff).toString(16)}:0:1`;
-const ns = uname('sxbl');
-const hostIf = uname('sxbv');
-const nsIf = uname('sxbv');
-const gwIf = uname('sxbg');
+const ns = uniqueName('sxbl');
+const hostIf = uniqueName('sxbv');
+const nsIf = uniqueName('sxbv');
+const gwIf = uniqueName('sxbg');
 const children = [];
 let cleaned = false;
 const cleanup = () => {
@@ -139,7 +92,7 @@ try {
 
   const wgPort = await freePort();
   const apiPort = await freePort();
-  const token = `bench-${tag}-0123456789`;
+  const token = `bench-${runTag}-0123456789`;
   const config = join(dir, 'gateway.toml');
   writeFileSync(
     config,
@@ -171,21 +124,21 @@ try {
       lapProc.kill('SIGTERM');
       await new Promise((r) => lapProc.once('exit', r));
     }
-    const name = uname('bp');
+    const name = uniqueName('bp');
     conf = join(dir, `${name}.conf`);
     const t0 = performance.now();
     sh(process.execPath, [CLI, 'wireguard', 'create', 'bench', 'ewr', name, '--output', conf], undefined, env);
     const tCreated = performance.now();
-    lapIf = uname('sxbl');
+    lapIf = uniqueName('sxbl');
     lapProc = spawn('ip', ['netns', 'exec', ns, 'wireguard-go', '-f', lapIf], { env: { ...process.env, LOG_LEVEL: 'error' }, stdio: 'ignore' });
     children.push(lapProc);
-    await waitFor(() => spawnSync('ip', ['netns', 'exec', ns, 'wg', 'show', lapIf, 'listen-port']).status === 0, 5000, 'laptop wireguard-go');
+    await waitFor(() => spawnSync('ip', ['netns', 'exec', ns, 'wg', 'show', lapIf, 'listen-port']).status === 0, 5000, 'laptop wireguard-go', 5);
     sh('ip', ['netns', 'exec', ns, 'sh', '-c', 'cat | wg setconf "$0" /dev/stdin', lapIf], sh('wg-quick', ['strip', conf]));
     const address = /^Address\s*=\s*(\S+)/m.exec(readFileSync(conf, 'utf8'))[1];
     sh('ip', ['-n', ns, 'addr', 'add', address, 'dev', lapIf, 'nodad']);
     sh('ip', ['-n', ns, 'link', 'set', lapIf, 'mtu', '1420', 'up']);
     sh('ip', ['-n', ns, 'route', 'replace', `fdaa:0:${NET.toString(16)}::/48`, 'dev', lapIf]);
-    await waitFor(() => Number(sh('ip', ['netns', 'exec', ns, 'wg', 'show', lapIf, 'dump']).split('\n')[1]?.split('\t')[4] ?? 0) > 0, 10_000, 'handshake');
+    await waitFor(() => Number(sh('ip', ['netns', 'exec', ns, 'wg', 'show', lapIf, 'dump']).split('\n')[1]?.split('\t')[4] ?? 0) > 0, 10_000, 'handshake', 5);
     console.error(`wireguard bench: create run ${i + 1}/${RUNS} done`);
     createMs.push(tCreated - t0);
     handshakeMs.push(performance.now() - t0);

@@ -40,3 +40,8 @@ export function median(xs) {
   if (n === 0) return NaN;
   return n % 2 ? s[(n - 1) / 2] : (s[n / 2 - 1] + s[n / 2]) / 2;
 }
+
+/** The p-th percentile by nearest rank: the smallest sample with at least p% of them at or below it. */
+export function pct(xs, p) {
+  return [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.ceil((p / 100) * xs.length) - 1)];
+}

@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { startControl, type TestControl } from '../harness/control.js';
 import { addLoopbackAddress, IN_NETNS, removeLoopbackAddress } from '../harness/env.js';
+import { acmeWebSeedToml, sectionsToml } from '../harness/health-config.js';
 import { startMachines, type TestMachine } from '../harness/health-machines.js';
 import { freePort, sleep, waitFor } from '../harness/net.js';
 import { runSixpn } from '../harness/procs.js';
@@ -30,25 +31,7 @@ const HOST_ID = parseHostId('a7b:7d')!;
 const CATALOG = 'snapshot_interval = "100ms"\nidentity_check_interval = "500ms"';
 
 const seed = (machines: TestMachine[]): string =>
-  [
-    '[proxy]',
-    'connect_timeout = "500ms"',
-    '[dns]',
-    'enabled = false',
-    '[[orgs]]',
-    'name = "acme"',
-    'network_id = 24',
-    '[[apps]]',
-    'name = "web"',
-    'org = "acme"',
-    '[[apps.services]]',
-    'protocol = "http"',
-    'internal_port = 8080',
-    'ports = [{ port = 80, handlers = ["http"] }]',
-    ...machines.flatMap((m) => ['[[machines]]', `id = "${m.id}"`, 'app = "web"', `region = "${m.region}"`, `address = "${m.host}"`]),
-    '[[ips]]',
-    'app = "web"',
-  ].join('\n');
+  [sectionsToml({ proxy: { connect_timeout: '500ms' }, dns: { enabled: false } }), acmeWebSeedToml({ machines, flycast: true })].join('\n');
 
 const cli = (node: TestControl, args: string[]) => runSixpn(args, { env: { ...process.env, SIXPN_API_URL: node.url, SIXPN_TOKEN: node.token } });
 const catalogOf = async (node: TestControl) => (await node.api('GET', '/v1/status')).body.catalog as { state: string; identity: string; store_identity: string | null; message: string | null };

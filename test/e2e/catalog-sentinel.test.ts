@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { startControl, type TestControl } from '../harness/control.js';
 import { addLoopbackAddress, IN_NETNS, removeLoopbackAddress } from '../harness/env.js';
+import { acmeWebSeedToml, sectionsToml } from '../harness/health-config.js';
 import { startMachines, type TestMachine } from '../harness/health-machines.js';
 import { sleep, waitFor } from '../harness/net.js';
 import { startSentinels, type SentinelSetup } from '../harness/sentinel.js';
@@ -29,23 +30,7 @@ describe.skipIf(!IN_NETNS)('catalog on Redis Sentinel: failover under load', () 
     sentinel = await startSentinels();
     machines = await startMachines(['c1000001aaaa01', 'c1000002aaaa02'].map((id, i) => ({ id, name: `ams-${i + 1}`, region: 'ams', host: machineAddress(0x18, HOST_ID, id), port: 8080 })));
     addLoopbackAddress(CALLER);
-    const seed = [
-      '[dns]',
-      'enabled = false',
-      '[[orgs]]',
-      'name = "acme"',
-      'network_id = 24',
-      '[[apps]]',
-      'name = "web"',
-      'org = "acme"',
-      '[[apps.services]]',
-      'protocol = "http"',
-      'internal_port = 8080',
-      'ports = [{ port = 80, handlers = ["http"] }]',
-      ...machines.flatMap((m) => ['[[machines]]', `id = "${m.id}"`, 'app = "web"', `region = "${m.region}"`, `address = "${m.host}"`]),
-      '[[ips]]',
-      'app = "web"',
-    ].join('\n');
+    const seed = [sectionsToml({ dns: { enabled: false } }), acmeWebSeedToml({ machines, flycast: true })].join('\n');
     a = await startControl({ command: 'up', redisUrl: sentinel.url, namespace: 'sen', nodeToml: 'name = "node-a"', catalogToml: CATALOG, extraToml: seed });
     b = await startControl({ redisUrl: sentinel.url, namespace: 'sen', nodeToml: 'name = "node-b"', catalogToml: CATALOG });
   }, 90_000);

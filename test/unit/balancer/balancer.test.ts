@@ -1,31 +1,16 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { Balancer, type Slot } from '../../../src/balancer/index.js';
 import type { Machine } from '../../../src/catalog/types.js';
 import { parseRegionsCsv, RegionTable } from '../../../src/regions/index.js';
+import { regionsCsv, regionTable, webMachine } from './fixture.js';
 
-const csv = readFileSync(new URL('../../../config/regions.csv', import.meta.url), 'utf8');
-const table = new RegionTable(parseRegionsCsv(csv));
 const passive = { consecutiveFailures: 2, baseEjectionMs: 1_000, maxEjectionMs: 10_000, maxEjectionPercent: 50 };
 
 let seq = 0;
-function machine(region: string, over: Partial<Machine> = {}): Machine {
-  const id = (0x10000000 + seq++).toString(16);
-  return {
-    id,
-    app: 'web',
-    region,
-    address: `fdaa:0:18:a7b:7d:${id.slice(0, 4)}:${id.slice(4, 8)}:2`,
-    state: 'started',
-    health: { status: 'healthy', reason: '', changed_at: 0 },
-    created_at: 0,
-    updated_at: 0,
-    ...over,
-  };
-}
+const machine = (region: string, over: Partial<Machine> = {}): Machine => webMachine((0x10000000 + seq++).toString(16), region, over);
 
 function balancer(opts: { region?: string; now?: () => number; random?: () => number; slowStartMs?: number; rtt?: Record<string, Record<string, number>> } = {}): Balancer {
-  const regions = opts.rtt ? new RegionTable(parseRegionsCsv(csv), opts.rtt) : table;
+  const regions = opts.rtt ? new RegionTable(parseRegionsCsv(regionsCsv), opts.rtt) : regionTable;
   return new Balancer({
     region: opts.region ?? 'ewr',
     regions,

@@ -1,34 +1,16 @@
-import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { Balancer, type Slot, type Steer } from '../../../src/balancer/index.js';
-import type { Machine } from '../../../src/catalog/types.js';
-import { parseRegionsCsv, RegionTable } from '../../../src/regions/index.js';
+import { regionTable, webMachine } from './fixture.js';
 
-const csv = readFileSync(new URL('../../../config/regions.csv', import.meta.url), 'utf8');
-const table = new RegionTable(parseRegionsCsv(csv));
 const passive = { consecutiveFailures: 1, baseEjectionMs: 60_000, maxEjectionMs: 60_000, maxEjectionPercent: 100 };
 const limits = { soft_limit: 1, hard_limit: 2 };
 
-function machine(id: string, region: string, over: Partial<Machine> = {}): Machine {
-  return {
-    id,
-    app: 'web',
-    region,
-    address: `fdaa:0:18:a7b:7d:${id.slice(0, 4)}:${id.slice(4, 8)}:2`,
-    state: 'started',
-    health: { status: 'healthy', reason: '', changed_at: 0 },
-    created_at: 0,
-    updated_at: 0,
-    ...over,
-  };
-}
-
 /** ewr (proxy region), iad, lhr: one machine each; ids name the region. */
 function fleet(): Balancer {
-  const b = new Balancer({ region: 'ewr', regions: table, slowStartMs: 0, passive, random: () => 0 });
-  b.upsert(machine('e0000001', 'ewr'));
-  b.upsert(machine('10000001', 'iad'));
-  b.upsert(machine('a0000001', 'lhr'));
+  const b = new Balancer({ region: 'ewr', regions: regionTable, slowStartMs: 0, passive, random: () => 0 });
+  b.upsert(webMachine('e0000001', 'ewr'));
+  b.upsert(webMachine('10000001', 'iad'));
+  b.upsert(webMachine('a0000001', 'lhr'));
   return b;
 }
 

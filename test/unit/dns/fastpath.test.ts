@@ -3,14 +3,11 @@
 // case, id, RD, EDNS), scoped per org, fresh after changes and counted in the metrics.
 import * as packet from 'dns-packet';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { CatalogView } from '../../../src/catalog/view.js';
 import type { MemoryStore } from '../../../src/catalog/memory.js';
 import { scanQuery } from '../../../src/dns/fastpath.js';
-import { Responder } from '../../../src/dns/responder.js';
-import { DnsIndex } from '../../../src/dns/zone.js';
-import { createRootLogger } from '../../../src/observe/log.js';
+import type { Responder } from '../../../src/dns/responder.js';
 import { registry } from '../../../src/observe/metrics.js';
-import { dnsFixture } from './fixture.js';
+import { dnsResponder, type DnsResponderFixture } from './fixture.js';
 
 const ACME = 'fdaa:0:18::99';
 const BETA = 'fdaa:0:19::99';
@@ -54,23 +51,15 @@ describe('scanQuery: what the fast path takes', () => {
 });
 
 describe('DNS fast path answers', () => {
+  let dns: DnsResponderFixture;
   let store: MemoryStore;
-  let view: CatalogView;
-  let index: DnsIndex;
   let responder: Responder;
 
   beforeAll(async () => {
-    const f = await dnsFixture();
-    ({ store, view } = f);
-    index = new DnsIndex(view);
-    responder = new Responder({ index, regions: f.regions, ttl: 5, nodeRegion: 'ewr', loopbackOrg: '', forwarder: null, log: createRootLogger({ level: 'silent', pretty: false }) });
+    dns = await dnsResponder('');
+    ({ store, responder } = dns);
   });
-  afterAll(async () => {
-    responder.close();
-    index.close();
-    view.close();
-    await store.close();
-  });
+  afterAll(() => dns?.close());
 
   const answer = (msg: Buffer, source = ACME, transport: 'udp' | 'tcp' = 'udp'): Buffer => {
     const out = responder.answer(msg, source, transport);

@@ -1,12 +1,15 @@
 /**
  * A small two-org catalog for the DNS tests: acme (0x18) with apps web and api, beta (0x19)
  * with app db; machines in several regions and health states, peers (one interactive), and
- * Flycast addresses including one of web allocated in beta's network.
+ * Flycast addresses including one of web allocated in beta's network; and a Responder over it.
  */
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { MemoryStore } from '../../../src/catalog/memory.js';
 import { CatalogView } from '../../../src/catalog/view.js';
+import { Responder } from '../../../src/dns/responder.js';
+import { DnsIndex } from '../../../src/dns/zone.js';
+import { createRootLogger } from '../../../src/observe/log.js';
 import { parseRegionsCsv, RegionTable } from '../../../src/regions/index.js';
 import { ROOT } from '../../harness/env.js';
 
@@ -41,4 +44,31 @@ export async function dnsFixture(): Promise<{ store: MemoryStore; view: CatalogV
   await store.allocateFlycast('web', 'beta'); // web shared into beta's network
   const view = await CatalogView.open(store);
   return { store, view, regions };
+}
+
+export interface DnsResponderFixture {
+  store: MemoryStore;
+  responder: Responder;
+  /** Closes the responder, its index, the view and the store, in that order. */
+  close(): Promise<void>;
+}
+
+/**
+ * A Responder over dnsFixture() (TTL 5, node region ewr, no forwarder, silent log); callers on
+ * loopback are taken as members of `loopbackOrg` ('' for none).
+ */
+export async function dnsResponder(loopbackOrg: string): Promise<DnsResponderFixture> {
+  const { store, view, regions } = await dnsFixture();
+  const index = new DnsIndex(view);
+  const responder = new Responder({ index, regions, ttl: 5, nodeRegion: 'ewr', loopbackOrg, forwarder: null, log: createRootLogger({ level: 'silent', pretty: false }) });
+  return {
+    store,
+    responder,
+    close: async () => {
+      responder.close();
+      index.close();
+      view.close();
+      await store.close();
+    },
+  };
 }

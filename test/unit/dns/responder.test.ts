@@ -1,32 +1,21 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import * as packet from 'dns-packet';
-import type { CatalogView } from '../../../src/catalog/view.js';
 import type { MemoryStore } from '../../../src/catalog/memory.js';
-import { createRootLogger } from '../../../src/observe/log.js';
 import { registry } from '../../../src/observe/metrics.js';
-import { Responder } from '../../../src/dns/responder.js';
-import { DnsIndex } from '../../../src/dns/zone.js';
-import { dnsFixture, HOST } from './fixture.js';
+import type { Responder } from '../../../src/dns/responder.js';
+import { dnsResponder, HOST, type DnsResponderFixture } from './fixture.js';
 
+let dns: DnsResponderFixture;
 let store: MemoryStore;
-let view: CatalogView;
-let index: DnsIndex;
 let responder: Responder;
 const ACME = 'fdaa:0:18::99';
 const BETA = 'fdaa:0:19::99';
 
 beforeAll(async () => {
-  const f = await dnsFixture();
-  ({ store, view } = f);
-  index = new DnsIndex(view);
-  responder = new Responder({ index, regions: f.regions, ttl: 5, nodeRegion: 'ewr', loopbackOrg: 'beta', forwarder: null, log: createRootLogger({ level: 'silent', pretty: false }) });
+  dns = await dnsResponder('beta');
+  ({ store, responder } = dns);
 });
-afterAll(async () => {
-  responder.close();
-  index.close();
-  view.close();
-  await store.close();
-});
+afterAll(() => dns?.close());
 
 function query(name: string, type = 'AAAA', extra: Partial<packet.Packet> = {}): Buffer {
   return packet.encode({ id: 4242, type: 'query', flags: packet.RECURSION_DESIRED, questions: [{ name, type: type as 'AAAA', class: 'IN' }], ...extra });
