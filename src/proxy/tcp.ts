@@ -33,6 +33,8 @@ type Sock = net.Socket & { [CONN]?: TcpConn };
  */
 const SHARED_READ = Buffer.allocUnsafeSlow(16 * 1024);
 const BULK_READ = 256 * 1024;
+/** Caller bytes kept while the machine is being connected before reading stops. */
+const EARLY_MAX = 64 * 1024;
 
 /** A proxied TCP connection: the caller, the machine once connected, and the idle deadline. */
 class TcpConn extends Timed implements Tracked {
@@ -43,7 +45,7 @@ class TcpConn extends Timed implements Tracked {
   readonly tried = new Set<Slot>();
   /** Own read buffer of the machine -> caller direction once it moves bulk (see SHARED_READ). */
   readBuf: Buffer | null = null;
-  /** Caller bytes read before the machine was connected (reading stops after the first read). */
+  /** Caller bytes read before the machine was connected (up to EARLY_MAX). */
   early: Buffer | null = null;
   /** Whether the caller's socket reads through callerRead (else 'data' events: callerData). */
   callerReads = false;
@@ -86,6 +88,14 @@ class TcpConn extends Timed implements Tracked {
   }
 }
 
+/**
+ * FIN once: end() on a socket already ended or destroyed makes node build an error with a stack
+ * trace (and emit it nowhere): a few per cent of a short connection's CPU.
+ */
+function endOnce(s: net.Socket | null): void {
+  if (s !== null && !s.writableEnded && !s.destroyed) s.end();
+}
+
 // Shared handlers: `this` is a socket, its TcpConn is this[CONN].
 /** The fallback where node lacks reused buffers for accepted sockets (./read-buffer.ts). */
 function callerData(this: Sock, chunk: Buffer): void {
@@ -99,9 +109,11 @@ function callerRead(this: Sock, n: number, buf: Buffer): boolean {
   c.lastAt = c.tcp.upstream.wheel.now;
   const up = c.up;
   if (up === null) {
+    // Kept until the machine is connected; reading goes on up to a bound (stopping and restarting
+    // it would cost two epoll_ctl calls for the usual first few bytes of a connection).
     const b = Buffer.from(buf.subarray(0, n));
     c.early = c.early === null ? b : Buffer.concat([c.early, b]);
-    return false;
+    return c.early.length < EARLY_MAX;
   }
   if (buf === SHARED_READ) {
     if (n === buf.length) setNextReadBuffer(Buffer.allocUnsafeSlow(BULK_READ));
@@ -133,10 +145,10 @@ function upDrain(this: Sock): void {
 }
 /** Half-close: the other side gets our FIN once its writes are flushed. */
 function callerEnd(this: Sock): void {
-  this[CONN]!.up?.end();
+  endOnce(this[CONN]!.up);
 }
 function upEnd(this: Sock): void {
-  this[CONN]!.caller.end();
+  endOnce(this[CONN]!.caller);
 }
 function destroyConn(this: Sock): void {
   this[CONN]!.destroy();
@@ -150,14 +162,14 @@ function callerClose(this: Sock, hadError: boolean): void {
   const up = c.up;
   if (up !== null) {
     if (hadError) up.destroy();
-    else up.end();
+    else endOnce(up);
   }
 }
 function upClose(this: Sock, hadError: boolean): void {
   const c = this[CONN]!;
   c.releaseSlot();
   if (hadError) c.caller.destroy();
-  else c.caller.end();
+  else endOnce(c.caller);
 }
 function destroySelf(this: net.Socket): void {
   this.destroy();
@@ -233,10 +245,10 @@ export class TcpService {
     const early = c.early;
     if (early !== null) {
       c.early = null;
-      if (up.write(early)) caller.resume();
+      if (up.write(early) && early.length >= EARLY_MAX) caller.resume(); // reading had stopped at the bound
     }
-    if (caller.readableEnded) up.end();
-    if (up.readableEnded) caller.end();
+    if (caller.readableEnded) endOnce(up);
+    if (up.readableEnded) endOnce(caller);
     if (this.idleMs > 0) {
       c.lastAt = this.upstream.wheel.now;
       c.deadline = performance.now() + this.idleMs;
