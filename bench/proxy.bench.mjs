@@ -508,19 +508,27 @@ if (Number.isFinite(rpsRatio) && rpsRatio < 0.8) {
     `HTTP req/s is limited by CPU per request: sixpn spends ${fmt(cpuCost, 1)}x the CPU HAProxy spends on a request (requests per CPU second above), on one event loop ` +
       `(${fmt(H.sixpn?.userUs, 0)} µs user + ${fmt(H.sixpn?.sysUs, 0)} µs kernel per request against HAProxy's ${fmt(H.haproxy?.userUs, 0)} + ${fmt(H.haproxy?.sysUs, 0)}). ` +
       `In this run sixpn got ${fmt((H.sixpn?.cpu ?? NaN) * 100)}% of a core; at its CPU per request one fully busy core would serve about ${fmt(H.sixpn?.perCpu)} req/s (HAProxy: ${fmt(H.haproxy?.perCpu)}). ` +
-      'The data path is now the socket-level HTTP/1 engine (no node:http, no undici): the profile below shows the socket writes themselves (`writeBuffer`, the write system call, which on loopback also runs the receiving side of TCP) as the largest item, then V8 and the event loop (`onStreamRead`, promise ticks) and metrics (prom-client label lookups); the engine\'s own parse and rewrite are a few per cent. ' +
-      'What would lift it further: one write per response instead of head and body separately (writev of both), prom-client children cached per machine instead of looked up per request, and fewer promise hops on the pooled path.',
+      'The data path is the socket-level HTTP/1 engine (no node:http, no undici) with one write system call per message each way (a response head and the body bytes that came with it go out together), reused read buffers on caller sockets, metrics that cost an addition per request (folded into prom-client when read) and no pause/resume of the caller while a pooled machine connection is at hand. ' +
+      'What is left is per-read and per-write cost in node itself: a JavaScript callback and stream bookkeeping per read (`onStreamRead`, Readable/Writable state) and a write request object per write (`writeBuffer`, which on loopback also runs the receiving side of TCP in our time slice); the engine\'s parse and rewrite are a few per cent of the profile. ' +
+      'What would lift it further: reused read buffers on the machine side too (its responses still arrive as a fresh buffer per read), and leaving net.Socket streams for the raw handles.',
   );
 }
 if (Number.isFinite(p99Ratio) && p99Ratio > 1.5) {
-  notes.push('HTTP p99 follows from the same saturation: with 50 connections on a CPU-bound event loop, a request waits behind the other 49 turns of the loop; garbage-collection pauses add to the tail. Workers (above) shorten the queue per loop.');
+  notes.push('HTTP p99 follows from saturation: with 50 connections on a CPU-bound event loop, a request waits behind the other 49 turns of the loop; garbage-collection pauses add to the tail. Workers (above) shorten the queue per loop.');
 }
 if (Number.isFinite(bulkRatio) && bulkRatio < 0.9) {
   notes.push(
     `TCP bulk through sixpn costs ${fmt(ratio(Bcpu.haproxy, Bcpu.sixpn), 1)}x HAProxy's CPU per byte (CPU ms per GiB, user / kernel: ${Bsplit.sixpn} against ${Bsplit.haproxy}). ` +
-      'The bulk direction here is caller -> machine: the caller\'s socket is accepted by a server, and node offers `onread` (reused read buffers) only on sockets it dials, so every chunk of this direction is still a fresh 64 KiB Buffer to be collected; the machine -> caller direction reads into reused 256 KiB buffers. ' +
+      'Both directions read into reused buffers (the caller side through node\'s `onread` state set on the accepted socket, src/proxy/read-buffer.ts), and a direction whose write is left queued stops reading until the other side drains. ' +
       `sixpn's user time per GiB ranged from ${fmt(Math.min(...results.bulk.sixpn.map((x) => (x.user * 1000 * 2 ** 30) / x.bytes)))} to ${fmt(Math.max(...results.bulk.sixpn.map((x) => (x.user * 1000 * 2 ** 30) / x.bytes)))} ms over the runs, so single runs say little. ` +
-      'What would lift it: reused buffers on the accepted side too (it needs a handle-level read buffer node does not expose for server sockets), fewer, larger writes per chunk, or a native splice path; workers do not help a single connection.',
+      'What would lift it: a native splice path; workers do not help a single connection.',
+  );
+}
+if (Number.isFinite(cpuConnRatio) && cpuConnRatio > 2.5) {
+  notes.push(
+    `A short TCP connection costs sixpn ${fmt(cpuConnRatio, 1)}x HAProxy's CPU (connections per CPU second above). Per connection both proxies make the same socket calls (accept, connect, a read and a write each way, two shutdowns, two closes); ` +
+      'sixpn adds about five epoll_ctl calls (libuv re-arms each handle as node starts and stops reading and writing) and a getpeername, and in user space two net.Socket objects with their stream state, an async connect callback and the close/end events of both. ' +
+      'In the profile the connect call itself (`internalConnect`, the loopback handshake runs inside it) and the writes are the largest items. What would lower it: raw TCP handles instead of net.Socket for the splice (libuv\'s TCPWrap without node\'s streams), which this project has not taken on.',
   );
 }
 if (idleSixpn && idleSixpn.opened > 0) {
