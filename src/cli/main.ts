@@ -6,17 +6,35 @@
  */
 import { exitCodeFor, ValidationError } from '../errors.js';
 import { checkOptions, parseArgv, type CliIo, type Command } from './args.js';
-import { ApiClient, resolveEndpoint } from './client.js';
-import { catalogCommands } from './commands/catalog.js';
-import { catalogStateCommands } from './commands/catalog-state.js';
-import { doctorCommands } from './commands/doctor.js';
-import { hostCommands } from './commands/hosts.js';
+import type { ApiClient } from './client.js';
 import { nodeCommands } from './commands/node.js';
-import { statusCommands } from './commands/status.js';
-import { tokenCommands } from './commands/tokens.js';
-import { wireguardCommands } from './commands/wireguard.js';
 
-const COMMANDS: Command[] = [...nodeCommands, ...catalogCommands, ...catalogStateCommands, ...hostCommands, ...wireguardCommands, ...tokenCommands, ...statusCommands, ...doctorCommands];
+/**
+ * Every command: the node commands, then the API and host commands. Those are loaded only when
+ * the words are not a node command, so that a long-running node (`sixpn proxy`) does not load and
+ * keep the API client (undici), fly.toml parsing and the other commands' code (9 MiB of RSS).
+ */
+async function allCommands(): Promise<Command[]> {
+  const [catalog, catalogState, hosts, wireguard, tokens, status, doctor] = await Promise.all([
+    import('./commands/catalog.js'),
+    import('./commands/catalog-state.js'),
+    import('./commands/hosts.js'),
+    import('./commands/wireguard.js'),
+    import('./commands/tokens.js'),
+    import('./commands/status.js'),
+    import('./commands/doctor.js'),
+  ]);
+  return [
+    ...nodeCommands,
+    ...catalog.catalogCommands,
+    ...catalogState.catalogStateCommands,
+    ...hosts.hostCommands,
+    ...wireguard.wireguardCommands,
+    ...tokens.tokenCommands,
+    ...status.statusCommands,
+    ...doctor.doctorCommands,
+  ];
+}
 
 function helpText(cmds: Command[]): string {
   const width = Math.max(...cmds.map((c) => c.usage.length > 60 ? 0 : c.usage.length));
@@ -35,11 +53,11 @@ function helpText(cmds: Command[]): string {
   ].join('\n');
 }
 
-function findCommand(words: string[]): { cmd: Command; args: string[] } | { group: Command[] } | null {
-  for (const cmd of COMMANDS) {
+function findCommand(commands: Command[], words: string[]): { cmd: Command; args: string[] } | { group: Command[] } | null {
+  for (const cmd of commands) {
     if (cmd.words.every((w, i) => words[i] === w)) return { cmd, args: words.slice(cmd.words.length) };
   }
-  const group = COMMANDS.filter((c) => c.words[0] === words[0]);
+  const group = commands.filter((c) => c.words[0] === words[0]);
   return group.length ? { group } : null;
 }
 
@@ -52,10 +70,12 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
       values.help = true;
     }
     if (words.length === 0) {
-      io.out(helpText(COMMANDS));
+      io.out(helpText(await allCommands()));
       return values.help ? 0 : 2;
     }
-    const found = findCommand(words);
+    // Node commands come first in the full list too, so trying them alone finds the same command.
+    const node = findCommand(nodeCommands, words);
+    const found = node !== null && 'cmd' in node ? node : findCommand(await allCommands(), words);
     if (!found) throw new ValidationError(`unknown command ${JSON.stringify(words[0])} (see sixpn --help)`);
     if ('group' in found) {
       if (values.help) {
@@ -78,7 +98,11 @@ export async function main(argv: string[], io: CliIo): Promise<number> {
       args,
       rest,
       io,
-      client: async () => (client ??= new ApiClient(await resolveEndpoint({ api: values.api, token: values.token, config: values.config }))),
+      client: async () => {
+        if (client) return client;
+        const { ApiClient, resolveEndpoint } = await import('./client.js');
+        return (client = new ApiClient(await resolveEndpoint({ api: values.api, token: values.token, config: values.config })));
+      },
     });
     return code ?? 0;
   } catch (err) {

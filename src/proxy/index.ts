@@ -15,7 +15,7 @@ import { ProxyCore } from './core.js';
 import { HttpService } from './http-service.js';
 import { Deadlines } from './http1/deadlines.js';
 import { Listeners } from './listeners.js';
-import { startMemoryGuard } from './memory.js';
+import { holdYoungGeneration, startMemoryGuard } from './memory.js';
 import { appMetrics } from './metrics.js';
 import { TcpService } from './tcp.js';
 import { Upstream, type MachineStarter, type SourcePicker } from './upstream.js';
@@ -98,6 +98,7 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
   const http = new HttpService(core, upstream, ctx.regions);
   const tcp = new TcpService(core, upstream);
   const listeners = new Listeners(core, http, tcp);
+  holdYoungGeneration();
   const stopGuard = startMemoryGuard(cfg.gc_after_bytes, 20, () => http.inFlight > 0);
 
   // Machines of a host that stopped heartbeating are no candidates until it beats again.

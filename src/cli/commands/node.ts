@@ -4,16 +4,21 @@
  * each role's own description once everything listens, then runs until SIGTERM/SIGINT (which drain).
  */
 import type { Config } from '../../config/index.js';
+import { holdYoungGeneration } from '../../proxy/memory.js';
 import type { RoleName } from '../../role.js';
 import { commandRoles, enabledRoles, ROLES } from '../../roles.js';
 import type { Command, CommandContext } from '../args.js';
 
 async function runNode(ctx: CommandContext, pick: (c: Readonly<Config>) => RoleName[]): Promise<number | void> {
+  // Before the role code loads: loading it alone would grow the young generation to 2 x 4 MiB.
+  // Only a node that runs the proxy keeps it small (the proxy role holds it too).
+  holdYoungGeneration();
   const { loadConfig } = await import('../../config/index.js');
   const { exitOnSignals, startNode } = await import('../../node.js');
   const { loadStarters } = await import('../../roles.js');
   const loaded = loadConfig(ctx.values.config);
   const roles = pick(loaded.config);
+  if (!roles.includes('proxy')) holdYoungGeneration(false);
   const node = await startNode(loaded, roles, await loadStarters(roles));
   exitOnSignals(node);
   const lines = node.roles.flatMap((r) => r.describe?.() ?? [r.name]);
