@@ -338,3 +338,4 @@ processes on \`SO_REUSEPORT\` sockets would add cores, not make one core faster.
 `;
 if (process.env.BENCH_WRITE !== '0') writeSection('dns', md);
 console.log(md);
+process.exit(0); // the servers it started would keep the event loop alive (the exit hook kills them)
