@@ -42,14 +42,15 @@ class TcpConn extends Timed implements Tracked {
   slot: Slot | null = null;
   /** The wheel's clock when a byte last moved either way. */
   lastAt: number;
-  readonly tried = new Set<Slot>();
+  /** What the connect needs (dropped once connected, so that an idle connection holds less). */
+  tried: Set<Slot> | null = new Set<Slot>();
   /** Own read buffer of the machine -> caller direction once it moves bulk (see SHARED_READ). */
   readBuf: Buffer | null = null;
   /** Caller bytes read before the machine was connected (up to EARLY_MAX). */
   early: Buffer | null = null;
   /** Whether the caller's socket reads through callerRead (else 'data' events: callerData). */
   callerReads = false;
-  readonly onread: net.OnReadOpts = { buffer: () => this.readBuf ?? SHARED_READ, callback: upRead };
+  onread: net.OnReadOpts | null = { buffer: () => this.readBuf ?? SHARED_READ, callback: upRead };
 
   constructor(
     readonly tcp: TcpService,
@@ -60,7 +61,7 @@ class TcpConn extends Timed implements Tracked {
     this.lastAt = tcp.upstream.wheel.now;
   }
 
-  readonly gone = (): boolean => this.caller.destroyed;
+  gone: (() => boolean) | null = (): boolean => this.caller.destroyed;
 
   onDeadline(now: number): void {
     const idle = this.tcp.idleMs;
@@ -203,7 +204,7 @@ export class TcpService {
     caller.on('error', destroySelf);
     caller.once('close', callerClose);
     c.callerReads = readBuffersSupported && useReadBuffer(caller, SHARED_READ, callerRead);
-    const r = this.upstream.connect<net.Socket>({ app: t.app.name, service: t.service, tried: c.tried, gone: c.gone, adopt: adoptSocket, reportConnect: true, onread: c.onread });
+    const r = this.upstream.connect<net.Socket>({ app: t.app.name, service: t.service, tried: c.tried!, gone: c.gone!, adopt: adoptSocket, reportConnect: true, onread: c.onread! });
     if (r instanceof Promise) r.then((x) => this.connected(c, x), (err: unknown) => this.failed(c, err));
     else this.connected(c, r);
   }
@@ -225,6 +226,9 @@ export class TcpService {
     }
     c.up = up;
     c.slot = r.m;
+    c.tried = null;
+    c.onread = null;
+    c.gone = null;
     up[CONN] = c;
     const port = c.ctx.target.port;
     if (port.handlers.includes('proxy_proto')) {
