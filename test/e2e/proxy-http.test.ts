@@ -183,6 +183,52 @@ describe.skipIf(!IN_NETNS)('flycast proxy: HTTP (e2e)', () => {
     await Promise.all(all);
   });
 
+  // Machine bytes are read into reused buffers too: responses of every size, by length and
+  // chunked, many at once, some read slowly by their caller, must arrive byte for byte.
+  it('delivers response bodies byte for byte to many callers at once, fast and slow readers', async () => {
+    const expected = (n: number): string => {
+      const b = Buffer.allocUnsafe(n);
+      for (let i = 0; i < n; i++) b[i] = ((i * 7919) >>> 3) & 255;
+      return createHash('sha256').update(b).digest('hex');
+    };
+    const sizes = [0, 1, 3000, 8192, 8193, 16 * 1024, 16 * 1024 + 1, 64 * 1024 + 7, 1 * MiB + 3, 6 * MiB + 11];
+    const get = async (size: number, chunked: boolean, slow: boolean): Promise<void> => {
+      const res = await request(`http://[${WEB_IP}]/bytes?n=${size}&pattern=1${chunked ? '&chunked=1' : ''}`, { dispatcher: callerAgent(INSIDER) });
+      expect(res.statusCode).toBe(200);
+      const hash = createHash('sha256');
+      let got = 0;
+      for await (const c of res.body) {
+        hash.update(c as Buffer);
+        got += (c as Buffer).length;
+        if (slow) await new Promise((r) => setTimeout(r, 1));
+      }
+      expect(got).toBe(size);
+      expect(hash.digest('hex')).toBe(expected(size));
+    };
+    // A caller that stops reading for a while: the proxy's writes to it queue, the socket buffers fill.
+    const stalled = async (size: number): Promise<void> => {
+      const sock = await tcpFrom(INSIDER, WEB_IP, 80);
+      const parts: Buffer[] = [];
+      const done = new Promise<void>((resolve) => sock.on('end', resolve));
+      sock.on('data', (b: Buffer) => {
+        parts.push(b);
+        sock.pause();
+        setTimeout(() => sock.resume(), 20);
+      });
+      sock.end(`GET /bytes?n=${size}&pattern=1 HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n`);
+      await done;
+      const all = Buffer.concat(parts);
+      const at = all.indexOf('\r\n\r\n');
+      const body = all.subarray(at + 4);
+      expect(body.length).toBe(size);
+      expect(createHash('sha256').update(body).digest('hex')).toBe(expected(size));
+    };
+    const all: Promise<void>[] = [];
+    for (const size of sizes) for (const chunked of [false, true]) for (const slow of [false, false, true]) all.push(get(size, chunked, slow));
+    for (const size of [64 * 1024 + 7, 1 * MiB + 3, 6 * MiB + 11]) all.push(stalled(size), stalled(size));
+    await Promise.all(all);
+  });
+
   it('tunnels an Upgrade request as raw bytes after the 101', async () => {
     const s = await tcpFrom(INSIDER, WEB_IP, 80);
     s.write('GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n');

@@ -12,6 +12,7 @@
 //   /sleep?ms=N  -> "<id>\n" after N ms (holds a request in flight)
 //   /bytes?n=N   -> N bytes streamed in 64 KiB chunks
 //   POST /sink   -> reads the body, answers {"bytes":N}
+//   /bytes?n=N   -> N bytes (?pattern=1: bytes[i] = (i*7919 >>> 3) & 255; ?chunked=1: chunked)
 //   /echo        -> reads the body (?stall=MS: pausing MS after each chunk), answers JSON {id, region, method, url, headers, bytes, sha256}
 //   /replay?to=V -> answers 409 with `fly-replay: V` (after reading the body; with early=1 at
 //                   once; `to_<region>=V` overrides V on machines of that region), except on a
@@ -97,14 +98,22 @@ if (kind === 'tcp') {
     } else if (url.pathname === '/sleep') {
       setTimeout(() => res.end(`${id}\n`), Number(url.searchParams.get('ms') ?? '100'));
     } else if (url.pathname === '/bytes') {
-      let left = Number(url.searchParams.get('n') ?? '0');
-      res.setHeader('content-length', String(left));
+      const total = Number(url.searchParams.get('n') ?? '0');
+      let left = total;
+      // ?pattern=1: bytes[i] = (i * 7919) >>> 3 & 255, so a caller can check every byte; ?chunked=1: no length.
+      const pattern = url.searchParams.get('pattern') === '1';
+      if (url.searchParams.get('chunked') !== '1') res.setHeader('content-length', String(left));
       const chunk = Buffer.alloc(64 * 1024, 0x61);
       const pump = () => {
         while (left > 0) {
           const n = Math.min(left, chunk.length);
+          let out = n === chunk.length ? chunk : chunk.subarray(0, n);
+          if (pattern) {
+            out = Buffer.allocUnsafe(n);
+            for (let i = 0, at = total - left; i < n; i++, at++) out[i] = ((at * 7919) >>> 3) & 255;
+          }
           left -= n;
-          if (!res.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return void res.once('drain', pump);
+          if (!res.write(out)) return void res.once('drain', pump);
         }
         res.end();
       };

@@ -24,7 +24,7 @@ import { SixpnError, UpstreamTimeoutError, UpstreamUnreachableError } from '../.
 import { Deadlines, Timed } from './deadlines.js';
 import { BODY, BODY_CONTINUES, BODY_INVALID, BodyReader, requestBody, responseBody, type BodyKind } from './framing.js';
 import { HeadParser, INVALID, NEED_MORE, type HeadLimits } from './head.js';
-import { UpstreamPool, type PoolOptions, type UpstreamConn, type UpstreamOwner } from './pool.js';
+import { SHARED_UP_READ, UpstreamPool, type PoolOptions, type UpstreamConn, type UpstreamOwner } from './pool.js';
 import { CallerIdentity, CONNECTION, rewriteRequest, rewriteResponse } from './rewrite.js';
 import { readBuffersSupported, setNextReadBuffer, useReadBuffer } from '../read-buffer.js';
 
@@ -381,6 +381,8 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
   private bodyTooLarge = false;
   /** The chunk being handled lives in a reused read buffer: SCRATCH.NONE, SHARED or OWN (see SHARED_READ). */
   private scratch: number = SCRATCH.NONE;
+  /** The same for the machine's bytes (see SHARED_UP_READ). */
+  private upScratch: number = SCRATCH.NONE;
 
   constructor(
     private readonly fwd: Http1Forwarder<C, M, P>,
@@ -756,9 +758,39 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
 
   // ---- machine connection (UpstreamOwner) ----------------------------------------------
 
+  /**
+   * A read of the machine's connection into a reused buffer: as for the caller (onRead), bytes
+   * that outlive it are copied out of the shared buffer, a large body moves to a buffer of the
+   * connection's own (written from directly; reading stops until the caller drains when a write
+   * is left queued), and the connection goes back to the shared one when the response is over.
+   */
+  upRead(n: number, buf: Buffer): void {
+    const up = this.up;
+    const own = buf !== SHARED_UP_READ;
+    this.upScratch = own ? SCRATCH.OWN : SCRATCH.SHARED;
+    this.upData(n === buf.length ? buf : buf.subarray(0, n));
+    this.upScratch = SCRATCH.NONE;
+    if (up === null || this.up !== up) {
+      if (own) setNextReadBuffer(SHARED_UP_READ);
+      return;
+    }
+    const body = this.rs === RS.BODY || this.phase === PH.TUNNEL;
+    if (own) {
+      if (!body) setNextReadBuffer(SHARED_UP_READ);
+      else if (this.socket.writableLength > 0 && !this.upPaused) setNextReadBuffer(Buffer.allocUnsafeSlow(BODY_READ));
+    } else if (n === buf.length && body) {
+      setNextReadBuffer(Buffer.allocUnsafeSlow(BODY_READ));
+    }
+  }
+
+  /** Machine bytes for the caller: a copy when they sit in the shared read buffer. */
+  private upBytes(b: Buffer): Buffer {
+    return this.upScratch === SCRATCH.SHARED ? Buffer.from(b) : b;
+  }
+
   upData(chunk: Buffer): void {
     if (this.phase === PH.TUNNEL) {
-      if (!this.socket.write(chunk)) this.pauseUp();
+      if (!this.socket.write(this.upBytes(chunk))) this.pauseUp();
       this.touch();
       return;
     }
@@ -830,7 +862,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
     else {
       this.socket.cork();
       this.socket.write(rewriteResponse(h, this.id, conn));
-      ok = this.socket.write(chunk.subarray(off, end));
+      ok = this.socket.write(this.upBytes(chunk.subarray(off, end)));
       this.socket.uncork();
     }
     this.bodyWritten(e, ok, chunk);
@@ -841,7 +873,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
     if (e === BODY_INVALID) return this.brokenResponse(`invalid response body from machine: ${up.body.reason}`);
     const end = e === BODY_CONTINUES ? chunk.length : e;
     let ok = true;
-    if (end > off) ok = this.socket.write(off === 0 && end === chunk.length ? chunk : chunk.subarray(off, end));
+    if (end > off) ok = this.socket.write(this.upBytes(off === 0 && end === chunk.length ? chunk : chunk.subarray(off, end)));
     this.bodyWritten(e, ok, chunk);
   }
 
@@ -925,7 +957,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
     this.phase = PH.TUNNEL;
     this.socket.cork();
     this.socket.write(rewriteResponse(h, this.id, CONNECTION.UPGRADE));
-    if (off < chunk.length) this.socket.write(chunk.subarray(off));
+    if (off < chunk.length) this.socket.write(this.upBytes(chunk.subarray(off)));
     this.socket.uncork();
     const up = this.up!;
     if (this.held !== null) {

@@ -12,10 +12,20 @@ import type net from 'node:net';
 import { Timed, type Deadlines } from './deadlines.js';
 import { HeadParser, type HeadLimits } from './head.js';
 import { BodyReader } from './framing.js';
+import { readBuffersSupported, useReadBuffer } from '../read-buffer.js';
+
+/**
+ * Machine bytes are read into reused buffers (../read-buffer.ts): every connection starts on this
+ * shared one; its owner copies what outlives a read and may move the connection to a buffer of
+ * its own for a large body (see the forwarder's upRead).
+ */
+export const SHARED_UP_READ = Buffer.allocUnsafeSlow(16 * 1024);
 
 /** The exchange using a connection: its socket's events go there. */
 export interface UpstreamOwner {
   upData(chunk: Buffer): void;
+  /** A read into a reused buffer (SHARED_UP_READ or one the owner chose), instead of upData. */
+  upRead(n: number, buf: Buffer): void;
   upEnd(): void;
   upError(err: Error): void;
   upClose(): void;
@@ -46,7 +56,10 @@ export class UpstreamConn extends Timed {
     super();
     this.head = new HeadParser('response', pool.options.limits);
     this.body = new BodyReader(pool.options.limits.maxHeadSize);
-    socket.on('data', (c: Buffer) => (this.owner ? this.owner.upData(c) : this.dropIdle()));
+    // Bytes the socket already holds (a machine that spoke first) keep the 'data' path.
+    if (!(readBuffersSupported && socket.readableLength === 0 && useReadBuffer(socket, SHARED_UP_READ, this.onRead))) {
+      socket.on('data', (c: Buffer) => (this.owner ? this.owner.upData(c) : this.dropIdle()));
+    }
     socket.on('end', () => (this.owner ? this.owner.upEnd() : this.dropIdle()));
     socket.on('error', (err: Error) => (this.owner ? this.owner.upError(err) : this.dropIdle()));
     socket.on('close', () => {
@@ -56,6 +69,15 @@ export class UpstreamConn extends Timed {
     });
     socket.on('drain', () => this.owner?.upDrain());
   }
+
+  private readonly onRead = (n: number, buf: Buffer): boolean => {
+    if (this.owner === null) {
+      this.dropIdle();
+      return false;
+    }
+    this.owner.upRead(n, buf);
+    return true;
+  };
 
   get usable(): boolean {
     const s = this.socket;
