@@ -44,8 +44,7 @@ export class HotChild {
   }
 }
 
-// A registered symbol: a module loaded twice (tests) must find the children the first copy put on a shared metric.
-const HOT = Symbol.for('sixpn.hot-children');
+const HOT = Symbol('sixpn.hot-children');
 type Foldable = { inc(labels: Record<string, string>, v: number): void; [HOT]?: Set<HotChild> };
 
 /** Folds the pending sums of a metric's hot children into it; the `collect` of metrics that have them. */
