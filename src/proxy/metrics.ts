@@ -2,7 +2,7 @@
  * The proxy's Prometheus metrics. Labels are bounded: app names, machine ids, protocol,
  * status class and selection outcome; never caller addresses or paths.
  */
-import { counter, dropHotChild, gauge, histogram, hotChild, hotCounter, hotGauge, type HotChild } from '../observe/metrics.js';
+import { counter, gauge, histogram } from '../observe/metrics.js';
 
 export const deniedTotal = counter({
   name: 'sixpn_proxy_denied_total',
@@ -23,13 +23,13 @@ export const connectionsAccepted = counter({
   labelNames: ['app', 'proto'] as const,
 });
 
-export const activeConnections = hotGauge({
+export const activeConnections = gauge({
   name: 'sixpn_proxy_active_connections',
   help: 'Connections (TCP) or in-flight requests (HTTP) currently held on a machine',
   labelNames: ['app', 'machine'] as const,
 });
 
-export const httpRequests = hotCounter({
+export const httpRequests = counter({
   name: 'sixpn_proxy_http_requests_total',
   help: 'HTTP requests answered, by machine (empty when the proxy answered itself) and status class (1xx..5xx)',
   labelNames: ['app', 'machine', 'status_class'] as const,
@@ -53,7 +53,7 @@ export const refusedConnections = counter({
   labelNames: ['cap'] as const,
 });
 
-export const selectionTotal = hotCounter({
+export const selectionTotal = counter({
   name: 'sixpn_proxy_selection_total',
   help: 'Machine selections by outcome: same_region, spilled (another region), queued, refused',
   labelNames: ['outcome'] as const,
@@ -95,8 +95,8 @@ type Obs = { observe(v: number): void };
 type Gauge1 = { inc(n?: number): void; dec(n?: number): void };
 
 /**
- * Labelled children resolved once per app (and machine) instead of on every request; those used
- * per request or per connection are hot children (../observe/metrics.ts): an addition each.
+ * Labelled children resolved once per app (and machine) instead of on every request: a labels
+ * lookup hashes the label object, which costs more than the increment itself on the hot path.
  */
 export class AppMetrics {
   readonly acceptedTcp: Inc;
@@ -104,9 +104,8 @@ export class AppMetrics {
   readonly connectErrors: Inc;
   readonly requestSeconds: Obs;
   readonly connectSeconds: Obs;
-  /** Per machine id: its request counters by status class (index 1..5), hot children. */
-  private readonly byMachine = new Map<string, (HotChild | undefined)[]>();
-  private readonly active = new Map<string, HotChild>();
+  private readonly byClass = new Map<string, Inc>();
+  private readonly active = new Map<string, Gauge1>();
 
   constructor(readonly app: string) {
     this.acceptedTcp = connectionsAccepted.labels({ app, proto: 'tcp' });
@@ -118,36 +117,26 @@ export class AppMetrics {
 
   /** `machine` is empty for answers the proxy gave itself (403, 502, 503 ...). */
   requests(status: number, machine = ''): Inc {
-    const k = Math.floor(status / 100);
-    const i = k >= 1 && k <= 5 ? k : 5;
-    let row = this.byMachine.get(machine);
-    if (!row) this.byMachine.set(machine, (row = []));
-    let c = row[i];
-    if (!c) row[i] = c = hotChild(httpRequests, { app: this.app, machine, status_class: STATUS_CLASS[i]! });
+    const cls = statusClass(status);
+    const key = `${machine}/${cls}`;
+    let c = this.byClass.get(key);
+    if (!c) this.byClass.set(key, (c = httpRequests.labels({ app: this.app, machine, status_class: cls })));
     return c;
   }
 
   activeOn(machine: string): Gauge1 {
     let g = this.active.get(machine);
-    if (!g) this.active.set(machine, (g = hotChild(activeConnections, { app: this.app, machine })));
+    if (!g) this.active.set(machine, (g = activeConnections.labels({ app: this.app, machine })));
     return g;
   }
 
   /** A machine left the catalog: drop its series so the label set stays bounded. */
   forgetMachine(machine: string): void {
-    const g = this.active.get(machine);
-    if (g) {
-      this.active.delete(machine);
-      dropHotChild(activeConnections, g);
-      activeConnections.remove({ app: this.app, machine });
-    }
-    const row = this.byMachine.get(machine);
-    if (!row) return;
-    this.byMachine.delete(machine);
-    for (const c of row) {
-      if (!c) continue;
-      dropHotChild(httpRequests, c);
-      httpRequests.remove(c.labels);
+    if (this.active.delete(machine)) activeConnections.remove({ app: this.app, machine });
+    for (const key of [...this.byClass.keys()]) {
+      if (!key.startsWith(`${machine}/`)) continue;
+      this.byClass.delete(key);
+      httpRequests.remove({ app: this.app, machine, status_class: key.slice(machine.length + 1) });
     }
   }
 }
@@ -160,10 +149,10 @@ export function appMetrics(app: string): AppMetrics {
 }
 
 const selection = {
-  same_region: hotChild(selectionTotal, { outcome: 'same_region' }),
-  spilled: hotChild(selectionTotal, { outcome: 'spilled' }),
-  queued: hotChild(selectionTotal, { outcome: 'queued' }),
-  refused: hotChild(selectionTotal, { outcome: 'refused' }),
+  same_region: selectionTotal.labels({ outcome: 'same_region' }),
+  spilled: selectionTotal.labels({ outcome: 'spilled' }),
+  queued: selectionTotal.labels({ outcome: 'queued' }),
+  refused: selectionTotal.labels({ outcome: 'refused' }),
 };
 export function selected(outcome: keyof typeof selection): void {
   selection[outcome].inc();
