@@ -528,14 +528,14 @@ if (Number.isFinite(cpuConnRatio) && cpuConnRatio > 2.5) {
   notes.push(
     `A short TCP connection costs sixpn ${fmt(cpuConnRatio, 1)}x HAProxy's CPU (connections per CPU second above). Per connection both proxies make the same socket calls (accept, connect, a read and a write each way, two shutdowns, two closes); ` +
       'sixpn adds about five epoll_ctl calls (libuv re-arms each handle as node starts and stops reading and writing) and a getpeername, and in user space two net.Socket objects with their stream state, an async connect callback and the close/end events of both. ' +
-      'In the profile the connect call itself (`internalConnect`, the loopback handshake runs inside it) and the writes are the largest items. What would lower it: raw TCP handles instead of net.Socket for the splice (libuv\'s TCPWrap without node\'s streams), which this project has not taken on.',
+      'In a profile (`BENCH_ONLY=rate BENCH_CPU_PROF=DIR`) the connect call itself (`internalConnect`, the loopback handshake runs inside it) and the writes are the largest items; `QUICK_MODE=rate QUICK_STRACE=1 sh test/harness/netns-run.sh node bench/lib/quick-http.mjs` counts the system calls of both proxies. What would lower it: raw TCP handles instead of net.Socket for the splice (libuv\'s TCPWrap without node\'s streams), which this project has not taken on.',
   );
 }
 if (idleSixpn && idleSixpn.opened > 0) {
   notes.push(
     `RSS with idle connections is the process's baseline (${fmt(idleSixpn.before / MiB, 1)} MiB before any connection: Node, pino, prom-client, zod, the CLI) plus ` +
       `${fmt((idleSixpn.after - idleSixpn.before) / idleSixpn.opened / 1024, 1)} KiB per proxied connection (two net.Socket objects with their libuv handles and stream state, one TcpConn holding both and its wheel entry; no timer and no read buffer of its own while idle). ` +
-      'What would lower it: a smaller baseline (the CLI loads its HTTP client, the config schemas and prom-client before the proxy starts), and fewer objects per net.Socket, which only leaving net.Socket would give.',
+      'What would lower it: a smaller baseline (prom-client\'s index loads its default metrics and @opentelemetry/api), and fewer objects per net.Socket, which only leaving net.Socket would give.',
   );
 }
 for (const n of notes) md.push(`- ${n}`);

@@ -7,8 +7,8 @@
  * symbols once on a probe socket and sets them (and the handle's user buffer) on an accepted socket,
  * so node's own read path, pause()/resume() and end-of-stream work as for a dialed socket.
  *
- * The symbols are node internals: `readBuffersSupported` says whether they were found, and callers
- * fall back to 'data' events when not (the unit test fails if this node lost them).
+ * The symbols are node internals: `readBuffersSupported` says whether they were found; without them
+ * `useReadBuffer` returns false and callers keep 'data' events (the unit test fails if this node lost them).
  *
  * Buffer switching uses node's generator hook with one shared generator: the read callback stores
  * the buffer for the socket's next read in `setNextReadBuffer` just before node asks the generator,

@@ -15,7 +15,7 @@ import type { ConnInfo, ProxyCore, Tracked } from './core.js';
 import { Timed } from './http1/deadlines.js';
 import { appMetrics } from './metrics.js';
 import { proxyHeader } from './proxyproto.js';
-import { readBuffersSupported, setNextReadBuffer, useReadBuffer } from './read-buffer.js';
+import { setNextReadBuffer, useReadBuffer } from './read-buffer.js';
 import type { Connected, Upstream } from './upstream.js';
 
 const CONN = Symbol('sixpn.tcp');
@@ -203,7 +203,7 @@ export class TcpService {
     // Until a machine is connected, errors only end the caller.
     caller.on('error', destroySelf);
     caller.once('close', callerClose);
-    c.callerReads = readBuffersSupported && useReadBuffer(caller, SHARED_READ, callerRead);
+    c.callerReads = useReadBuffer(caller, SHARED_READ, callerRead);
     const r = this.upstream.connect<net.Socket>({ app: t.app.name, service: t.service, tried: c.tried!, gone: c.gone!, adopt: adoptSocket, reportConnect: true, onread: c.onread! });
     if (r instanceof Promise) r.then((x) => this.connected(c, x), (err: unknown) => this.failed(c, err));
     else this.connected(c, r);

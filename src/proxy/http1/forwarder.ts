@@ -26,7 +26,7 @@ import { BODY, BODY_CONTINUES, BODY_INVALID, BodyReader, requestBody, responseBo
 import { HeadParser, INVALID, NEED_MORE, type HeadLimits } from './head.js';
 import { SHARED_UP_READ, UpstreamPool, type PoolOptions, type UpstreamConn, type UpstreamOwner } from './pool.js';
 import { CallerIdentity, CONNECTION, rewriteRequest, rewriteResponse } from './rewrite.js';
-import { readBuffersSupported, setNextReadBuffer, useReadBuffer } from '../read-buffer.js';
+import { setNextReadBuffer, useReadBuffer } from '../read-buffer.js';
 
 /** What the forwarder needs to know of a caller connection; the integrator may carry more. */
 export interface CallerContext {
@@ -323,6 +323,17 @@ const MERGE_BODY = 8192;
 const SHARED_READ = Buffer.allocUnsafeSlow(16 * 1024);
 const SCRATCH = { NONE: 0, SHARED: 1, OWN: 2 } as const;
 const BODY_READ = 64 * 1024;
+
+/**
+ * After a read into a reused buffer (caller or machine side, see SHARED_READ): the buffer the
+ * next read goes into, or null to keep this one. `body`: a body (or tunnel) is still coming;
+ * `heldByWrite`: a write still points into this buffer and no 'drain' will resume reading.
+ */
+function nextRead(own: boolean, filled: boolean, body: boolean, heldByWrite: boolean, shared: Buffer): Buffer | null {
+  if (!own) return filled && body ? Buffer.allocUnsafeSlow(BODY_READ) : null;
+  if (!body) return shared;
+  return heldByWrite ? Buffer.allocUnsafeSlow(BODY_READ) : null;
+}
 /** Response progress. */
 const RS = { HEAD: 0, BODY: 1, DONE: 2 } as const;
 
@@ -394,7 +405,7 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
     this.head = new HeadParser('request', fwd.limits);
     this.body = new BodyReader(fwd.limits.maxHeadSize);
     this.who = new CallerIdentity(ctx.caller, ctx.port, fwd.options.region);
-    if (!(readBuffersSupported && useReadBuffer(socket, SHARED_READ, this.onRead))) socket.on('data', this.onData);
+    if (!useReadBuffer(socket, SHARED_READ, this.onRead)) socket.on('data', this.onData);
     socket.on('end', this.onEnd);
     socket.on('error', this.onError);
     socket.on('close', this.onClose);
@@ -412,14 +423,10 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
     this.onData(n === buf.length ? buf : buf.subarray(0, n));
     this.scratch = SCRATCH.NONE;
     const body = !this.reqDone && this.phase === PH.FORWARD;
-    if (own) {
-      // Back to the shared buffer once the body is over; a new one while a write still holds this
-      // one and no 'drain' will come to resume reading (it was queued under the high-water mark).
-      if (!body) setNextReadBuffer(SHARED_READ);
-      else if (this.up !== null && this.up.socket.writableLength > 0 && (this.paused & PAUSE.UP_FULL) === 0) setNextReadBuffer(Buffer.allocUnsafeSlow(BODY_READ));
-    } else if (n === buf.length && body) {
-      setNextReadBuffer(Buffer.allocUnsafeSlow(BODY_READ));
-    }
+    // A write queued under the high-water mark brings no 'drain' to resume on: it still holds the buffer.
+    const held = this.up !== null && this.up.socket.writableLength > 0 && (this.paused & PAUSE.UP_FULL) === 0;
+    const next = nextRead(own, n === buf.length, body, held, SHARED_READ);
+    if (next !== null) setNextReadBuffer(next);
     return true;
   };
 
@@ -770,17 +777,10 @@ class CallerConn<C extends CallerContext, M, P> extends Timed implements Upstrea
     this.upScratch = own ? SCRATCH.OWN : SCRATCH.SHARED;
     this.upData(n === buf.length ? buf : buf.subarray(0, n));
     this.upScratch = SCRATCH.NONE;
-    if (up === null || this.up !== up) {
-      if (own) setNextReadBuffer(SHARED_UP_READ);
-      return;
-    }
-    const body = this.rs === RS.BODY || this.phase === PH.TUNNEL;
-    if (own) {
-      if (!body) setNextReadBuffer(SHARED_UP_READ);
-      else if (this.socket.writableLength > 0 && !this.upPaused) setNextReadBuffer(Buffer.allocUnsafeSlow(BODY_READ));
-    } else if (n === buf.length && body) {
-      setNextReadBuffer(Buffer.allocUnsafeSlow(BODY_READ));
-    }
+    // The exchange let go of the connection (pooled or closed): nothing more is coming for it.
+    const body = up !== null && this.up === up && (this.rs === RS.BODY || this.phase === PH.TUNNEL);
+    const next = nextRead(own, n === buf.length, body, this.socket.writableLength > 0 && !this.upPaused, SHARED_UP_READ);
+    if (next !== null) setNextReadBuffer(next);
   }
 
   /** Machine bytes for the caller: a copy when they sit in the shared read buffer. */

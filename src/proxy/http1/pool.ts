@@ -12,7 +12,7 @@ import type net from 'node:net';
 import { Timed, type Deadlines } from './deadlines.js';
 import { HeadParser, type HeadLimits } from './head.js';
 import { BodyReader } from './framing.js';
-import { readBuffersSupported, useReadBuffer } from '../read-buffer.js';
+import { useReadBuffer } from '../read-buffer.js';
 
 /**
  * Machine bytes are read into reused buffers (../read-buffer.ts): every connection starts on this
@@ -57,7 +57,7 @@ export class UpstreamConn extends Timed {
     this.head = new HeadParser('response', pool.options.limits);
     this.body = new BodyReader(pool.options.limits.maxHeadSize);
     // Bytes the socket already holds (a machine that spoke first) keep the 'data' path.
-    if (!(readBuffersSupported && socket.readableLength === 0 && useReadBuffer(socket, SHARED_UP_READ, this.onRead))) {
+    if (!(socket.readableLength === 0 && useReadBuffer(socket, SHARED_UP_READ, this.onRead))) {
       socket.on('data', (c: Buffer) => (this.owner ? this.owner.upData(c) : this.dropIdle()));
     }
     socket.on('end', () => (this.owner ? this.owner.upEnd() : this.dropIdle()));
