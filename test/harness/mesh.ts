@@ -19,6 +19,13 @@ export const UNDERLAY = 'fd5a:e5::';
 const INTERNET = `${UNDERLAY}1`;
 const OPERATOR = `${UNDERLAY}2`;
 
+/** Resolves true once `ping` gets an answer; throws its own words otherwise, so a timeout says why (no route, no `ping` installed). */
+async function pings(r: Promise<{ code: number | null; stdout: string; stderr: string }>): Promise<true> {
+  const res = await r;
+  if (res.code === 0) return true;
+  throw new Error(`ping exited ${res.code}: ${(res.stderr || res.stdout).trim().split('\n').pop()}`);
+}
+
 async function must(cmd: string, args: string[]): Promise<string> {
   const r = await run(cmd, args, { timeoutMs: 15_000 });
   if (r.code !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr.trim()}`);
@@ -74,7 +81,7 @@ export class LabHost {
   /** Cuts (or restores) the host's link to the internet: nothing goes in or out any more. */
   async link(up: boolean): Promise<void> {
     await must('ip', ['-n', this.ns.name, 'link', 'set', 'dev', this.uplink, up ? 'up' : 'down']);
-    if (up) await waitFor(async () => (await this.inHost('ping', ['-6', '-c', '1', '-W', '1', INTERNET])).code === 0, { what: `${this.name} reaches the internet again`, timeoutMs: 10_000 });
+    if (up) await waitFor(() => pings(this.inHost('ping', ['-6', '-c', '1', '-W', '1', INTERNET])), { what: `${this.name} reaches the internet again`, timeoutMs: 10_000 });
   }
 
   machineNs(id: string): string {
@@ -152,7 +159,7 @@ export class MeshLab {
     await ns.must('sysctl', ['-qw', 'net.ipv6.conf.up0.keep_addr_on_down=1']);
     await must('ip', ['-n', ns.name, 'link', 'set', 'up0', 'up']);
     // A new bridge port takes a moment to carry packets: wait until the internet answers.
-    await waitFor(async () => (await ns.exec('ping', ['-6', '-c', '1', '-W', '1', INTERNET])).code === 0, { what: `${ns.name} reaches the internet bridge`, timeoutMs: 10_000 });
+    await waitFor(() => pings(ns.exec('ping', ['-6', '-c', '1', '-W', '1', INTERNET])), { what: `${ns.name} reaches the internet bridge`, timeoutMs: 10_000 });
     return { ns, address, uplink: 'up0' };
   }
 
