@@ -82,6 +82,14 @@ describe.skipIf(!IN_NETNS)('the catalog survives its store', () => {
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
     });
     const page: Page = await browser.newPage();
+    // What the page saw, for the message when the banner does not come (a flake seen in full CI runs).
+    const pageLog: string[] = [];
+    page.on('console', (m) => pageLog.push(`console.${m.type()}: ${m.text()}`));
+    page.on('pageerror', (e) => pageLog.push(`pageerror: ${e.message}`));
+    page.on('requestfailed', (r) => pageLog.push(`requestfailed: ${r.url()} ${r.failure()?.errorText ?? ''}`));
+    page.on('response', (r) => {
+      if (!r.ok()) pageLog.push(`response ${r.status()}: ${r.url()}`);
+    });
     await page.goto(`${a.url}/dashboard?token=${a.token}`);
     await page.locator('[data-app="web"]').first().waitFor({ timeout: 10_000 });
     expect(await page.locator('#catalogbanner').isHidden()).toBe(true);
@@ -108,7 +116,13 @@ describe.skipIf(!IN_NETNS)('the catalog survives its store', () => {
       expect(st.totals).toMatchObject({ orgs: 1, apps: 1, machines: 2 });
     }
     // The dashboard banner, pushed to the open page.
-    await page.locator('#catalogbanner:not([hidden])').waitFor({ timeout: 10_000 });
+    try {
+      await page.locator('#catalogbanner:not([hidden])').waitFor({ timeout: 10_000 });
+    } catch (err) {
+      const streams = /sixpn_dashboard_streams \S+/.exec((await a.api('GET', '/metrics')).body as string)?.[0];
+      const seen = { live: await page.locator('#livetext').textContent(), node: await page.locator('#nodeinfo').textContent(), streams, pageLog, warnings: a.proc.output().split('\n').filter((l) => /"level":(40|50|60)/.test(l)).slice(-10) };
+      throw new Error(`no catalog banner on node a's dashboard: ${JSON.stringify(seen)}`, { cause: err });
+    }
     expect(await page.locator('#catalogbanner').textContent()).toMatch(/Catalog diverged: writes are refused.*came back empty.*sixpn catalog restore/);
     expect(await page.locator('[data-app="web"]').count()).toBeGreaterThan(0);
     const refused = await cli(b, ['apps', 'create', 'api', '--org', 'acme']);
