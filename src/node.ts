@@ -80,6 +80,10 @@ export async function startNode(loaded: LoadedConfig, wanted: RoleName[], starte
 
 /** Installs SIGTERM/SIGINT handlers that drain and exit 0. */
 export function exitOnSignals(node: RunningNode): void {
+  // A node runs until it is told to stop, even while it has nothing to serve (an empty catalog
+  // whose addresses come later): without a handle of its own the event loop could run dry and
+  // the process exit 0 right after its ready line.
+  const keepAlive = setInterval(() => undefined, 1 << 30);
   let signals = 0;
   let firstAt = 0;
   const onSignal = (sig: NodeJS.Signals): void => {
@@ -99,7 +103,10 @@ export function exitOnSignals(node: RunningNode): void {
     };
     say(() => node.ctx.log.info({ signal: sig }, 'draining and shutting down'));
     node.stop().then(
-      () => process.exit(0),
+      () => {
+        clearInterval(keepAlive);
+        process.exit(0);
+      },
       (err: unknown) => {
         say(() => node.ctx.log.error({ err }, 'shutdown failed'));
         flushLogs();

@@ -22,7 +22,7 @@ const servers = backends.list.map((b) => b.address);
 const ha = await startHaproxy(haproxyConfig({ threads: 1, services: [{ name: 'web', mode: RATE ? 'tcp' : 'http', bind: `127.0.0.1:${port}`, servers }] }));
 const flyPort = RATE ? 7000 : 80;
 const { text, apps } = sixpnConfig({ networkId: 0x18, proxy: { drain_timeout: '2s', ...(env.QUICK_WORKERS ? { workers: Number(env.QUICK_WORKERS) } : {}) }, apps: [{ name: 'web', protocol: RATE ? 'tcp' : 'http', port: flyPort, servers }] });
-const nodeArgs = env.QUICK_PROF ? ['--cpu-prof', `--cpu-prof-dir=${env.QUICK_PROF}`] : [];
+const nodeArgs = [...(env.QUICK_PROF ? ['--cpu-prof', `--cpu-prof-dir=${env.QUICK_PROF}`] : []), ...(env.QUICK_NODE_ARGS ? env.QUICK_NODE_ARGS.split(' ') : [])];
 const sixpn = await startSixpnProxy(text, { nodeArgs, listen: [{ host: apps[0].flycast, port: flyPort }] });
 const targets = {
   haproxy: [{ host: '127.0.0.1', port, url: `http://127.0.0.1:${port}/` }, ha.pid],

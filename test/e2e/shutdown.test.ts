@@ -2,7 +2,7 @@
  * Shutdown must not depend on logging (issue 11 item 12): a node whose stdout is a pipe nobody
  * reads any more (`sixpn up | head`, a log shipper that died) still exits 0 on SIGTERM, at once,
  * with the pretty (worker thread) and the JSON logger, and whether stdout went away after the
- * ready line or before it.
+ * ready line or before it. A node with nothing to serve yet does not exit on its own.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -58,5 +58,17 @@ describe('SIGTERM with a closed stdout', () => {
     const t0 = Date.now();
     const code = await p.stop('SIGTERM', 15_000);
     expect({ code, ms: Date.now() - t0 < 3000 }).toEqual({ code: 0, ms: true });
+  });
+});
+
+describe('a node with nothing to serve yet', () => {
+  it('keeps running until SIGTERM (a proxy with an empty in-memory catalog, no API, no DNS)', async () => {
+    const file = join(dir, 'idle-proxy.toml');
+    writeFileSync(file, '[catalog]\npath = ""\n[control]\nenabled = false\n[health]\nenabled = false\n[dns]\nenabled = false\n');
+    const p = startSixpn(['proxy', '--config', file]);
+    await p.waitForLine(/sixpn ready/);
+    await new Promise((r) => setTimeout(r, 1_000));
+    expect(p.child.exitCode).toBeNull();
+    expect(await p.stop('SIGTERM', 15_000)).toBe(0);
   });
 });
