@@ -7,7 +7,6 @@
  * and in SIXPN_HOOK_* variables, the node's environment without its secrets (SIXPN_TOKEN,
  * SIXPN_REDIS_URL), no stdin, and is killed with its process group when it runs out of time.
  */
-import { spawn } from 'node:child_process';
 import type { Machine } from '../catalog/types.js';
 import type { Hook } from './config.js';
 
@@ -33,7 +32,9 @@ export async function runHook(hook: Hook, action: HookAction, m: Machine, timeou
   throw new Error(`no ${action} hook for app ${m.app}`);
 }
 
-function runCommand(template: readonly string[], action: HookAction, m: Machine, timeoutMs: number): Promise<void> {
+async function runCommand(template: readonly string[], action: HookAction, m: Machine, timeoutMs: number): Promise<void> {
+  // Loaded when a hook first runs: a proxy without command hooks never pays for child_process.
+  const { spawn } = await import('node:child_process');
   const f = fields(m);
   const argv = template.map((a) => a.replace(/\{(app|machine|region|address)\}/g, (_all, k: string) => f[k]!));
   const env: NodeJS.ProcessEnv = {};

@@ -19,7 +19,6 @@ import { holdYoungGeneration, startMemoryGuard } from './memory.js';
 import { appMetrics } from './metrics.js';
 import { TcpService } from './tcp.js';
 import { Upstream, type MachineStarter, type SourcePicker } from './upstream.js';
-import { startProxyWorkers } from './workers.js';
 
 export { findTarget, dialTarget } from './core.js';
 export type { MachineStarter, SourcePicker } from './upstream.js';
@@ -67,6 +66,8 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
   if (workers > 1 && seams.share === undefined) {
     // The data path runs in worker processes; this one relays the catalog to them. Passive
     // ejections and the HTTP pools are per worker, so the seams below are theirs.
+    // node:cluster (with child_process and dgram under it) only where workers run.
+    const { startProxyWorkers } = await import('./workers.js');
     const w = await startProxyWorkers(ctx, workers);
     return { name: 'proxy', describe: () => w.describe(), ejections: () => [], forgetMachine: () => undefined, drain: (d) => w.drain(d), close: () => w.close() };
   }
