@@ -157,7 +157,10 @@ export class Listeners {
     socket.on('error', destroyOnError);
     // Sockets handed over by node:cluster (workers) do not get the server's noDelay; set it here.
     socket.setNoDelay(true);
-    const flycast = spec.flycast ?? normalizeAddress(socket.localAddress ?? '');
+    // Routed mode: the kernel writes the local address in canonical form already, so the view's
+    // own key usually matches as it is; normalizing is the fallback.
+    const local = spec.flycast == null ? (socket.localAddress ?? '') : '';
+    const flycast = spec.flycast ?? (core.view.flycast.has(local) ? local : normalizeAddress(local));
     const port = spec.flycast ? spec.flycastPort : (socket.localPort ?? 0);
     const target = flycast ? findTarget(core.view, flycast, port) : null;
     if (!flycast || !target) {

@@ -172,9 +172,6 @@ function upClose(this: Sock, hadError: boolean): void {
   if (hadError) c.caller.destroy();
   else endOnce(c.caller);
 }
-function destroySelf(this: net.Socket): void {
-  this.destroy();
-}
 
 export class TcpService {
   readonly idleMs: number;
@@ -200,9 +197,9 @@ export class TcpService {
     caller[CONN] = c;
     this.core.tcpInFlight++;
     this.core.track(c);
-    // Until a machine is connected, errors only end the caller.
-    caller.on('error', destroySelf);
-    caller.once('close', callerClose);
+    // The listener's error handler ends the caller; its 'close' (with hadError) ends the machine
+    // side. 'close' comes once: `on` spares the wrapper `once` would keep for the connection's life.
+    caller.on('close', callerClose);
     c.callerReads = useReadBuffer(caller, SHARED_READ, callerRead);
     const r = this.upstream.connect<net.Socket>({ app: t.app.name, service: t.service, tried: c.tried!, gone: c.gone!, adopt: adoptSocket, reportConnect: true, onread: c.onread! });
     if (r instanceof Promise) r.then((x) => this.connected(c, x), (err: unknown) => this.failed(c, err));
@@ -234,15 +231,13 @@ export class TcpService {
     if (port.handlers.includes('proxy_proto')) {
       up.write(proxyHeader(port.proxy_proto_options?.version ?? 'v1', { srcAddress: c.ctx.caller, srcPort: c.ctx.callerPort, dstAddress: c.ctx.flycast, dstPort: c.ctx.port }));
     }
-    caller.off('error', destroySelf);
     if (!c.callerReads) caller.on('data', callerData);
     caller.on('drain', callerDrain);
     caller.on('end', callerEnd);
-    caller.on('error', destroyConn);
     up.on('drain', upDrain);
     up.on('end', upEnd);
     up.on('error', destroyConn);
-    up.once('close', upClose);
+    up.on('close', upClose);
     // A FIN that came before the splice (the caller ended while a machine was being picked and
     // dialed: `nc -z`, a port scanner, a probe) has already emitted its 'end' with nobody
     // listening; pass it on now, or the machine never learns and the slot stays taken.

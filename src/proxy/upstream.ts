@@ -115,8 +115,9 @@ class Dial extends Timed {
   ) {
     super();
     socket[DIAL] = this;
-    socket.once('connect', onDialConnect);
-    socket.once('error', onDialError);
+    // settle() takes both off: `on` spares the wrappers `once` allocates.
+    socket.on('connect', onDialConnect);
+    socket.on('error', onDialError);
     this.deadline = this.started + timeoutMs;
     wheel.add(this);
   }
