@@ -44,13 +44,10 @@ class TcpConn extends Timed implements Tracked {
   lastAt: number;
   /** What the connect needs (dropped once connected, so that an idle connection holds less). */
   tried: Set<Slot> | null = new Set<Slot>();
-  /** Own read buffer of the machine -> caller direction once it moves bulk (see SHARED_READ). */
-  readBuf: Buffer | null = null;
   /** Caller bytes read before the machine was connected (up to EARLY_MAX). */
   early: Buffer | null = null;
   /** Whether the caller's socket reads through callerRead (else 'data' events: callerData). */
   callerReads = false;
-  onread: net.OnReadOpts | null = { buffer: () => this.readBuf ?? SHARED_READ, callback: upRead };
 
   constructor(
     readonly tcp: TcpService,
@@ -125,19 +122,35 @@ function callerRead(this: Sock, n: number, buf: Buffer): boolean {
   if (up.writableLength > 0) setNextReadBuffer(Buffer.allocUnsafeSlow(BULK_READ));
   return true;
 }
+/**
+ * The machine side's buffer generator, shared by every connection (no closure per connection):
+ * node calls it once when the socket gets its handle (it returns SHARED_READ then) and right after
+ * every upRead, which leaves here the buffer for the socket's next read, or null to keep the one it
+ * has (its own bulk buffer stays its own).
+ */
+let nextUpBuffer: Buffer | null = SHARED_READ;
+function upBuffer(): Buffer | null {
+  const b = nextUpBuffer;
+  nextUpBuffer = SHARED_READ;
+  return b;
+}
 /** `onread` of a machine socket: false stops reading until the caller's side drains. */
 function upRead(this: Sock, n: number, buf: Buffer): boolean {
+  nextUpBuffer = null;
   const c = this[CONN]!;
   c.lastAt = c.tcp.upstream.wheel.now;
   const caller = c.caller;
   if (buf === SHARED_READ) {
-    if (n === buf.length) c.readBuf = Buffer.allocUnsafeSlow(BULK_READ);
+    if (n === buf.length) nextUpBuffer = Buffer.allocUnsafeSlow(BULK_READ);
     return caller.write(Buffer.from(buf.subarray(0, n)));
   }
   if (!caller.write(buf.subarray(0, n))) return false;
-  if (caller.writableLength > 0) c.readBuf = Buffer.allocUnsafeSlow(BULK_READ);
+  if (caller.writableLength > 0) nextUpBuffer = Buffer.allocUnsafeSlow(BULK_READ);
   return true;
 }
+// node's types want a buffer from the generator; at run time anything else keeps the current one.
+const UP_ONREAD: net.OnReadOpts = { buffer: upBuffer as () => Uint8Array, callback: upRead };
+
 function callerDrain(this: Sock): void {
   this[CONN]!.up?.resume();
 }
@@ -201,7 +214,7 @@ export class TcpService {
     // side. 'close' comes once: `on` spares the wrapper `once` would keep for the connection's life.
     caller.on('close', callerClose);
     c.callerReads = useReadBuffer(caller, SHARED_READ, callerRead);
-    const r = this.upstream.connect<net.Socket>({ app: t.app.name, service: t.service, tried: c.tried!, gone: c.gone!, adopt: adoptSocket, reportConnect: true, onread: c.onread! });
+    const r = this.upstream.connect<net.Socket>({ app: t.app.name, service: t.service, tried: c.tried!, gone: c.gone!, adopt: adoptSocket, reportConnect: true, onread: UP_ONREAD });
     if (r instanceof Promise) r.then((x) => this.connected(c, x), (err: unknown) => this.failed(c, err));
     else this.connected(c, r);
   }
@@ -224,7 +237,6 @@ export class TcpService {
     c.up = up;
     c.slot = r.m;
     c.tried = null;
-    c.onread = null;
     c.gone = null;
     up[CONN] = c;
     const port = c.ctx.target.port;
