@@ -14,7 +14,7 @@
  * can be merged with (./snapshot.ts).
  */
 import { exposition } from './exposition.js';
-import { encodeNumber, type FamilySnapshot, type GaugeMerge, type RegistrySnapshot } from './snapshot.js';
+import { encodeNumber, type FamilySnapshot, type GaugeMerge, type NonFinite, type RegistrySnapshot } from './snapshot.js';
 
 export type MetricType = 'counter' | 'gauge' | 'histogram';
 export type LabelValue = string | number;
@@ -244,6 +244,22 @@ abstract class Metric<T extends string, S extends { readonly labels: Readonly<Re
   /** Plain data of every series; call collect() first. */
   abstract snapshot(): FamilySnapshot;
 
+  /** What a snapshot says about the metric besides its type and series. */
+  protected head(): { name: string; help: string; labelNames: string[] } {
+    return { name: this.name, help: this.help, labelNames: [...this.labelNames] };
+  }
+
+  /** The series of a metric-level call: `inc(labels, n)` names it, `inc(n)` means the only one. */
+  protected seriesOf(a: unknown): S {
+    return typeof a === 'object' && a !== null ? this.labels(a as LabelValues<T>) : this.unlabelled();
+  }
+
+  /** The series to read; a metric without labels always has its one (0 until counted). */
+  protected current(): IterableIterator<S> {
+    if (this.labelNames.length === 0) this.unlabelled();
+    return this.series.values();
+  }
+
   /** Series of a metric without labels, made on first use and again after reset(). */
   protected unlabelled(): S {
     if (this.single) return this.single;
@@ -275,12 +291,22 @@ abstract class Metric<T extends string, S extends { readonly labels: Readonly<Re
   }
 }
 
-export class Counter<T extends string = never> extends Metric<T, CounterSeries> {
+/** Counters and gauges: one number per series, handed out as is by get(). */
+abstract class Scalar<T extends string, S extends CounterSeries | GaugeSeries> extends Metric<T, S> {
+  protected samples(): Sample[] {
+    return [...this.current()];
+  }
+
+  protected scalarSeries(): { labels: Readonly<Record<string, string>>; value: number | NonFinite }[] {
+    return [...this.current()].map((s) => ({ labels: s.labels, value: encodeNumber(s.value) }));
+  }
+}
+
+export class Counter<T extends string = never> extends Scalar<T, CounterSeries> {
   readonly type = 'counter';
 
   constructor(cfg: CounterConfig<T>) {
     super(cfg as BaseConfig<T, never>);
-    if (this.labelNames.length === 0) this.unlabelled();
   }
 
   protected create(labels: Readonly<Record<string, string>>): CounterSeries {
@@ -290,26 +316,15 @@ export class Counter<T extends string = never> extends Metric<T, CounterSeries> 
   inc(value?: number): void;
   inc(labels: LabelValues<T>, value?: number): void;
   inc(a?: number | LabelValues<T>, b?: number): void {
-    if (typeof a === 'object') this.labels(a).inc(b);
-    else this.unlabelled().inc(a);
-  }
-
-
-  override reset(): void {
-    super.reset();
-    if (this.labelNames.length === 0) this.unlabelled();
-  }
-
-  protected samples(): Sample[] {
-    return [...this.series.values()];
+    this.seriesOf(a).inc(typeof a === 'object' ? b : a);
   }
 
   snapshot(): FamilySnapshot {
-    return { name: this.name, help: this.help, type: 'counter', labelNames: [...this.labelNames], series: [...this.series.values()].map((s) => ({ labels: s.labels, value: s.value })) };
+    return { ...this.head(), type: 'counter', series: this.scalarSeries() };
   }
 }
 
-export class Gauge<T extends string = never> extends Metric<T, GaugeSeries> {
+export class Gauge<T extends string = never> extends Scalar<T, GaugeSeries> {
   readonly type = 'gauge';
   readonly merge: GaugeMerge;
 
@@ -317,7 +332,6 @@ export class Gauge<T extends string = never> extends Metric<T, GaugeSeries> {
     super(cfg as BaseConfig<T, never>);
     if (cfg.merge !== undefined && !['sum', 'min', 'max'].includes(cfg.merge)) throw fail(cfg.name, `merge must be sum, min or max, got ${JSON.stringify(cfg.merge)}`);
     this.merge = cfg.merge ?? 'sum';
-    if (this.labelNames.length === 0) this.unlabelled();
   }
 
   protected create(labels: Readonly<Record<string, string>>): GaugeSeries {
@@ -327,43 +341,23 @@ export class Gauge<T extends string = never> extends Metric<T, GaugeSeries> {
   set(value: number): void;
   set(labels: LabelValues<T>, value: number): void;
   set(a: number | LabelValues<T>, b?: number): void {
-    if (typeof a === 'object') this.labels(a).set(b!);
-    else this.unlabelled().set(a);
+    this.seriesOf(a).set(typeof a === 'object' ? b! : a);
   }
 
   inc(value?: number): void;
   inc(labels: LabelValues<T>, value?: number): void;
   inc(a?: number | LabelValues<T>, b?: number): void {
-    if (typeof a === 'object') this.labels(a).inc(b);
-    else this.unlabelled().inc(a);
+    this.seriesOf(a).inc(typeof a === 'object' ? b : a);
   }
 
   dec(value?: number): void;
   dec(labels: LabelValues<T>, value?: number): void;
   dec(a?: number | LabelValues<T>, b?: number): void {
-    if (typeof a === 'object') this.labels(a).dec(b);
-    else this.unlabelled().dec(a);
-  }
-
-
-  override reset(): void {
-    super.reset();
-    if (this.labelNames.length === 0) this.unlabelled();
-  }
-
-  protected samples(): Sample[] {
-    return [...this.series.values()];
+    this.seriesOf(a).dec(typeof a === 'object' ? b : a);
   }
 
   snapshot(): FamilySnapshot {
-    return {
-      name: this.name,
-      help: this.help,
-      type: 'gauge',
-      labelNames: [...this.labelNames],
-      ...(this.merge === 'sum' ? {} : { merge: this.merge }),
-      series: [...this.series.values()].map((s) => ({ labels: s.labels, value: encodeNumber(s.value) })),
-    };
+    return { ...this.head(), type: 'gauge', ...(this.merge === 'sum' ? {} : { merge: this.merge }), series: this.scalarSeries() };
   }
 }
 
@@ -383,7 +377,6 @@ export class Histogram<T extends string = never> extends Metric<T, HistogramSeri
     }
     this.buckets = Object.freeze([...buckets]);
     this.bounds = Float64Array.from(buckets);
-    if (this.labelNames.length === 0) this.unlabelled();
   }
 
   protected create(labels: Readonly<Record<string, string>>): HistogramSeries {
@@ -393,20 +386,13 @@ export class Histogram<T extends string = never> extends Metric<T, HistogramSeri
   observe(value: number): void;
   observe(labels: LabelValues<T>, value: number): void;
   observe(a: number | LabelValues<T>, b?: number): void {
-    if (typeof a === 'object') this.labels(a).observe(b!);
-    else this.unlabelled().observe(a);
-  }
-
-
-  override reset(): void {
-    super.reset();
-    if (this.labelNames.length === 0) this.unlabelled();
+    this.seriesOf(a).observe(typeof a === 'object' ? b! : a);
   }
 
   protected samples(): Sample[] {
     const out: Sample[] = [];
     const bucket = `${this.name}_bucket`;
-    for (const s of this.series.values()) {
+    for (const s of this.current()) {
       let acc = 0;
       for (let i = 0; i < this.buckets.length; i++) {
         acc += s.counts[i]!;
@@ -421,14 +407,8 @@ export class Histogram<T extends string = never> extends Metric<T, HistogramSeri
   }
 
   snapshot(): FamilySnapshot {
-    return {
-      name: this.name,
-      help: this.help,
-      type: 'histogram',
-      labelNames: [...this.labelNames],
-      buckets: [...this.buckets],
-      series: [...this.series.values()].map((s) => ({ labels: s.labels, counts: Array.from(s.counts), sum: s.sum })),
-    };
+    const series = [...this.current()].map((s) => ({ labels: s.labels, counts: Array.from(s.counts), sum: s.sum }));
+    return { ...this.head(), type: 'histogram', buckets: [...this.buckets], series };
   }
 }
 
