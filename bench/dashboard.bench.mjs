@@ -110,7 +110,7 @@ histogram per app. "points frame" is the JSON pushed to open dashboards after ea
 ${rows.map((r) => `| ${r.n.toLocaleString('en')} | ${fmt(r.sample)} ms | ${fmt(r.scrape)} ms | ${(r.sample / r.scrape).toFixed(2)}x | ${fmt(r.frame)} ms | ${r.mib.toFixed(1)} MiB | ${r.kept.toLocaleString('en')}${r.refused ? ' (ceiling)' : ''} |`).join('\n')}
 
 A sample costs ${rows.map((r) => (r.sample / r.scrape).toFixed(2)).join(', ')} times a \`/metrics\` render at these sizes (both
-walk the same prom-client maps), once a second in the control role and never on a proxied
+walk the same registry series), once a second in the control role and never on a proxied
 request; it yields to the event loop between its phases, so a node that also proxies is not
 held for the whole of it. Past 2,000 machines with traffic the machine series stop at their
 ceiling (the page and /v1/status/series say so in \`limits\`); app and region series go on.

@@ -510,7 +510,7 @@ if (Number.isFinite(rpsRatio) && rpsRatio < 0.8) {
       `In this run sixpn got ${fmt((H.sixpn?.cpu ?? NaN) * 100)}% of a core; at its CPU per request one fully busy core would serve about ${fmt(H.sixpn?.perCpu)} req/s (HAProxy: ${fmt(H.haproxy?.perCpu)}). ` +
       'The data path is the socket-level HTTP/1 engine (no node:http, no undici) with one write system call per message each way (a response head and the body bytes that came with it go out together), reused read buffers on caller and machine sockets, and no pause/resume of the caller while a pooled machine connection is at hand. ' +
       'What is left is per-read and per-write cost in node itself: a JavaScript callback and stream bookkeeping per read (`onStreamRead`, Readable/Writable state) and a write request object per write (`writeBuffer`, which on loopback also runs the receiving side of TCP in our time slice); the engine\'s parse and rewrite are a few per cent of the profile. ' +
-      'What would lift it further: metrics that cost an addition per request instead of a prom-client label hash and validation per increment (5 per request; tried this stop and reverted, see the closing note), and leaving net.Socket streams for the raw handles.',
+      'What would lift it further: leaving net.Socket streams for the raw handles (the metrics, about five per request, are already an addition each: src/observe/metrics/).',
   );
 }
 if (Number.isFinite(p99Ratio) && p99Ratio > 1.5) {
@@ -533,9 +533,9 @@ if (Number.isFinite(cpuConnRatio) && cpuConnRatio > 2.5) {
 }
 if (idleSixpn && idleSixpn.opened > 0) {
   notes.push(
-    `RSS with idle connections is the process's baseline (${fmt(idleSixpn.before / MiB, 1)} MiB before any connection: Node, pino, prom-client, zod, the CLI) plus ` +
+    `RSS with idle connections is the process's baseline (${fmt(idleSixpn.before / MiB, 1)} MiB before any connection: Node, pino, zod, the CLI) plus ` +
       `${fmt((idleSixpn.after - idleSixpn.before) / idleSixpn.opened / 1024, 1)} KiB per proxied connection (two net.Socket objects with their libuv handles and stream state, one TcpConn holding both and its wheel entry; no timer and no read buffer of its own while idle). ` +
-      'What would lower it: a smaller baseline (prom-client\'s index loads its default metrics and @opentelemetry/api), and fewer objects per net.Socket, which only leaving net.Socket would give.',
+      'What would lower it: fewer objects per net.Socket, which only leaving net.Socket would give.',
   );
 }
 for (const n of notes) md.push(`- ${n}`);

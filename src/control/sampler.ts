@@ -100,7 +100,7 @@ interface Slot {
 
 /**
  * Counter readings between points, without building a string per series per second.
- * prom-client's get() hands out its own series objects (counters and gauges), so each gets a
+ * The registry's get() hands out its own series objects (counters and gauges), so each gets a
  * slot once; a series seen for the first time after priming started from zero.
  */
 class Readings {
@@ -168,7 +168,7 @@ interface MachineAcc {
   active: number;
 }
 
-/** `_bucket` samples of a histogram as cumulative counts per app, les ascending (prom-client lists them in order). */
+/** `_bucket` samples of a histogram as cumulative counts per app, les ascending (the registry lists them in order). */
 function bucketsByApp(values: Sample[]): { les: number[]; byApp: Map<string, number[]> } {
   const byApp = new Map<string, number[]>();
   let les: number[] | null = null;

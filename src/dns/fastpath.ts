@@ -14,6 +14,7 @@
  */
 import type { Answer } from 'dns-packet';
 import { parseParts } from '../addressing/index.js';
+import type { CounterChild } from '../observe/metrics.js';
 
 /** Fixed by this path: what the header must say, and the types it serves. */
 const QR = 0x80; // in byte 2
@@ -112,8 +113,8 @@ export class Template {
     readonly ednsBytes: Buffer,
     readonly qtype: string,
     readonly rcode: number,
-    /** Counted per answer (see metrics.ts). */
-    readonly tally: { n: number },
+    /** Its answers' series of sixpn_dns_queries_total, bumped per answer. */
+    readonly counter: CounterChild,
   ) {}
 
   /** The response to `msg` (id, RD and question bytes copied from it), or null when it does not fit. */
@@ -283,7 +284,7 @@ function record(w: Writer, r: Answer, qname: string): void {
  * the response flags without RD (QR, AA, RA, rcode); `qname` is the question's name as text, so
  * that records about it point at the question. Null when a record cannot be encoded here.
  */
-export function buildTemplate(msg: Buffer, s: Scan, qname: string, flags: number, answers: Answer[], authorities: Answer[], qtype: string, tally: { n: number }): Template | null {
+export function buildTemplate(msg: Buffer, s: Scan, qname: string, flags: number, answers: Answer[], authorities: Answer[], qtype: string, counter: CounterChild): Template | null {
   const question = Buffer.allocUnsafe(s.qend - 12);
   for (let i = 0; i < question.length; i++) {
     let c = msg[12 + i]!;
@@ -307,5 +308,5 @@ export function buildTemplate(msg: Buffer, s: Scan, qname: string, flags: number
   const bytes = Buffer.from(w.buf.subarray(0, w.o));
   const ednsBytes = Buffer.concat([bytes, OPT_RR]);
   ednsBytes.writeUInt16BE(1, 10);
-  return new Template(question, bytes, ednsBytes, qtype, flags & 0xf, tally);
+  return new Template(question, bytes, ednsBytes, qtype, flags & 0xf, counter);
 }

@@ -17,7 +17,7 @@ import type { Logger } from '../observe/log.js';
 import type { RegionTable } from '../regions/index.js';
 import type { Forwarder } from './forward.js';
 import { buildTemplate, scanQuery, TemplateCache } from './fastpath.js';
-import { countQuery, dnsDuration, observeFast, qtypeLabel, queryTally } from './metrics.js';
+import { dnsDuration, qtypeLabel, queryCounter } from './metrics.js';
 import { localZoneOf, resolveLocal } from './resolve.js';
 import type { DnsIndex } from './zone.js';
 
@@ -176,8 +176,8 @@ export class Responder {
       const t = org ? this.templates.get(org.name, msg, fast) : null;
       const out = t ? t.answer(msg, fast, transport === 'udp') : null;
       if (out !== null) {
-        t!.tally.n++;
-        observeFast((performance.now() - t0) / 1000);
+        t!.counter.inc();
+        localDuration.observe((performance.now() - t0) / 1000);
         return out;
       }
     }
@@ -241,7 +241,7 @@ export class Responder {
       const ra = this.o.forwarder && this.o.forwarder.upstreams.length ? RA : 0;
       let t = this.templates.get(org.name, msg, fast);
       if (!t) {
-        t = buildTemplate(msg, fast, q.name, QR | AA | ra | RCODE[r.rcode], r.answers, r.authorities, q.type, queryTally(qtypeLabel(q.type), r.rcode));
+        t = buildTemplate(msg, fast, q.name, QR | AA | ra | RCODE[r.rcode], r.answers, r.authorities, q.type, queryCounter(qtypeLabel(q.type), r.rcode));
         if (t) this.templates.put(org.name, fast, t);
       }
       if (t) {
@@ -304,7 +304,7 @@ export class Responder {
   }
 
   private done(out: Buffer, qtype: string | undefined, started: bigint, source: 'local' | 'forward', rcode?: string): Buffer {
-    countQuery(qtypeLabel(qtype), rcode ?? rcodeName(out.readUInt16BE(2) & 0xf));
+    queryCounter(qtypeLabel(qtype), rcode ?? rcodeName(out.readUInt16BE(2) & 0xf)).inc();
     (source === 'local' ? localDuration : forwardDuration).observe(Number(process.hrtime.bigint() - started) / 1e9);
     return out;
   }

@@ -4,7 +4,7 @@
  * line per source and minute with the count since the last one, so that a flood is visible
  * without flooding the log.
  */
-import type { Counter } from 'prom-client';
+import type { Counter } from './metrics.js';
 import type { Logger } from './log.js';
 
 export const DROP_LOG_EVERY_MS = 60_000;

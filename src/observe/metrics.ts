@@ -1,28 +1,35 @@
 /**
  * The process's Prometheus registry. Each module defines its own metrics next to its code
- * (`sixpn_<module>_<name>_<unit>`), registered here so /metrics shows them all.
+ * (`sixpn_<module>_<name>_<unit>`), registered here so /metrics shows them all. The registry
+ * itself is ./metrics/registry.ts (why sixpn has its own: ./README.md, "Metrics").
  */
-import client from 'prom-client';
+import { registerProcessMetrics } from './metrics/process.js';
+import { Registry, type Counter, type CounterConfig, type Gauge, type GaugeConfig, type Histogram, type HistogramConfig } from './metrics/registry.js';
 
-export const registry = new client.Registry();
+export type { Counter, CounterChild, Gauge, GaugeChild, Histogram, HistogramChild, LabelValues, MetricData, Sample } from './metrics/registry.js';
+export { Registry } from './metrics/registry.js';
+export { exposition } from './metrics/exposition.js';
+export { mergeSnapshots, type FamilySnapshot, type RegistrySnapshot } from './metrics/snapshot.js';
+
+export const registry = new Registry();
 let defaultsOn = false;
 
 /** Process metrics (CPU, memory, event loop lag); called once by the node that serves /metrics. */
 export function enableDefaultMetrics(): void {
   if (defaultsOn) return;
   defaultsOn = true;
-  client.collectDefaultMetrics({ register: registry });
+  registerProcessMetrics(registry);
 }
 
 /** Returns the metric registered under `name`, creating it once (modules may load twice in tests). */
-export function counter<T extends string>(cfg: client.CounterConfiguration<T>): client.Counter<T> {
-  return (registry.getSingleMetric(cfg.name) as client.Counter<T> | undefined) ?? new client.Counter({ ...cfg, registers: [registry] });
+export function counter<T extends string = never>(cfg: CounterConfig<T>): Counter<T> {
+  return registry.counter(cfg);
 }
 
-export function gauge<T extends string>(cfg: client.GaugeConfiguration<T>): client.Gauge<T> {
-  return (registry.getSingleMetric(cfg.name) as client.Gauge<T> | undefined) ?? new client.Gauge({ ...cfg, registers: [registry] });
+export function gauge<T extends string = never>(cfg: GaugeConfig<T>): Gauge<T> {
+  return registry.gauge(cfg);
 }
 
-export function histogram<T extends string>(cfg: client.HistogramConfiguration<T>): client.Histogram<T> {
-  return (registry.getSingleMetric(cfg.name) as client.Histogram<T> | undefined) ?? new client.Histogram({ ...cfg, registers: [registry] });
+export function histogram<T extends string = never>(cfg: HistogramConfig<T>): Histogram<T> {
+  return registry.histogram(cfg);
 }

@@ -2,7 +2,7 @@
  * The proxy's Prometheus metrics. Labels are bounded: app names, machine ids, protocol,
  * status class and selection outcome; never caller addresses or paths.
  */
-import { counter, gauge, histogram } from '../observe/metrics.js';
+import { counter, gauge, histogram, type CounterChild, type GaugeChild, type HistogramChild } from '../observe/metrics.js';
 
 export const deniedTotal = counter({
   name: 'sixpn_proxy_denied_total',
@@ -90,13 +90,14 @@ export function statusClass(status: number): string {
   return STATUS_CLASS[Math.floor(status / 100)] ?? '5xx';
 }
 
-type Inc = { inc(n?: number): void };
-type Obs = { observe(v: number): void };
-type Gauge1 = { inc(n?: number): void; dec(n?: number): void };
+type Inc = CounterChild;
+type Obs = HistogramChild;
+type Gauge1 = GaugeChild;
 
 /**
- * Labelled children resolved once per app (and machine) instead of on every request: a labels
- * lookup hashes the label object, which costs more than the increment itself on the hot path.
+ * Labelled children resolved once per app (and machine) instead of on every request: a child
+ * is its series, so a request's counting is additions, while a labels() lookup checks the
+ * label values and builds a key.
  */
 export class AppMetrics {
   readonly acceptedTcp: Inc;
