@@ -106,6 +106,12 @@ export class ProxyCore {
   /** TCP connections in flight (HTTP requests are counted by the forwarder). */
   tcpInFlight = 0;
   draining = false;
+  /**
+   * Targets found, by Flycast address and port: one object shared by every connection to the
+   * same service instead of one per connection. Only found targets are kept (a port scan leaves
+   * nothing here); forgotten whenever a Flycast address, app or org changes (`forgetTargets`).
+   */
+  private readonly targets = new Map<string, Map<number, Target>>();
 
   constructor(
     readonly config: ProxyConfig,
@@ -113,6 +119,23 @@ export class ProxyCore {
     readonly log: Logger,
   ) {
     this.acl = new CallerAcl(config.allow);
+  }
+
+  /** The service behind a Flycast address and port, or null (see `targets`). */
+  target(flycast: string, port: number): Target | null {
+    let byPort = this.targets.get(flycast);
+    const known = byPort?.get(port);
+    if (known !== undefined) return known;
+    const t = findTarget(this.view, flycast, port);
+    if (t === null) return null;
+    if (byPort === undefined) this.targets.set(flycast, (byPort = new Map()));
+    byPort.set(port, t);
+    return t;
+  }
+
+  /** The catalog changed what a Flycast address leads to. */
+  forgetTargets(): void {
+    this.targets.clear();
   }
 
   /**
@@ -157,10 +180,11 @@ export class ProxyCore {
    * caller is not in). The others keep going with their target refreshed.
    */
   *lost(): Generator<Tracked> {
+    this.forgetTargets();
     for (const t of this.tracked) {
       const info = t.ctx;
       if (info.denied) continue; // denied ones are on their way out already
-      const tg = findTarget(this.view, info.flycast, info.port);
+      const tg = this.target(info.flycast, info.port);
       if (tg && tg.app.name === info.target.app.name && tg.http === info.target.http && this.acl.check(info.caller, tg.ip.org, this.view) === null) info.target = tg;
       else yield t;
     }

@@ -162,7 +162,7 @@ export class Listeners {
     const local = spec.flycast == null ? (socket.localAddress ?? '') : '';
     const flycast = spec.flycast ?? (core.view.flycast.has(local) ? local : normalizeAddress(local));
     const port = spec.flycast ? spec.flycastPort : (socket.localPort ?? 0);
-    const target = flycast ? findTarget(core.view, flycast, port) : null;
+    const target = flycast ? core.target(flycast, port) : null;
     if (!flycast || !target) {
       core.log.info({ local: socket.localAddress, port, caller: socket.remoteAddress }, 'connection to an address or port with no Flycast service; closed');
       socket.destroy();

@@ -30,7 +30,7 @@ import { badUpstream, dialTarget } from './core.js';
 import { Timed, type Deadlines } from './http1/deadlines.js';
 import { appMetrics, selected } from './metrics.js';
 import { CapacityQueue } from './queue.js';
-import { share } from './workers.js';
+import { share } from './share.js';
 
 export type Acquired = Slot | 'none' | 'full';
 

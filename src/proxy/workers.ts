@@ -21,11 +21,7 @@ import { fileURLToPath } from 'node:url';
 import type { StoreEvent } from '../catalog/store.js';
 import type { NodeContext } from '../role.js';
 
-/** Units of a limit worker `index` of `count` may hold; the shares of all workers sum to `limit`. */
-export function share(limit: number, index: number, count: number): number {
-  if (count <= 1) return limit;
-  return Math.floor(limit / count) + (index < limit % count ? 1 : 0);
-}
+export { share } from './share.js';
 
 /** Messages between the primary and a worker. */
 export type ToWorker =
