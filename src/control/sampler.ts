@@ -4,7 +4,8 @@
  * p50/p99 latency; active connections), per machine, per app and region, and for the node.
  *
  * The proxy's per-request code is not involved: it keeps counting what it always counted, and
- * the control role reads the process registry here, once a second. A routing change (a
+ * the control role reads the registry here, once a second (with proxy workers, the primary's
+ * registry sums theirs in: src/proxy/worker-reports.ts). A routing change (a
  * machine stopped, turned unhealthy...) closes the current point early (`cut()`), so a chart
  * shows the step where it happened and the page reacts within about a second.
  */
@@ -43,11 +44,18 @@ export interface Sample {
   metricName?: string;
 }
 
+/**
+ * The samples of several metrics, this node's: with proxy workers the primary's registry sums
+ * theirs in (one round trip to each per call, so read together what is read together).
+ */
+export async function readMetrics<const N extends readonly MetricName[]>(names: N): Promise<{ [K in keyof N]: Sample[] }> {
+  const got = await registry.samples(names);
+  return names.map((n) => got.get(n) ?? []) as { [K in keyof N]: Sample[] };
+}
+
 /** The samples of one metric; [] when absent. */
 export async function readMetric(name: MetricName): Promise<Sample[]> {
-  const m = registry.getSingleMetric(name);
-  if (!m) return [];
-  return (await m.get()).values as Sample[];
+  return (await readMetrics([name]))[0];
 }
 
 const yieldToLoop = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
@@ -293,15 +301,15 @@ export class LiveSampler extends EventEmitter<SamplerEvents> {
   /** Reads the registry and writes one point at `now` (the first call only primes the counters). */
   async sample(now = Date.now()): Promise<void> {
     const t0 = performance.now();
-    const [reqs, conns, active, connErrs, hist, denied, deniedByOrg, redis] = await Promise.all([
-      readMetric(METRIC.httpRequests),
-      readMetric(METRIC.connectionsAccepted),
-      readMetric(METRIC.activeConnections),
-      readMetric(METRIC.connectErrors),
-      readMetric(METRIC.requestDuration),
-      readMetric(METRIC.denied),
-      readMetric(METRIC.deniedByOrg),
-      readMetric(METRIC.redisConnected),
+    const [reqs, conns, active, connErrs, hist, denied, deniedByOrg, redis] = await readMetrics([
+      METRIC.httpRequests,
+      METRIC.connectionsAccepted,
+      METRIC.activeConnections,
+      METRIC.connectErrors,
+      METRIC.requestDuration,
+      METRIC.denied,
+      METRIC.deniedByOrg,
+      METRIC.redisConnected,
     ]);
     const r = this.readings;
     const dt = (now - this.lastAt) / 1000;

@@ -1,8 +1,8 @@
 /**
  * The node status document behind /v1/status and the dashboard: orgs -> apps -> regions ->
  * machines from the catalog view, with live traffic read back from the proxy's own metrics
- * in the process registry (active connections now; request and connection rates from the
- * sampler's newest 1-second point).
+ * in the registry, proxy workers' included (active connections now; request and connection
+ * rates from the sampler's newest 1-second point).
  */
 import { formatHostId, orgPrefixCidr } from '../addressing/index.js';
 import { hostStatus, type HostStatus } from '../host/placement.js';

@@ -7,7 +7,7 @@ import { registerProcessMetrics } from './metrics/process.js';
 import { Registry, type Counter, type CounterConfig, type Gauge, type GaugeConfig, type Histogram, type HistogramConfig } from './metrics/registry.js';
 
 export type { Counter, CounterChild, Gauge, GaugeChild, Histogram, HistogramChild, LabelValues, MetricData, Sample } from './metrics/registry.js';
-export { Registry } from './metrics/registry.js';
+export { Registry, REMOTE_TIMEOUT_MS, type RemoteSource } from './metrics/registry.js';
 export { exposition } from './metrics/exposition.js';
 export { mergeSnapshots, type FamilySnapshot, type RegistrySnapshot } from './metrics/snapshot.js';
 

@@ -12,9 +12,12 @@
  * read), so ask labels() again after them. Reading is where the work goes: collect() hooks, the
  * exposition (./exposition.ts) and the plain-data snapshot that other processes' registries
  * can be merged with (./snapshot.ts).
+ *
+ * A registry may also sum in the series of other processes (remote sources: a proxy worker's,
+ * seen from the primary) on every read that is not this process's own snapshot().
  */
 import { exposition } from './exposition.js';
-import { encodeNumber, type FamilySnapshot, type GaugeMerge, type NonFinite, type RegistrySnapshot } from './snapshot.js';
+import { encodeNumber, keyOf, mergeSnapshots, numberOf, type FamilySnapshot, type GaugeMerge, type NonFinite, type RegistrySnapshot } from './snapshot.js';
 
 export type MetricType = 'counter' | 'gauge' | 'histogram';
 export type LabelValue = string | number;
@@ -390,20 +393,7 @@ export class Histogram<T extends string = never> extends Metric<T, HistogramSeri
   }
 
   protected samples(): Sample[] {
-    const out: Sample[] = [];
-    const bucket = `${this.name}_bucket`;
-    for (const s of this.current()) {
-      let acc = 0;
-      for (let i = 0; i < this.buckets.length; i++) {
-        acc += s.counts[i]!;
-        out.push({ labels: { le: this.buckets[i]!, ...s.labels }, value: acc, metricName: bucket });
-      }
-      acc += s.counts[this.buckets.length]!;
-      out.push({ labels: { le: '+Inf', ...s.labels }, value: acc, metricName: bucket });
-      out.push({ labels: s.labels, value: s.sum, metricName: `${this.name}_sum` });
-      out.push({ labels: s.labels, value: acc, metricName: `${this.name}_count` });
-    }
-    return out;
+    return histogramSamples(this.name, this.buckets, this.current());
   }
 
   snapshot(): FamilySnapshot {
@@ -412,12 +402,81 @@ export class Histogram<T extends string = never> extends Metric<T, HistogramSeri
   }
 }
 
+/** A histogram's series as get() gives them: per series, cumulative `_bucket` samples with `le` first (a number, then "+Inf"), `_sum`, `_count`. */
+function histogramSamples(name: string, buckets: readonly number[], series: Iterable<{ readonly labels: Readonly<Record<string, string>>; readonly counts: ArrayLike<number>; readonly sum: number }>): Sample[] {
+  const out: Sample[] = [];
+  const bucket = `${name}_bucket`;
+  for (const s of series) {
+    let acc = 0;
+    for (let i = 0; i < buckets.length; i++) {
+      acc += s.counts[i]!;
+      out.push({ labels: { le: buckets[i]!, ...s.labels }, value: acc, metricName: bucket });
+    }
+    acc += s.counts[buckets.length]!;
+    out.push({ labels: { le: '+Inf', ...s.labels }, value: acc, metricName: bucket });
+    out.push({ labels: s.labels, value: s.sum, metricName: `${name}_sum` });
+    out.push({ labels: s.labels, value: acc, metricName: `${name}_count` });
+  }
+  return out;
+}
+
 export type AnyMetric = Counter<string> | Gauge<string> | Histogram<string>;
+
+/**
+ * The series of other processes, summed into every read of a registry but its own snapshot()
+ * (src/proxy/worker-reports.ts: the primary's view of a proxy worker).
+ */
+export interface RemoteSource {
+  /**
+   * Their snapshots now, of the metrics named (all without `names`; extra ones are ignored).
+   * `signal` aborts when the read stops waiting for it.
+   */
+  read(names: readonly string[] | undefined, signal: AbortSignal): Promise<RegistrySnapshot[]>;
+  /**
+   * What counts for the source in a read it failed or was late for (its last answer, say).
+   * Without it the source is left out of that read.
+   */
+  stale?(names: readonly string[] | undefined): RegistrySnapshot[];
+}
+
+/** How long a read waits for a remote source unless it was added with another time. */
+export const REMOTE_TIMEOUT_MS = 500;
+
+/** A source's snapshots, or what it has instead (its stale ones, else none) once it failed or `ms` passed. */
+async function readRemote(source: RemoteSource, ms: number, names: readonly string[] | undefined): Promise<RegistrySnapshot[]> {
+  const abort = new AbortController();
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<null>((resolve) => {
+    timer = setTimeout(() => {
+      abort.abort();
+      resolve(null);
+    }, ms);
+  });
+  try {
+    const got = await Promise.race([source.read(names, abort.signal), late]);
+    if (got) return got;
+  } catch {
+    // A failed source counts like a late one: a read of this process's metrics never fails for it.
+  } finally {
+    clearTimeout(timer);
+  }
+  return source.stale?.(names) ?? [];
+}
+
+/** A counter's or gauge's sample handed out by Registry.samples() for series merged from several processes. */
+interface MergedSample {
+  readonly labels: Readonly<Record<string, string>>;
+  value: number;
+}
 
 /** The metrics of one process, in the order they were defined (the order /metrics lists them). */
 export class Registry {
   readonly contentType = CONTENT_TYPE;
   private readonly metricsByName = new Map<string, AnyMetric>();
+  /** Remote sources and how long a read waits for each. */
+  private readonly remotes = new Map<RemoteSource, number>();
+  /** Per metric, the objects samples() hands out for merged series, by label key. */
+  private readonly handedOut = new Map<string, Map<string, MergedSample>>();
 
   /** The counter named `cfg.name`, defined once: a module loaded twice gets the same one. */
   counter<T extends string = never>(cfg: CounterConfig<T>): Counter<T> {
@@ -434,18 +493,79 @@ export class Registry {
     return h;
   }
 
+  /** The metric of this process: its get() has this process's series only (Registry.samples() adds the remote ones). */
   getSingleMetric(name: string): AnyMetric | undefined {
     return this.metricsByName.get(name);
   }
 
-  /** Every series in the text format (0.0.4), after running each metric's collect hook. */
-  async metrics(): Promise<string> {
-    return exposition(await this.snapshot());
+  /**
+   * Adds a source whose series every read sums in (metrics(), samples(), merged()); a read waits
+   * for it at most `timeoutMs`. Returns the function that removes it.
+   */
+  addRemote(source: RemoteSource, timeoutMs = REMOTE_TIMEOUT_MS): () => void {
+    this.remotes.set(source, timeoutMs);
+    return () => void this.remotes.delete(source);
   }
 
-  /** Plain data of every series (JSON-serialisable), after running each metric's collect hook. */
-  async snapshot(): Promise<RegistrySnapshot> {
-    const metrics = [...this.metricsByName.values()];
+  /** Every series, this process's and its remote sources' summed, in the text format (0.0.4). */
+  async metrics(): Promise<string> {
+    return exposition(await this.merged());
+  }
+
+  /**
+   * The samples of the named metrics, this process's and its remote sources' summed, in get()'s
+   * shape; a name no process has is left out. Counters and gauges come as one object per series
+   * that is the same on every read (the dashboard sampler keeps its readings by object): the
+   * series itself without remote sources, else an object this registry keeps up to date.
+   */
+  async samples(names: readonly string[]): Promise<Map<string, Sample[]>> {
+    const out = new Map<string, Sample[]>();
+    if (this.remotes.size === 0) {
+      for (const n of names) {
+        const m = this.metricsByName.get(n);
+        if (m) out.set(n, (await m.get()).values);
+      }
+      return out;
+    }
+    for (const f of await this.merged(names)) if (names.includes(f.name)) out.set(f.name, this.samplesOf(f));
+    return out;
+  }
+
+  /** This process's snapshot (of the metrics named) merged with every remote source's: one round trip to each, in parallel. */
+  async merged(names?: readonly string[]): Promise<RegistrySnapshot> {
+    const mine = this.snapshot(names && ((n) => names.includes(n)));
+    if (this.remotes.size === 0) return mine;
+    const theirs = Promise.all([...this.remotes].map(([source, ms]) => readRemote(source, ms, names)));
+    const [own, remote] = await Promise.all([mine, theirs]);
+    return mergeSnapshots([own, ...remote.flat()]);
+  }
+
+  /** A merged family's samples; a counter's or gauge's series keep their object from read to read. */
+  private samplesOf(f: FamilySnapshot): Sample[] {
+    if (f.type === 'histogram') return histogramSamples(f.name, f.buckets, f.series);
+    let kept = this.handedOut.get(f.name);
+    if (!kept) this.handedOut.set(f.name, (kept = new Map()));
+    const seen = new Set<string>();
+    const out: Sample[] = [];
+    for (const s of f.series) {
+      const key = keyOf(f.labelNames, s.labels);
+      let x = kept.get(key);
+      if (!x) kept.set(key, (x = { labels: s.labels, value: 0 }));
+      x.value = numberOf(s.value);
+      seen.add(key);
+      out.push(x);
+    }
+    // Series no process has any more (a machine left) let go of their object.
+    for (const key of kept.keys()) if (!seen.has(key)) kept.delete(key);
+    return out;
+  }
+
+  /**
+   * This process's series (JSON-serialisable), of the metrics `want` accepts (all without it),
+   * after running their collect hooks: what a proxy worker sends to the primary.
+   */
+  async snapshot(want?: (name: string) => boolean): Promise<RegistrySnapshot> {
+    const metrics = want ? [...this.metricsByName.values()].filter((m) => want(m.name)) : [...this.metricsByName.values()];
     const pending: Promise<void>[] = [];
     for (const m of metrics) {
       const p = m.collect();

@@ -54,7 +54,7 @@ export function encodeNumber(v: number): number | NonFinite {
 }
 
 /** The key of a label set, in the family's label order (length-prefixed: no value can fake another). */
-function keyOf(labelNames: readonly string[], labels: Labels): string {
+export function keyOf(labelNames: readonly string[], labels: Labels): string {
   let key = '';
   for (const l of labelNames) {
     const v = labels[l] ?? '';

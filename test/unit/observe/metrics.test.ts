@@ -1,9 +1,10 @@
 // sixpn's Prometheus registry: what /metrics says for each kind of metric (tables of operations
 // and the lines they give), the errors a bad definition or call gets, remove/reset, collect
-// hooks, the get() shape the dashboard sampler reads, snapshots of two registries merged, the
-// process metrics, and the whole exposition checked by the real promtool.
+// hooks, the get() shape the dashboard sampler reads, snapshots of two registries merged, remote
+// sources summed into reads (late and failing ones), the process metrics, and the whole
+// exposition checked by the real promtool.
 import { describe, expect, it } from 'vitest';
-import { counter, exposition, mergeSnapshots, Registry, type RegistrySnapshot } from '../../../src/observe/metrics.js';
+import { counter, exposition, mergeSnapshots, Registry, type RegistrySnapshot, type RemoteSource } from '../../../src/observe/metrics.js';
 import { registerProcessMetrics } from '../../../src/observe/metrics/process.js';
 import { hasCommand } from '../../harness/env.js';
 import { run } from '../../harness/procs.js';
@@ -281,27 +282,27 @@ describe('get()', () => {
   });
 });
 
-describe('snapshots', () => {
-  /** The same metrics in two processes, each with its own series. */
-  function worker(n: number): Registry {
-    const r = new Registry();
-    const c = r.counter({ name: 'req_total', help: 'Requests', labelNames: ['app'] as const });
-    const g = r.gauge({ name: 'active', help: 'Active', labelNames: ['app'] as const });
-    const lag = r.gauge({ name: 'lag_seconds', help: 'Lag', merge: 'max' });
-    const start = r.gauge({ name: 'start_seconds', help: 'Start', merge: 'min' });
-    const odd = r.gauge({ name: 'odd', help: 'Odd' });
-    const h = r.histogram({ name: 'dur_seconds', help: 'Duration', labelNames: ['app'] as const, buckets: [0.1, 1] });
-    c.inc({ app: 'web' }, 10 * n);
-    c.inc({ app: `only${n}` }, n);
-    g.set({ app: 'web' }, n);
-    lag.set(0.01 * n);
-    start.set(1000 + n);
-    odd.set(n === 1 ? NaN : 1);
-    for (let i = 0; i < n; i++) h.observe({ app: 'web' }, 0.05 * n);
-    h.observe({ app: 'web' }, 2);
-    return r;
-  }
+/** The same metrics in two processes, each with its own series. */
+function worker(n: number): Registry {
+  const r = new Registry();
+  const c = r.counter({ name: 'req_total', help: 'Requests', labelNames: ['app'] as const });
+  const g = r.gauge({ name: 'active', help: 'Active', labelNames: ['app'] as const });
+  const lag = r.gauge({ name: 'lag_seconds', help: 'Lag', merge: 'max' });
+  const start = r.gauge({ name: 'start_seconds', help: 'Start', merge: 'min' });
+  const odd = r.gauge({ name: 'odd', help: 'Odd' });
+  const h = r.histogram({ name: 'dur_seconds', help: 'Duration', labelNames: ['app'] as const, buckets: [0.1, 1] });
+  c.inc({ app: 'web' }, 10 * n);
+  c.inc({ app: `only${n}` }, n);
+  g.set({ app: 'web' }, n);
+  lag.set(0.01 * n);
+  start.set(1000 + n);
+  odd.set(n === 1 ? NaN : 1);
+  for (let i = 0; i < n; i++) h.observe({ app: 'web' }, 0.05 * n);
+  h.observe({ app: 'web' }, 2);
+  return r;
+}
 
+describe('snapshots', () => {
   it('survive JSON and merge into one exposition: counters, gauges and histograms per label set summed, min/max gauges kept so', async () => {
     const wire = (s: RegistrySnapshot): RegistrySnapshot => JSON.parse(JSON.stringify(s));
     const merged = mergeSnapshots([wire(await worker(1).snapshot()), wire(await worker(2).snapshot())]);
@@ -340,6 +341,129 @@ describe('snapshots', () => {
     const h = (buckets: number[], counts: number[]): RegistrySnapshot => [{ name: 'h', help: 'h', type: 'histogram', labelNames: [], buckets, series: [{ labels: {}, counts, sum: 0 }] }];
     expect(() => mergeSnapshots([h([1], [0, 0]), h([2], [0, 0])])).toThrow(/metric h: cannot merge buckets \[1\] in one snapshot and \[2\] in another/);
     expect(() => mergeSnapshots([h([1], [0, 0, 0])])).toThrow(/metric h: a series has 3 bucket counts for 1 buckets/);
+  });
+});
+
+/** Another process's registry as a remote source: its snapshot goes through JSON, as over IPC; `reads` records what was asked. */
+function remote(other: Registry, reads: (readonly string[] | undefined)[] = []): RemoteSource {
+  return {
+    async read(names) {
+      reads.push(names);
+      const snap = await other.snapshot(names && ((n) => names.includes(n)));
+      return [JSON.parse(JSON.stringify(snap)) as RegistrySnapshot];
+    },
+  };
+}
+
+/** A source that never answers; it records whether the read gave up on it. */
+function silent(): RemoteSource & { aborted: boolean } {
+  const s = {
+    aborted: false,
+    read: (_names: readonly string[] | undefined, signal: AbortSignal) =>
+      new Promise<RegistrySnapshot[]>(() => {
+        signal.addEventListener('abort', () => (s.aborted = true));
+      }),
+  };
+  return s;
+}
+
+const sampleLines = (text: string, name: string): string[] => text.split('\n').filter((l) => l.startsWith(name));
+
+describe('remote sources', () => {
+  it("are summed into metrics() and samples() with this process's series; samples() asks them for the names it reads only", async () => {
+    const primary = new Registry();
+    primary.counter({ name: 'req_total', help: 'Requests', labelNames: ['app'] as const }).inc({ app: 'web' }, 5);
+    primary.counter({ name: 'own_total', help: 'Own' }).inc();
+    const reads: (readonly string[] | undefined)[] = [];
+    primary.addRemote(remote(worker(1), reads));
+    primary.addRemote(remote(worker(2), reads));
+    const text = await primary.metrics();
+    expect(sampleLines(text, 'req_total')).toEqual(['req_total{app="web"} 35', 'req_total{app="only1"} 1', 'req_total{app="only2"} 2']);
+    expect(sampleLines(text, 'own_total')).toEqual(['own_total 1']);
+    expect(sampleLines(text, 'active')).toEqual(['active{app="web"} 3']);
+    expect(sampleLines(text, 'dur_seconds_count')).toEqual(['dur_seconds_count{app="web"} 5']);
+    expect(reads).toEqual([undefined, undefined]);
+
+    reads.length = 0;
+    const got = await primary.samples(['req_total', 'active', 'dur_seconds', 'nowhere']);
+    expect([...got.keys()].sort()).toEqual(['active', 'dur_seconds', 'req_total']);
+    expect(got.get('req_total')).toEqual([
+      { labels: { app: 'web' }, value: 35 },
+      { labels: { app: 'only1' }, value: 1 },
+      { labels: { app: 'only2' }, value: 2 },
+    ]);
+    expect(got.get('active')).toEqual([{ labels: { app: 'web' }, value: 3 }]);
+    // Histograms in get()'s shape, buckets cumulative over both processes.
+    expect(got.get('dur_seconds')!.filter((s) => s.metricName === 'dur_seconds_bucket').map((s) => [s.labels.le, s.value])).toEqual([
+      [0.1, 3],
+      [1, 3],
+      ['+Inf', 5],
+    ]);
+    expect(reads).toEqual([
+      ['req_total', 'active', 'dur_seconds', 'nowhere'],
+      ['req_total', 'active', 'dur_seconds', 'nowhere'],
+    ]);
+  });
+
+  it("leave getSingleMetric().get() and snapshot() this process's own", async () => {
+    const primary = new Registry();
+    const c = primary.counter({ name: 'req_total', help: 'Requests', labelNames: ['app'] as const });
+    c.inc({ app: 'web' });
+    primary.addRemote(remote(worker(1)));
+    expect((await c.get()).values.map((v) => [v.labels, v.value])).toEqual([[{ app: 'web' }, 1]]);
+    expect((await primary.snapshot()).map((f) => f.name)).toEqual(['req_total']);
+  });
+
+  it('give one object per merged counter or gauge series, kept up to date from read to read, let go once no process has the series', async () => {
+    const primary = new Registry();
+    const w = new Registry();
+    const c = w.counter({ name: 'req_total', help: 'Requests', labelNames: ['machine'] as const });
+    c.inc({ machine: 'm1' });
+    c.inc({ machine: 'm2' });
+    primary.addRemote(remote(w));
+    const [m1, m2] = (await primary.samples(['req_total'])).get('req_total')!;
+    c.inc({ machine: 'm1' }, 4);
+    const again = (await primary.samples(['req_total'])).get('req_total')!;
+    expect(again[0]).toBe(m1);
+    expect(again[0]!.value).toBe(5);
+    c.remove({ machine: 'm2' });
+    expect((await primary.samples(['req_total'])).get('req_total')).toEqual([{ labels: { machine: 'm1' }, value: 5 }]);
+    c.inc({ machine: 'm2' });
+    const back = (await primary.samples(['req_total'])).get('req_total')!;
+    expect(back[1]).not.toBe(m2);
+    expect(back[1]!.value).toBe(1);
+  });
+
+  it('leave a source that does not answer in time out of the read, without waiting for it, and abort its read', async () => {
+    const primary = new Registry();
+    primary.counter({ name: 'req_total', help: 'Requests', labelNames: ['app'] as const }).inc({ app: 'web' });
+    const stuck = silent();
+    primary.addRemote(remote(worker(1)), 1_000);
+    primary.addRemote(stuck, 50);
+    const t0 = performance.now();
+    const text = await primary.metrics();
+    expect(performance.now() - t0).toBeLessThan(500);
+    expect(sampleLines(text, 'req_total')).toEqual(['req_total{app="web"} 11', 'req_total{app="only1"} 1']);
+    expect(stuck.aborted).toBe(true);
+  });
+
+  it('count what stale() gives for a source that is late or fails, and nothing for one that fails without it', async () => {
+    const last = await worker(2).snapshot();
+    const primary = new Registry();
+    primary.addRemote({ ...silent(), stale: () => [last] }, 50);
+    primary.addRemote({ read: () => Promise.reject(new Error('worker gone')) });
+    primary.addRemote({ read: () => Promise.reject(new Error('worker gone')), stale: (names) => [last.filter((f) => !names || names.includes(f.name))] });
+    expect(sampleLines(await primary.metrics(), 'req_total')).toEqual(['req_total{app="web"} 40', 'req_total{app="only2"} 4']);
+    expect((await primary.samples(['active'])).get('active')).toEqual([{ labels: { app: 'web' }, value: 4 }]);
+  });
+
+  it('are read no more once removed', async () => {
+    const primary = new Registry();
+    const reads: (readonly string[] | undefined)[] = [];
+    const remove = primary.addRemote(remote(worker(1), reads));
+    remove();
+    expect(await primary.metrics()).toBe('\n');
+    expect(reads).toEqual([]);
   });
 });
 
