@@ -39,6 +39,13 @@ export interface Limits {
 
 export type PickOutcome = 'same_region' | 'spilled';
 
+/** A machine passive ejection keeps out, until an epoch ms. */
+export interface Ejection {
+  app: string;
+  machine: string;
+  until: number;
+}
+
 /** One machine in the index; handed to the caller by `pick` and given back to `release`. */
 export class Slot {
   /** Requests or connections in flight to this machine through this balancer. */
@@ -129,6 +136,11 @@ export class Balancer {
    * true: every queued caller may try again).
    */
   onCapacity: ((app: string, all: boolean) => void) | null = null;
+  /**
+   * Called when a machine is ejected, or taken back before its time (health, removal); not when
+   * an ejection runs out, which its `until` says in advance. A proxy worker tells the primary.
+   */
+  onEjections: (() => void) | null = null;
 
   constructor(private readonly opts: BalancerOptions) {
     this.rank = new Map(opts.regions.nearestFirst(opts.region).map((c, i) => [c, i]));
@@ -216,6 +228,7 @@ export class Balancer {
         const i = a.ejected.indexOf(s);
         if (i >= 0) a.ejected.splice(i, 1);
         this.ejector.forget(m.id);
+        this.onEjections?.();
       }
       if (m.health.status === 'unhealthy') s.slowStartAt = 0;
       s.machine = m;
@@ -237,6 +250,7 @@ export class Balancer {
     if (i >= 0) a.ejected.splice(i, 1);
     this.slotsById.delete(id);
     this.ejector.forget(id);
+    if (i >= 0) this.onEjections?.();
   }
 
   /** Replaces the whole index (view reset), keeping counters of machines that remain. */
@@ -438,6 +452,7 @@ export class Balancer {
       s.ejectedUntil = now + ms;
       a.ejected.push(s);
       if (s.ejectedUntil < a.nextReadmit) a.nextReadmit = s.ejectedUntil;
+      this.onEjections?.();
     }
     return ms;
   }
@@ -447,9 +462,9 @@ export class Balancer {
   }
 
   /** Machines passive ejection keeps out right now, with when each comes back (for the dashboard's event feed). */
-  ejectedMachines(): { app: string; machine: string; until: number }[] {
+  ejectedMachines(): Ejection[] {
     const now = this.now();
-    const out: { app: string; machine: string; until: number }[] = [];
+    const out: Ejection[] = [];
     for (const [app, a] of this.apps) for (const s of a.ejected) if (s.ejectedUntil > now) out.push({ app, machine: s.machine.id, until: s.ejectedUntil });
     return out;
   }

@@ -6,7 +6,7 @@
  */
 import { startAutostart, type Autostart } from '../autostart/index.js';
 import os from 'node:os';
-import { attachToView, Balancer } from '../balancer/index.js';
+import { attachToView, Balancer, type Ejection } from '../balancer/index.js';
 import { HostLiveness } from '../catalog/liveness.js';
 import { localHostName, sourcePicker } from '../catalog/source.js';
 import type { CatalogChange } from '../catalog/types.js';
@@ -37,6 +37,8 @@ export interface ProxySeams {
   autostart?: MachineStarter | null;
   /** Set in a proxy worker (./worker.ts): which of how many; its limits are its share. */
   share?: { index: number; count: number };
+  /** Set in a proxy worker: called with its ejections whenever a machine is ejected or taken back early (the primary's event feed shows them). */
+  onEjections?: (list: Ejection[]) => void;
 }
 
 /** `[proxy] workers`, 0 meaning one per core. */
@@ -46,8 +48,8 @@ export function workerCount(workers: number): number {
 
 /** The proxy's role handle: the control role reads passive ejections from it for the event feed. */
 export interface ProxyRole extends RunningRole {
-  /** Machines this node's passive ejection keeps out right now. */
-  ejections(): { app: string; machine: string; until: number }[];
+  /** Machines this node's passive ejection keeps out right now (with workers: any worker's, once each). */
+  ejections(): Ejection[];
   /**
    * Seam for the mesh: machine `id` can no longer be reached (its host left): its pooled HTTP
    * connections are closed, and with `abort` the busy ones too, at once.
@@ -64,12 +66,12 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
   }
   const workers = workerCount(cfg.workers);
   if (workers > 1 && seams.share === undefined) {
-    // The data path runs in worker processes; this one relays the catalog to them. Passive
-    // ejections and the HTTP pools are per worker, so the seams below are theirs.
+    // The data path runs in worker processes; this one relays the catalog to them, and the
+    // seams below to and from them (passive ejections and the HTTP pools are per worker).
     // node:cluster (with child_process and dgram under it) only where workers run.
     const { startProxyWorkers } = await import('./workers.js');
     const w = await startProxyWorkers(ctx, workers);
-    return { name: 'proxy', describe: () => w.describe(), ejections: () => [], forgetMachine: () => undefined, drain: (d) => w.drain(d), close: () => w.close() };
+    return { name: 'proxy', describe: () => w.describe(), ejections: () => w.ejections(), forgetMachine: (id, abort) => w.forgetMachine(id, abort), drain: (d) => w.drain(d), close: () => w.close() };
   }
   const hc = ctx.config.health;
   const balancer = new Balancer({
@@ -96,6 +98,8 @@ export async function startProxyRole(ctx: NodeContext, seams: ProxySeams = {}): 
       : null;
   upstream.autostart = seams.autostart ?? own;
   upstream.share = seams.share ?? null;
+  const onEjections = seams.onEjections;
+  if (onEjections) balancer.onEjections = () => onEjections(balancer.ejectedMachines());
   const http = new HttpService(core, upstream, ctx.regions);
   const tcp = new TcpService(core, upstream);
   const listeners = new Listeners(core, http, tcp);

@@ -2,13 +2,15 @@
  * A proxy worker process (forked by ./workers.ts): runs the ordinary proxy role on a catalog view
  * relayed from the primary, with its share of every service's limits. It obeys the primary only:
  * signals to the process group (Ctrl-C, SIGTERM) are the primary's to act on, and a primary that
- * went away (the IPC channel closed) ends the worker.
+ * went away (the IPC channel closed) ends the worker. It answers the primary's metrics requests
+ * with its data path's series and tells it when its passive ejections change (./worker-reports.ts).
  */
 import type { CatalogStore, StoreListener } from '../catalog/store.js';
 import type { CatalogSnapshot } from '../catalog/types.js';
 import { CatalogView } from '../catalog/view.js';
 import type { Config } from '../config/index.js';
-import { createRootLogger, flushLogs } from '../observe/log.js';
+import { createRootLogger, flushLogs, type Logger } from '../observe/log.js';
+import { registry } from '../observe/metrics.js';
 import { loadRegionTable } from '../regions/load.js';
 import type { NodeContext } from '../role.js';
 import { startProxyRole, type ProxyRole } from './index.js';
@@ -53,15 +55,32 @@ class RelayStore {
 }
 
 let role: ProxyRole | null = null;
+let log: Logger | null = null;
 const relay = new RelayStore();
+
+/**
+ * The families a worker reports: what its data path counts. Its catalog view is a copy of the
+ * primary's, which counts for it, and the process metrics (process_*, nodejs_*) are not enabled
+ * in workers: the node's describe the primary.
+ */
+const REPORTED = /^sixpn_(?:proxy|autostart|autostop)_/;
+
+function answerMetrics(m: Extract<ToWorker, { t: 'metrics' }>): void {
+  const names = m.names;
+  registry.snapshot((n) => REPORTED.test(n) && (names === undefined || names.includes(n))).then(
+    (snap) => tell({ t: 'metrics', id: m.id, snap }),
+    // Unanswered, the primary counts this worker with its last answer.
+    (err: unknown) => log?.error({ err }, 'reading the metrics for the primary failed'),
+  );
+}
 
 async function start(m: Extract<ToWorker, { t: 'init' }>): Promise<void> {
   const config = m.config as Config;
-  const log = createRootLogger({ level: config.log.level, pretty: config.log.pretty }).child({ worker: m.index });
+  log = createRootLogger({ level: config.log.level, pretty: config.log.pretty }).child({ worker: m.index });
   const regions = loadRegionTable(config.regions.file, config.regions.rtt);
   const view = await CatalogView.open(relay as unknown as CatalogStore);
   const ctx: NodeContext = { config, baseDir: m.baseDir, store: relay as unknown as CatalogStore, view, regions, log, hostId: m.hostId, roles: new Map() };
-  role = await startProxyRole(ctx, { share: { index: m.index, count: m.count } });
+  role = await startProxyRole(ctx, { share: { index: m.index, count: m.count }, onEjections: (list) => tell({ t: 'ejections', list }) });
   tell({ t: 'ready', describe: role.describe?.() ?? [] });
 }
 
@@ -81,6 +100,12 @@ process.on('message', (m: ToWorker) => {
         tell({ t: 'failed', error: (err as Error).message });
         process.exit(1);
       });
+      return;
+    case 'metrics':
+      answerMetrics(m);
+      return;
+    case 'forget':
+      role?.forgetMachine(m.machine, m.abort && Object.assign(new Error(m.abort.message), m.abort.code === undefined ? {} : { code: m.abort.code }));
       return;
     case 'drain':
       void role?.drain?.(m.deadline).then(() => tell({ t: 'drained' }));

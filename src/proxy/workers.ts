@@ -15,11 +15,20 @@
  * used up queues or refuses while another may have room (at most N - 1 units of headroom lost).
  * Connections are handed to workers round-robin by the primary (node's default on Linux), so
  * shares are used evenly.
+ *
+ * The node reports as one (./worker-reports.ts): a read of the primary's registry (/metrics, the
+ * dashboard, /v1/status) asks every worker for its series, in parallel, and sums them in; a
+ * worker tells the primary its passive ejections when they change; forgetMachine is passed on.
+ * Workers do nothing for it per request: they answer when asked.
  */
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
+import type { Ejection } from '../balancer/index.js';
+import type { CatalogChange } from '../catalog/types.js';
 import type { StoreEvent } from '../catalog/store.js';
+import { registry, type RegistrySnapshot } from '../observe/metrics.js';
 import type { NodeContext } from '../role.js';
+import { unionEjections, WorkerSlot } from './worker-reports.js';
 
 export { share } from './share.js';
 
@@ -28,12 +37,25 @@ export type ToWorker =
   | { t: 'init'; config: unknown; baseDir: string; hostId: number; index: number; count: number }
   | { t: 'snapshot'; id: number; snap?: unknown; error?: string }
   | { t: 'event'; e: StoreEvent }
+  | { t: 'metrics'; id: number; names?: string[] }
+  | { t: 'forget'; machine: string; abort?: { message: string; code?: string } }
   | { t: 'drain'; deadline: number }
   | { t: 'close' };
-export type FromWorker = { t: 'hello' } | { t: 'ready'; describe: string[] } | { t: 'snapshot'; id: number } | { t: 'drained' } | { t: 'failed'; error: string };
+export type FromWorker =
+  | { t: 'hello' }
+  | { t: 'ready'; describe: string[] }
+  | { t: 'snapshot'; id: number }
+  | { t: 'metrics'; id: number; snap: RegistrySnapshot }
+  | { t: 'ejections'; list: Ejection[] }
+  | { t: 'drained' }
+  | { t: 'failed'; error: string };
 
 export interface ProxyWorkers {
   describe(): string[];
+  /** Machines some worker's passive ejection keeps out now (one entry per machine). */
+  ejections(): Ejection[];
+  /** Every worker closes the machine's pooled connections (with `abort`, the busy ones too). */
+  forgetMachine(id: string, abort?: Error): void;
   drain(deadline: number): Promise<void>;
   close(): Promise<void>;
 }
@@ -54,15 +76,32 @@ export async function startProxyWorkers(ctx: NodeContext, count: number): Promis
   const unsubscribe = ctx.store.subscribe((e) => {
     for (const w of workers.values()) send(w, { t: 'event', e });
   });
+  const slots = Array.from({ length: count }, () => new WorkerSlot());
+  const removeSources = slots.map((slot) => registry.addRemote(slot));
+  // A deleted machine's series leave each worker's registry; the slots' bases follow.
+  const onChange = (c: CatalogChange): void => {
+    if (c.kind === 'machine' && c.op === 'del') for (const slot of slots) slot.forgetMachine(c.key);
+  };
+  ctx.view.on('change', onChange);
+  const stopReports = (): void => {
+    ctx.view.off('change', onChange);
+    for (const remove of removeSources) remove();
+  };
 
   const fork = (index: number): Promise<void> =>
     new Promise((resolve, reject) => {
       const w = cluster.fork({ SIXPN_PROXY_WORKER: String(index) });
       workers.set(index, w);
+      const slot = slots[index]!;
       let ready = false;
       w.on('message', (m: FromWorker) => {
-        if (m.t === 'hello') send(w, { t: 'init', config, baseDir: ctx.baseDir, hostId: ctx.hostId, index, count });
-        else if (m.t === 'snapshot') {
+        if (m.t === 'metrics') slot.answer(m.id, m.snap);
+        else if (m.t === 'ejections') slot.ejections = m.list;
+        else if (m.t === 'hello') {
+          // From hello on the worker hears requests (one sent before would be lost, and waited for).
+          slot.attach((id, names) => send(w, { t: 'metrics', id, ...(names ? { names: [...names] } : {}) }));
+          send(w, { t: 'init', config, baseDir: ctx.baseDir, hostId: ctx.hostId, index, count });
+        } else if (m.t === 'snapshot') {
           ctx.store.snapshot().then(
             (snap) => send(w, { t: 'snapshot', id: m.id, snap }),
             (err: Error) => send(w, { t: 'snapshot', id: m.id, error: err.message }),
@@ -75,6 +114,7 @@ export async function startProxyWorkers(ctx: NodeContext, count: number): Promis
       });
       w.on('exit', (code, signal) => {
         if (workers.get(index) === w) workers.delete(index);
+        slot.detach();
         if (!ready) return reject(new Error(`proxy worker ${index} exited before it was ready (${signal ?? code})`));
         if (closing) return;
         log.error({ worker: index, code, signal }, 'proxy worker died; starting another');
@@ -87,6 +127,7 @@ export async function startProxyWorkers(ctx: NodeContext, count: number): Promis
   } catch (err) {
     closing = true;
     unsubscribe();
+    stopReports();
     for (const w of workers.values()) w.kill();
     throw err;
   }
@@ -107,6 +148,14 @@ export async function startProxyWorkers(ctx: NodeContext, count: number): Promis
 
   return {
     describe: () => [...lines, `proxy: ${count} workers (node:cluster), each with its share of every hard_limit`],
+    ejections: () => unionEjections(slots, Date.now()),
+    forgetMachine(id, abort) {
+      // An Error does not cross the IPC channel whole: its message and code do, which is what
+      // the requests that fail with it report.
+      const code = (abort as NodeJS.ErrnoException | undefined)?.code;
+      const m: ToWorker = { t: 'forget', machine: id, ...(abort ? { abort: { message: abort.message, ...(code ? { code } : {}) } } : {}) };
+      for (const w of workers.values()) send(w, m);
+    },
     async drain(deadline: number) {
       closing = true;
       await Promise.all(
@@ -129,6 +178,7 @@ export async function startProxyWorkers(ctx: NodeContext, count: number): Promis
     async close() {
       closing = true;
       unsubscribe();
+      stopReports();
       await Promise.all(
         [...workers.values()].map((w) => {
           send(w, { t: 'close' });

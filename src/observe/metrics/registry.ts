@@ -448,13 +448,14 @@ async function readRemote(source: RemoteSource, ms: number, names: readonly stri
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<null>((resolve) => {
     timer = setTimeout(() => {
-      abort.abort();
       resolve(null);
+      abort.abort();
     }, ms);
   });
   try {
     const got = await Promise.race([source.read(names, abort.signal), late]);
-    if (got) return got;
+    // A source may settle as it is aborted: that is still a late one.
+    if (got && !abort.signal.aborted) return got;
   } catch {
     // A failed source counts like a late one: a read of this process's metrics never fails for it.
   } finally {

@@ -254,6 +254,30 @@ describe('balancer: passive ejection', () => {
     expect(b.reportFailure(b.slot(bad.id)!)).toBe(1_000);
   });
 
+  it('tells onEjections when a machine is ejected or taken back early, not on each failure or when an ejection runs out', () => {
+    let now = 1_000_000;
+    const b = balancer({ now: () => now });
+    const told: string[][] = [];
+    b.onEjections = () => told.push(b.ejectedMachines().map((e) => e.machine));
+    const [bad, other] = [machine('ewr'), machine('ewr')];
+    for (const m of [bad, other, machine('ewr'), machine('ewr')]) b.upsert(m);
+    b.reportFailure(b.slot(bad.id)!);
+    expect(told).toEqual([]);
+    b.reportFailure(b.slot(bad.id)!);
+    expect(told).toEqual([[bad.id]]);
+    b.reportFailure(b.slot(other.id)!);
+    b.reportFailure(b.slot(other.id)!);
+    expect(told).toEqual([[bad.id], [bad.id, other.id]]);
+    b.upsert({ ...bad, health: { status: 'unhealthy', reason: 'refused', changed_at: now } });
+    b.upsert({ ...bad, health: { status: 'healthy', reason: '', changed_at: now } });
+    expect(told).toEqual([[bad.id], [bad.id, other.id], [other.id]]);
+    b.remove(other.id);
+    expect(told).toEqual([[bad.id], [bad.id, other.id], [other.id], []]);
+    now += 60_000;
+    b.candidateCount('web');
+    expect(told).toHaveLength(4);
+  });
+
   it('never ejects more than the panic threshold allows', () => {
     const b = balancer();
     const ms = [machine('ewr'), machine('ewr')];

@@ -447,14 +447,19 @@ describe('remote sources', () => {
     expect(stuck.aborted).toBe(true);
   });
 
-  it('count what stale() gives for a source that is late or fails, and nothing for one that fails without it', async () => {
+  it('count what stale() gives for a source that is late (even one that settles as it is aborted) or fails, and nothing for one that fails without it', async () => {
     const last = await worker(2).snapshot();
     const primary = new Registry();
     primary.addRemote({ ...silent(), stale: () => [last] }, 50);
+    const settlesOnAbort: RemoteSource = {
+      read: (_names, signal) => new Promise((resolve) => signal.addEventListener('abort', () => resolve([]))),
+      stale: () => [last],
+    };
+    primary.addRemote(settlesOnAbort, 50);
     primary.addRemote({ read: () => Promise.reject(new Error('worker gone')) });
     primary.addRemote({ read: () => Promise.reject(new Error('worker gone')), stale: (names) => [last.filter((f) => !names || names.includes(f.name))] });
-    expect(sampleLines(await primary.metrics(), 'req_total')).toEqual(['req_total{app="web"} 40', 'req_total{app="only2"} 4']);
-    expect((await primary.samples(['active'])).get('active')).toEqual([{ labels: { app: 'web' }, value: 4 }]);
+    expect(sampleLines(await primary.metrics(), 'req_total')).toEqual(['req_total{app="web"} 60', 'req_total{app="only2"} 6']);
+    expect((await primary.samples(['active'])).get('active')).toEqual([{ labels: { app: 'web' }, value: 6 }]);
   });
 
   it('are read no more once removed', async () => {
