@@ -1,13 +1,16 @@
 // `[proxy] workers = 2`: two worker processes share the Flycast listeners (node:cluster), each
-// with its share of every hard_limit, so the node as a whole never goes above it. Real processes:
-// the sixpn node, its workers, an HTTP and a TCP machine, callers from the org's address.
+// with its share of every hard_limit, so the node as a whole never goes above it, and the node
+// reports as one: the primary's /metrics and /v1/status sum both workers' traffic, a passive
+// ejection by the workers shows once in its event feed, and a worker killed with SIGKILL is
+// restarted without the node's counters going backwards. Real processes: the sixpn node (with
+// its control API), its workers, HTTP and TCP machines, callers from the org's address.
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { IN_NETNS } from '../harness/env.js';
-import { appToml, closeCallerAgents, httpFrom, orgsToml, proxyNodeToml, readLines, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
+import { ADMIN_TOKEN, appToml, closeCallerAgents, httpFrom, metricSum, orgsToml, proxyNodeToml, rawHttp, readLines, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
 import { startHttpMachine, startTcpMachine, stopMachines, type TestMachine } from '../harness/machines.js';
-import { sleep, waitFor } from '../harness/net.js';
+import { freePort, sleep, waitFor } from '../harness/net.js';
 
 const HOST = parseHostId('a7b:7d')!;
 const NET = 0x2e;
@@ -17,6 +20,12 @@ const WEB_ID = '2e000001';
 const ECHO_ID = '2e000002';
 const WEB_IP = 'fdaa:0:2e:0:1::3';
 const ECHO_IP = 'fdaa:0:2e:0:1::4';
+const FLAKY_IP = 'fdaa:0:2e:0:1::5';
+const GOOD_ID = '2e000003';
+/** A machine of app flaky where nothing listens: every connect to it is refused. */
+const DEAD_ID = '2e000004';
+const WEB_REQUESTS = 'sixpn_proxy_http_requests_total';
+const AUTH = { authorization: `Bearer ${ADMIN_TOKEN}` };
 
 /** Child processes of `pid` (the workers). */
 function children(pid: number): number[] {
@@ -27,29 +36,71 @@ function children(pid: number): number[] {
   }
 }
 
+/** One request on a connection of its own (the primary hands connections to the workers in turn); resolves with the status. */
+async function oneShot(ip: string, path = '/', ms = 3_000): Promise<number> {
+  const text = await rawHttp(INSIDER, ip, 80, `GET ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`, ms);
+  return Number(/^HTTP\/1\.1 (\d{3})/.exec(text)?.[1] ?? 0);
+}
+
+/** The node's JSON log lines from `from` (an offset in its output) on. */
+function logLines(proxy: ProxyNode, from: number): Record<string, unknown>[] {
+  const out: Record<string, unknown>[] = [];
+  for (const l of proxy.proc.output().slice(from).split('\n')) {
+    if (!l.startsWith('{')) continue;
+    try {
+      out.push(JSON.parse(l) as Record<string, unknown>);
+    } catch {
+      // a line cut at the offset
+    }
+  }
+  return out;
+}
+
+/** Access-log lines of `app` per worker index, from `from` on. */
+function servedByWorker(proxy: ProxyNode, from: number, app: string): Map<number, number> {
+  const by = new Map<number, number>();
+  for (const l of logLines(proxy, from)) if (l.msg === 'request' && l.app === app) by.set(l.worker as number, (by.get(l.worker as number) ?? 0) + 1);
+  return by;
+}
+
 describe.skipIf(!IN_NETNS)('flycast proxy with workers = 2 (e2e)', () => {
   let proxy: ProxyNode;
   let web: TestMachine;
   let echo: TestMachine;
+  let good: TestMachine;
+  let admin: number;
+
+  const api = async (path: string): Promise<any> => (await fetch(`http://127.0.0.1:${admin}${path}`, { headers: AUTH })).json();
+  const webStatus = async (): Promise<{ active_connections: number | null; request_rate: number | null }> => {
+    const st = await api('/v1/status');
+    return (st.orgs as { apps: { name: string }[] }[]).flatMap((o) => o.apps).find((a) => a.name === 'web') as never;
+  };
 
   beforeAll(async () => {
-    [web, echo] = await Promise.all([
+    [web, echo, good] = await Promise.all([
       startHttpMachine({ id: WEB_ID, host: addr(WEB_ID), port: 8080 }),
       startTcpMachine({ id: ECHO_ID, host: addr(ECHO_ID), port: 7000, greet: true }),
+      startHttpMachine({ id: GOOD_ID, host: addr(GOOD_ID), port: 8080 }),
     ]);
+    admin = await freePort();
     // No queue: a caller over its worker's share is refused at once, so the counts are exact.
-    const toml = `${proxyNodeToml({ proxy: 'workers = 2\nqueue_timeout = "0s"' })}
+    // The access log says which worker served each request. Ejections of 5 s: long enough for
+    // both workers to eject the dead machine before the first takes it back.
+    const toml = `${proxyNodeToml({ admin, proxy: 'workers = 2\nqueue_timeout = "0s"\naccess_log = true' })}
+[health.passive]
+base_ejection = "5s"
 ${orgsToml({ workers: NET })}
 ${appToml({ name: 'web', org: 'workers', protocol: 'http', internalPort: 8080, ports: [80], concurrency: '{ type = "requests", soft_limit = 5, hard_limit = 5 }', machines: [{ id: WEB_ID }] })}
 ${appToml({ name: 'echo', org: 'workers', protocol: 'tcp', internalPort: 7000, ports: [7000], concurrency: '{ type = "connections", soft_limit = 3, hard_limit = 3 }', machines: [{ id: ECHO_ID }] })}
+${appToml({ name: 'flaky', org: 'workers', protocol: 'http', internalPort: 8080, ports: [80], machines: [{ id: GOOD_ID }, { id: DEAD_ID }] })}
 `;
-    proxy = await startProxyNode(toml);
+    proxy = await startProxyNode(toml, {}, 'up');
   });
 
   afterAll(async () => {
     await closeCallerAgents();
     await proxy?.stop();
-    await stopMachines([web, echo].filter(Boolean));
+    await stopMachines([web, echo, good].filter(Boolean));
   });
 
   it('runs two worker processes that both serve', async () => {
@@ -58,6 +109,32 @@ ${appToml({ name: 'echo', org: 'workers', protocol: 'tcp', internalPort: 7000, p
     const r = await httpFrom(INSIDER, `http://[${WEB_IP}]/`);
     expect(r.status).toBe(200);
     expect(r.text).toBe(`${WEB_ID}\n`);
+  });
+
+  it("sums both workers' requests on the primary's /metrics and /v1/status: 20 requests, 20 counted, both workers served", async () => {
+    const before = await metricSum(admin, WEB_REQUESTS, { app: 'web' });
+    const from = proxy.proc.output().length;
+    for (let i = 0; i < 20; i++) expect(await oneShot(WEB_IP)).toBe(200);
+    expect((await metricSum(admin, WEB_REQUESTS, { app: 'web' })) - before).toBe(20);
+    expect(await metricSum(admin, WEB_REQUESTS, { app: 'web', machine: WEB_ID, status_class: '2xx' })).toBe(before + 20);
+    await waitFor(() => [...servedByWorker(proxy, from, 'web').values()].reduce((a, b) => a + b, 0) === 20, { what: '20 access-log lines' });
+    const by = servedByWorker(proxy, from, 'web');
+    expect([...by.keys()].sort()).toEqual([0, 1]);
+    expect(by.get(0)! + by.get(1)!).toBe(20);
+    // The dashboard's sampler reads the same sums: the rate shows in the node's status.
+    await waitFor(async () => ((await webStatus()).request_rate ?? 0) > 0, { what: 'a request rate for web in /v1/status', timeoutMs: 5_000 });
+    expect(await metricSum(admin, 'sixpn_proxy_active_connections', { app: 'web' })).toBe(0);
+  });
+
+  it('sums active connections across workers while requests are in flight, and is back at 0 after', async () => {
+    const from = proxy.proc.output().length;
+    const slow = Array.from({ length: 4 }, () => oneShot(WEB_IP, '/sleep?ms=1500', 5_000));
+    await waitFor(async () => (await metricSum(admin, 'sixpn_proxy_active_connections', { app: 'web', machine: WEB_ID })) === 4, { what: '4 active connections on /metrics' });
+    expect((await webStatus()).active_connections).toBe(4);
+    expect(await Promise.all(slow)).toEqual([200, 200, 200, 200]);
+    await waitFor(() => servedByWorker(proxy, from, 'web').size === 2, { what: 'both workers in the access log' });
+    await waitFor(async () => (await metricSum(admin, 'sixpn_proxy_active_connections', { app: 'web' })) === 0, { what: '0 active connections' });
+    expect((await webStatus()).active_connections).toBe(0);
   });
 
   it('holds hard_limit for the node as a whole: 20 concurrent requests, exactly 5 served at once, the rest 503', async () => {
@@ -83,6 +160,68 @@ ${appToml({ name: 'echo', org: 'workers', protocol: 'tcp', internalPort: 7000, p
     expect((await echo.stats()).maxActive).toBeLessThanOrEqual(3);
     for (const s of socks) s.destroy();
     await sleep(200);
+  });
+
+  it("shows a machine that refuses connects, ejected by both workers, once in the primary's event feed, and back once", async () => {
+    const from = proxy.proc.output().length;
+    const ejectedBy = (): Set<number> => new Set(logLines(proxy, from).filter((l) => l.machine === DEAD_ID && l.ejected_ms !== undefined).map((l) => l.worker as number));
+    // Callers are served by the good machine (the proxy retries); each worker ejects the dead
+    // one after 3 failed connects of its own.
+    for (let i = 0; i < 200 && ejectedBy().size < 2; i++) expect(await oneShot(FLAKY_IP)).toBe(200);
+    await waitFor(() => ejectedBy().size === 2, { what: 'both workers ejecting the dead machine' });
+    const ejections = async (): Promise<{ at: number; message: string; data: { ejected: boolean; until?: number } }[]> =>
+      (await api(`/v1/events?kind=ejection&machine=${DEAD_ID}`)).events;
+    await waitFor(async () => (await ejections()).length > 0, { what: 'an ejection event', timeoutMs: 5_000 });
+    const [ejected] = await ejections();
+    expect(ejected).toMatchObject({ kind: 'ejection', level: 'warn', app: 'flaky', org: 'workers', data: { ejected: true } });
+    expect(ejected!.message).toMatch(new RegExp(`^machine ${DEAD_ID} of flaky ejected from this node's rotation for [\\d.]+s after failed connects$`));
+    // Back in the node's rotation when the later of the two ejections ran out: one event.
+    await waitFor(async () => (await ejections()).length === 2, { what: 'the machine back in rotation', timeoutMs: 15_000 });
+    await sleep(1_500);
+    const events = await ejections();
+    expect(events.map((e) => e.data.ejected)).toEqual([true, false]);
+    expect(events[1]!.message).toBe(`machine ${DEAD_ID} of flaky back in this node's rotation`);
+    expect(events[1]!.at).toBeGreaterThanOrEqual(ejected!.data.until!);
+  });
+
+  it("restarts a worker killed with SIGKILL, and the node's counters do not go backwards", async () => {
+    const pid = proxy.proc.child.pid!;
+    const before = await metricSum(admin, WEB_REQUESTS, { app: 'web' });
+    const kids = children(pid);
+    expect(kids).toHaveLength(2);
+    const from = proxy.proc.output().length;
+    process.kill(kids[0]!, 'SIGKILL');
+    // Read all through the restart: never below what was counted before.
+    let last = before;
+    await waitFor(
+      async () => {
+        const now = await metricSum(admin, WEB_REQUESTS, { app: 'web' });
+        expect(now).toBeGreaterThanOrEqual(last);
+        last = now;
+        const k = children(pid);
+        return k.length === 2 && !k.includes(kids[0]!);
+      },
+      { what: 'a new worker', everyMs: 50 },
+    );
+    const died = logLines(proxy, from).find((l) => l.msg === 'proxy worker died; starting another');
+    expect(died).toMatchObject({ signal: 'SIGKILL' });
+    // What the killed worker had counted stays: the last answer it gave, right before.
+    expect(await metricSum(admin, WEB_REQUESTS, { app: 'web' })).toBe(before);
+    // The other worker serves until the new one listens; then the new one takes its turn and
+    // counts from 0 on top of what its predecessor counted.
+    const served = proxy.proc.output().length;
+    let sent = 0;
+    await waitFor(
+      async () => {
+        expect(await oneShot(WEB_IP)).toBe(200);
+        sent++;
+        return servedByWorker(proxy, served, 'web').has(died!.worker as number);
+      },
+      { what: 'the restarted worker serving', everyMs: 50 },
+    );
+    for (let i = 0; i < 10; i++) expect(await oneShot(WEB_IP)).toBe(200);
+    expect(await metricSum(admin, WEB_REQUESTS, { app: 'web' })).toBe(before + sent + 10);
+    expect(await metricSum(admin, 'sixpn_proxy_active_connections', { app: 'web' })).toBe(0);
   });
 
   it('drains and exits 0 on SIGTERM, workers included', async () => {
