@@ -24,6 +24,16 @@ function attach(slot: WorkerSlot, w: Registry): void {
   });
 }
 
+/** A primary's registry with one worker slot (waited for at most `timeoutMs`), held by a first worker. */
+function node(timeoutMs?: number) {
+  const primary = new Registry();
+  const slot = new WorkerSlot();
+  primary.addRemote(slot, timeoutMs);
+  const w = workerRegistry();
+  attach(slot, w.r);
+  return { primary, slot, w };
+}
+
 /** The value of one sample line of the primary's /metrics, or undefined without it. */
 async function line(primary: Registry, prefix: string): Promise<number | undefined> {
   const l = (await primary.metrics()).split('\n').find((x) => x.startsWith(prefix));
@@ -36,11 +46,7 @@ const COUNT = 'sixpn_proxy_request_duration_seconds_count{app="web"}';
 
 describe('a worker slot', () => {
   it('adds a restarted worker to what the one before it last answered: counters never go backwards, its gauges leave with it', async () => {
-    const primary = new Registry();
-    const slot = new WorkerSlot();
-    primary.addRemote(slot);
-    const first = workerRegistry();
-    attach(slot, first.r);
+    const { primary, slot, w: first } = node();
     first.requests.inc({ app: 'web', machine: 'm1' }, 5);
     first.active.set({ app: 'web', machine: 'm1' }, 2);
     first.seconds.observe({ app: 'web' }, 0.05);
@@ -67,11 +73,7 @@ describe('a worker slot', () => {
   });
 
   it('ends a read waiting for a worker that exits at once, with the base that now holds its last answer', async () => {
-    const primary = new Registry();
-    const slot = new WorkerSlot();
-    primary.addRemote(slot, 5_000);
-    const w = workerRegistry();
-    attach(slot, w.r);
+    const { primary, slot, w } = node(5_000);
     w.requests.inc({ app: 'web', machine: 'm1' }, 4);
     expect(await line(primary, REQS)).toBe(4);
     slot.attach(() => undefined); // the same worker, now deaf
@@ -83,11 +85,7 @@ describe('a worker slot', () => {
   });
 
   it('counts a worker late for a read with its last answer, without waiting for it', async () => {
-    const primary = new Registry();
-    const slot = new WorkerSlot();
-    primary.addRemote(slot, 50);
-    const w = workerRegistry();
-    attach(slot, w.r);
+    const { primary, slot, w } = node(50);
     w.requests.inc({ app: 'web', machine: 'm1' }, 6);
     w.active.set({ app: 'web', machine: 'm1' }, 3);
     expect(await line(primary, REQS)).toBe(6);
@@ -99,11 +97,7 @@ describe('a worker slot', () => {
   });
 
   it("drops a deleted machine's series from the base and from the last answer", async () => {
-    const primary = new Registry();
-    const slot = new WorkerSlot();
-    primary.addRemote(slot, 50);
-    const w = workerRegistry();
-    attach(slot, w.r);
+    const { primary, slot, w } = node(50);
     w.requests.inc({ app: 'web', machine: 'm1' });
     w.requests.inc({ app: 'web', machine: 'm2' });
     await primary.metrics();
