@@ -70,9 +70,14 @@ export async function startProxyWorkers(ctx: NodeContext, count: number): Promis
   let lines: string[] = [];
   let closing = false;
   const config = { ...ctx.config, proxy: { ...ctx.config.proxy, workers: 1 } };
+  // A worker's channel may close between isConnected() and the write (the worker is going): the
+  // write then fails with EPIPE, which must not end the node. Its exit is handled on 'exit'.
   const send = (w: Worker, m: ToWorker): void => {
-    if (w.isConnected()) w.send(m);
+    if (w.isConnected()) w.send(m, (err: Error | null) => err && log.warn({ err: err.message, pid: w.process.pid, t: m.t }, 'message to a proxy worker not sent'));
   };
+  /** Workers that said ready: a message sent to one still loading is lost, so drain waits for this. */
+  const ready = new WeakSet<Worker>();
+  let drainDeadline: number | null = null;
   const unsubscribe = ctx.store.subscribe((e) => {
     for (const w of workers.values()) send(w, { t: 'event', e });
   });
@@ -93,7 +98,6 @@ export async function startProxyWorkers(ctx: NodeContext, count: number): Promis
       const w = cluster.fork({ SIXPN_PROXY_WORKER: String(index) });
       workers.set(index, w);
       const slot = slots[index]!;
-      let ready = false;
       w.on('message', (m: FromWorker) => {
         if (m.t === 'metrics') slot.answer(m.id, m.snap);
         else if (m.t === 'ejections') slot.ejections = m.list;
@@ -107,15 +111,17 @@ export async function startProxyWorkers(ctx: NodeContext, count: number): Promis
             (err: Error) => send(w, { t: 'snapshot', id: m.id, error: err.message }),
           );
         } else if (m.t === 'ready') {
-          ready = true;
+          ready.add(w);
           if (index === 0) lines = m.describe;
+          // Started again while the node drains (SIGTERM during a restart): it drains too.
+          if (drainDeadline !== null) send(w, { t: 'drain', deadline: drainDeadline });
           resolve();
         } else if (m.t === 'failed') reject(new Error(`proxy worker ${index}: ${m.error}`));
       });
       w.on('exit', (code, signal) => {
         if (workers.get(index) === w) workers.delete(index);
         slot.detach();
-        if (!ready) return reject(new Error(`proxy worker ${index} exited before it was ready (${signal ?? code})`));
+        if (!ready.has(w)) return reject(new Error(`proxy worker ${index} exited before it was ready (${signal ?? code})`));
         if (closing) return;
         log.error({ worker: index, code, signal }, 'proxy worker died; starting another');
         fork(index).catch((err: unknown) => log.error({ err, worker: index }, 'restarting a proxy worker failed'));
@@ -158,6 +164,7 @@ export async function startProxyWorkers(ctx: NodeContext, count: number): Promis
     },
     async drain(deadline: number) {
       closing = true;
+      drainDeadline = deadline;
       await Promise.all(
         [...workers.values()].map(
           (w) =>
@@ -170,7 +177,7 @@ export async function startProxyWorkers(ctx: NodeContext, count: number): Promis
               const t = setTimeout(done, Math.max(0, deadline - Date.now()) + 1_000);
               w.on('message', (m: FromWorker) => m.t === 'drained' && done());
               w.once('exit', done);
-              send(w, { t: 'drain', deadline });
+              if (ready.has(w)) send(w, { t: 'drain', deadline });
             }),
         ),
       );
