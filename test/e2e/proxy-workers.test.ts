@@ -21,7 +21,9 @@ const ECHO_ID = '2e000002';
 const WEB_IP = 'fdaa:0:2e:0:1::3';
 const ECHO_IP = 'fdaa:0:2e:0:1::4';
 const FLAKY_IP = 'fdaa:0:2e:0:1::5';
+const MANY_IP = 'fdaa:0:2e:0:1::6';
 const GOOD_ID = '2e000003';
+const MANY_ID = '2e000005';
 /** A machine of app flaky where nothing listens: every connect to it is refused. */
 const DEAD_ID = '2e000004';
 const WEB_REQUESTS = 'sixpn_proxy_http_requests_total';
@@ -68,19 +70,21 @@ describe.skipIf(!IN_NETNS)('flycast proxy with workers = 2 (e2e)', () => {
   let web: TestMachine;
   let echo: TestMachine;
   let good: TestMachine;
+  let many: TestMachine;
   let admin: number;
 
   const api = async (path: string): Promise<any> => (await fetch(`http://127.0.0.1:${admin}${path}`, { headers: AUTH })).json();
-  const webStatus = async (): Promise<{ active_connections: number | null; request_rate: number | null }> => {
+  const appStatus = async (app: string): Promise<{ active_connections: number | null; request_rate: number | null }> => {
     const st = await api('/v1/status');
-    return (st.orgs as { apps: { name: string }[] }[]).flatMap((o) => o.apps).find((a) => a.name === 'web') as never;
+    return (st.orgs as { apps: { name: string }[] }[]).flatMap((o) => o.apps).find((a) => a.name === app) as never;
   };
 
   beforeAll(async () => {
-    [web, echo, good] = await Promise.all([
+    [web, echo, good, many] = await Promise.all([
       startHttpMachine({ id: WEB_ID, host: addr(WEB_ID), port: 8080 }),
       startTcpMachine({ id: ECHO_ID, host: addr(ECHO_ID), port: 7000, greet: true }),
       startHttpMachine({ id: GOOD_ID, host: addr(GOOD_ID), port: 8080 }),
+      startHttpMachine({ id: MANY_ID, host: addr(MANY_ID), port: 8080 }),
     ]);
     admin = await freePort();
     // No queue: a caller over its worker's share is refused at once, so the counts are exact.
@@ -93,6 +97,7 @@ ${orgsToml({ workers: NET })}
 ${appToml({ name: 'web', org: 'workers', protocol: 'http', internalPort: 8080, ports: [80], concurrency: '{ type = "requests", soft_limit = 5, hard_limit = 5 }', machines: [{ id: WEB_ID }] })}
 ${appToml({ name: 'echo', org: 'workers', protocol: 'tcp', internalPort: 7000, ports: [7000], concurrency: '{ type = "connections", soft_limit = 3, hard_limit = 3 }', machines: [{ id: ECHO_ID }] })}
 ${appToml({ name: 'flaky', org: 'workers', protocol: 'http', internalPort: 8080, ports: [80], machines: [{ id: GOOD_ID }, { id: DEAD_ID }] })}
+${appToml({ name: 'many', org: 'workers', protocol: 'http', internalPort: 8080, ports: [80], concurrency: '{ type = "requests", soft_limit = 50, hard_limit = 50 }', machines: [{ id: MANY_ID }] })}
 `;
     proxy = await startProxyNode(toml, {}, 'up');
   });
@@ -100,7 +105,7 @@ ${appToml({ name: 'flaky', org: 'workers', protocol: 'http', internalPort: 8080,
   afterAll(async () => {
     await closeCallerAgents();
     await proxy?.stop();
-    await stopMachines([web, echo, good].filter(Boolean));
+    await stopMachines([web, echo, good, many].filter(Boolean));
   });
 
   it('runs two worker processes that both serve', async () => {
@@ -122,19 +127,22 @@ ${appToml({ name: 'flaky', org: 'workers', protocol: 'http', internalPort: 8080,
     expect([...by.keys()].sort()).toEqual([0, 1]);
     expect(by.get(0)! + by.get(1)!).toBe(20);
     // The dashboard's sampler reads the same sums: the rate shows in the node's status.
-    await waitFor(async () => ((await webStatus()).request_rate ?? 0) > 0, { what: 'a request rate for web in /v1/status', timeoutMs: 5_000 });
+    await waitFor(async () => ((await appStatus('web')).request_rate ?? 0) > 0, { what: 'a request rate for web in /v1/status', timeoutMs: 5_000 });
     expect(await metricSum(admin, 'sixpn_proxy_active_connections', { app: 'web' })).toBe(0);
   });
 
   it('sums active connections across workers while requests are in flight, and is back at 0 after', async () => {
+    // An app with room (a worker takes whatever connections the primary hands it, not always
+    // an even split): 8 requests held 1.5 s, spread over both workers.
     const from = proxy.proc.output().length;
-    const slow = Array.from({ length: 4 }, () => oneShot(WEB_IP, '/sleep?ms=1500', 5_000));
-    await waitFor(async () => (await metricSum(admin, 'sixpn_proxy_active_connections', { app: 'web', machine: WEB_ID })) === 4, { what: '4 active connections on /metrics' });
-    expect((await webStatus()).active_connections).toBe(4);
-    expect(await Promise.all(slow)).toEqual([200, 200, 200, 200]);
-    await waitFor(() => servedByWorker(proxy, from, 'web').size === 2, { what: 'both workers in the access log' });
-    await waitFor(async () => (await metricSum(admin, 'sixpn_proxy_active_connections', { app: 'web' })) === 0, { what: '0 active connections' });
-    expect((await webStatus()).active_connections).toBe(0);
+    const slow = Array.from({ length: 8 }, () => oneShot(MANY_IP, '/sleep?ms=1500', 5_000));
+    await waitFor(async () => (await metricSum(admin, 'sixpn_proxy_active_connections', { app: 'many', machine: MANY_ID })) === 8, { what: '8 active connections on /metrics' });
+    expect((await appStatus('many')).active_connections).toBe(8);
+    expect(await Promise.all(slow)).toEqual(Array(8).fill(200));
+    await waitFor(() => [...servedByWorker(proxy, from, 'many').values()].reduce((a, b) => a + b, 0) === 8, { what: '8 access-log lines' });
+    expect([...servedByWorker(proxy, from, 'many').keys()].sort()).toEqual([0, 1]);
+    await waitFor(async () => (await metricSum(admin, 'sixpn_proxy_active_connections', { app: 'many' })) === 0, { what: '0 active connections' });
+    expect((await appStatus('many')).active_connections).toBe(0);
   });
 
   it('holds hard_limit for the node as a whole: 20 concurrent requests, exactly 5 served at once, the rest 503', async () => {
@@ -203,7 +211,8 @@ ${appToml({ name: 'flaky', org: 'workers', protocol: 'http', internalPort: 8080,
       },
       { what: 'a new worker', everyMs: 50 },
     );
-    const died = logLines(proxy, from).find((l) => l.msg === 'proxy worker died; starting another');
+    // The primary logs asynchronously: its line may come after the new worker.
+    const died = await waitFor(() => logLines(proxy, from).find((l) => l.msg === 'proxy worker died; starting another'), { what: 'the log line of the death' });
     expect(died).toMatchObject({ signal: 'SIGKILL' });
     // What the killed worker had counted stays: the last answer it gave, right before.
     expect(await metricSum(admin, WEB_REQUESTS, { app: 'web' })).toBe(before);
@@ -224,11 +233,18 @@ ${appToml({ name: 'flaky', org: 'workers', protocol: 'http', internalPort: 8080,
     expect(await metricSum(admin, 'sixpn_proxy_active_connections', { app: 'web' })).toBe(0);
   });
 
-  it('drains and exits 0 on SIGTERM, workers included', async () => {
+  it('drains and exits 0 on SIGTERM, workers included, even one started again a moment before', async () => {
     const pid = proxy.proc.child.pid!;
+    const [gone, kept] = children(pid);
+    // SIGTERM while the replacement of a dead worker still loads: it drains once ready, at once
+    // (a drain sent before it listened would be lost, and the node would wait drain_timeout).
+    process.kill(gone!, 'SIGKILL');
+    await waitFor(() => children(pid).length === 2 && !children(pid).includes(gone!), { what: 'a replacement worker', everyMs: 5 });
     const kids = children(pid);
+    const t0 = Date.now();
     expect(await proxy.stop()).toBe(0);
-    for (const k of kids) expect(() => process.kill(k, 0)).toThrow();
+    expect(Date.now() - t0).toBeLessThan(4_000);
+    for (const k of [...kids, kept!]) expect(() => process.kill(k, 0)).toThrow();
     proxy = undefined as unknown as ProxyNode;
   });
 });
