@@ -10,7 +10,8 @@ import { constants as perf, monitorEventLoopDelay, PerformanceObserver } from 'n
 import { getHeapSpaceStatistics } from 'node:v8';
 import type { Registry } from './registry.js';
 
-const START_SECONDS = Math.round(Date.now() / 1000 - process.uptime());
+// Whole seconds, rounded down: a start time in the future (Math.round can give one) would read as a clock error.
+const START_SECONDS = Math.floor(Date.now() / 1000 - process.uptime());
 const GC_KINDS: Record<number, string> = {
   [perf.NODE_PERFORMANCE_GC_MAJOR]: 'major',
   [perf.NODE_PERFORMANCE_GC_MINOR]: 'minor',
