@@ -6,7 +6,8 @@
  * with its data path's series and tells it when its passive ejections change (./worker-reports.ts).
  */
 import type { CatalogStore, StoreListener } from '../catalog/store.js';
-import type { CatalogSnapshot } from '../catalog/types.js';
+import type { CatalogSnapshot, Machine } from '../catalog/types.js';
+import { ERROR_CLASSES, SixpnError, StoreUnavailableError } from '../errors.js';
 import { CatalogView } from '../catalog/view.js';
 import type { Config } from '../config/index.js';
 import { createRootLogger, flushLogs, type Logger } from '../observe/log.js';
@@ -20,11 +21,30 @@ const tell = (m: FromWorker): void => {
   if (process.connected) process.send!(m);
 };
 
-/** The part of a store a CatalogView reads, fed by the primary. */
+/** A typed error again from its code, as the primary's store raised it (a compare-and-set conflict stays a ConflictError). */
+function errorFrom(e: { code: string; message: string }): Error {
+  const Cls = ERROR_CLASSES.find((c) => new c('').code === e.code);
+  return Cls ? new Cls(e.message) : new SixpnError(e.message);
+}
+
+/**
+ * The part of a store a worker uses: reads (a CatalogView) fed by the primary, and the one write
+ * autostart and autostop make, `updateMachine`, done by the primary's store.
+ */
 class RelayStore {
   private readonly listeners = new Set<StoreListener>();
   private readonly pending = new Map<number, { resolve: (s: CatalogSnapshot) => void; reject: (e: Error) => void }>();
+  private readonly writes = new Map<number, { resolve: (m: Machine) => void; reject: (e: Error) => void }>();
   private next = 0;
+
+  updateMachine(...args: Parameters<CatalogStore['updateMachine']>): Promise<Machine> {
+    const id = ++this.next;
+    return new Promise((resolve, reject) => {
+      if (!process.connected) return reject(new StoreUnavailableError('the proxy primary is gone'));
+      this.writes.set(id, { resolve, reject });
+      tell({ t: 'store', id, op: 'updateMachine', args });
+    });
+  }
 
   subscribe(l: StoreListener): () => void {
     this.listeners.add(l);
@@ -46,6 +66,11 @@ class RelayStore {
       this.pending.delete(m.id);
       if (m.error !== undefined) p?.reject(new Error(m.error));
       else p?.resolve(m.snap as CatalogSnapshot);
+    } else if (m.t === 'store') {
+      const w = this.writes.get(m.id);
+      this.writes.delete(m.id);
+      if (m.error !== undefined) w?.reject(errorFrom(m.error));
+      else w?.resolve(m.machine as Machine);
     }
   }
 

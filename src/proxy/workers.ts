@@ -25,7 +25,8 @@ import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import type { Ejection } from '../balancer/index.js';
 import type { CatalogChange } from '../catalog/types.js';
-import type { StoreEvent } from '../catalog/store.js';
+import type { CatalogStore, StoreEvent } from '../catalog/store.js';
+import type { SixpnError } from '../errors.js';
 import { registry, type RegistrySnapshot } from '../observe/metrics.js';
 import type { NodeContext } from '../role.js';
 import { unionEjections, WorkerSlot } from './worker-reports.js';
@@ -38,6 +39,7 @@ export type ToWorker =
   | { t: 'snapshot'; id: number; snap?: unknown; error?: string }
   | { t: 'event'; e: StoreEvent }
   | { t: 'metrics'; id: number; names?: string[] }
+  | { t: 'store'; id: number; machine?: unknown; error?: { code: string; message: string } }
   | { t: 'forget'; machine: string; abort?: { message: string; code?: string } }
   | { t: 'drain'; deadline: number }
   | { t: 'close' };
@@ -46,6 +48,7 @@ export type FromWorker =
   | { t: 'ready'; describe: string[] }
   | { t: 'snapshot'; id: number }
   | { t: 'metrics'; id: number; snap: RegistrySnapshot }
+  | { t: 'store'; id: number; op: 'updateMachine'; args: Parameters<CatalogStore['updateMachine']> }
   | { t: 'ejections'; list: Ejection[] }
   | { t: 'drained' }
   | { t: 'failed'; error: string };
@@ -109,6 +112,13 @@ export async function startProxyWorkers(ctx: NodeContext, count: number): Promis
           ctx.store.snapshot().then(
             (snap) => send(w, { t: 'snapshot', id: m.id, snap }),
             (err: Error) => send(w, { t: 'snapshot', id: m.id, error: err.message }),
+          );
+        } else if (m.t === 'store') {
+          // Autostart and autostop in a worker write machine states (a start, a stop, activity)
+          // through the primary's store: the worker's own is a read-only relay of the catalog.
+          ctx.store.updateMachine(...m.args).then(
+            (machine) => send(w, { t: 'store', id: m.id, machine }),
+            (err: unknown) => send(w, { t: 'store', id: m.id, error: { code: (err as SixpnError).code ?? 'SIXPN_INTERNAL', message: (err as Error).message } }),
           );
         } else if (m.t === 'ready') {
           ready.add(w);

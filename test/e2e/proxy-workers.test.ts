@@ -2,12 +2,16 @@
 // with its share of every hard_limit, so the node as a whole never goes above it, and the node
 // reports as one: the primary's /metrics and /v1/status sum both workers' traffic, a passive
 // ejection by the workers shows once in its event feed, and a worker killed with SIGKILL is
-// restarted without the node's counters going backwards. Real processes: the sixpn node (with
+// restarted without the node's counters going backwards. Autostart and autostop work from the
+// workers (their machine writes go through the primary's store): a stopped app is started for a
+// caller, stopped again when idle, and started again. Real processes: the sixpn node (with
 // its control API), its workers, HTTP and TCP machines, callers from the org's address.
-import { readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { machineAddress, parseHostId } from '../../src/addressing/index.js';
-import { IN_NETNS } from '../harness/env.js';
+import { IN_NETNS, ROOT } from '../harness/env.js';
 import { ADMIN_TOKEN, appToml, closeCallerAgents, httpFrom, metricSum, orgsToml, proxyNodeToml, rawHttp, readLines, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
 import { startHttpMachine, startTcpMachine, stopMachines, type TestMachine } from '../harness/machines.js';
 import { freePort, sleep, waitFor } from '../harness/net.js';
@@ -26,8 +30,44 @@ const GOOD_ID = '2e000003';
 const MANY_ID = '2e000005';
 /** A machine of app flaky where nothing listens: every connect to it is refused. */
 const DEAD_ID = '2e000004';
+/** App lazy: one machine, stopped, started by an autostart hook when a caller comes. */
+const LAZY_ID = '2e000006';
+const LAZY_IP = 'fdaa:0:2e:0:1::7';
 const WEB_REQUESTS = 'sixpn_proxy_http_requests_total';
 const AUTH = { authorization: `Bearer ${ADMIN_TOKEN}` };
+
+/** App lazy (scale to zero) and the autostart hooks that run and kill its machine process, writing into `dir`. */
+function lazyToml(dir: string): string {
+  const machine = join(ROOT, 'test/harness/machine.mjs');
+  const start = `echo {machine} >> ${dir}/starts.log; ${process.execPath} ${machine} --kind http --id {machine} --host {address} --port 8080 > ${dir}/{machine}.out 2>&1 & echo $! > ${dir}/{machine}.pid`;
+  const stop = `kill $(cat ${dir}/{machine}.pid) && rm ${dir}/{machine}.pid`;
+  return [
+    '[autostart]',
+    'start_timeout = "5s"',
+    'idle_period = "1500ms"',
+    'check_interval = "300ms"',
+    '[[autostart.hooks]]',
+    'app = "lazy"',
+    `start = ["sh", "-c", ${JSON.stringify(start)}]`,
+    `stop = ["sh", "-c", ${JSON.stringify(stop)}]`,
+    '[[apps]]',
+    'name = "lazy"',
+    'org = "workers"',
+    '[[apps.services]]',
+    'protocol = "http"',
+    'internal_port = 8080',
+    'ports = [{ port = 80 }]',
+    'auto_stop_machines = "stop"',
+    'min_machines_running = 0',
+    '[[machines]]',
+    `id = "${LAZY_ID}"`,
+    'app = "lazy"',
+    'region = "ewr"',
+    'state = "stopped"',
+    '[[ips]]',
+    'app = "lazy"',
+  ].join('\n');
+}
 
 /** Child processes of `pid` (the workers). */
 function children(pid: number): number[] {
@@ -72,6 +112,7 @@ describe.skipIf(!IN_NETNS)('flycast proxy with workers = 2 (e2e)', () => {
   let good: TestMachine;
   let many: TestMachine;
   let admin: number;
+  const hookDir = mkdtempSync(join(tmpdir(), 'sixpn-workers-hooks-'));
 
   const api = async (path: string): Promise<any> => (await fetch(`http://127.0.0.1:${admin}${path}`, { headers: AUTH })).json();
   const appStatus = async (app: string): Promise<{ active_connections: number | null; request_rate: number | null }> => {
@@ -98,6 +139,7 @@ ${appToml({ name: 'web', org: 'workers', protocol: 'http', internalPort: 8080, p
 ${appToml({ name: 'echo', org: 'workers', protocol: 'tcp', internalPort: 7000, ports: [7000], concurrency: '{ type = "connections", soft_limit = 3, hard_limit = 3 }', machines: [{ id: ECHO_ID }] })}
 ${appToml({ name: 'flaky', org: 'workers', protocol: 'http', internalPort: 8080, ports: [80], machines: [{ id: GOOD_ID }, { id: DEAD_ID }] })}
 ${appToml({ name: 'many', org: 'workers', protocol: 'http', internalPort: 8080, ports: [80], concurrency: '{ type = "requests", soft_limit = 50, hard_limit = 50 }', machines: [{ id: MANY_ID }] })}
+${lazyToml(hookDir)}
 `;
     proxy = await startProxyNode(toml, {}, 'up');
   });
@@ -106,6 +148,9 @@ ${appToml({ name: 'many', org: 'workers', protocol: 'http', internalPort: 8080, 
     await closeCallerAgents();
     await proxy?.stop();
     await stopMachines([web, echo, good, many].filter(Boolean));
+    const pid = join(hookDir, `${LAZY_ID}.pid`);
+    if (existsSync(pid)) process.kill(Number(readFileSync(pid, 'utf8')), 'SIGTERM');
+    rmSync(hookDir, { recursive: true, force: true });
   });
 
   it('runs two worker processes that both serve', async () => {
@@ -231,6 +276,25 @@ ${appToml({ name: 'many', org: 'workers', protocol: 'http', internalPort: 8080, 
     for (let i = 0; i < 10; i++) expect(await oneShot(WEB_IP)).toBe(200);
     expect(await metricSum(admin, WEB_REQUESTS, { app: 'web' })).toBe(before + sent + 10);
     expect(await metricSum(admin, 'sixpn_proxy_active_connections', { app: 'web' })).toBe(0);
+  });
+
+  it('starts a stopped machine for a caller from a worker, stops it when idle, and starts it again (autostart writes go through the primary)', async () => {
+    const state = async (): Promise<string> => ((await api('/v1/apps/lazy/machines')) as { id: string; state: string }[]).find((m) => m.id === LAZY_ID)!.state;
+    const from = proxy.proc.output().length;
+    expect(await state()).toBe('stopped');
+    const first = await httpFrom(INSIDER, `http://[${LAZY_IP}]/`);
+    expect(first.status, first.text + proxy.proc.output().slice(from).split("\n").filter((l) => l.includes("lazy") || l.includes("autostart")).join("\n")).toBe(200);
+    expect(first.text).toBe(`${LAZY_ID}\n`);
+    expect(await state()).toBe('started');
+    // No caller for idle_period: a worker's autostop stops it through the stop hook.
+    await waitFor(async () => (await state()) === 'stopped', { what: 'lazy stopped when idle', timeoutMs: 15_000 });
+    await waitFor(() => !existsSync(join(hookDir, `${LAZY_ID}.pid`)), { what: 'the stop hook ran', timeoutMs: 5_000 });
+    const again = await httpFrom(INSIDER, `http://[${LAZY_IP}]/`);
+    expect(again.status).toBe(200);
+    expect(readFileSync(join(hookDir, 'starts.log'), 'utf8').trim().split('\n')).toEqual([LAZY_ID, LAZY_ID]);
+    // Nothing a worker wrote failed on the way (its store is the primary's).
+    const errors = logLines(proxy, from).filter((l) => (l.level as number) >= 40 && /machine|activity/.test(String(l.msg)));
+    expect(errors).toEqual([]);
   });
 
   it('drains and exits 0 on SIGTERM, workers included, even one started again a moment before', async () => {
