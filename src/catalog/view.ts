@@ -45,6 +45,9 @@ export class CatalogView extends EventEmitter<CatalogViewEvents> {
 
   private constructor(private readonly store: CatalogStore) {
     super();
+    // Every role of a node follows its one view (proxy, DNS, health, host, mesh, control, their
+    // parts): `sixpn up` passes node's default of 10 listeners per event without any leak.
+    this.setMaxListeners(64);
   }
 
   static async open(store: CatalogStore): Promise<CatalogView> {
