@@ -94,6 +94,19 @@ function endOnce(s: net.Socket | null): void {
   if (s !== null && !s.writableEnded && !s.destroyed) s.end();
 }
 
+/**
+ * Our FIN to a side that already sent its own: when node holds nothing more to write to it, the
+ * socket is simply closed, and the kernel sends the FIN after what it still has in its buffer (a
+ * close is graceful when no received byte is left unread, and this side's EOF has been read).
+ * That spares the shutdown() call, the two epoll_ctl calls libuv makes to wait for it and a turn of
+ * the loop: a short connection's last steps. Otherwise (bytes still queued in node) end() as usual.
+ */
+function finishOnce(s: net.Socket | null): void {
+  if (s === null || s.destroyed) return;
+  if (s.readableEnded && s.writableLength === 0) s.destroy();
+  else endOnce(s);
+}
+
 // Shared handlers: `this` is a socket, its TcpConn is this[CONN].
 /** The fallback where node lacks reused buffers for accepted sockets (./read-buffer.ts). */
 function callerData(this: Sock, chunk: Buffer): void {
@@ -159,10 +172,10 @@ function upDrain(this: Sock): void {
 }
 /** Half-close: the other side gets our FIN once its writes are flushed. */
 function callerEnd(this: Sock): void {
-  endOnce(this[CONN]!.up);
+  finishOnce(this[CONN]!.up);
 }
 function upEnd(this: Sock): void {
-  endOnce(this[CONN]!.caller);
+  finishOnce(this[CONN]!.caller);
 }
 function destroyConn(this: Sock): void {
   this[CONN]!.destroy();
