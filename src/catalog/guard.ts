@@ -26,7 +26,7 @@ import { documentCounts, type CatalogDocument } from './document.js';
 import { newIdentity } from './operations.js';
 import { readSnapshot, SnapshotWriter, viewDocument, type SnapshotExtras } from './snapshot.js';
 import type { CatalogBackend, CatalogStore, StoreEvent, StoreListener } from './store.js';
-import type { CatalogIdentity, CatalogSnapshot } from './types.js';
+import type { CatalogIdentity, CatalogSnapshot, Token, TokenKind } from './types.js';
 import type { CatalogView } from './view.js';
 
 export type CatalogStateName = 'ok' | 'snapshot' | 'diverged';
@@ -50,7 +50,11 @@ const stateGauge = gauge({
   labelNames: ['state'] as const,
 });
 
-/** Store calls the guard forwards as they are once the node is ok (writes and token reads). */
+/**
+ * Store calls the guard forwards as they are once the node is ok (writes and token lists). Token
+ * checks (getToken) and the writes that change what they answer are the guard's own: see
+ * `getToken`.
+ */
 const DELEGATED = [
   'createOrg',
   'deleteOrg',
@@ -64,11 +68,7 @@ const DELEGATED = [
   'releaseFlycast',
   'createPeer',
   'removePeer',
-  'createToken',
-  'getToken',
   'listTokens',
-  'revokeToken',
-  'revokeTokens',
   'registerHost',
   'updateHost',
   'removeHost',
@@ -76,6 +76,9 @@ const DELEGATED = [
   'nodeDown',
 ] as const satisfies readonly (keyof CatalogStore)[];
 type Delegated = (typeof DELEGATED)[number];
+
+/** Tokens remembered beyond the snapshot's (see `seenTokens`). */
+const MAX_SEEN_TOKENS = 10_000;
 
 export interface GuardOptions {
   store: CatalogBackend;
@@ -125,6 +128,12 @@ export class CatalogGuard extends EventEmitter<{ state: [CatalogStatus] }> imple
   private view: CatalogView | null = null;
   /** Tokens and counters last read from the store (or the start-up snapshot's). */
   private extras: SnapshotExtras | null = null;
+  /**
+   * Tokens this node created or checked against the store since its last snapshot, by id: with the
+   * snapshot's tokens, what `getToken` answers from while the store cannot be asked. Revoking
+   * through this node removes them; bounded (the oldest go first).
+   */
+  private readonly seenTokens = new Map<string, Token>();
   private writer: SnapshotWriter | null = null;
   private readonly subscribers = new Set<StoreListener>();
   private checking: Promise<void> | null = null;
@@ -367,6 +376,52 @@ export class CatalogGuard extends EventEmitter<{ state: [CatalogStatus] }> imple
     }
   }
 
+  /**
+   * A token check. While the store holds this node's catalog, the store answers (and the token is
+   * remembered). While it cannot (unreachable, or diverged: the node serves its last good view),
+   * the last good view answers: the tokens of this node's snapshot and those it created or checked
+   * since, so that an operator's dashboard session and org tokens keep reading status exactly when
+   * the banner has something to say. Writes stay refused; a revocation made elsewhere while this
+   * node cannot reach the store is seen once it can.
+   */
+  async getToken(id: string): Promise<Token | undefined> {
+    if (this.st === 'ok') {
+      try {
+        const t = await this.inner.getToken(id);
+        if (t) this.remember(t);
+        else this.seenTokens.delete(id);
+        return t;
+      } catch (err) {
+        if (err instanceof CatalogDivergedError) await this.recheck(false);
+        else if (!(err instanceof StoreUnavailableError)) throw err;
+      }
+    }
+    return this.seenTokens.get(id) ?? this.extras?.tokens.find((t) => t.id === id);
+  }
+
+  async createToken(token: Token): Promise<Token> {
+    const t = await this.guarded('createToken', () => this.inner.createToken(token));
+    this.remember(t);
+    return t;
+  }
+
+  async revokeToken(id: string): Promise<void> {
+    await this.guarded('revokeToken', () => this.inner.revokeToken(id));
+    this.seenTokens.delete(id);
+  }
+
+  async revokeTokens(kind: TokenKind): Promise<number> {
+    const n = await this.guarded('revokeTokens', () => this.inner.revokeTokens(kind));
+    for (const [id, t] of this.seenTokens) if (t.kind === kind) this.seenTokens.delete(id);
+    return n;
+  }
+
+  private remember(t: Token): void {
+    this.seenTokens.delete(t.id);
+    this.seenTokens.set(t.id, t);
+    if (this.seenTokens.size > MAX_SEEN_TOKENS) this.seenTokens.delete(this.seenTokens.keys().next().value!);
+  }
+
   async snapshot(): Promise<CatalogSnapshot> {
     if (this.st === 'ok') {
       const s = await this.inner.snapshot();
@@ -391,12 +446,15 @@ export class CatalogGuard extends EventEmitter<{ state: [CatalogStatus] }> imple
   private async buildSnapshot(): Promise<CatalogDocument | null> {
     if (!this.view || !this.known || this.st === 'snapshot') return null;
     if (this.st === 'ok') {
+      const remembered = [...this.seenTokens.keys()];
       const x = await this.inner.snapshotExtras();
       if (x.identity?.id !== this.known.id) {
         void this.recheck(false);
         return null;
       }
       this.extras = { tokens: x.tokens, sequences: x.sequences };
+      // The store's tokens as of this read hold what was remembered before it (or it was revoked).
+      for (const id of remembered) this.seenTokens.delete(id);
     }
     // Diverged: the view has not changed since; its last changes are still written, with the last counters read.
     return viewDocument(this.view, this.known, this.extras ?? { tokens: [], sequences: { flycast: {}, peer: {} } }, this.o.node);

@@ -5,6 +5,8 @@
  *
  * Redis is killed and comes back empty: not one proxied request fails, both nodes go
  * `diverged` and say so (error log line, metric, /v1/status, the dashboard's banner in Chromium,
+ * live on an open page and on one opened while diverged, whose session is checked against the
+ * node's last good view,
  * CLI exit 69 naming what to do),
  * writes are refused; `sixpn catalog restore --from-snapshot` puts the catalog back, both nodes
  * resume, and a change made then reaches the other node. A node started while Redis is down
@@ -124,6 +126,17 @@ describe.skipIf(!IN_NETNS)('the catalog survives its store', () => {
       throw new Error(`no catalog banner on node a's dashboard: ${JSON.stringify(seen)}`, { cause: err });
     }
     expect(await page.locator('#catalogbanner').textContent()).toMatch(/Catalog diverged: writes are refused.*came back empty.*sixpn catalog restore/);
+    // A dashboard opened now (its session checked while the store holds another catalog) shows
+    // the banner too: the session is checked against the node's last good view, not refused.
+    const late = await browser.newPage();
+    await late.goto(`${a.url}/dashboard`);
+    await late.locator('#catalogbanner:not([hidden])').waitFor({ timeout: 10_000 });
+    await late.close();
+    const cookie = (await browser.cookies(a.url)).find((c) => c.name === 'sixpn_dashboard');
+    expect(cookie, 'dashboard session cookie').toBeDefined();
+    const bySession = await fetch(`${a.url}/v1/status`, { headers: { cookie: `sixpn_dashboard=${cookie!.value}` } });
+    expect(bySession.status).toBe(200);
+    expect(((await bySession.json()) as { catalog: { state: string } }).catalog.state).toBe('diverged');
     expect(await page.locator('[data-app="web"]').count()).toBeGreaterThan(0);
     const refused = await cli(b, ['apps', 'create', 'api', '--org', 'acme']);
     expect(refused.code).toBe(69);
