@@ -78,7 +78,15 @@ describe('control nodes sharing the Redis catalog', () => {
     }, { timeoutMs: 10_000, what: 'node a to write again' });
     // Nothing was allocated while Redis was down: the next number follows the last one.
     expect(back.body.address).toBe('fdaa:0:18:0:1::4');
-    const after = (await b.api('GET', '/v1/apps/web/ips')).body as { address: string }[];
+    // Node b reconnects on its own schedule (its link may still be waiting to retry when a's
+    // write lands): it answers again, with the new address, within a few seconds.
+    const after = await waitFor(
+      async () => {
+        const res = await b.api('GET', '/v1/apps/web/ips');
+        return res.status === 200 && (res.body as { address: string }[]).some((x) => x.address === 'fdaa:0:18:0:1::4') ? (res.body as { address: string }[]) : null;
+      },
+      { timeoutMs: 10_000, what: 'node b to serve the new address' },
+    );
     expect(after.map((x) => x.address).sort()).toEqual([...(before as { address: string }[]).map((x) => x.address), 'fdaa:0:18:0:1::4'].sort());
   });
 });
