@@ -317,9 +317,20 @@ app = "api"
     // Where B connected from is remembered (0600, next to the state file), so that the restarted
     // gateway can start the handshake itself instead of waiting for B's rekey timer.
     const endpointsFile = join(dir, 'state/gateway.json.endpoints.json');
-    const peerB = (await listPeers('beta'))[0]!;
-    // Written on the status poll after a change (the status cache itself may be a few ms ahead).
-    await waitFor(() => (JSON.parse(readFileSync(endpointsFile, 'utf8')) as Record<string, string>)[peerB.public_key] === peerB.endpoint, { what: 'B in the endpoints file', timeoutMs: 10_000 });
+    // Written on the status poll after a change (the status cache itself may be a few ms ahead),
+    // so both are read again on each try; what was last seen goes into the failure message.
+    let seen = 'nothing read yet';
+    await waitFor(
+      async () => {
+        const peerB = (await listPeers('beta'))[0]!;
+        const text = readFileSync(endpointsFile, 'utf8').trim();
+        seen = `B's endpoint in the status: ${peerB.endpoint ?? '(none)'}; the file: ${text}`;
+        return peerB.endpoint !== undefined && (JSON.parse(text) as Record<string, string>)[peerB.public_key] === peerB.endpoint;
+      },
+      { what: 'B in the endpoints file', timeoutMs: 10_000 },
+    ).catch((err: Error) => {
+      throw new Error(`${err.message} (${seen})`);
+    });
     expect(statSync(endpointsFile).mode & 0o777).toBe(0o600);
     expect(await node!.stop()).toBe(0);
     node = null;
