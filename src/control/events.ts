@@ -10,6 +10,7 @@
  * The shape is meant to carry machine log lines later (kind `log`, `data: {stream, line}`):
  * a feed is a class, so logs can get their own ring and not push health events out.
  */
+import type { Ejection } from '../balancer/index.js';
 import type { CatalogView } from '../catalog/view.js';
 import type { CatalogChange, Machine } from '../catalog/types.js';
 import { ValidationError } from '../errors.js';
@@ -108,7 +109,7 @@ export class EventFeed {
 
 /** A proxy role handle that can list the machines its passive ejection keeps out (the proxy role implements it). */
 export interface EjectionSource {
-  ejections(): { app: string; machine: string; until: number }[];
+  ejections(): Ejection[];
 }
 
 function isEjectionSource(role: RunningRole | undefined): role is RunningRole & EjectionSource {

@@ -9,7 +9,7 @@
  *            with `workers = 1` and its share of every service's limits.
  *
  * hard_limit stays a hard cap for the node as a whole by static shares: worker i of N may hold
- * `share(hard_limit, i, N)` units of a machine (floor(hard/N), plus one for the first hard % N
+ * `share(hard_limit, i, N)` (./share.ts) units of a machine (floor(hard/N), plus one for the first hard % N
  * workers), and the shares add up to exactly hard_limit, so no interleaving of the workers can go
  * above it. soft_limit is shared the same way (at least 1). The price: a worker whose share is
  * used up queues or refuses while another may have room (at most N - 1 units of headroom lost).
@@ -31,7 +31,6 @@ import { registry, type RegistrySnapshot } from '../observe/metrics.js';
 import type { NodeContext } from '../role.js';
 import { unionEjections, WorkerSlot } from './worker-reports.js';
 
-export { share } from './share.js';
 
 /** Messages between the primary and a worker. */
 export type ToWorker =

@@ -283,7 +283,9 @@ ${lazyToml(hookDir)}
     const from = proxy.proc.output().length;
     expect(await state()).toBe('stopped');
     const first = await httpFrom(INSIDER, `http://[${LAZY_IP}]/`);
-    expect(first.status, first.text + proxy.proc.output().slice(from).split("\n").filter((l) => l.includes("lazy") || l.includes("autostart")).join("\n")).toBe(200);
+    // On failure: the answer and the node's lines about the app or autostart.
+    const context = (): string => proxy.proc.output().slice(from).split('\n').filter((l) => /lazy|autostart/.test(l)).join('\n');
+    expect(first.status, `${first.text}\n${context()}`).toBe(200);
     expect(first.text).toBe(`${LAZY_ID}\n`);
     expect(await state()).toBe('started');
     // No caller for idle_period: a worker's autostop stops it through the stop hook.

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { share } from '../../../src/proxy/workers.js';
+import { share } from '../../../src/proxy/share.js';
 
 // Each worker's share of a limit; the shares must add up to the limit exactly (the node-wide cap).
 describe('worker shares of a limit', () => {
