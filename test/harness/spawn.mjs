@@ -145,7 +145,7 @@ export function run(cmd, args, opts = {}) {
 }
 
 /** A port the kernel just handed out on `host` (released before return; tiny race accepted). */
-export function freePort(host = '127.0.0.1') {
+function onePort(host) {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.unref();
@@ -155,6 +155,24 @@ export function freePort(host = '127.0.0.1') {
       srv.close(() => (typeof addr === 'object' && addr ? resolve(addr.port) : reject(new Error('no port'))));
     });
   });
+}
+
+/** Ports this process has handed out: the kernel may give a closed port again at once. */
+const handedOut = new Set();
+
+/**
+ * A port free now and never handed out before by this process: a test asking for several in a row
+ * (control, listeners, DNS) gets distinct ones, or two listeners of one node would collide and the
+ * second would not listen at all: a port meant for a refused caller would then answer for another
+ * app, the likely cause of one CI failure of prometheus.test.ts (200 where 403 was expected).
+ */
+export async function freePort(host = '127.0.0.1') {
+  for (;;) {
+    const port = await onePort(host);
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
