@@ -140,7 +140,7 @@ const SCRIPT = `
 (function(){
 'use strict';
 var WINDOW_MS=900000,ERR_WINDOW_MS=10000;
-var state={status:null,filter:'',es:null,events:[],lastSeq:0,open:{},pid:null,history:{}};
+var state={status:null,filter:'',es:null,paused:false,events:[],lastSeq:0,open:{},pid:null,history:{}};
 // The series of the last 15 minutes: times, and per holder (app, machine, app region, region, node) its columns.
 var S={times:[],xs:[],h:{},regions:[]};
 var charts={};
@@ -485,7 +485,19 @@ byId('loginform').addEventListener('submit',function(e){
   .then(function(r){if(r.ok){byId('token').value='';start();}else showLogin('That token was not accepted.');})
   .catch(function(){showLogin('The node did not answer.');});
 });
-setInterval(function(){if(state.status)render();},15000);
+// A hidden tab lets go of its stream after PAUSE_MS and catches up when shown again: browsers
+// keep at most 6 HTTP/1.1 connections per host, so a few dashboards left open in background
+// tabs would otherwise hold them all and the next tab (or any API call from a page) would hang.
+var PAUSE_MS=5000,pauseTimer=null;
+document.addEventListener('visibilitychange',function(){
+  if(document.hidden){
+    if(!pauseTimer)pauseTimer=setTimeout(function(){pauseTimer=null;if(document.hidden&&state.es){state.es.close();state.es=null;state.paused=true;setLive(false,'paused');}},PAUSE_MS);
+    return;
+  }
+  if(pauseTimer){clearTimeout(pauseTimer);pauseTimer=null;}
+  if(state.paused){state.paused=false;setLive(false,'catching up\u2026');loadLive().then(function(){renderRegions();render();renderFeed();follow();});}
+});
+setInterval(function(){if(state.status&&!state.paused)render();},15000);
 // Chart colours come from the theme when a chart is made: a theme switch makes them again.
 if(window.matchMedia)window.matchMedia('(prefers-color-scheme: dark)').addEventListener('change',function(){Object.keys(charts).forEach(function(k){var c=charts[k];if(c.u){c.u.destroy();c.u=null;c.sig='';}});updateCharts();});
 start();

@@ -43,6 +43,8 @@ export interface HubSource extends StatusSource {
   proxy(): RunningRole | undefined;
   /** The catalog guard's state changes: pushed to dashboards at once. */
   catalogEvents?: { on(event: 'state', fn: () => void): unknown };
+  /** Where the hub says that sampling failed, and when it works again. */
+  log?: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void };
 }
 
 const SSE_HEADERS = {
@@ -73,6 +75,8 @@ export class StatusHub {
     src.view.on('reset', () => this.schedule());
     src.catalogEvents?.on('state', () => this.schedule());
     this.sampler.on('tick', () => this.pushPoints());
+    this.sampler.on('failed', (err: unknown) => src.log?.warn({ err }, 'dashboard sampling failed; rates stay unknown until it works again'));
+    this.sampler.on('recovered', () => src.log?.info({}, 'dashboard sampling works again'));
     this.feed.subscribe((e) => this.pushFeed(e));
     this.sampler.start();
   }
@@ -109,10 +113,14 @@ export class StatusHub {
   private pushStatus(): void {
     const to = this.dashboards();
     if (to.length === 0) return;
-    void this.status().then((s) => {
-      const text = frame('status', s);
-      for (const res of to) this.write(res, text);
-    });
+    // A rejection here would be unhandled and end the process: say it and keep serving.
+    this.status().then(
+      (s) => {
+        const text = frame('status', s);
+        for (const res of to) this.write(res, text);
+      },
+      (err: unknown) => this.src.log?.warn({ err }, 'could not build the status frame for dashboards'),
+    );
   }
 
   private pushPoints(): void {

@@ -100,6 +100,7 @@ export function observeRoutes(ctx: NodeContext): ObserveHandler {
     ...(ctx.catalog ? { catalogStatus: () => ctx.catalog!.status(), catalogEvents: ctx.catalog } : {}),
     startedAt: Date.now(),
     proxy: () => ctx.roles.get('proxy'),
+    log,
     hostStaleAfterMs: ctx.config.host.heartbeat_timeout,
   });
 

@@ -197,6 +197,10 @@ function bucketsByApp(values: Sample[]): { les: number[]; byApp: Map<string, num
 
 export interface SamplerEvents {
   tick: [Tick];
+  /** The first failed sample of a streak. */
+  failed: [unknown];
+  /** The first good sample after a streak of failed ones. */
+  recovered: [];
 }
 
 export class LiveSampler extends EventEmitter<SamplerEvents> {
@@ -222,6 +226,7 @@ export class LiveSampler extends EventEmitter<SamplerEvents> {
   private cutTimer: NodeJS.Timeout | null = null;
   private readonly draining = new Set<string>();
   private busy = false;
+  private failing = false;
   private closed = false;
 
   constructor(private readonly view: CatalogView) {
@@ -274,8 +279,22 @@ export class LiveSampler extends EventEmitter<SamplerEvents> {
     if (this.busy || this.closed) return;
     if (this.timer) clearTimeout(this.timer);
     this.busy = true;
-    this.sample(Date.now())
-      .catch(() => undefined)
+    const at = Date.now();
+    this.sample(at)
+      .then(
+        () => {
+          if (this.failing) this.emit('recovered');
+          this.failing = false;
+        },
+        (err: unknown) => {
+          // Said once per streak: a sampler failing every second would otherwise go silent
+          // (dashboards show no rates) or flood the log.
+          if (!this.failing) this.emit('failed', err);
+          this.failing = true;
+          // The next try a second from this one, not at once: the counters it read are spent.
+          this.lastAt = at;
+        },
+      )
       .finally(() => {
         this.busy = false;
         if (this.closed) return;

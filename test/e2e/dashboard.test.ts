@@ -12,7 +12,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../../src/config/index.js';
 import { startControlRole, type ControlRole } from '../../src/control/index.js';
 import { startDemoRole } from '../../src/demo/index.js';
@@ -79,6 +79,13 @@ describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
     });
   });
 
+  // Each open dashboard holds an event stream, and Chromium keeps at most 6 connections per
+  // host: pages left open by earlier tests (or by a failed one) would starve a later page's load.
+  afterEach(async () => {
+    const first = ctx.pages()[0];
+    for (const p of ctx.pages()) if (p !== first) await p.close();
+  });
+
   afterAll(async () => {
     await ctx?.close();
     await node?.stop();
@@ -108,9 +115,11 @@ describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
       const iadShare = page.locator('[data-app="hello"] [data-region="iad"] .share');
       await expect.poll(async () => Number(await rate.textContent()), { timeout: 8000 }).toBeGreaterThan(5);
       await expect.poll(() => ewrShare.textContent(), { timeout: 3000 }).toBe('100%');
-      // The charts are drawn by the node's own uPlot.
-      expect(await page.locator('[data-app="hello"] [data-chart="rate"] canvas').count()).toBe(1);
-      expect(await page.locator('[data-app="hello"] [data-chart="share"] canvas').count()).toBe(1);
+      // The charts are drawn by the node's own uPlot, once the app's history has arrived (its
+      // own request, which can trail the live figures on a busy machine).
+      expect(await page.evaluate(() => typeof (window as unknown as { uPlot?: unknown }).uPlot)).toBe('function');
+      await expect.poll(() => page.locator('[data-app="hello"] [data-chart="rate"] canvas').count(), { timeout: 5000 }).toBe(1);
+      await expect.poll(() => page.locator('[data-app="hello"] [data-chart="share"] canvas').count(), { timeout: 5000 }).toBe(1);
 
       const t0 = Date.now();
       const r = await fetch(`${api}/v1/machines/${MACHINE}/stop`, { method: 'POST', headers: { authorization: `Bearer ${TOKEN}` } });
@@ -252,6 +261,57 @@ describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
     expect(await row.locator('.addr').textContent()).toMatch(/fdaa:0:18:b00:1:f100:0:2 {2}on ewr-1$/);
     await node.ctx.store.removeMachine('f1000000000001');
     await node.ctx.store.removeHost('ewr-1');
+  });
+
+  it('lets go of its stream in a background tab, so six hidden dashboards do not block a seventh, and catches up when shown', async () => {
+    const streams = async (): Promise<number> => {
+      const text = await (await fetch(`${api}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } })).text();
+      return Number(/^sixpn_dashboard_streams (\d+)$/m.exec(text)?.[1] ?? NaN);
+    };
+    // The pages of earlier tests are closed; their streams end on the node soon after.
+    await expect.poll(streams, { timeout: 3000 }).toBe(0);
+    const base = 0;
+    // Six live dashboards hold all six connections Chromium allows to one host.
+    const pages: Page[] = [];
+    const problems: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const p = await ctx.newPage();
+      problems.push(...watchProblems(p));
+      await p.goto(`${api}/dashboard?token=${TOKEN}`);
+      await p.locator('.live.on').waitFor({ timeout: 5000 });
+      pages.push(p);
+    }
+    await expect.poll(streams, { timeout: 3000 }).toBe(base + 6);
+    // The tabs go to the background. Headless Chromium shows every page, so the page is told
+    // it is hidden the way a browser tells it: document.hidden and a visibilitychange event.
+    const setHidden = (p: Page, hidden: boolean): Promise<void> =>
+      p.evaluate((h) => {
+        Object.defineProperty(document, 'hidden', { configurable: true, get: () => h });
+        Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (h ? 'hidden' : 'visible') });
+        document.dispatchEvent(new Event('visibilitychange'));
+      }, hidden);
+    for (const p of pages) await setHidden(p, true);
+    await expect.poll(streams, { timeout: 8000, interval: 100 }).toBe(base);
+    expect(await pages[0]!.locator('#livetext').textContent()).toBe('paused');
+    // A seventh tab loads and goes live.
+    const seventh = await ctx.newPage();
+    problems.push(...watchProblems(seventh));
+    await seventh.goto(`${api}/dashboard`, { timeout: 5000 });
+    await seventh.locator(`[data-machine-id="${MACHINE}"]`).waitFor({ timeout: 5000 });
+    await seventh.locator('.live.on').waitFor({ timeout: 5000 });
+    // A tab shown again follows the stream again and shows traffic sent while it was paused.
+    await setHidden(pages[0]!, false);
+    await pages[0]!.locator('.live.on').waitFor({ timeout: 5000 });
+    await expect.poll(streams, { timeout: 3000 }).toBe(base + 2);
+    const rate = pages[0]!.locator('[data-app="hello"] .stats span:nth-child(2) b');
+    const until = Date.now() + 8000;
+    let seen = 0;
+    while (Date.now() < until && !(seen > 0)) {
+      for (let i = 0; i < 20; i++) await (await fetch(helloUrl)).arrayBuffer();
+      seen = Number(await rate.textContent());
+    }
+    expect(seen).toBeGreaterThan(0);
+    expect(problems).toEqual([]);
   });
 
   it('fits a phone screen, in the dark theme too', async () => {

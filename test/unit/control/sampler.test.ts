@@ -129,4 +129,42 @@ describe('LiveSampler', () => {
     s.close();
     view.close();
   });
+
+  it('says once that sampling fails, keeps trying every second, and says when it works again', async () => {
+    const { view, web } = await catalog('s4');
+    const machinesOf = view.machinesOf.bind(view);
+    let broken = true;
+    let failedCalls = 0;
+    view.machinesOf = (app: string) => {
+      if (broken) {
+        failedCalls++;
+        throw new Error('the view broke');
+      }
+      return machinesOf(app);
+    };
+    const s = new LiveSampler(view);
+    const said: string[] = [];
+    const ticks: number[] = [];
+    s.on('failed', (err) => said.push(`failed: ${(err as Error).message}`));
+    s.on('recovered', () => said.push('recovered'));
+    s.on('tick', (t) => ticks.push(t.at));
+    const traffic = setInterval(() => httpRequests.inc({ app: web, machine: 'aaaaaaa1', status_class: '2xx' }), 50);
+    try {
+      s.start();
+      await new Promise((r) => setTimeout(r, 2300)); // the priming sample, then two that fail
+      expect(said).toEqual(['failed: the view broke']);
+      expect(ticks).toEqual([]);
+      // A failed try waits its second like any other: no spinning on a broken sampler.
+      expect(failedCalls).toBeGreaterThanOrEqual(1);
+      expect(failedCalls).toBeLessThanOrEqual(3);
+      broken = false;
+      await new Promise((r) => setTimeout(r, 1100));
+      expect(said).toEqual(['failed: the view broke', 'recovered']);
+      expect(ticks.length).toBe(1);
+    } finally {
+      clearInterval(traffic);
+      s.close();
+      view.close();
+    }
+  });
 });
