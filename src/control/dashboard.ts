@@ -471,6 +471,7 @@ function follow(){
   es.addEventListener('feed',function(ev){try{if(addEvent(JSON.parse(ev.data)))renderFeed();}catch(e){}});
   es.onopen=function(){setLive(true,'live');if(broken){broken=false;loadLive();}};
   es.onerror=function(){broken=true;setLive(false,'reconnecting\\u2026');if(es.readyState===2){state.es=null;setTimeout(start,2000);}};
+  if(document.hidden)pauseLater();
 }
 function start(){
   getJSON('/v1/status').then(function(s){
@@ -488,12 +489,19 @@ byId('loginform').addEventListener('submit',function(e){
 // A hidden tab lets go of its stream after PAUSE_MS and catches up when shown again: browsers
 // keep at most 6 HTTP/1.1 connections per host, so a few dashboards left open in background
 // tabs would otherwise hold them all and the next tab (or any API call from a page) would hang.
+// A tab opened in the background follows first and lets go PAUSE_MS later, like any other.
 var PAUSE_MS=5000,pauseTimer=null;
+function pauseLater(){
+  if(pauseTimer)return;
+  pauseTimer=setTimeout(function(){
+    pauseTimer=null;
+    if(!document.hidden)return;
+    if(state.es){state.es.close();state.es=null;state.paused=true;setLive(false,'paused');}
+    else pauseLater(); // still loading or reconnecting: look again later
+  },PAUSE_MS);
+}
 document.addEventListener('visibilitychange',function(){
-  if(document.hidden){
-    if(!pauseTimer)pauseTimer=setTimeout(function(){pauseTimer=null;if(document.hidden&&state.es){state.es.close();state.es=null;state.paused=true;setLive(false,'paused');}},PAUSE_MS);
-    return;
-  }
+  if(document.hidden){pauseLater();return;}
   if(pauseTimer){clearTimeout(pauseTimer);pauseTimer=null;}
   if(state.paused){state.paused=false;setLive(false,'catching up\u2026');loadLive().then(function(){renderRegions();render();renderFeed();follow();});}
 });

@@ -311,6 +311,17 @@ describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
       seen = Number(await rate.textContent());
     }
     expect(seen).toBeGreaterThan(0);
+    // A tab opened in the background loads, follows, and lets go like the others.
+    const background = await ctx.newPage();
+    problems.push(...watchProblems(background));
+    await background.addInitScript(() => {
+      Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+    });
+    await background.goto(`${api}/dashboard`);
+    await background.locator(`[data-machine-id="${MACHINE}"]`).waitFor({ timeout: 5000 });
+    await background.locator('#livetext', { hasText: 'paused' }).waitFor({ timeout: 8000 });
+    await expect.poll(streams, { timeout: 3000 }).toBe(base + 2);
     expect(problems).toEqual([]);
   });
 
