@@ -31,7 +31,17 @@ export function qtypeLabel(type: string | undefined): string {
   return KNOWN_QTYPES.has(type) ? type : 'other';
 }
 
-/** The series of answers of this qtype label and rcode name: a cached answer holds its own, so the fast path only adds. */
+const queryCounters = new Map<string, Map<string, CounterChild>>();
+
+/**
+ * The series of answers of this qtype label and rcode name: a cached answer holds its own, so
+ * the fast path only adds; the slow path finds it here without building a label key per query
+ * (both labels come from small fixed sets, and dnsQueries is never reset).
+ */
 export function queryCounter(qtype: string, rcode: string): CounterChild {
-  return dnsQueries.labels(qtype, rcode);
+  let byRcode = queryCounters.get(qtype);
+  if (byRcode === undefined) queryCounters.set(qtype, (byRcode = new Map()));
+  let child = byRcode.get(rcode);
+  if (child === undefined) byRcode.set(rcode, (child = dnsQueries.labels(qtype, rcode)));
+  return child;
 }
