@@ -157,6 +157,29 @@ function onePort(host) {
   });
 }
 
+/** Binds `port` on `host` and releases it: whether it was free just now. */
+function canBind(host, port) {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.unref();
+    srv.once('error', () => resolve(false));
+    srv.listen({ port, host, exclusive: true }, () => srv.close(() => resolve(true)));
+  });
+}
+
+/** The low end of the kernel's ephemeral range (what bind(0) and outgoing connections get); 0 if unknown. */
+function ephemeralLow() {
+  try {
+    return Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Where handed-out ports come from: above the demo's fixed ports, below the ephemeral range. */
+const PICK_FROM = 20_000;
+const PICK_BELOW = ephemeralLow();
+
 /** Ports this process has handed out: the kernel may give a closed port again at once. */
 const handedOut = new Set();
 
@@ -167,6 +190,18 @@ const handedOut = new Set();
  * app, the likely cause of one CI failure of prometheus.test.ts (200 where 403 was expected).
  */
 export async function freePort(host = '127.0.0.1') {
+  // Outside the ephemeral range, so no listener on port 0 (a demo machine, a backend) and no
+  // outgoing connection can be given the port between now and when the test listens on it: a
+  // demo machine once got the port meant for the proxy's hello mapping, and callers reached the
+  // machine directly (dashboard.test.ts saw no traffic counted).
+  if (PICK_BELOW - PICK_FROM >= 1_000) {
+    for (let tries = 0; tries < 200; tries++) {
+      const port = PICK_FROM + Math.floor(Math.random() * (PICK_BELOW - PICK_FROM));
+      if (handedOut.has(port) || !(await canBind(host, port))) continue;
+      handedOut.add(port);
+      return port;
+    }
+  }
   for (;;) {
     const port = await onePort(host);
     if (handedOut.has(port)) continue;
