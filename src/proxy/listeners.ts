@@ -10,12 +10,17 @@
  *                or `net.ipv6.ip_nonlocal_bind=1` with the range routed here).
  *   dev          fixed loopback ports mapped to a Flycast address and port, for laptops; callers
  *                arrive from loopback, so the ACL sees the mapping's `as_caller` (or refuses).
+ *
+ * A socket that cannot be opened (its port taken by another program) is logged once, counted in
+ * sixpn_proxy_listeners_failed and tried again every RETRY_MS until it opens: the node keeps
+ * serving every other address meanwhile, and heals by itself when the port is free again.
  */
 import net from 'node:net';
 import { normalizeAddress } from '../addressing/index.js';
 import type { ConnInfo, ProxyCore } from './core.js';
 import { findTarget } from './core.js';
 import type { HttpService } from './http-service.js';
+import { listenersFailed } from './metrics.js';
 import type { TcpService } from './tcp.js';
 
 interface Spec {
@@ -40,6 +45,9 @@ function destroyOnError(this: net.Socket): void {
 
 const bracket = (host: string): string => (host.includes(':') ? `[${host}]` : host);
 
+/** How often listeners that failed to open are tried again. */
+export const RETRY_MS = 5_000;
+
 export class Listeners {
   private readonly open = new Map<string, Listening>();
   /** Keys that failed to bind, so the error is logged once, not on every catalog change. */
@@ -47,6 +55,7 @@ export class Listeners {
   private running: Promise<void> | null = null;
   private again = false;
   private stopped = false;
+  private retry: NodeJS.Timeout | null = null;
 
   constructor(
     private readonly core: ProxyCore,
@@ -96,6 +105,14 @@ export class Listeners {
       } while (this.again && !this.stopped);
     })().finally(() => {
       this.running = null;
+      listenersFailed.set(this.failed.size);
+      if (this.failed.size > 0 && !this.stopped && !this.retry) {
+        this.retry = setTimeout(() => {
+          this.retry = null;
+          void this.reconcile();
+        }, RETRY_MS);
+        this.retry.unref();
+      }
     });
     return this.running;
   }
@@ -119,7 +136,7 @@ export class Listeners {
       const onError = (err: NodeJS.ErrnoException): void => {
         if (!this.failed.has(spec.key)) {
           this.failed.add(spec.key);
-          this.core.log.error({ listen: `${bracket(spec.host)}:${spec.port}`, code: err.code, err: err.message }, 'cannot listen on flycast address; its callers are not served');
+          this.core.log.error({ listen: `${bracket(spec.host)}:${spec.port}`, code: err.code, err: err.message }, `cannot listen on flycast address; its callers are not served until it opens (tried again every ${RETRY_MS / 1000} s)`);
         }
         resolve();
       };
@@ -206,6 +223,8 @@ export class Listeners {
   /** Stops accepting (listeners closed); connections already open keep running. */
   stop(): void {
     this.stopped = true;
+    if (this.retry) clearTimeout(this.retry);
+    this.retry = null;
     for (const l of this.open.values()) l.server.close();
     this.open.clear();
   }

@@ -23,6 +23,12 @@ export const connectionsAccepted = counter({
   labelNames: ['app', 'proto'] as const,
 });
 
+/** Listeners that failed to open (a port taken by another program): retried until they open. */
+export const listenersFailed = gauge({
+  name: 'sixpn_proxy_listeners_failed',
+  help: 'Flycast listening sockets this proxy wants but could not open (retried every 5 s; each proxy worker counts its own)',
+});
+
 export const activeConnections = gauge({
   name: 'sixpn_proxy_active_connections',
   help: 'Connections (TCP) or in-flight requests (HTTP) currently held on a machine',

@@ -6,7 +6,8 @@ import { machineAddress, parseHostId } from '../../src/addressing/index.js';
 import { IN_NETNS } from '../harness/env.js';
 import { appToml, closeCallerAgents, httpFrom, orgsToml, proxyNodeToml, readAll, startProxyNode, tcpFrom, type ProxyNode } from '../harness/flycast.js';
 import { startHttpMachine, stopMachines, type TestMachine } from '../harness/machines.js';
-import { freePort } from '../harness/net.js';
+import { createServer, type Server } from 'node:net';
+import { freePort, waitFor } from '../harness/net.js';
 import { request } from 'undici';
 
 const HOST = parseHostId('a7b:7d')!;
@@ -98,6 +99,54 @@ dev_mappings = [
     const r = await request(`http://127.0.0.1:${anonymous}/`);
     expect(r.statusCode).toBe(403);
     expect(await r.body.text()).toMatch(/development mapping without as_caller/);
+  });
+});
+
+describe.skipIf(!IN_NETNS)('flycast proxy: a listener whose port another program holds (e2e)', () => {
+  let proxy: ProxyNode;
+  let web: TestMachine;
+  let blocker: Server;
+  let taken: number;
+  let free: number;
+  let admin: number;
+  const failedGauge = async (): Promise<number> => {
+    const text = await (await request(`http://127.0.0.1:${admin}/metrics`)).body.text();
+    return Number(/^sixpn_proxy_listeners_failed (\d+)$/m.exec(text)?.[1] ?? NaN);
+  };
+
+  beforeAll(async () => {
+    web = await startHttpMachine({ id: WEB_ID, host: '127.0.0.1' });
+    [taken, free, admin] = [await freePort(), await freePort(), await freePort()];
+    blocker = createServer((s) => s.end('not the proxy\n'));
+    await new Promise<void>((r) => blocker.listen(taken, '127.0.0.1', r));
+    const cfg = `mode = "dev"
+dev_mappings = [
+  { listen_port = ${taken}, flycast = "${WEB_IP}", port = ${P1}, as_caller = "${INSIDER}" },
+  { listen_port = ${free}, flycast = "${WEB_IP}", port = ${P1}, as_caller = "${INSIDER}" },
+]`;
+    const toml = base(cfg, `upstream = "127.0.0.1:${web.port}"`).replace('[control]\nenabled = false', `[control]\nenabled = true\nlisten = "127.0.0.1:${admin}"\ntoken = "test-token-0123456789"\n[demo]\nenabled = false\n[wireguard]\nenabled = false`);
+    proxy = await startProxyNode(toml, {}, 'up');
+  });
+  afterAll(async () => {
+    await proxy?.stop();
+    blocker?.close();
+    await stopMachines([web].filter(Boolean));
+  });
+
+  it('says so once, serves the other addresses, and opens it by itself once the port is free', async () => {
+    const said = (): number => proxy.proc.output().split(`cannot listen on flycast address`).length - 1;
+    expect(proxy.proc.output()).toMatch(new RegExp(`"listen":"127\\.0\\.0\\.1:${taken}","code":"EADDRINUSE"`));
+    expect((await request(`http://127.0.0.1:${free}/`)).statusCode).toBe(200);
+    expect(await failedGauge()).toBe(1);
+    // Tried again every 5 s, said once.
+    await new Promise((r) => setTimeout(r, 5_500));
+    expect(said()).toBe(1);
+    await new Promise<void>((r) => blocker.close(() => r()));
+    const t0 = Date.now();
+    await waitFor(async () => (await request(`http://127.0.0.1:${taken}/headers`)).statusCode === 200, { timeoutMs: 8_000, what: 'the mapping to open once its port was free' });
+    console.log(`proxy-modes: the listener opened ${Date.now() - t0} ms after its port was freed`);
+    expect(await failedGauge()).toBe(0);
+    expect(said()).toBe(1);
   });
 });
 
