@@ -28,6 +28,7 @@ header{position:sticky;top:0;z-index:2;display:flex;align-items:center;gap:.75re
 .live i{width:.55rem;height:.55rem;border-radius:50%;background:var(--off);display:inline-block}
 .live.on i{background:var(--ok);box-shadow:0 0 0 3px color-mix(in srgb,var(--ok) 25%,transparent)}
 .live.off i{background:var(--bad)}
+.live.idle i{background:var(--off)}
 main{max-width:1180px;margin:0 auto;padding:1rem 1.25rem 3rem}
 .totals{display:grid;grid-template-columns:repeat(auto-fit,minmax(120px,1fr));gap:.6rem;margin-bottom:1rem}
 .total{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:.6rem .8rem}
@@ -496,7 +497,7 @@ function pauseLater(){
   pauseTimer=setTimeout(function(){
     pauseTimer=null;
     if(!document.hidden)return;
-    if(state.es){state.es.close();state.es=null;state.paused=true;setLive(false,'paused');}
+    if(state.es){state.es.close();state.es=null;state.paused=true;setLive(false,'paused');byId('live').className='live idle';}
     else pauseLater(); // still loading or reconnecting: look again later
   },PAUSE_MS);
 }

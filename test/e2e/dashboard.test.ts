@@ -293,6 +293,7 @@ describe.skipIf(!hasCommand(CHROMIUM))('dashboard in headless Chromium', () => {
     for (const p of pages) await setHidden(p, true);
     await expect.poll(streams, { timeout: 8000, interval: 100 }).toBe(base);
     expect(await pages[0]!.locator('#livetext').textContent()).toBe('paused');
+    expect(await pages[0]!.locator('.live.idle').count()).toBe(1); // grey, not the red of a broken stream
     // A seventh tab loads and goes live.
     const seventh = await ctx.newPage();
     problems.push(...watchProblems(seventh));
