@@ -8,9 +8,13 @@ import { HostLiveness } from '../catalog/liveness.js';
 import { ConfigError } from '../errors.js';
 import type { NodeContext, RunningRole } from '../role.js';
 import { Forwarder } from './forward.js';
+import { dnsListenersFailed } from './metrics.js';
 import { Responder } from './responder.js';
 import { DnsListener, TcpConnections } from './server.js';
 import { DnsIndex } from './zone.js';
+
+/** How often 6PN addresses that could not be bound (a port held by another resolver) are tried again. */
+const RETRY_MS = 5_000;
 
 export { resolveLocal, localZoneOf, splitTxt } from './resolve.js';
 export { DnsIndex, preferHealthy } from './zone.js';
@@ -46,9 +50,19 @@ export async function startDnsRole(ctx: NodeContext): Promise<DnsRole> {
   });
   const conns = new TcpConnections(cfg.max_tcp_connections, cfg.tcp_idle_timeout);
   const listeners = new Map<string, DnsListener>();
-  /** 6PN addresses we could not bind; retried on the next reconcile. */
+  /** 6PN addresses we could not bind; tried again every RETRY_MS (and on the next reconcile). */
   const failed = new Set<string>();
   let closed = false;
+  let retry: NodeJS.Timeout | null = null;
+  const retryLater = (): void => {
+    dnsListenersFailed.set(failed.size);
+    if (failed.size === 0 || closed || retry) return;
+    retry = setTimeout(() => {
+      retry = null;
+      void reconcile();
+    }, RETRY_MS);
+    retry.unref();
+  };
 
   const open = async (address: string, required: boolean): Promise<void> => {
     if (listeners.has(address)) return;
@@ -66,7 +80,7 @@ export async function startDnsRole(ctx: NodeContext): Promise<DnsRole> {
           ? ' (route fdaa::/16 to this host, e.g. `ip -6 route add local fdaa::/16 dev lo`, or set dns.listen_6pn = false and dns.loopback_org for development)'
           : '';
       if (required) throw new ConfigError(`dns: cannot listen on [${address}]:${cfg.port}: ${(err as Error).message}${hint}`, { cause: err });
-      if (!failed.has(address)) log.warn({ address, code }, `dns: cannot listen on [${address}]:${cfg.port}: ${(err as Error).message}${hint}`);
+      if (!failed.has(address)) log.warn({ address, code }, `dns: cannot listen on [${address}]:${cfg.port}: ${(err as Error).message}${hint}; tried again every ${RETRY_MS / 1000} s`);
       failed.add(address);
     }
   };
@@ -88,6 +102,8 @@ export async function startDnsRole(ctx: NodeContext): Promise<DnsRole> {
       if (closed) return;
       const want = wanted6pn();
       for (const addr of want) if (!listeners.has(addr)) await open(addr, false);
+      for (const addr of failed) if (!want.has(addr)) failed.delete(addr);
+      retryLater();
       for (const [addr, l] of listeners) {
         if (!want.has(addr) && !fixed.has(addr)) {
           listeners.delete(addr);
@@ -95,7 +111,7 @@ export async function startDnsRole(ctx: NodeContext): Promise<DnsRole> {
           log.info({ address: addr }, 'dns listener closed (org removed)');
         }
       }
-    }));
+    }).catch((err: unknown) => log.error({ err }, 'dns: reconciling the listeners with the catalog failed')));
 
   try {
     for (const addr of fixed) await open(addr, true);
@@ -115,6 +131,8 @@ export async function startDnsRole(ctx: NodeContext): Promise<DnsRole> {
     throw new ConfigError('dns: no address to listen on (set dns.listen or dns.listen_6pn)');
   }
 
+  retryLater();
+
   const onChange = (c: { kind: string }): void => {
     if (c.kind === 'org') void reconcile();
   };
@@ -125,6 +143,7 @@ export async function startDnsRole(ctx: NodeContext): Promise<DnsRole> {
   const close = async (): Promise<void> => {
     if (closed) return;
     closed = true;
+    if (retry) clearTimeout(retry);
     ctx.view.off('change', onChange);
     ctx.view.off('reset', onReset);
     await reconciling.catch(() => undefined);

@@ -2,7 +2,7 @@
  * DNS metrics. Label sets are bounded: query types outside a fixed list count as "other", and
  * rcodes come from the few the server sends.
  */
-import { counter, histogram, type CounterChild } from '../observe/metrics.js';
+import { counter, gauge, histogram, type CounterChild } from '../observe/metrics.js';
 
 const KNOWN_QTYPES = new Set(['A', 'AAAA', 'TXT', 'SOA', 'SRV', 'PTR', 'NS', 'MX', 'CNAME', 'ANY', 'HTTPS', 'SVCB', 'CAA']);
 
@@ -16,6 +16,11 @@ export const dnsForwardErrors = counter({
   name: 'sixpn_dns_forward_errors_total',
   help: 'Upstream attempts that failed (timeout, connection error, bad answer) while forwarding',
   labelNames: ['reason'] as const,
+});
+
+export const dnsListenersFailed = gauge({
+  name: 'sixpn_dns_listeners_failed',
+  help: '6PN resolver addresses (fdaa::3, <org prefix>::3) this node wants but could not bind (tried again every 5 s)',
 });
 
 export const dnsDuration = histogram({

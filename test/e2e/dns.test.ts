@@ -3,6 +3,7 @@
  * <prefix>::3 inside the test namespace, asked by the real `dig` from machine and peer
  * addresses of two orgs, with a local stub upstream for forwarded names.
  */
+import { createSocket } from 'node:dgram';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryStore } from '../../src/catalog/memory.js';
@@ -175,6 +176,39 @@ describe.skipIf(!IN_NETNS)('dns: .internal over real sockets with dig', () => {
       timeoutMs: 3_000,
       what: 'gamma listener to close',
     });
+  });
+
+  it("says once that a new org's <prefix>::3 port is held by another program, and listens once it is free", async () => {
+    const api = (method: string, path: string, body?: unknown) =>
+      fetch(`http://127.0.0.1:${controlPort}${path}`, { method, headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
+    const failedGauge = async (): Promise<number> => {
+      const text = await (await api('GET', '/metrics')).text();
+      return Number(/^sixpn_dns_listeners_failed (\d+)$/m.exec(text)?.[1] ?? NaN);
+    };
+    const said = (): number => node.proc.output().split('dns: cannot listen on [fdaa:0:21::3]').length - 1;
+    // Another resolver holds delta's address before delta exists.
+    const blocker = createSocket('udp6');
+    await new Promise<void>((r) => blocker.bind({ address: 'fdaa:0:21::3', port, exclusive: true }, r));
+    try {
+      expect((await api('POST', '/v1/orgs', { name: 'delta', network_id: 0x21 })).status).toBe(201);
+      await waitFor(() => said() === 1, { timeoutMs: 3_000, what: 'the warning' });
+      expect(await failedGauge()).toBe(1);
+      // The other addresses keep answering.
+      expect((await dig('fdaa::3', port, 'web.internal', 'AAAA', { source: addr('aaaaaaaa0001') })).status).toBe('NOERROR');
+      await new Promise((r) => setTimeout(r, 5_500)); // one retry, still held: not said again
+      expect(said()).toBe(1);
+    } finally {
+      await new Promise<void>((r) => blocker.close(() => r()));
+    }
+    const t0 = Date.now();
+    await waitFor(async () => (await dig('fdaa:0:21::3', port, '_apps.internal', 'TXT', { source: 'fdaa:0:21::9' })).status === 'NOERROR', {
+      timeoutMs: 8_000,
+      what: "delta's listener once its port was free",
+    });
+    console.log(`dns: delta's <prefix>::3 listener opened ${Date.now() - t0} ms after its port was freed`);
+    expect(await failedGauge()).toBe(0);
+    expect(said()).toBe(1);
+    expect((await api('DELETE', '/v1/orgs/delta')).status).toBeLessThan(300);
   });
 
   it('forwards other names to the upstream (truncated UDP retried over TCP), SERVFAIL once it is down', async () => {
