@@ -28,7 +28,6 @@ header{position:sticky;top:0;z-index:2;display:flex;align-items:center;gap:.75re
 .live i{width:.55rem;height:.55rem;border-radius:50%;background:var(--off);display:inline-block}
 .live.on i{background:var(--ok);box-shadow:0 0 0 3px color-mix(in srgb,var(--ok) 25%,transparent)}
 .live.off i{background:var(--bad)}
-.live.idle i{background:var(--off)}
 main{max-width:1180px;margin:0 auto;padding:1rem 1.25rem 3rem}
 .totals{display:grid;grid-template-columns:repeat(auto-fit,minmax(120px,1fr));gap:.6rem;margin-bottom:1rem}
 .total{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:.6rem .8rem}
@@ -153,7 +152,8 @@ function ago(ms){if(!ms)return '';var s=Math.max(0,Math.round((Date.now()-ms)/10
 function fmtRate(r){if(r===null||r===undefined||r!==r)return '\\u2013';return r>=100?Math.round(r).toString():r.toFixed(r>=10?1:2).replace(/\\.?0+$/,'');}
 function fmtNum(n){return n===null||n===undefined?'\\u2013':String(n);}
 function fmtPct(v){return v===null||v===undefined?'\\u2013':Math.round(v*100)+'%';}
-function setLive(on,text){var l=byId('live');l.className='live '+(on?'on':'off');byId('livetext').textContent=text;}
+// The header dot: 'on' (following), 'off' (a fault: red) or 'idle' (paused by the page itself: grey).
+function setLive(dot,text){byId('live').className='live '+dot;byId('livetext').textContent=text;}
 function matches(f,parts){if(!f)return true;for(var i=0;i<parts.length;i++){if(String(parts[i]).toLowerCase().indexOf(f)>=0)return true;}return false;}
 function total(n,label,bad,live){var d=$('div','total'+(bad?' bad':''));var v=$('div','n',n);if(live){v.dataset.live=live;}d.appendChild(v);d.appendChild($('div','l',label));return d;}
 function getJSON(url){return fetch(url,{credentials:'same-origin',cache:'no-store'}).then(function(r){if(r.status===401){var e=new Error('signed out');e.status=401;throw e;}if(!r.ok)throw new Error('HTTP '+r.status);return r.json();});}
@@ -457,7 +457,7 @@ function loadLive(){
     getJSON('/v1/events?limit=100'+(state.lastSeq?'&since='+state.lastSeq:'')).then(function(r){r.events.forEach(addEvent);renderFeed();},function(){})
   ]);
 }
-function showLogin(msg){byId('app').hidden=true;byId('login').hidden=false;byId('loginerr').textContent=msg||'';setLive(false,'signed out');}
+function showLogin(msg){byId('app').hidden=true;byId('login').hidden=false;byId('loginerr').textContent=msg||'';setLive('off','signed out');}
 function showApp(){byId('login').hidden=true;byId('app').hidden=false;}
 function onStatus(s){
   // Another process behind the same address (a restart): its series and events start over.
@@ -467,18 +467,18 @@ function onStatus(s){
 function follow(){
   if(state.es)state.es.close();
   var es=new EventSource('/v1/status/events');state.es=es;var broken=false;
-  es.addEventListener('status',function(ev){try{setLive(true,'live');onStatus(JSON.parse(ev.data));}catch(e){}});
+  es.addEventListener('status',function(ev){try{setLive('on','live');onStatus(JSON.parse(ev.data));}catch(e){}});
   es.addEventListener('points',function(ev){try{onPoints(JSON.parse(ev.data));}catch(e){}});
   es.addEventListener('feed',function(ev){try{if(addEvent(JSON.parse(ev.data)))renderFeed();}catch(e){}});
-  es.onopen=function(){setLive(true,'live');if(broken){broken=false;loadLive();}};
-  es.onerror=function(){broken=true;setLive(false,'reconnecting\\u2026');if(es.readyState===2){state.es=null;setTimeout(start,2000);}};
+  es.onopen=function(){setLive('on','live');if(broken){broken=false;loadLive();}};
+  es.onerror=function(){broken=true;setLive('off','reconnecting\\u2026');if(es.readyState===2){state.es=null;setTimeout(start,2000);}};
   if(document.hidden)pauseLater();
 }
 function start(){
   getJSON('/v1/status').then(function(s){
     showApp();state.status=s;state.pid=s.node.pid;
     return loadLive().then(function(){renderRegions();render();renderFeed();follow();});
-  }).catch(function(e){if(e&&e.status===401){showLogin();return;}setLive(false,'offline');setTimeout(start,3000);});
+  }).catch(function(e){if(e&&e.status===401){showLogin();return;}setLive('off','offline');setTimeout(start,3000);});
 }
 byId('filter').addEventListener('input',function(e){state.filter=e.target.value.trim().toLowerCase();render();renderFeed();});
 byId('loginform').addEventListener('submit',function(e){
@@ -497,14 +497,14 @@ function pauseLater(){
   pauseTimer=setTimeout(function(){
     pauseTimer=null;
     if(!document.hidden)return;
-    if(state.es){state.es.close();state.es=null;state.paused=true;setLive(false,'paused');byId('live').className='live idle';}
+    if(state.es){state.es.close();state.es=null;state.paused=true;setLive('idle','paused');}
     else pauseLater(); // still loading or reconnecting: look again later
   },PAUSE_MS);
 }
 document.addEventListener('visibilitychange',function(){
   if(document.hidden){pauseLater();return;}
   if(pauseTimer){clearTimeout(pauseTimer);pauseTimer=null;}
-  if(state.paused){state.paused=false;setLive(false,'catching up\u2026');loadLive().then(function(){renderRegions();render();renderFeed();follow();});}
+  if(state.paused){state.paused=false;setLive('off','catching up\u2026');loadLive().then(function(){renderRegions();render();renderFeed();follow();});}
 });
 setInterval(function(){if(state.status&&!state.paused)render();},15000);
 // Chart colours come from the theme when a chart is made: a theme switch makes them again.

@@ -9,6 +9,7 @@
  * number as the SSE id so a reconnect resumes where it stopped.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Logger } from '../observe/log.js';
 import type { RunningRole } from '../role.js';
 import { gauge } from '../observe/metrics.js';
 import { EventFeed, FeedWatcher, matchesFilter, type FeedEvent, type FeedFilter } from './events.js';
@@ -44,7 +45,7 @@ export interface HubSource extends StatusSource {
   /** The catalog guard's state changes: pushed to dashboards at once. */
   catalogEvents?: { on(event: 'state', fn: () => void): unknown };
   /** Where the hub says that sampling failed, and when it works again. */
-  log?: { warn(obj: object, msg: string): void; info(obj: object, msg: string): void };
+  log?: Logger;
 }
 
 const SSE_HEADERS = {

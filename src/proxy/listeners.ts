@@ -46,7 +46,7 @@ function destroyOnError(this: net.Socket): void {
 const bracket = (host: string): string => (host.includes(':') ? `[${host}]` : host);
 
 /** How often listeners that failed to open are tried again. */
-export const RETRY_MS = 5_000;
+const RETRY_MS = 5_000;
 
 export class Listeners {
   private readonly open = new Map<string, Listening>();
